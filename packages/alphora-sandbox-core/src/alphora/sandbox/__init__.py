@@ -1,0 +1,167 @@
+"""alphora-sandbox: a secure code-execution sandbox for AI agents.
+
+Quick start::
+
+    from alphora.sandbox import Sandbox
+
+    async with Sandbox.create_local() as sandbox:
+        result = await sandbox.run("print('Hello, World!')")
+        print(result.stdout)
+
+Names provided by plugins (``DockerBackend``, ``is_docker_available``) resolve lazily through the
+plugin registry; a missing plugin gives an ImportError naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BackendError,
+    ConfigurationError,
+    ContainerError,
+    DockerError,
+    ExecutionError,
+    ExecutionFailedError,
+    ExecutionTimeoutError,
+    FileNotFoundError,
+    FileSystemError,
+    PackageError,
+    PackageInstallError,
+    PathTraversalError,
+    SandboxAlreadyExistsError,
+    SandboxAlreadyRunningError,
+    SandboxError,
+    SandboxNotFoundError,
+    SandboxNotRunningError,
+    SecurityViolationError,
+    ShellAccessDeniedError,
+    StorageError,
+    StorageNotFoundError,
+)
+from .plugins import hookimpl
+from .types import (
+    Attachment,
+    BackendType,
+    ExecutionResult,
+    ExecutionStatus,
+    FileInfo,
+    FileType,
+    PackageInfo,
+    ResourceLimits,
+    ResourceUsage,
+    SandboxInfo,
+    SandboxStatus,
+    SecurityPolicy,
+    StorageType,
+)
+
+if TYPE_CHECKING:
+    from .backend import Backend, OutputChunk, ProcessRequest
+    from .builtin.local_backend import LocalBackend
+    from .config import SandboxConfig, config_from_env, config_from_file
+    from .manager import SandboxManager
+    from .sandbox import Sandbox
+    from .session import PythonSession
+    from .tools import SandboxTools
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported on first access, PEP 562)
+_LAZY: dict[str, str] = {
+    "Sandbox": ".sandbox",
+    "Backend": ".backend",
+    "ProcessRequest": ".backend",
+    "OutputChunk": ".backend",
+    "PythonSession": ".session",
+    "LocalBackend": ".builtin.local_backend",
+    "SandboxConfig": ".config",
+    "config_from_env": ".config",
+    "config_from_file": ".config",
+    "SandboxManager": ".manager",
+    "SandboxTools": ".tools",
+}
+
+# name -> (module of the plugin that provides it, extra to install)
+_PLUGIN_NAMES: dict[str, tuple[str, str]] = {
+    "DockerBackend": ("alphora.sandbox_docker", "docker"),
+}
+
+
+def is_docker_available() -> bool:
+    """True when the Docker plugin is installed and a Docker engine answers."""
+    try:
+        mod = importlib.import_module("alphora.sandbox_docker")
+    except ImportError:
+        return False
+    return bool(mod.is_docker_available())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _PLUGIN_NAMES:
+        modname, extra = _PLUGIN_NAMES[name]
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError as exc:
+            raise ImportError(
+                f"{name} needs the {extra} plugin: pip install 'alphora-sandbox[{extra}]'", name=name
+            ) from exc
+        return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Attachment",
+    "Backend",
+    "BackendError",
+    "BackendType",
+    "ConfigurationError",
+    "ContainerError",
+    "DockerBackend",
+    "DockerError",
+    "ExecutionError",
+    "ExecutionFailedError",
+    "ExecutionResult",
+    "ExecutionStatus",
+    "ExecutionTimeoutError",
+    "FileInfo",
+    "FileNotFoundError",
+    "FileSystemError",
+    "FileType",
+    "LocalBackend",
+    "OutputChunk",
+    "PackageError",
+    "PackageInfo",
+    "PackageInstallError",
+    "PathTraversalError",
+    "ProcessRequest",
+    "PythonSession",
+    "ResourceLimits",
+    "ResourceUsage",
+    "Sandbox",
+    "SandboxAlreadyExistsError",
+    "SandboxAlreadyRunningError",
+    "SandboxConfig",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxManager",
+    "SandboxNotFoundError",
+    "SandboxNotRunningError",
+    "SandboxStatus",
+    "SandboxTools",
+    "SecurityPolicy",
+    "SecurityViolationError",
+    "ShellAccessDeniedError",
+    "StorageError",
+    "StorageNotFoundError",
+    "StorageType",
+    "config_from_env",
+    "config_from_file",
+    "hookimpl",
+    "is_docker_available",
+]

@@ -1,0 +1,1 @@
+"""Built-in plugin: exporters (being written)."""

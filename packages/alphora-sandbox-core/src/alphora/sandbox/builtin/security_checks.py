@@ -1,0 +1,1 @@
+"""Built-in plugin: security_checks (being written)."""

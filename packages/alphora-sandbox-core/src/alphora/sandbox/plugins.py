@@ -1,0 +1,169 @@
+"""The plugin manager and the registry built from it.
+
+:func:`make_plugin_manager` builds a pluggy manager with the built-in plugins (listed in
+:data:`DEFAULT_PLUGINS`, registered exactly like third-party ones) and, unless disabled, every
+plugin of the ``alphora_sandbox`` entry-point group. :class:`PluginRegistry` is the only place
+that calls ``pm.hook.*``.
+
+Environment switches:
+
+* ``ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD=1``: don't load entry-point plugins.
+* ``ALPHORA_SANDBOX_BLOCK_PLUGINS=a,b``: never register plugins with these names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .security import SecurityCheck
+    from .storage.base import Storage
+    from .tools.exporters import ToolExporter
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "NAME",
+    "PluginRegistry",
+    "get_registry",
+    "hookimpl",
+    "make_plugin_manager",
+    "set_registry",
+]
+
+log = logging.getLogger(__name__)
+
+NAME = hookspecs.NAME
+hookimpl = pluggy.HookimplMarker(NAME)
+
+#: Built-in plugins, registered by module name like any other plugin.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "alphora.sandbox.builtin.local_backend",
+    "alphora.sandbox.builtin.local_storage",
+    "alphora.sandbox.builtin.security_checks",
+    "alphora.sandbox.builtin.exporters",
+)
+
+
+def _env_list(name: str) -> list[str]:
+    return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+
+
+def make_plugin_manager(
+    *,
+    autoload: bool | None = None,
+    blocked: Iterable[str] = (),
+    extra_plugins: Iterable[object] = (),
+) -> pluggy.PluginManager:
+    """Build a plugin manager: built-ins, then entry-point plugins (unless disabled), then extras."""
+    pm = pluggy.PluginManager(NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in (*blocked, *_env_list("ALPHORA_SANDBOX_BLOCK_PLUGINS")):
+        pm.set_blocked(name)
+    for modname in DEFAULT_PLUGINS:
+        if pm.is_blocked(modname):
+            continue
+        pm.register(importlib.import_module(modname), name=modname)
+    if autoload is None:
+        autoload = os.environ.get("ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
+    if autoload:
+        pm.load_setuptools_entrypoints(NAME)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
+class PluginRegistry:
+    """What the plugins registered: backends, storages, security checks, tool exporters."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm if pm is not None else make_plugin_manager()
+        self.backends: dict[str, type[Backend]] = {}
+        self.storages: dict[str, type[Storage]] = {}
+        self.security_checks: list[SecurityCheck] = []
+        self.tool_exporters: dict[str, ToolExporter] = {}
+        hook = self.pm.hook
+        hook.sandbox_register_backends(register=self._registrar(self.backends, "backend"))
+        hook.sandbox_register_storages(register=self._registrar(self.storages, "storage"))
+        hook.sandbox_register_security_checks(register=self.security_checks.append)
+        hook.sandbox_register_tool_exporters(register=self._registrar(self.tool_exporters, "tool exporter"))
+
+    @staticmethod
+    def _registrar(table: dict[str, Any], kind: str) -> Callable[..., None]:
+        def register(name: str, obj: Any, *, replace: bool = False) -> None:
+            key = str(name).lower()
+            if key in table and not replace and table[key] is not obj:
+                raise ValueError(f"{kind} {key!r} is already registered by {table[key]!r}")
+            table[key] = obj
+
+        return register
+
+    def backend(self, name: str) -> type[Backend]:
+        key = str(getattr(name, "value", name)).lower()
+        try:
+            return self.backends[key]
+        except KeyError:
+            hint = " (install it with: pip install 'alphora-sandbox[docker]')" if key == "docker" else ""
+            raise ConfigurationError(
+                f"unknown backend {key!r}{hint}; registered: {sorted(self.backends)}",
+                field="backend_type",
+                value=name,
+            ) from None
+
+    def storage(self, name: str) -> type[Storage]:
+        key = str(getattr(name, "value", name)).lower()
+        try:
+            return self.storages[key]
+        except KeyError:
+            hint = " (install it with: pip install 'alphora-sandbox[s3]')" if key in ("s3", "minio") else ""
+            raise ConfigurationError(
+                f"unknown storage {key!r}{hint}; registered: {sorted(self.storages)}",
+                field="storage_type",
+                value=name,
+            ) from None
+
+    def exporter(self, name: str) -> ToolExporter:
+        try:
+            return self.tool_exporters[name.lower()]
+        except KeyError:
+            raise ConfigurationError(
+                f"unknown tool format {name!r}; registered: {sorted(self.tool_exporters)}",
+                field="format",
+                value=name,
+            ) from None
+
+    def plugin_names(self) -> list[str]:
+        return sorted(n for n, _ in self.pm.list_name_plugin() if n)
+
+
+_lock = threading.Lock()
+_default: PluginRegistry | None = None
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide default registry, built on first use."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = PluginRegistry()
+    return _default
+
+
+def set_registry(registry: PluginRegistry | None) -> PluginRegistry | None:
+    """Replace the default registry (None: rebuild lazily). Returns the previous one."""
+    global _default
+    with _lock:
+        previous, _default = _default, registry
+    return previous
