@@ -157,6 +157,13 @@ class Backend(abc.ABC):
         """A stateful Python session (variables persist between calls). Optional primitive."""
         raise NotImplementedError(f"backend {self.name!r} has no stateful sessions")
 
+    async def pip_command(self) -> tuple[list[str], dict[str, str]]:
+        """argv prefix and extra env that run pip *inside the sandbox's own Python environment*.
+
+        Package management never touches the host's environment: a backend that shares the host's
+        interpreter (local) creates its own environment here, lazily, on first use."""
+        return [self.python, "-m", "pip"], {}
+
     # -- files (workspace-relative, already normalised) ------------------------------------------
 
     @abc.abstractmethod

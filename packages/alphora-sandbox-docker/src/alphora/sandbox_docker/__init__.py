@@ -1,0 +1,5 @@
+"""alphora-sandbox Docker backend plugin (being written)."""
+
+
+def is_docker_available() -> bool:
+    return False

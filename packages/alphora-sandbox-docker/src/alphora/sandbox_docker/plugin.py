@@ -1,0 +1,1 @@
+"""Plugin registration for alphora-sandbox-docker (being written)."""

@@ -1,0 +1,1 @@
+"""alphora-sandbox-s3 plugin."""

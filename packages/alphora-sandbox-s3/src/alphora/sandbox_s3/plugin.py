@@ -1,0 +1,1 @@
+"""Plugin registration for alphora-sandbox-s3 (being written)."""
