@@ -1,0 +1,697 @@
+"""The Sandbox facade: one object per isolated workspace, identical on every backend.
+
+It owns what must not differ between backends: the status machine, security-policy checks, the
+path guard, env vars, result shaping and package management. The backend (a plugin) only runs
+processes and moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import os
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from . import pathguard
+from .backend import Backend, OutputCallback, OutputChunk, ProcessRequest, default_base_path
+from .errors import (
+    ConfigurationError,
+    FileNotFoundError,
+    FileSystemError,
+    PackageError,
+    SandboxAlreadyRunningError,
+    SandboxError,
+    SandboxNotRunningError,
+)
+from .plugins import PluginRegistry, get_registry
+from .security import CheckRequest, run_checks
+from .session import PythonSession
+from .types import (
+    BackendType,
+    ExecutionResult,
+    FileInfo,
+    PackageInfo,
+    ResourceLimits,
+    ResourceUsage,
+    SandboxInfo,
+    SandboxStatus,
+    SecurityPolicy,
+)
+
+if TYPE_CHECKING:
+    from .config import SandboxConfig
+
+__all__ = ["Sandbox"]
+
+log = logging.getLogger("alphora.sandbox")
+audit_log = logging.getLogger("alphora.sandbox.audit")
+
+#: host variables passed to *pip* (never to user code) so package installs work behind proxies
+_PIP_HOST_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS",
+                 "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                 "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                 "no_proxy")
+_PIP_TIMEOUT = 600.0
+_ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _validate_requirement(package: str, version: str | None = None) -> str:
+    """Return a pip requirement string, or raise PackageError: never an option, never a shell word."""
+    if not isinstance(package, str) or not package.strip():
+        raise PackageError(f"invalid package name: {package!r}", package=str(package))
+    package = package.strip()
+    if package.startswith("-") or any(c in package for c in "\n\r\0"):
+        raise PackageError(f"invalid package name: {package!r} (options are not accepted)", package=package)
+    try:
+        req = Requirement(package)
+    except InvalidRequirement as exc:
+        raise PackageError(f"invalid package requirement {package!r}: {exc}", package=package) from None
+    if req.url:
+        raise PackageError(f"URL requirements are not accepted: {package!r}", package=package)
+    if version is not None:
+        version = str(version).strip()
+        if req.specifier:
+            raise PackageError(f"give the version either in {package!r} or as version=, not both", package=package)
+        try:
+            if version[:1].isdigit():
+                Version(version)
+                return f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}=={version}"
+            SpecifierSet(version)
+        except (InvalidVersion, InvalidSpecifier):
+            raise PackageError(f"invalid version {version!r} for {package!r}", package=package) from None
+        return f"{package}{version}"
+    return str(req)
+
+
+class Sandbox:
+    """A sandboxed workspace with its own processes, files, env vars and packages.
+
+    Create one with :meth:`create_local`, :meth:`create_docker`, :meth:`from_config` or
+    :meth:`create`, then ``async with sandbox:`` (or ``await sandbox.start()`` … ``stop()``).
+    """
+
+    def __init__(
+        self,
+        backend_type: BackendType | str = BackendType.LOCAL,
+        *,
+        sandbox_id: str | None = None,
+        name: str | None = None,
+        base_path: str | os.PathLike[str] | None = None,
+        resource_limits: ResourceLimits | None = None,
+        security_policy: SecurityPolicy | None = None,
+        backend_options: Mapping[str, Any] | None = None,
+        env_vars: Mapping[str, str] | None = None,
+        registry: PluginRegistry | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.sandbox_id = sandbox_id or uuid.uuid4().hex[:12]
+        if not self.sandbox_id.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(f"invalid sandbox_id {self.sandbox_id!r}: use letters, digits, - and _",
+                                     field="sandbox_id", value=self.sandbox_id)
+        self.name = name or self.sandbox_id
+        self.backend_type = str(getattr(backend_type, "value", backend_type)).lower()
+        self.resource_limits = resource_limits or ResourceLimits()
+        self.security_policy = security_policy or SecurityPolicy()
+        self.base_path = Path(base_path).expanduser() if base_path else default_base_path()
+        self._registry = registry
+        if backend is None:
+            backend_cls = self.registry.backend(self.backend_type)
+            backend = backend_cls(
+                self.sandbox_id,
+                self.base_path / self.sandbox_id,
+                resource_limits=self.resource_limits,
+                security_policy=self.security_policy,
+                options=dict(backend_options or {}),
+            )
+        self.backend = backend
+        self._env: dict[str, str] = {}
+        if env_vars:
+            self.set_env_vars(env_vars)
+        self._status = SandboxStatus.CREATED
+        self._lock = asyncio.Lock()
+        self.created_at = datetime.now(timezone.utc)
+        self.started_at: datetime | None = None
+        self.last_activity = time.time()
+        self.audit_events: list[dict[str, Any]] = []
+
+    # -- factories -------------------------------------------------------------------------------
+
+    @classmethod
+    def create_local(
+        cls,
+        base_path: str | os.PathLike[str] | None = None,
+        resource_limits: ResourceLimits | None = None,
+        security_policy: SecurityPolicy | None = None,
+        **kwargs: Any,
+    ) -> Sandbox:
+        """A sandbox on the local backend (processes on this host, workspace under base_path)."""
+        return cls(BackendType.LOCAL, base_path=base_path, resource_limits=resource_limits,
+                   security_policy=security_policy, **kwargs)
+
+    @classmethod
+    def create_docker(
+        cls,
+        base_path: str | os.PathLike[str] | None = None,
+        docker_image: str = "python:3.11-slim",
+        resource_limits: ResourceLimits | None = None,
+        security_policy: SecurityPolicy | None = None,
+        **kwargs: Any,
+    ) -> Sandbox:
+        """A sandbox in its own hardened Docker container (needs ``alphora-sandbox[docker]``)."""
+        options = {"image": docker_image, **dict(kwargs.pop("backend_options", None) or {})}
+        return cls(BackendType.DOCKER, base_path=base_path, resource_limits=resource_limits,
+                   security_policy=security_policy, backend_options=options, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: SandboxConfig, **kwargs: Any) -> Sandbox:
+        """A sandbox as a :class:`~alphora.sandbox.config.SandboxConfig` describes it."""
+        params: dict[str, Any] = {
+            "base_path": config.base_path,
+            "resource_limits": config.resource_limits,
+            "security_policy": config.security_policy,
+            "backend_options": config.backend_options(),
+            "env_vars": dict(config.env_vars or {}),
+        }
+        if config.sandbox_id:
+            params["sandbox_id"] = config.sandbox_id
+        if config.name:
+            params["name"] = config.name
+        params.update(kwargs)
+        return cls(config.backend_type, **params)
+
+    @classmethod
+    def create(cls, backend_type: BackendType | str = BackendType.LOCAL, **kwargs: Any) -> Sandbox:
+        """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name."""
+        if str(getattr(backend_type, "value", backend_type)).lower() == BackendType.DOCKER.value and "docker_image" in kwargs:
+            return cls.create_docker(**kwargs)
+        return cls(backend_type, **kwargs)
+
+    @property
+    def registry(self) -> PluginRegistry:
+        if self._registry is None:
+            self._registry = get_registry()
+        return self._registry
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> SandboxStatus:
+        return self._status
+
+    @property
+    def is_running(self) -> bool:
+        return self._status is SandboxStatus.RUNNING
+
+    @property
+    def workspace_path(self) -> Path:
+        return self.backend.workspace_path
+
+    async def start(self) -> Sandbox:
+        """Start the sandbox (CREATED/STOPPED/ERROR → RUNNING)."""
+        async with self._lock:
+            if self._status is SandboxStatus.RUNNING:
+                raise SandboxAlreadyRunningError(f"sandbox {self.sandbox_id} is already running",
+                                                 sandbox_id=self.sandbox_id)
+            if self._status is SandboxStatus.DESTROYED:
+                raise SandboxError(f"sandbox {self.sandbox_id} was destroyed", sandbox_id=self.sandbox_id)
+            self._status = SandboxStatus.STARTING
+            try:
+                await self.backend.initialize()
+                await self.backend.start()
+            except BaseException:
+                self._status = SandboxStatus.ERROR
+                try:
+                    await self.backend.stop()
+                except Exception:
+                    log.warning("cleanup after failed start of %s failed", self.sandbox_id, exc_info=True)
+                raise
+            self._status = SandboxStatus.RUNNING
+            self.started_at = datetime.now(timezone.utc)
+            self._touch()
+            self._audit("start")
+        return self
+
+    async def stop(self) -> None:
+        """Stop the sandbox and everything running in it; keeps the workspace. Idempotent."""
+        async with self._lock:
+            if self._status in (SandboxStatus.CREATED, SandboxStatus.STOPPED, SandboxStatus.DESTROYED):
+                return
+            self._status = SandboxStatus.STOPPING
+            try:
+                await self.backend.stop()
+            except BaseException:
+                self._status = SandboxStatus.ERROR
+                raise
+            self._status = SandboxStatus.STOPPED
+            self._audit("stop")
+
+    async def restart(self) -> Sandbox:
+        """stop() then start(); recovers a sandbox in ERROR."""
+        await self.stop()
+        return await self.start()
+
+    async def destroy(self) -> None:
+        """Stop and remove everything: processes, container, workspace. Idempotent."""
+        async with self._lock:
+            if self._status is SandboxStatus.DESTROYED:
+                return
+            self._status = SandboxStatus.STOPPING
+            try:
+                await self.backend.destroy()
+            finally:
+                self._status = SandboxStatus.DESTROYED
+                self._audit("destroy")
+
+    async def health_check(self) -> bool:
+        """True when running and the backend answers; a running sandbox that doesn't goes to ERROR."""
+        if self._status is not SandboxStatus.RUNNING:
+            return False
+        try:
+            ok = await self.backend.health_check()
+        except Exception:
+            log.debug("health check of %s raised", self.sandbox_id, exc_info=True)
+            ok = False
+        if not ok:
+            self._status = SandboxStatus.ERROR
+        return ok
+
+    async def __aenter__(self) -> Sandbox:
+        if self._status is not SandboxStatus.RUNNING:
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.stop()
+        except Exception:
+            if exc is None:
+                raise
+            log.warning("stopping sandbox %s failed while handling %r", self.sandbox_id, exc, exc_info=True)
+
+    def __del__(self) -> None:
+        if getattr(self, "_status", None) in (SandboxStatus.RUNNING, SandboxStatus.STARTING):
+            warnings.warn(f"sandbox {self.sandbox_id} was never stopped; call stop() or use 'async with'",
+                          ResourceWarning, stacklevel=2)
+
+    def _require_running(self) -> None:
+        if self._status is not SandboxStatus.RUNNING:
+            raise SandboxNotRunningError(
+                f"sandbox {self.sandbox_id} is {self._status.value}, not running; call start() first",
+                sandbox_id=self.sandbox_id,
+            )
+
+    def _touch(self) -> None:
+        self.last_activity = time.time()
+
+    def _audit(self, action: str, **details: Any) -> None:
+        if not self.security_policy.audit_enabled:
+            return
+        event = {"time": datetime.now(timezone.utc).isoformat(), "sandbox_id": self.sandbox_id,
+                 "action": action, **details}
+        self.audit_events.append(event)
+        audit_log.info("%s", json.dumps(event, default=str))
+
+    async def _check(self, kind: Any, content: str = "", path: str = "", size: int = 0) -> None:
+        await run_checks(self.registry.security_checks, CheckRequest(kind=kind, content=content, path=path, size=size),
+                         self.security_policy, sandbox_id=self.sandbox_id)
+
+    # -- code execution --------------------------------------------------------------------------
+
+    def _env_for(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        return {**self._env, **(env or {})}
+
+    async def _run(self, request: ProcessRequest, on_output: OutputCallback | None) -> ExecutionResult:
+        self._require_running()
+        self._touch()
+        self._audit("run", kind=request.kind, code=request.code[:2000], argv=list(request.argv))
+        try:
+            return await self.backend.run(request, on_output)
+        finally:
+            self._touch()
+
+    def _request(self, kind: Any, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}",
+                                     field="timeout", value=timeout)
+        return ProcessRequest(
+            kind=kind,
+            timeout=float(timeout if timeout is not None else self.resource_limits.timeout_seconds),
+            max_output=self.resource_limits.max_output_size,
+            env=self._env_for(env),
+            **kw,
+        )
+
+    async def run(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
+                  env: Mapping[str, str] | None = None) -> ExecutionResult:
+        """Run Python code in a fresh process (shorthand for :meth:`execute_code`)."""
+        return await self.execute_code(code, timeout, on_output=on_output, env=env)
+
+    async def execute_code(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
+                           env: Mapping[str, str] | None = None) -> ExecutionResult:
+        """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception)."""
+        self._require_running()
+        await self._check("python", content=code)
+        return await self._run(self._request("python", timeout, env, code=code), on_output)
+
+    async def execute_file(self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None, *,
+                           on_output: OutputCallback | None = None,
+                           env: Mapping[str, str] | None = None) -> ExecutionResult:
+        """Run a Python file of the workspace with arguments (``sys.argv[1:] == args``)."""
+        self._require_running()
+        rel = self._path(file_path)
+        info = await self.backend.stat(rel)
+        if info is None or info.is_directory:
+            raise FileNotFoundError(f"no such file in the workspace: {file_path}", path=str(file_path),
+                                    sandbox_id=self.sandbox_id)
+        if info.size <= self.security_policy.max_file_size_bytes:
+            source = (await self.backend.read_bytes(rel)).decode("utf-8", "replace")
+            await self._check("python", content=source)
+        argv = (rel, *(str(a) for a in (args or ())))
+        return await self._run(self._request("file", timeout, env, argv=argv), on_output)
+
+    async def execute_shell(self, command: str, timeout: float | None = None, *,
+                            on_output: OutputCallback | None = None,
+                            env: Mapping[str, str] | None = None) -> ExecutionResult:
+        """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``)."""
+        self._require_running()
+        await self._check("shell", content=command)
+        return await self._run(self._request("shell", timeout, env, code=command), on_output)
+
+    async def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
+                     env: Mapping[str, str] | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
+        """Run code (``kind="python"``) or a command (``kind="shell"``) and yield output chunks as
+        they arrive, then the final :class:`ExecutionResult` as the last item."""
+        queue: asyncio.Queue[OutputChunk | ExecutionResult | BaseException] = asyncio.Queue()
+        run = self.execute_shell if kind == "shell" else self.execute_code
+
+        async def produce() -> None:
+            try:
+                await queue.put(await run(code, timeout, on_output=queue.put, env=env))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                await queue.put(exc)
+
+        task = asyncio.create_task(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, ExecutionResult):
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+
+    @asynccontextmanager
+    async def session(self, name: str = "default") -> AsyncIterator[PythonSession]:
+        """A stateful Python session (variables persist between calls, like a notebook kernel)::
+
+            async with sandbox.session() as py:
+                await py.run("x = 41")
+                r = await py.run("x + 1")      # r.value == "42"
+        """
+        self._require_running()
+        inner = await self.backend.open_session(name)
+        session = _CheckedSession(self, inner)
+        try:
+            yield session
+        finally:
+            await inner.close()
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _path(self, path: str | os.PathLike[str]) -> str:
+        aliases = [str(self.workspace_path), *getattr(self.backend, "workspace_aliases", ())]
+        return pathguard.normalize(path, workspace_aliases=aliases)
+
+    async def read_file(self, path: str, encoding: str = "utf-8") -> str:
+        """Read a text file of the workspace (undecodable bytes become U+FFFD)."""
+        return (await self.read_file_bytes(path)).decode(encoding, "replace")
+
+    async def read_file_bytes(self, path: str) -> bytes:
+        self._require_running()
+        rel = self._path(path)
+        await self._check("read", path=rel)
+        self._touch()
+        return await self.backend.read_bytes(rel)
+
+    async def write_file(self, path: str, content: str, encoding: str = "utf-8") -> FileInfo:
+        """Write a text file (atomically; parent directories are created)."""
+        return await self.write_file_bytes(path, content.encode(encoding))
+
+    async def write_file_bytes(self, path: str, content: bytes) -> FileInfo:
+        self._require_running()
+        if not isinstance(content, bytes | bytearray | memoryview):
+            raise TypeError(f"content must be bytes, got {type(content).__name__}")
+        rel = self._path(path)
+        if not rel:
+            raise FileSystemError("cannot write to the workspace root", path=str(path), sandbox_id=self.sandbox_id)
+        await self._check("write", path=rel, size=len(content))
+        self._touch()
+        self._audit("write_file", path=rel, size=len(content))
+        await self.backend.write_bytes(rel, bytes(content))
+        info = await self.backend.stat(rel)
+        assert info is not None
+        return info
+
+    async def save_file(self, path: str, content: str | bytes) -> FileInfo:
+        """Write text or bytes and return the new file's :class:`FileInfo`."""
+        if isinstance(content, str):
+            return await self.write_file(path, content)
+        return await self.write_file_bytes(path, content)
+
+    async def delete_file(self, path: str) -> bool:
+        """Delete a file or directory tree; False when nothing was there."""
+        self._require_running()
+        rel = self._path(path)
+        if not rel:
+            raise FileSystemError("refusing to delete the workspace root", path=str(path), sandbox_id=self.sandbox_id)
+        await self._check("delete", path=rel)
+        self._touch()
+        self._audit("delete_file", path=rel)
+        return await self.backend.remove(rel)
+
+    async def file_exists(self, path: str) -> bool:
+        self._require_running()
+        return await self.backend.stat(self._path(path)) is not None
+
+    async def get_file_info(self, path: str) -> FileInfo:
+        self._require_running()
+        info = await self.backend.stat(self._path(path))
+        if info is None:
+            raise FileNotFoundError(f"no such file in the workspace: {path}", path=str(path), sandbox_id=self.sandbox_id)
+        return info
+
+    async def copy_file(self, source: str, dest: str) -> FileInfo:
+        self._require_running()
+        src, dst = self._path(source), self._path(dest)
+        if not dst:
+            raise FileSystemError("destination is the workspace root", path=str(dest), sandbox_id=self.sandbox_id)
+        info = await self.backend.stat(src)
+        await self._check("write", path=dst, size=info.size if info else 0)
+        self._touch()
+        await self.backend.copy(src, dst)
+        out = await self.backend.stat(dst)
+        assert out is not None
+        return out
+
+    async def move_file(self, source: str, dest: str) -> FileInfo:
+        self._require_running()
+        src, dst = self._path(source), self._path(dest)
+        if not src or not dst:
+            raise FileSystemError("cannot move the workspace root", path=str(source), sandbox_id=self.sandbox_id)
+        await self._check("delete", path=src)
+        await self._check("write", path=dst)
+        self._touch()
+        await self.backend.move(src, dst)
+        out = await self.backend.stat(dst)
+        assert out is not None
+        return out
+
+    async def download_file(self, path: str) -> bytes:
+        """The file's bytes (to hand to a user or an object store)."""
+        return await self.read_file_bytes(path)
+
+    async def make_dir(self, path: str) -> None:
+        self._require_running()
+        rel = self._path(path)
+        await self._check("write", path=rel)
+        await self.backend.mkdir(rel)
+
+    async def list_files(self, path: str = "", recursive: bool = False, pattern: str | None = None) -> list[FileInfo]:
+        """Files under ``path`` (workspace root by default), optionally recursive and filtered by a
+        glob ``pattern`` matched against the file name (``"*.py"``)."""
+        self._require_running()
+        rel = self._path(path)
+        self._touch()
+        entries = await self.backend.list_dir(rel, recursive)
+        if pattern:
+            entries = [e for e in entries if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.path, pattern)]
+        return sorted(entries, key=lambda e: e.path)
+
+    # -- packages --------------------------------------------------------------------------------
+
+    async def _pip(self, args: Sequence[str], timeout: float | None = None) -> ExecutionResult:
+        self._require_running()
+        await self._check("package", content=" ".join(args))
+        prefix, pip_env = await self.backend.pip_command()
+        host = {k: v for k in _PIP_HOST_ENV if (v := os.environ.get(k)) is not None} if self.backend_type == "local" else {}
+        env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **pip_env}
+        self._audit("pip", args=list(args))
+        request = ProcessRequest(kind="argv", argv=tuple([*prefix, *args]), env={**self._env, **env},
+                                 timeout=float(timeout or max(_PIP_TIMEOUT, self.resource_limits.timeout_seconds)),
+                                 max_output=self.resource_limits.max_output_size)
+        return await self._run(request, None)
+
+    async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
+        """pip-install a package into the sandbox's own environment (never the host's)."""
+        req = _validate_requirement(package, version)
+        return await self._pip(["install", *(["--upgrade"] if upgrade else []), "--", req])
+
+    async def install_packages(self, packages: Sequence[str]) -> ExecutionResult:
+        if isinstance(packages, str) or not packages:
+            raise PackageError("packages must be a non-empty list of requirement strings", package=str(packages))
+        reqs = [_validate_requirement(p) for p in packages]
+        return await self._pip(["install", "--", *reqs])
+
+    async def install_requirements(self, path: str = "requirements.txt") -> ExecutionResult:
+        """Install a requirements file of the workspace; each line is validated like install_package."""
+        text = await self.read_file(path)
+        reqs = []
+        for raw in text.splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if line:
+                reqs.append(_validate_requirement(line))
+        if not reqs:
+            raise PackageError(f"{path} lists no requirements", package=path)
+        return await self._pip(["install", "--", *reqs])
+
+    async def uninstall_package(self, package: str) -> ExecutionResult:
+        name = Requirement(_validate_requirement(package)).name
+        return await self._pip(["uninstall", "-y", "--", name])
+
+    async def list_packages(self) -> list[PackageInfo]:
+        """Packages importable in the sandbox's Python."""
+        code = ("import importlib.metadata as m, json\n"
+                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version) for d in m.distributions()"
+                " if d.metadata['Name']})))")
+        result = await self._python_internal(code)
+        if not result.success:
+            raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
+        return [PackageInfo(name=n, version=v) for n, v in json.loads(result.stdout)]
+
+    async def package_installed(self, package: str) -> bool:
+        name = Requirement(_validate_requirement(package)).name
+        code = ("import importlib.metadata as m, sys\n"
+                f"try:\n    m.version({name!r})\nexcept m.PackageNotFoundError:\n    sys.exit(1)")
+        return (await self._python_internal(code)).success
+
+    async def get_package_version(self, package: str) -> str | None:
+        name = Requirement(_validate_requirement(package)).name
+        code = ("import importlib.metadata as m\n"
+                f"try:\n    print(m.version({name!r}))\nexcept m.PackageNotFoundError:\n    pass")
+        out = (await self._python_internal(code)).stdout.strip()
+        return out or None
+
+    async def _python_internal(self, code: str) -> ExecutionResult:
+        """Library-written helper code: skips the policy's code checks, still in the sandbox."""
+        request = ProcessRequest(kind="python", code=code, env=self._env_for(None),
+                                 timeout=max(60.0, self.resource_limits.timeout_seconds),
+                                 max_output=self.resource_limits.max_output_size)
+        return await self._run(request, None)
+
+    # -- environment variables -------------------------------------------------------------------
+
+    def set_env(self, key: str, value: str) -> None:
+        """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
+        if not isinstance(key, str) or not key or key[0].isdigit() or not set(key) <= _ENV_KEY_OK:
+            raise ConfigurationError(f"invalid environment variable name {key!r}", field="key", value=key)
+        if not isinstance(value, str) or "\0" in value:
+            raise ConfigurationError(f"invalid value for {key}: must be a string without NUL", field=key, value=value)
+        self._env[key] = value
+
+    def get_env(self, key: str, default: str | None = None) -> str | None:
+        return self._env.get(key, default)
+
+    def set_env_vars(self, env_vars: Mapping[str, str]) -> None:
+        for k, v in dict(env_vars).items():
+            self.set_env(k, v)
+
+    def unset_env(self, key: str) -> bool:
+        return self._env.pop(key, None) is not None
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        return dict(self._env)
+
+    # -- monitoring ------------------------------------------------------------------------------
+
+    async def get_resource_usage(self) -> ResourceUsage:
+        self._require_running()
+        return await self.backend.get_resource_usage()
+
+    def get_status(self) -> dict[str, Any]:
+        uptime = (datetime.now(timezone.utc) - self.started_at).total_seconds() \
+            if self.started_at and self._status is SandboxStatus.RUNNING else 0.0
+        return {
+            "sandbox_id": self.sandbox_id,
+            "name": self.name,
+            "status": self._status.value,
+            "backend_type": self.backend_type,
+            "running": self.is_running,
+            "workspace_path": str(self.workspace_path),
+            "uptime_seconds": round(uptime, 3),
+            "last_activity": self.last_activity,
+        }
+
+    def get_info(self) -> SandboxInfo:
+        return SandboxInfo(
+            sandbox_id=self.sandbox_id, name=self.name, backend_type=self.backend_type, status=self._status,
+            workspace_path=str(self.workspace_path), created_at=self.created_at, started_at=self.started_at,
+            resource_limits=self.resource_limits, security_policy=self.security_policy,
+            metadata={"env_vars": sorted(self._env)},
+        )
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.sandbox_id} {self.backend_type} {self._status.value}>"
+
+
+class _CheckedSession(PythonSession):
+    """Wraps a backend session so every call passes the sandbox's policy checks."""
+
+    def __init__(self, sandbox: Sandbox, inner: PythonSession) -> None:
+        self._sandbox = sandbox
+        self._inner = inner
+        self.name = inner.name
+
+    async def run(self, code: str, timeout: float | None = None, *,
+                  on_output: OutputCallback | None = None) -> ExecutionResult:
+        self._sandbox._require_running()
+        await self._sandbox._check("python", content=code)
+        self._sandbox._touch()
+        self._sandbox._audit("session_run", session=self.name, code=code[:2000])
+        return await self._inner.run(code, timeout if timeout is not None else
+                                     self._sandbox.resource_limits.timeout_seconds, on_output=on_output)
+
+    async def reset(self) -> None:
+        await self._inner.reset()
+
+    async def close(self) -> None:
+        await self._inner.close()
