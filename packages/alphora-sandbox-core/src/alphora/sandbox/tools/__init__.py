@@ -1,0 +1,45 @@
+"""Agent integration: the sandbox as LLM tools.
+
+* :class:`SandboxTools` — the spec's 20 tools as methods plus ``execute_tool`` for a model's calls.
+* :class:`ToolSpec` / :data:`TOOL_SPECS` — each tool's name, description and JSON-schema
+  parameters, written once.
+* exporters — ``openai``, ``openai-responses``, ``anthropic``, ``gemini``, ``spec`` (plugins;
+  add more with the ``sandbox_register_tool_exporters`` hook).
+* :mod:`alphora.sandbox.tools.mcp_server` — the same tools over MCP (``alphora-sandbox mcp``).
+"""
+
+from __future__ import annotations
+
+from .exporters import (
+    ToolExporter,
+    export_anthropic,
+    export_gemini,
+    export_openai_chat,
+    export_openai_responses,
+    export_spec_dicts,
+)
+from .results import ERROR_TYPES, truncate_middle
+from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, MAX_LISTED_FILES, SandboxTools
+from .specs import CATEGORIES, TOOL_SPECS, ToolSpec, get_spec, select_specs
+from .validation import ArgumentError, validate_arguments
+
+__all__ = [
+    "CATEGORIES",
+    "DEFAULT_MAX_OUTPUT_CHARS",
+    "ERROR_TYPES",
+    "MAX_LISTED_FILES",
+    "TOOL_SPECS",
+    "ArgumentError",
+    "SandboxTools",
+    "ToolExporter",
+    "ToolSpec",
+    "export_anthropic",
+    "export_gemini",
+    "export_openai_chat",
+    "export_openai_responses",
+    "export_spec_dicts",
+    "get_spec",
+    "select_specs",
+    "truncate_middle",
+    "validate_arguments",
+]

@@ -1,0 +1,437 @@
+"""SandboxTools: the sandbox as a set of tools an LLM agent can call.
+
+Every tool is a method with the spec's name and arguments, described once in
+:mod:`alphora.sandbox.tools.specs`. Every call, direct or through :meth:`SandboxTools.execute_tool`,
+returns a plain JSON-able dict with ``success`` and ``error``; nothing a model sends can raise
+into the agent loop (only cancellation propagates).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..plugins import PluginRegistry, get_registry
+from ..types import ExecutionResult, FileInfo
+from .results import error_result, exception_result, execution_result, truncate_middle
+from .specs import TOOL_SPECS, ToolSpec, select_specs
+from .validation import ArgumentError, validate_arguments
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandbox
+    from ..session import PythonSession
+
+__all__ = ["DEFAULT_MAX_OUTPUT_CHARS", "MAX_LISTED_FILES", "SandboxTools"]
+
+log = logging.getLogger("alphora.sandbox.tools")
+
+#: default cut for text handed back to the model (output, file content), head and tail kept
+DEFAULT_MAX_OUTPUT_CHARS = 20_000
+#: list_files returns at most this many entries
+MAX_LISTED_FILES = 500
+
+_Impl = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def _file_entry(info: FileInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "path": info.path,
+        "size": info.size,
+        "is_directory": info.is_directory,
+        "file_type": info.file_type.value,
+    }
+
+
+class SandboxTools:
+    """The spec's 20 agent tools over one :class:`~alphora.sandbox.Sandbox`.
+
+    ::
+
+        async with Sandbox.create_local() as sandbox:
+            tools = SandboxTools(sandbox)
+            await tools.run_python_code("print(1 + 1)")
+            # {'success': True, 'output': '2\\n', 'error': '', 'execution_time': 0.05, ...}
+
+    Arguments:
+        sandbox: a started sandbox (tools report ``sandbox_not_running`` otherwise).
+        use_session: run ``run_python_code`` in one stateful Python session (variables and imports
+            persist between calls, like a notebook); call :meth:`aclose` (or use ``async with``) to
+            end it.
+        session_name: the session's name when ``use_session`` is set.
+        include / exclude / read_only: offer only a subset (tool or category names, see
+            :func:`~alphora.sandbox.tools.specs.select_specs`); other tools are neither exported
+            nor callable.
+        max_output_chars: cut longer output and file content in the middle (None: never cut).
+        registry: plugin registry for the exporters (default: the process-wide one).
+    """
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        *,
+        use_session: bool = False,
+        session_name: str = "agent",
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        read_only: bool = False,
+        max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+        registry: PluginRegistry | None = None,
+    ) -> None:
+        if max_output_chars is not None and max_output_chars < 100:
+            raise ValueError(f"max_output_chars must be at least 100 (or None), got {max_output_chars!r}")
+        self.sandbox = sandbox
+        self.use_session = use_session
+        self.session_name = session_name
+        self.max_output_chars = max_output_chars
+        self.specs: tuple[ToolSpec, ...] = select_specs(TOOL_SPECS, include=include, exclude=exclude, read_only=read_only)
+        self._by_name: dict[str, ToolSpec] = {s.name: s for s in self.specs}
+        self._registry = registry
+        self._session: PythonSession | None = None
+        self._session_stack: contextlib.AsyncExitStack | None = None
+
+    # -- lifecycle (only matters with use_session) -----------------------------------------------
+
+    async def aclose(self) -> None:
+        """End the stateful session, if one was opened. Idempotent; the sandbox stays running."""
+        stack, self._session_stack, self._session = self._session_stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> SandboxTools:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _python_session(self) -> PythonSession:
+        if self._session is None:
+            stack = contextlib.AsyncExitStack()
+            self._session = await stack.enter_async_context(self.sandbox.session(self.session_name))
+            self._session_stack = stack
+        return self._session
+
+    # -- definitions and export ------------------------------------------------------------------
+
+    @property
+    def registry(self) -> PluginRegistry:
+        if self._registry is None:
+            self._registry = get_registry()
+        return self._registry
+
+    def _select(self, include: Iterable[str] | None, exclude: Iterable[str], read_only: bool) -> tuple[ToolSpec, ...]:
+        return select_specs(self.specs, include=include, exclude=exclude, read_only=read_only)
+
+    def get_available_tools(self) -> list[str]:
+        """Names of the tools this instance offers."""
+        return [s.name for s in self.specs]
+
+    def get_tool_definitions(
+        self, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (), read_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Format-neutral definitions: ``[{name, description, parameters}]`` (JSON Schema)."""
+        return self.export_tools("spec", include=include, exclude=exclude, read_only=read_only)
+
+    def export_tools(
+        self,
+        format: str,
+        *,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        read_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Definitions in any registered format (``openai``, ``openai-responses``, ``anthropic``,
+        ``gemini``, ``spec`` or a plugin's), optionally for a subset."""
+        exporter = self.registry.exporter(format)
+        return exporter(self._select(include, exclude, read_only))
+
+    def get_openai_tools(
+        self, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (), read_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Chat Completions ``tools=`` list."""
+        return self.export_tools("openai", include=include, exclude=exclude, read_only=read_only)
+
+    def get_openai_responses_tools(
+        self, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (), read_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Responses API ``tools=`` list (flat function tools)."""
+        return self.export_tools("openai-responses", include=include, exclude=exclude, read_only=read_only)
+
+    def get_anthropic_tools(
+        self, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (), read_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """Anthropic Messages ``tools=`` list."""
+        return self.export_tools("anthropic", include=include, exclude=exclude, read_only=read_only)
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    async def execute_tool(self, tool_name: str, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run a tool by name with a model's arguments (a dict: decode JSON text first).
+
+        Never raises for anything the model sent: unknown tools, bad arguments, policy refusals and
+        failures inside the tool come back as ``{'success': False, 'error': ..., 'error_type': ...}``.
+        """
+        return await self._call(tool_name, parameters)
+
+    async def _call(self, tool_name: Any, parameters: Any) -> dict[str, Any]:
+        spec = self._by_name.get(tool_name) if isinstance(tool_name, str) else None
+        if spec is None:
+            return self._unknown_tool(tool_name)
+        try:
+            args = validate_arguments(parameters, spec.parameters)
+        except ArgumentError as exc:
+            return self._shape(spec, error_result("invalid_arguments", self._argument_message(spec, exc)))
+        impl: _Impl = getattr(self, f"_tool_{spec.name}")
+        try:
+            result = await impl(**args)
+        except Exception as exc:  # the agent loop must survive anything a tool raises
+            log.debug("tool %s failed", spec.name, exc_info=True)
+            result = exception_result(exc)
+        return self._shape(spec, result)
+
+    def _unknown_tool(self, tool_name: Any) -> dict[str, Any]:
+        available = self.get_available_tools()
+        name = str(tool_name)
+        if name in {s.name for s in TOOL_SPECS}:
+            msg = f"tool '{name}' is not enabled for this agent"
+        else:
+            msg = f"unknown tool '{name}'"
+            close = difflib.get_close_matches(name, available, n=1)
+            if close:
+                msg += f"; did you mean '{close[0]}'?"
+        return error_result("unknown_tool", f"{msg} Available tools: {', '.join(available)}.")
+
+    @staticmethod
+    def _argument_message(spec: ToolSpec, exc: ArgumentError) -> str:
+        params = []
+        for key, prop in spec.properties.items():
+            optional = "" if key in spec.required else "?"
+            params.append(f"{key}{optional}: {prop.get('type', 'any')}")
+        return f"invalid arguments for {spec.name}: {'; '.join(exc.problems)}. Expected: {spec.name}({', '.join(params)})."
+
+    @staticmethod
+    def _shape(spec: ToolSpec, result: dict[str, Any]) -> dict[str, Any]:
+        result.setdefault("error", "")
+        if spec.category in ("code", "shell"):
+            result.setdefault("output", "")
+            result.setdefault("execution_time", 0.0)
+        return result
+
+    @staticmethod
+    def _args(**kwargs: Any) -> dict[str, Any]:
+        """Drop None (an omitted optional argument)."""
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    # -- the spec's tools (public: validated, never raise) ---------------------------------------
+
+    async def run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
+        """Run Python code; ``{'success', 'output', 'error', 'execution_time', ...}``."""
+        return await self._call("run_python_code", self._args(code=code, timeout=timeout))
+
+    async def run_python_file(
+        self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Run a workspace .py file with arguments."""
+        return await self._call(
+            "run_python_file",
+            self._args(file_path=file_path, args=list(args) if isinstance(args, tuple) else args, timeout=timeout),
+        )
+
+    async def run_shell_command(self, command: str, timeout: float | None = None) -> dict[str, Any]:
+        """Run a ``/bin/sh -c`` command line in the workspace."""
+        return await self._call("run_shell_command", self._args(command=command, timeout=timeout))
+
+    async def save_file(self, path: str, content: str) -> dict[str, Any]:
+        """Create or overwrite a text file."""
+        return await self._call("save_file", self._args(path=path, content=content))
+
+    async def read_file(self, path: str) -> dict[str, Any]:
+        """Read a UTF-8 text file."""
+        return await self._call("read_file", self._args(path=path))
+
+    async def delete_file(self, path: str) -> dict[str, Any]:
+        """Delete a file or folder."""
+        return await self._call("delete_file", self._args(path=path))
+
+    async def list_files(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
+        """List a workspace folder."""
+        return await self._call("list_files", self._args(path=path, recursive=recursive))
+
+    async def file_exists(self, path: str) -> dict[str, Any]:
+        """Whether a path exists."""
+        return await self._call("file_exists", self._args(path=path))
+
+    async def copy_file(self, source: str, dest: str) -> dict[str, Any]:
+        """Copy a file or folder."""
+        return await self._call("copy_file", self._args(source=source, dest=dest))
+
+    async def move_file(self, source: str, dest: str) -> dict[str, Any]:
+        """Move or rename a file or folder."""
+        return await self._call("move_file", self._args(source=source, dest=dest))
+
+    async def install_pip_package(self, package: str, version: str | None = None) -> dict[str, Any]:
+        """pip-install one package into the sandbox."""
+        return await self._call("install_pip_package", self._args(package=package, version=version))
+
+    async def install_pip_packages(self, packages: Sequence[str]) -> dict[str, Any]:
+        """pip-install several packages."""
+        return await self._call(
+            "install_pip_packages", self._args(packages=list(packages) if isinstance(packages, tuple) else packages)
+        )
+
+    async def uninstall_pip_package(self, package: str) -> dict[str, Any]:
+        """pip-uninstall a package."""
+        return await self._call("uninstall_pip_package", self._args(package=package))
+
+    async def list_installed_packages(self) -> dict[str, Any]:
+        """Packages installed in the sandbox."""
+        return await self._call("list_installed_packages", {})
+
+    async def check_package_installed(self, package: str) -> dict[str, Any]:
+        """Whether a package is installed."""
+        return await self._call("check_package_installed", self._args(package=package))
+
+    async def set_environment_variable(self, key: str, value: str) -> dict[str, Any]:
+        """Set a variable for later runs."""
+        return await self._call("set_environment_variable", self._args(key=key, value=value))
+
+    async def get_environment_variable(self, key: str) -> dict[str, Any]:
+        """Read a variable set for this sandbox."""
+        return await self._call("get_environment_variable", self._args(key=key))
+
+    async def get_sandbox_status(self) -> dict[str, Any]:
+        """The sandbox's state."""
+        return await self._call("get_sandbox_status", {})
+
+    async def get_resource_usage(self) -> dict[str, Any]:
+        """CPU, memory, disk and process counts now."""
+        return await self._call("get_resource_usage", {})
+
+    async def reset_sandbox(self) -> dict[str, Any]:
+        """Restart the sandbox and empty the workspace (packages and env vars are kept)."""
+        return await self._call("reset_sandbox", {})
+
+    # -- implementations (arguments already validated) -------------------------------------------
+
+    def _code(self, result: ExecutionResult, timeout: float | None) -> dict[str, Any]:
+        limit = timeout if timeout is not None else self.sandbox.resource_limits.timeout_seconds
+        return execution_result(result, self.max_output_chars, timeout=limit)
+
+    async def _tool_run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
+        if self.use_session:
+            session = await self._python_session()
+            return self._code(await session.run(code, timeout), timeout)
+        return self._code(await self.sandbox.execute_code(code, timeout), timeout)
+
+    async def _tool_run_python_file(
+        self, file_path: str, args: list[str], timeout: float | None = None
+    ) -> dict[str, Any]:
+        return self._code(await self.sandbox.execute_file(file_path, args, timeout), timeout)
+
+    async def _tool_run_shell_command(self, command: str, timeout: float | None = None) -> dict[str, Any]:
+        return self._code(await self.sandbox.execute_shell(command, timeout), timeout)
+
+    async def _tool_save_file(self, path: str, content: str) -> dict[str, Any]:
+        info = await self.sandbox.save_file(path, content)
+        return {"success": True, "path": info.path, "size": info.size, "file_type": info.file_type.value}
+
+    async def _tool_read_file(self, path: str) -> dict[str, Any]:
+        data = await self.sandbox.read_file_bytes(path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return error_result(
+                "tool_error",
+                f"'{path}' is not UTF-8 text (a binary file of {len(data):,} bytes); "
+                "inspect it with run_python_code instead (e.g. open it in 'rb' mode).",
+                path=path,
+                size=len(data),
+            )
+        content, cut = truncate_middle(text, self.max_output_chars)
+        out: dict[str, Any] = {"success": True, "path": path, "content": content, "size": len(data)}
+        if cut:
+            out.update(truncated=True, truncated_chars=cut)
+        return out
+
+    async def _tool_delete_file(self, path: str) -> dict[str, Any]:
+        if await self.sandbox.delete_file(path):
+            return {"success": True, "path": path, "deleted": True}
+        return error_result("not_found", f"nothing to delete: '{path}' does not exist. Check the name with list_files.",
+                            path=path, deleted=False)
+
+    async def _tool_list_files(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
+        entries = await self.sandbox.list_files(path, recursive)
+        out: dict[str, Any] = {
+            "success": True,
+            "path": path,
+            "files": [_file_entry(e) for e in entries[:MAX_LISTED_FILES]],
+            "count": len(entries),
+        }
+        if len(entries) > MAX_LISTED_FILES:
+            out["truncated"] = True
+        return out
+
+    async def _tool_file_exists(self, path: str) -> dict[str, Any]:
+        return {"success": True, "path": path, "exists": await self.sandbox.file_exists(path)}
+
+    async def _tool_copy_file(self, source: str, dest: str) -> dict[str, Any]:
+        info = await self.sandbox.copy_file(source, dest)
+        return {"success": True, "source": source, "dest": info.path}
+
+    async def _tool_move_file(self, source: str, dest: str) -> dict[str, Any]:
+        info = await self.sandbox.move_file(source, dest)
+        return {"success": True, "source": source, "dest": info.path}
+
+    def _pip_result(self, result: ExecutionResult, **extra: Any) -> dict[str, Any]:
+        out = execution_result(result, self.max_output_chars)
+        out.pop("value", None)
+        return {**out, **extra}
+
+    async def _tool_install_pip_package(self, package: str, version: str | None = None) -> dict[str, Any]:
+        result = await self.sandbox.install_package(package, version)
+        return self._pip_result(result, package=package, version=version)
+
+    async def _tool_install_pip_packages(self, packages: list[str]) -> dict[str, Any]:
+        return self._pip_result(await self.sandbox.install_packages(packages), packages=packages)
+
+    async def _tool_uninstall_pip_package(self, package: str) -> dict[str, Any]:
+        return self._pip_result(await self.sandbox.uninstall_package(package), package=package)
+
+    async def _tool_list_installed_packages(self) -> dict[str, Any]:
+        packages = await self.sandbox.list_packages()
+        return {"success": True, "packages": [{"name": p.name, "version": p.version} for p in packages],
+                "count": len(packages)}
+
+    async def _tool_check_package_installed(self, package: str) -> dict[str, Any]:
+        return {"success": True, "package": package, "installed": await self.sandbox.package_installed(package)}
+
+    async def _tool_set_environment_variable(self, key: str, value: str) -> dict[str, Any]:
+        self.sandbox.set_env(key, value)
+        return {"success": True, "key": key}
+
+    async def _tool_get_environment_variable(self, key: str) -> dict[str, Any]:
+        value = self.sandbox.get_env(key)
+        return {"success": True, "key": key, "value": value, "is_set": value is not None}
+
+    async def _tool_get_sandbox_status(self) -> dict[str, Any]:
+        return {"success": True, **self.sandbox.get_status()}
+
+    async def _tool_get_resource_usage(self) -> dict[str, Any]:
+        usage = await self.sandbox.get_resource_usage()
+        return {"success": True, **usage.to_dict()}
+
+    async def _tool_reset_sandbox(self) -> dict[str, Any]:
+        await self.aclose()  # the session dies with the restart; a new one opens on next use
+        await self.sandbox.restart()
+        deleted = 0
+        for entry in await self.sandbox.list_files(""):
+            if await self.sandbox.delete_file(entry.path):
+                deleted += 1
+        return {"success": True, "status": self.sandbox.status.value, "files_deleted": deleted}
+
