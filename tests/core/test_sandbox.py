@@ -1,0 +1,156 @@
+"""The facade: status machine, env vars, validation, package management inside the sandbox."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alphora.sandbox import (
+    ConfigurationError,
+    ExecutionStatus,
+    PackageError,
+    ResourceLimits,
+    Sandbox,
+    SandboxAlreadyRunningError,
+    SandboxError,
+    SandboxNotRunningError,
+    SandboxStatus,
+)
+
+
+async def test_status_machine(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_local(base_path=tmp_path)
+    assert sandbox.status is SandboxStatus.CREATED
+    with pytest.raises(SandboxNotRunningError):
+        await sandbox.run("print(1)")
+    await sandbox.start()
+    assert sandbox.status is SandboxStatus.RUNNING
+    with pytest.raises(SandboxAlreadyRunningError):
+        await sandbox.start()
+    assert await sandbox.health_check()
+    await sandbox.stop()
+    assert sandbox.status is SandboxStatus.STOPPED
+    await sandbox.stop()  # harmless twice
+    with pytest.raises(SandboxNotRunningError, match="stopped"):
+        await sandbox.run("print(1)")
+    assert not await sandbox.health_check()
+    await sandbox.restart()
+    assert (await sandbox.run("print(2)")).stdout == "2\n"
+    workspace = sandbox.workspace_path
+    await sandbox.destroy()
+    assert sandbox.status is SandboxStatus.DESTROYED
+    assert not workspace.exists()
+    with pytest.raises(SandboxError, match="destroyed"):
+        await sandbox.start()
+
+
+async def test_context_manager_stops_even_on_error(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_local(base_path=tmp_path)
+    with pytest.raises(RuntimeError, match="body"):
+        async with sandbox:
+            raise RuntimeError("body")
+    assert sandbox.status is SandboxStatus.STOPPED
+    await sandbox.destroy()
+
+
+async def test_create_factory_any_backend_name(tmp_path: Path) -> None:
+    async with Sandbox.create("local", base_path=tmp_path) as sandbox:
+        assert (await sandbox.run("print('x')")).stdout == "x\n"
+        info = sandbox.get_info()
+        assert info.backend_type == "local"
+        assert info.status is SandboxStatus.RUNNING
+        status = sandbox.get_status()
+        assert status["running"] is True
+        await sandbox.destroy()
+    with pytest.raises(ConfigurationError, match="unknown backend 'nope'"):
+        Sandbox.create("nope")
+
+
+async def test_env_vars_reach_code_but_host_env_does_not(local_sandbox: Sandbox) -> None:
+    os.environ["ALPHORA_HOST_SECRET"] = "s3cr3t"
+    try:
+        local_sandbox.set_env("GREETING", "hi")
+        local_sandbox.set_env_vars({"A": "1", "B": "2"})
+        r = await local_sandbox.run("import os; print(os.environ['GREETING'], os.environ['A'], "
+                                    "os.environ.get('ALPHORA_HOST_SECRET'), 'OPENAI_API_KEY' in os.environ)")
+    finally:
+        del os.environ["ALPHORA_HOST_SECRET"]
+    assert r.stdout == "hi 1 None False\n"
+    assert local_sandbox.get_env("GREETING") == "hi"
+    assert local_sandbox.get_env("MISSING") is None
+    for bad in ("", "1X", "A=B", "A B"):
+        with pytest.raises(ConfigurationError):
+            local_sandbox.set_env(bad, "x")
+
+
+async def test_timeout_is_a_result_not_an_exception(tmp_path: Path) -> None:
+    limits = ResourceLimits(timeout_seconds=1)
+    async with Sandbox.create_local(base_path=tmp_path, resource_limits=limits) as sandbox:
+        r = await sandbox.run("import time; print('started', flush=True); time.sleep(60)")
+        assert r.status is ExecutionStatus.TIMEOUT
+        assert "started" in r.stdout
+        r2 = await sandbox.execute_code("print('ok')", timeout=10)
+        assert r2.success
+        with pytest.raises(ConfigurationError, match="timeout"):
+            await sandbox.run("print(1)", timeout=-1)
+        await sandbox.destroy()
+
+
+async def test_streaming_iterator(local_sandbox: Sandbox) -> None:
+    items = [item async for item in local_sandbox.stream("for i in range(3): print(i, flush=True)")]
+    final = items[-1]
+    assert final.success  # type: ignore[union-attr]
+    assert "".join(i.text for i in items[:-1]) == "0\n1\n2\n"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("package", "version"), [
+    ("requests; rm -rf /", None), ("--index-url=http://evil", None), ("-r/etc/passwd", None),
+    ("pkg @ http://evil/x.whl", None), ("requests", "1.0; echo"), ("", None), ("a\nb", None),
+    ("requests>=1", "2.0"),
+])
+async def test_package_names_are_validated(local_sandbox: Sandbox, package: str, version: str | None) -> None:
+    with pytest.raises(PackageError):
+        await local_sandbox.install_package(package, version=version)
+
+
+def _build_wheel(tmp_path: Path, name: str, version: str) -> Path:
+    src = tmp_path / f"{name}-src"
+    (src / name).mkdir(parents=True)
+    (src / name / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    (src / "pyproject.toml").write_text(
+        "[build-system]\nrequires=['setuptools>=61']\nbuild-backend='setuptools.build_meta'\n"
+        f"[project]\nname='{name}'\nversion='{version}'\n")
+    out = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
+                   check=True, timeout=300)
+    return out
+
+
+@pytest.mark.slow
+async def test_packages_install_into_the_sandbox_not_the_host(tmp_path: Path) -> None:
+    wheels = _build_wheel(tmp_path, "alphora_probe_pkg", "1.2.3")
+    _build_wheel(tmp_path, "alphora_probe_pkg", "1.3.0")
+    async with Sandbox.create_local(base_path=tmp_path / "sb") as sandbox:
+        sandbox.set_env("PIP_NO_INDEX", "1")
+        sandbox.set_env("PIP_FIND_LINKS", str(wheels))
+        assert not await sandbox.package_installed("alphora_probe_pkg")
+        r = await sandbox.install_package("alphora_probe_pkg", version="1.2.3")
+        assert r.success, r.stderr
+        assert await sandbox.package_installed("alphora_probe_pkg")
+        assert await sandbox.get_package_version("alphora-probe-pkg") == "1.2.3"
+        assert (await sandbox.run("import alphora_probe_pkg; print(alphora_probe_pkg.VERSION)")).stdout == "1.2.3\n"
+        r = await sandbox.install_package("alphora_probe_pkg", upgrade=True)
+        assert r.success, r.stderr
+        assert await sandbox.get_package_version("alphora_probe_pkg") == "1.3.0"
+        names = {p.name.lower().replace("_", "-") for p in await sandbox.list_packages()}
+        assert "alphora-probe-pkg" in names
+        host = subprocess.run([sys.executable, "-c", "import alphora_probe_pkg"], capture_output=True)
+        assert host.returncode != 0, "the package leaked into the host's environment"
+        r = await sandbox.uninstall_package("alphora_probe_pkg")
+        assert r.success, r.stderr
+        assert not await sandbox.package_installed("alphora_probe_pkg")
+        await sandbox.destroy()

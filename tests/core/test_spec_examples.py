@@ -1,0 +1,29 @@
+"""The spec's quick-start, code-execution and file examples, run verbatim (examples/spec_examples.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
+    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "Hello, World!\n" in text
+    assert "\n2\n" in text
+    assert "create_local with base_path: True" in text
+    assert '"name": "Alice"' in text
+    assert "Args: ['arg1', 'arg2']\nHello from file!\n" in text
+    assert "HELLO\n" in text
+    assert "image round trip: True <FileType.JSON: 'json'>" in text
+    assert "exists: True deleted: True now exists: False dest: src new: old old gone: True pdf: b'%PDF-1.4'" in text
+    assert "config.json: 16 B" in text
+    assert "*.py: ['script.py', 'src/main.py']" in text or "*.py: ['script.py']" in text
+    assert not list(tmp_path.iterdir()), "the examples' sandboxes were not cleaned up"
