@@ -123,11 +123,15 @@ def _check_object(args: Mapping[str, Any], schema: Mapping[str, Any], problems: 
     properties: Mapping[str, Mapping[str, Any]] = schema.get("properties", {})
     required = list(schema.get("required", ()))
     out: dict[str, Any] = {}
+    unknown = [k for k in args if k not in properties]
+    missing = [k for k in required if k not in args]
     for key, value in args.items():
         if key not in properties:
             if schema.get("additionalProperties", True) is False:
                 accepted = ", ".join(f"'{k}'" for k in properties) or "none"
                 close = difflib.get_close_matches(str(key), list(properties), n=1)
+                if not close and len(unknown) == 1 and len(missing) == 1:
+                    close = missing  # one wrong name, one missing: surely that one
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 problems.append(f"unknown argument '{prefix}{key}'{hint} (accepted arguments: {accepted})")
             else:
@@ -146,8 +150,17 @@ def _check_object(args: Mapping[str, Any], schema: Mapping[str, Any], problems: 
             problems.append(f"missing required argument '{prefix}{key}'{kind_text}{desc_text}")
     for key, prop in properties.items():
         if key not in out and "default" in prop:
-            out[key] = json.loads(json.dumps(prop["default"])) if isinstance(prop["default"], list | dict) else prop["default"]
+            out[key] = _copy_json(prop["default"])
     return out
+
+
+def _copy_json(value: Any) -> Any:
+    """A fresh mutable copy (specs hold frozen mappings and tuples)."""
+    if isinstance(value, Mapping):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:
