@@ -1,0 +1,210 @@
+"""The sandbox tools over MCP (Model Context Protocol), on the official ``mcp`` SDK (2.x).
+
+Run it as ``alphora-sandbox mcp`` or ``python -m alphora.sandbox.tools.mcp_server``; an MCP client
+(Claude Desktop, an IDE, ``mcp.Client``) launches it and talks over stdin/stdout. Each server
+process is one client session and owns one sandbox: created when the session opens, destroyed
+(processes and workspace) when the client disconnects, unless ``--keep-workspace``.
+
+Tools are the same :class:`~alphora.sandbox.tools.ToolSpec` objects as every other exporter: the
+input schema a client sees is exactly ``spec.json_schema()``. A tool's result dict comes back as
+``structuredContent`` and as JSON text; ``isError`` is set when ``success`` is false.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..types import ResourceLimits, SecurityPolicy
+from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, SandboxTools
+from .specs import CATEGORIES, TOOL_SPECS, ToolSpec
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandbox
+
+__all__ = ["build_server", "main", "make_parser", "mcp_tool"]
+
+log = logging.getLogger("alphora.sandbox.mcp")
+
+#: tools that destroy data (MCP's destructiveHint)
+_DESTRUCTIVE = frozenset({"delete_file", "move_file", "save_file", "reset_sandbox", "uninstall_pip_package"})
+
+
+def mcp_tool(spec: ToolSpec) -> Any:
+    """The MCP ``Tool`` for a spec: same name, description and input schema, plus hints."""
+    import mcp.types as types
+
+    return types.Tool(
+        name=spec.name,
+        description=spec.description,
+        input_schema=spec.json_schema(),
+        annotations=types.ToolAnnotations(
+            read_only_hint=spec.read_only,
+            destructive_hint=spec.name in _DESTRUCTIVE,
+            open_world_hint=spec.category == "packages",
+        ),
+    )
+
+
+def _call_result(result: dict[str, Any]) -> Any:
+    import mcp.types as types
+
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(result, ensure_ascii=False, default=str))],
+        structured_content=result,
+        is_error=not result.get("success", False),
+    )
+
+
+def build_server(ns: argparse.Namespace) -> Any:
+    """An ``mcp`` low-level ``Server`` whose lifespan owns one sandbox and its SandboxTools."""
+    from mcp.server import Server
+
+    @asynccontextmanager
+    async def lifespan(_server: Any) -> AsyncIterator[SandboxTools]:
+        sandbox = _make_sandbox(ns)
+        await sandbox.start()
+        log.info("sandbox %s started at %s", sandbox.sandbox_id, sandbox.workspace_path)
+        tools = SandboxTools(
+            sandbox,
+            use_session=ns.use_session,
+            include=ns.tools,
+            exclude=ns.exclude,
+            read_only=ns.read_only,
+            max_output_chars=ns.max_output_chars,
+        )
+        try:
+            yield tools
+        finally:
+            try:
+                await tools.aclose()
+            finally:
+                if ns.keep_workspace:
+                    await sandbox.stop()
+                else:
+                    await sandbox.destroy()
+                log.info("sandbox %s cleaned up", sandbox.sandbox_id)
+
+    async def list_tools(ctx: Any, _params: Any) -> Any:
+        import mcp.types as types
+
+        tools: SandboxTools = ctx.lifespan_context
+        return types.ListToolsResult(tools=[mcp_tool(s) for s in tools.specs])
+
+    async def call_tool(ctx: Any, params: Any) -> Any:
+        tools: SandboxTools = ctx.lifespan_context
+        return _call_result(await tools.execute_tool(params.name, params.arguments))
+
+    return Server(
+        "alphora-sandbox",
+        version=_version(),
+        instructions=(
+            "An isolated Python sandbox with its own workspace. Write files with save_file, run them with "
+            "run_python_file or run_python_code, read results with read_file. Paths are relative to the workspace."
+        ),
+        lifespan=lifespan,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
+    from ..sandbox import Sandbox
+
+    limits = ResourceLimits()
+    changes: dict[str, Any] = {}
+    if ns.timeout is not None:
+        changes["timeout_seconds"] = ns.timeout
+    if ns.memory_mb is not None:
+        changes["memory_mb"] = ns.memory_mb
+    if ns.network:
+        changes["network_enabled"] = True
+    if changes:
+        limits = attrs.evolve(limits, **changes)
+    policy = {"default": SecurityPolicy, "strict": SecurityPolicy.strict, "permissive": SecurityPolicy.permissive}[
+        ns.policy
+    ]()
+    if ns.network:
+        policy = attrs.evolve(policy, allow_network=True)
+    kwargs: dict[str, Any] = {"base_path": ns.base_path, "resource_limits": limits, "security_policy": policy}
+    if ns.backend == "docker":
+        return Sandbox.create_docker(docker_image=ns.image, **kwargs)
+    return Sandbox.create(ns.backend, **kwargs)
+
+
+def _names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    known = {s.name for s in TOOL_SPECS} | set(CATEGORIES)
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown tool or category: {', '.join(bad)}")
+    return names
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alphora-sandbox mcp",
+        description="Serve the sandbox tools over MCP (stdio). One sandbox per session, removed on disconnect.",
+    )
+    p.add_argument("--backend", default="local", help="backend name: local (default), docker, or a plugin's")
+    p.add_argument("--image", default="python:3.11-slim", help="Docker image (docker backend)")
+    p.add_argument("--base-path", default=None, help="parent folder of sandbox workspaces")
+    p.add_argument("--timeout", type=float, default=None, help="default per-call timeout in seconds")
+    p.add_argument("--memory-mb", type=int, default=None, help="memory limit (backends that enforce it)")
+    p.add_argument("--network", action="store_true", help="allow network access from sandbox code")
+    p.add_argument("--policy", choices=("default", "strict", "permissive"), default="default",
+                   help="security policy preset")
+    p.add_argument("--tools", type=_names, default=None, metavar="NAMES",
+                   help="offer only these tools or categories (comma-separated; categories: " + ", ".join(CATEGORIES) + ")")
+    p.add_argument("--exclude", type=_names, default=[], metavar="NAMES", help="never offer these tools or categories")
+    p.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
+    p.add_argument("--use-session", action="store_true",
+                   help="run_python_code keeps state between calls (one Python session)")
+    p.add_argument("--max-output-chars", type=int, default=DEFAULT_MAX_OUTPUT_CHARS,
+                   help="cut longer tool output in the middle (default %(default)s)")
+    p.add_argument("--keep-workspace", action="store_true", help="on disconnect, stop the sandbox but keep its files")
+    p.add_argument("--log-level", default="WARNING", help="log level on stderr (stdout carries the protocol)")
+    return p
+
+
+async def serve_stdio(ns: argparse.Namespace) -> None:
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(ns)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
+    ns = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        print("the MCP server needs the mcp SDK: pip install 'alphora-sandbox[mcp]'", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve_stdio(ns))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
