@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -68,6 +68,10 @@ async def emit(callback: OutputCallback | None, chunk: OutputChunk) -> None:
         await res
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ProcessRequest:
     """One thing to run in the sandbox.
@@ -84,7 +88,7 @@ class ProcessRequest:
 
     kind: Literal["python", "file", "shell", "argv"]
     code: str = ""
-    argv: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    argv: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str = ""
     timeout: float = 30.0

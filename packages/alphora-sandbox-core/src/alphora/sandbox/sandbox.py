@@ -66,6 +66,8 @@ _PIP_HOST_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PI
                  "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
                  "no_proxy")
 _PIP_TIMEOUT = 600.0
+#: workspace paths save_workspace skips by default
+DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = (".venv", ".venv/*", "__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -555,7 +557,7 @@ class Sandbox:
         host = {k: v for k in _PIP_HOST_ENV if (v := os.environ.get(k)) is not None} if self.backend_type == "local" else {}
         env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **pip_env}
         self._audit("pip", args=list(args))
-        request = ProcessRequest(kind="argv", argv=tuple([*prefix, *args]), env={**self._env, **env},
+        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env={**self._env, **env},
                                  timeout=float(timeout or max(_PIP_TIMEOUT, self.resource_limits.timeout_seconds)),
                                  max_output=self.resource_limits.max_output_size)
         return await self._run(request, None)
