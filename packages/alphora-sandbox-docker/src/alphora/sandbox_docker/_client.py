@@ -1,0 +1,71 @@
+"""The docker SDK client, availability probe, and running blocking SDK calls off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = ["in_thread", "is_docker_available", "make_client"]
+
+T = TypeVar("T")
+
+_clients: dict[tuple[str | None, float], docker.DockerClient] = {}
+_clients_lock = threading.Lock()
+
+
+def make_client(base_url: str | None = None, *, timeout: float = 120.0) -> docker.DockerClient:
+    """A shared client for ``base_url`` (None: ``DOCKER_HOST`` / the local socket), API version negotiated."""
+    import docker as docker_mod
+
+    key = (base_url, timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            if base_url:
+                client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto")
+            else:
+                client = docker_mod.from_env(timeout=int(timeout), version="auto")
+            _clients[key] = client
+        return client
+
+
+async def in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a blocking docker SDK call in a worker thread. Cancelling the await does not abort the
+    HTTP request already sent (the engine finishes it); callers make their calls idempotent."""
+    return await asyncio.to_thread(functools.partial(func, *args, **kwargs))
+
+
+_probe_cache: dict[str | None, tuple[float, bool]] = {}
+_PROBE_TTL = 5.0
+
+
+def is_docker_available(base_url: str | None = None, *, timeout: float = 3.0) -> bool:
+    """True when the docker SDK imports and an engine answers ``ping`` within ``timeout`` seconds.
+
+    The answer is cached for a few seconds, so calling it before every sandbox is cheap."""
+    now = time.monotonic()
+    cached = _probe_cache.get(base_url)
+    if cached is not None and now - cached[0] < _PROBE_TTL:
+        return cached[1]
+    try:
+        import docker as docker_mod
+
+        if base_url:
+            client = docker_mod.DockerClient(base_url=base_url, timeout=timeout, version="auto")
+        else:
+            client = docker_mod.from_env(timeout=timeout, version="auto")
+        try:
+            ok = bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - any failure (no SDK, no engine, bad DOCKER_HOST) means "no"
+        ok = False
+    _probe_cache[base_url] = (time.monotonic(), ok)
+    return ok

@@ -1,0 +1,148 @@
+"""The container a sandbox runs in: hardening, limits, labels and volumes, as engine API parameters.
+
+Pure functions of (sandbox id, ResourceLimits, SecurityPolicy, DockerOptions): tested without an
+engine, and the single place that says what "hardened" means.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from alphora.sandbox.types import ResourceLimits, SecurityPolicy
+
+from .options import DockerOptions
+
+__all__ = [
+    "HOME_DIR",
+    "LABEL",
+    "WORKSPACE_DIR",
+    "ContainerSpec",
+    "container_spec",
+    "network_enabled",
+    "owner_labels",
+]
+
+LABEL = "org.alphora.sandbox"
+L_ID = f"{LABEL}.id"
+L_HOST = f"{LABEL}.host"
+L_PID = f"{LABEL}.pid"
+L_PID_START = f"{LABEL}.pid-start"
+L_CREATED = f"{LABEL}.created"
+L_ROLE = f"{LABEL}.role"
+
+WORKSPACE_DIR = "/workspace"
+HOME_DIR = "/home/sandbox"
+MiB = 1024 * 1024
+
+
+def _process_start_time(pid: int) -> str:
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, OSError):
+        return ""
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels naming this host process, so a reaper can tell live owners from dead ones."""
+    pid = os.getpid()
+    return {
+        LABEL: "1",
+        L_HOST: socket.gethostname(),
+        L_PID: str(pid),
+        L_PID_START: _process_start_time(pid),
+        L_CREATED: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def network_enabled(limits: ResourceLimits, policy: SecurityPolicy, opts: DockerOptions) -> bool:
+    """The network is on when the limits or the policy enable it, or a network mode is chosen."""
+    return bool(limits.network_enabled or policy.allow_network or (opts.network_mode not in (None, "none")))
+
+
+@attrs.frozen(kw_only=True)
+class ContainerSpec:
+    """Everything needed to create the container and its volumes."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    user: str
+    labels: dict[str, str]
+    environment: dict[str, str]
+    volumes: dict[str, str]  # volume name -> mount point
+    host_config: dict[str, Any]
+    network_disabled: bool
+
+
+def container_spec(
+    *,
+    sandbox_id: str,
+    instance: str,
+    command: Sequence[str],
+    limits: ResourceLimits,
+    policy: SecurityPolicy,
+    opts: DockerOptions,
+) -> ContainerSpec:
+    """The hardened container of one sandbox.
+
+    * no network unless enabled; every capability dropped; no-new-privileges; non-root user;
+      read-only root filesystem; writable ``/workspace`` and ``/home/sandbox`` (named volumes of
+      this sandbox) and ``/tmp`` (a size-capped tmpfs); private IPC.
+    * memory (swap off), CPU, pids (``max_processes`` + 1 for the runner itself), open files, and
+      the largest file a process may write (``disk_mb``: RLIMIT_FSIZE) from ResourceLimits.
+    """
+    base = f"alphora-{sandbox_id}-{instance}"
+    labels = {**opts.labels, **owner_labels(), L_ID: sandbox_id, L_ROLE: "sandbox"}
+    net_on = network_enabled(limits, policy, opts)
+    network_mode = (opts.network_mode or "bridge") if net_on else "none"
+    tmp_mb = opts.tmp_size_mb or max(16, min(limits.disk_mb, limits.memory_mb))
+    file_limit = limits.disk_mb * MiB
+    volumes = {f"{base}-workspace": WORKSPACE_DIR, f"{base}-home": HOME_DIR}
+    host_config: dict[str, Any] = {
+        "network_mode": network_mode,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": opts.read_only_rootfs,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777"},
+        "mem_limit": limits.memory_mb * MiB,
+        "memswap_limit": limits.memory_mb * MiB,
+        "nano_cpus": int(limits.cpu_cores * 1e9),
+        "pids_limit": limits.max_processes + 1,
+        "ulimits": [
+            {"Name": "nofile", "Soft": limits.max_open_files, "Hard": limits.max_open_files},
+            {"Name": "fsize", "Soft": file_limit, "Hard": file_limit},
+            {"Name": "core", "Soft": 0, "Hard": 0},
+        ],
+        "ipc_mode": "private",
+        "init": False,
+        "binds": {name: {"bind": target, "mode": "rw"} for name, target in volumes.items()},
+    }
+    if opts.runtime:
+        host_config["runtime"] = opts.runtime
+    env = {
+        "HOME": HOME_DIR,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "PATH": f"{HOME_DIR}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        **opts.environment,
+    }
+    return ContainerSpec(
+        name=base,
+        image=opts.image,
+        command=tuple(command),
+        user=opts.user,
+        labels=labels,
+        environment=env,
+        volumes=volumes,
+        host_config=host_config,
+        network_disabled=not net_on,
+    )

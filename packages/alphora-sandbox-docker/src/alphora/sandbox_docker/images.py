@@ -1,0 +1,617 @@
+"""Build the sandbox images locally, with or without an image registry.
+
+The spec's images (``python:3.11-slim``, ``alphora/sandbox:minimal``, ``alphora/sandbox:datascience``,
+``alphora/sandbox:ml``) are built on the engine itself:
+
+* **base** (also tagged ``alphora/sandbox:minimal``, and ``python:3.11-slim`` when no real image
+  holds that tag): a Debian bookworm root filesystem with Python 3.11, pip, venv and CA
+  certificates. When a registry answers it starts ``FROM python:3.11-slim``; when none does, the
+  root filesystem is made from Debian packages with ``mmdebstrap`` and ``docker import``-ed. A
+  small build step on top adds the non-root ``sandbox`` user (uid 1000), ``/workspace``, the
+  ``python`` name, extra CA certificates (so pip works behind a TLS-intercepting proxy) and the
+  environment.
+* **datascience** / **ml**: ``FROM`` the base, with pip packages installed at build time.
+
+Every image carries the label ``org.alphora.sandbox.recipe`` (a hash of everything that went into
+it); an image whose label matches is reused, not rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from alphora.sandbox.errors import ConfigurationError, DockerError
+
+from ._errors import map_docker_errors
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = [
+    "LABEL_RECIPE",
+    "RECIPES",
+    "ROOTFS_TAG",
+    "BuildOptions",
+    "BuildReport",
+    "ImageRecipe",
+    "Reporter",
+    "build_images",
+    "image_status",
+    "recipe_for_tag",
+    "split_pem_bundle",
+]
+
+#: bump when the recipe text changes in a way the hash would not see
+RECIPE_VERSION = "1"
+LABEL_RECIPE = "org.alphora.sandbox.recipe"
+LABEL_IMAGE = "org.alphora.sandbox.image"
+ROOTFS_TAG = "alphora/sandbox-rootfs:bookworm"
+SANDBOX_UID = 1000
+DEBIAN_SUITE = "bookworm"
+DEBIAN_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
+UPSTREAM_BASE = "python:3.11-slim"
+
+Source = Literal["auto", "debian", "registry"]
+
+
+@attrs.frozen(kw_only=True)
+class ImageRecipe:
+    """One buildable image: its tag, what it builds on, the pip packages it adds."""
+
+    name: str
+    tag: str
+    description: str
+    parent: str | None = None
+    pip_packages: tuple[str, ...] = ()
+    #: extra tags given to the same image (``python:3.11-slim`` only when no foreign image has it)
+    aliases: tuple[str, ...] = ()
+
+
+RECIPES: dict[str, ImageRecipe] = {
+    "base": ImageRecipe(
+        name="base",
+        tag="alphora/sandbox:base",
+        description="Debian bookworm, Python 3.11, pip, venv, CA certificates; non-root user",
+        aliases=("alphora/sandbox:minimal", UPSTREAM_BASE),
+    ),
+    "datascience": ImageRecipe(
+        name="datascience",
+        tag="alphora/sandbox:datascience",
+        description="base + numpy, pandas, scikit-learn",
+        parent="base",
+        pip_packages=("numpy", "pandas", "scikit-learn"),
+    ),
+    "ml": ImageRecipe(
+        name="ml",
+        tag="alphora/sandbox:ml",
+        description="base + torch (CPU), transformers",
+        parent="base",
+        pip_packages=("torch", "transformers"),
+    ),
+}
+#: ``minimal`` is the base image under another tag (it is already minimal: no compilers, no docs)
+_NAME_ALIASES = {"minimal": "base", "python:3.11-slim": "base"}
+
+
+def recipe_for_tag(tag: str) -> ImageRecipe | None:
+    """The recipe that builds ``tag`` (a recipe name, a tag or an alias), if any."""
+    key = _NAME_ALIASES.get(tag, tag)
+    if key in RECIPES:
+        return RECIPES[key]
+    for recipe in RECIPES.values():
+        if tag == recipe.tag or tag in recipe.aliases:
+            return recipe
+    return None
+
+
+def _paths(values: Iterable[str | os.PathLike[str]]) -> tuple[Path, ...]:
+    return tuple(Path(x) for x in values)
+
+
+@attrs.frozen(kw_only=True)
+class BuildOptions:
+    """How to build. ``ca_certs``: PEM files (bundles allowed) trusted inside the images."""
+
+    source: Source = "auto"
+    ca_certs: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
+    force: bool = False
+    mirror: str | None = None
+    pip_index_url: str | None = None
+    pip_extra_args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: network mode of build steps (pip needs one); None: the engine's default bridge
+    build_network: str | None = None
+
+
+class Reporter:
+    """Progress sink. The CLI passes a rich one; the default is silent."""
+
+    def step(self, text: str) -> None:
+        """A new phase begins."""
+
+    def log(self, line: str) -> None:
+        """A line of build output."""
+
+    def done(self, text: str) -> None:
+        """A phase finished."""
+
+    def upload(self, total: int) -> Callable[[int], None]:
+        """Start a byte-count progress; returns the advance callback."""
+        return lambda _n: None
+
+
+@attrs.frozen(kw_only=True)
+class BuildReport:
+    name: str
+    tag: str
+    image_id: str
+    reused: bool
+    seconds: float
+    tags: tuple[str, ...]
+    source: str
+
+
+# -- CA certificates -----------------------------------------------------------------------------
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
+
+
+def split_pem_bundle(data: bytes) -> list[bytes]:
+    """Individual PEM certificates of a bundle, in order, without duplicates."""
+    seen: set[bytes] = set()
+    out: list[bytes] = []
+    for m in _PEM.finditer(data):
+        cert = m.group(0).strip() + b"\n"
+        if cert not in seen:
+            seen.add(cert)
+            out.append(cert)
+    return out
+
+
+def _load_certs(paths: Iterable[Path]) -> list[bytes]:
+    certs: list[bytes] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read CA certificate file {str(path)!r}: {exc}", field="ca_certs") from exc
+        found = split_pem_bundle(data)
+        if not found:
+            raise ConfigurationError(f"{str(path)!r} holds no PEM certificate", field="ca_certs", value=str(path))
+        certs.extend(c for c in found if c not in certs)
+    return certs
+
+
+# -- Dockerfiles ---------------------------------------------------------------------------------
+
+_BASE_DOCKERFILE = """\
+FROM {root}
+USER root
+COPY ca/ /usr/local/share/ca-certificates/alphora/
+RUN set -eu; \\
+    if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null; fi; \\
+    command -v python >/dev/null 2>&1 || ln -s "$(command -v python3)" /usr/local/bin/python; \\
+    rm -f /usr/lib/python3*/EXTERNALLY-MANAGED; \\
+    if ! getent passwd {uid} >/dev/null; then \\
+        groupadd -g {uid} sandbox && useradd -u {uid} -g {uid} -m -d /home/sandbox -s /bin/sh sandbox; \\
+    fi; \\
+    mkdir -p /workspace /home/sandbox; \\
+    chown {uid}:{uid} /workspace /home/sandbox; chmod 0755 /workspace; chmod 0700 /home/sandbox; \\
+    python3 -c "import ssl, sys, venv, ensurepip; print(sys.version)"; \\
+    python3 -m pip --version
+ENV LANG=C.UTF-8 \\
+    HOME=/home/sandbox \\
+    PYTHONUNBUFFERED=1 \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \\
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+LABEL {label_image}="base" {label_recipe}="{recipe}"
+USER {uid}:{uid}
+WORKDIR /workspace
+CMD ["python3"]
+"""
+
+_DERIVED_DOCKERFILE = """\
+FROM {parent}
+USER root
+ARG PIP_INDEX_URL
+RUN set -eu; python3 -m pip install --no-cache-dir --no-warn-script-location {pip_args} {packages}; \\
+    python3 -c "{check}"
+LABEL {label_image}="{name}" {label_recipe}="{recipe}"
+USER {uid}:{uid}
+WORKDIR /workspace
+CMD ["python3"]
+"""
+
+_IMPORT_NAMES = {"scikit-learn": "sklearn", "pillow": "PIL"}
+
+
+def _base_dockerfile(root: str, recipe_hash: str) -> str:
+    return _BASE_DOCKERFILE.format(
+        root=root, uid=SANDBOX_UID, label_image=LABEL_IMAGE, label_recipe=LABEL_RECIPE, recipe=recipe_hash
+    )
+
+
+def _derived_dockerfile(recipe: ImageRecipe, parent: str, recipe_hash: str, opts: BuildOptions) -> str:
+    imports = [_IMPORT_NAMES.get(p, p).replace("-", "_") for p in recipe.pip_packages]
+    return _DERIVED_DOCKERFILE.format(
+        parent=parent,
+        pip_args=" ".join(_shell_quote(a) for a in opts.pip_extra_args),
+        packages=" ".join(_shell_quote(p) for p in recipe.pip_packages),
+        check="; ".join(f"import {m}" for m in imports) or "pass",
+        name=recipe.name,
+        uid=SANDBOX_UID,
+        label_image=LABEL_IMAGE,
+        label_recipe=LABEL_RECIPE,
+        recipe=recipe_hash,
+    )
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _hash(*parts: str | bytes) -> str:
+    h = hashlib.sha256(RECIPE_VERSION.encode())
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _context_tar(dockerfile: str, files: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        entries = {"Dockerfile": dockerfile.encode(), **files}
+        dirs = sorted({os.path.dirname(n) for n in entries if os.path.dirname(n)})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+# -- engine helpers ------------------------------------------------------------------------------
+
+
+def _get_image(client: docker.DockerClient, tag: str) -> Any | None:
+    import docker.errors
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _labels(image: Any) -> dict[str, str]:
+    return dict((image.attrs.get("Config") or {}).get("Labels") or {})
+
+
+def image_status(client: docker.DockerClient) -> list[dict[str, Any]]:
+    """Which recipe images (and aliases) exist on the engine."""
+    rows: list[dict[str, Any]] = []
+    with map_docker_errors("listing images"):
+        for recipe in RECIPES.values():
+            for tag in (recipe.tag, *recipe.aliases):
+                img = _get_image(client, tag)
+                labels = _labels(img) if img is not None else {}
+                rows.append(
+                    {
+                        "recipe": recipe.name,
+                        "tag": tag,
+                        "present": img is not None,
+                        "ours": LABEL_RECIPE in labels,
+                        "id": img.short_id if img is not None else "",
+                        "size_mb": round(img.attrs.get("Size", 0) / 1e6, 1) if img is not None else 0.0,
+                    }
+                )
+    return rows
+
+
+def _stream_build(
+    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], tag: str, opts: BuildOptions,
+    reporter: Reporter, buildargs: dict[str, str] | None = None,
+) -> str:
+    """Run a build, relaying its output; return the image id."""
+    ctx = _context_tar(dockerfile, files)
+    image_id = ""
+    last_error = ""
+    for chunk in client.api.build(
+        fileobj=ctx,
+        custom_context=True,
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+        buildargs=buildargs or None,
+        network_mode=opts.build_network,
+    ):
+        if "stream" in chunk:
+            for line in str(chunk["stream"]).splitlines():
+                if line.strip():
+                    reporter.log(line.rstrip())
+        if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+            image_id = str(chunk["aux"]["ID"])
+        if "error" in chunk:
+            last_error = str(chunk.get("error") or chunk.get("errorDetail"))
+            reporter.log(last_error)
+    if last_error or not image_id:
+        raise DockerError(f"building {tag} failed: {last_error or 'no image produced'}", image=tag)
+    return image_id
+
+
+def _tag_aliases(client: docker.DockerClient, image_id: str, aliases: Sequence[str], reporter: Reporter) -> list[str]:
+    """Tag the image with its aliases, never over a foreign image (one without our label)."""
+    done: list[str] = []
+    for alias in aliases:
+        existing = _get_image(client, alias)
+        if existing is not None and existing.id != image_id and LABEL_RECIPE not in _labels(existing):
+            reporter.log(f"keeping the existing {alias} (not built by alphora-sandbox)")
+            continue
+        repo, _, tag = alias.rpartition(":")
+        client.api.tag(image_id, repo, tag)
+        done.append(alias)
+    return done
+
+
+# -- the Debian root filesystem ------------------------------------------------------------------
+
+
+def _host_debian_sources() -> str | None:
+    """The host's apt sources file when it already lists the suite we build (reuses its mirror)."""
+    for cand in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+        try:
+            text = Path(cand).read_text()
+        except OSError:
+            continue
+        if re.search(rf"\b{DEBIAN_SUITE}\b", text):
+            return cand
+    return None
+
+
+def _host_apt_options() -> list[str]:
+    """The host apt's proxy settings, so mmdebstrap goes the way the host's apt goes."""
+    opts = ['Acquire::Check-Valid-Until "false"']
+    if shutil.which("apt-config") is None:
+        return opts
+    for key in ("Acquire::http::Proxy", "Acquire::https::Proxy"):
+        try:
+            out = subprocess.run(
+                ["apt-config", "shell", "V", key], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        m = re.match(r"V='(.*)'", out)
+        if m and m.group(1):
+            opts.append(f'{key} "{m.group(1)}"')
+    return opts
+
+
+def _mmdebstrap(target: Path, opts: BuildOptions, reporter: Reporter) -> None:
+    exe = shutil.which("mmdebstrap")
+    if exe is None:
+        raise DockerError(
+            "no image registry answers and mmdebstrap is not installed: install it (apt-get install "
+            "mmdebstrap) to build the base image from Debian packages"
+        )
+    mirror = opts.mirror or os.environ.get("ALPHORA_SANDBOX_DEBIAN_MIRROR") or _host_debian_sources()
+    argv = [
+        exe,
+        "--variant=minbase",
+        f"--include={','.join(DEBIAN_PACKAGES)}",
+        "--format=tar",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-exclude=/usr/share/info/*",
+    ]
+    for aptopt in _host_apt_options():
+        argv.append(f"--aptopt={aptopt}")
+    argv += [DEBIAN_SUITE, str(target)]
+    if mirror:
+        argv.append(mirror)
+    reporter.log("$ " + " ".join(argv))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        reporter.log(line.rstrip())
+        tail = [*tail[-30:], line.rstrip()]
+    if proc.wait() != 0:
+        raise DockerError("mmdebstrap failed:\n" + "\n".join(tail))
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, fh: Any, advance: Callable[[int], None]) -> None:
+        self._fh = fh
+        self._advance = advance
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._fh.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self._advance(n)
+        return n
+
+
+def _import_rootfs(client: docker.DockerClient, tarball: Path, reporter: Reporter) -> str:
+    size = tarball.stat().st_size
+    advance = reporter.upload(size)
+    with tarball.open("rb") as fh:
+        reader = io.BufferedReader(_CountingReader(fh, advance), buffer_size=1 << 20)
+        repo, _, tag = ROOTFS_TAG.rpartition(":")
+        out = client.api.import_image_from_stream(
+            reader, repository=repo, tag=tag, changes=['CMD ["/bin/sh"]', "ENV LANG=C.UTF-8"]
+        )
+    text = out if isinstance(out, str) else json.dumps(out)
+    m = re.search(r"sha256:[0-9a-f]{64}", text)
+    if not m:
+        raise DockerError(f"docker import of the root filesystem failed: {text[-500:]}")
+    return m.group(0)
+
+
+def _registry_base(client: docker.DockerClient, reporter: Reporter) -> str | None:
+    """``python:3.11-slim`` from a registry (present and foreign, or pulled), else None."""
+    import docker.errors
+
+    img = _get_image(client, UPSTREAM_BASE)
+    if img is not None and LABEL_RECIPE not in _labels(img):
+        return UPSTREAM_BASE
+    try:
+        repo, _, tag = UPSTREAM_BASE.rpartition(":")
+        client.api.pull(repo, tag=tag)
+    except (docker.errors.APIError, docker.errors.DockerException) as exc:
+        reporter.log(f"no registry: pulling {UPSTREAM_BASE} failed ({str(exc).splitlines()[0][:160]})")
+        return None
+    return UPSTREAM_BASE
+
+
+def _root_image(client: docker.DockerClient, opts: BuildOptions, reporter: Reporter) -> tuple[str, str]:
+    """(image reference to build FROM, source name)."""
+    if opts.source in ("auto", "registry"):
+        reporter.step(f"looking for {UPSTREAM_BASE} in a registry")
+        ref = _registry_base(client, reporter)
+        if ref is not None:
+            reporter.done(f"using {UPSTREAM_BASE} from a registry")
+            return ref, "registry"
+        if opts.source == "registry":
+            raise DockerError(f"no registry answered for {UPSTREAM_BASE} (use --source debian)")
+    existing = _get_image(client, ROOTFS_TAG)
+    if existing is not None and not opts.force:
+        reporter.done(f"reusing the Debian root filesystem {ROOTFS_TAG}")
+        return ROOTFS_TAG, "debian"
+    reporter.step(f"building a Debian {DEBIAN_SUITE} root filesystem with mmdebstrap")
+    with tempfile.TemporaryDirectory(prefix="alphora-rootfs-") as tmp:
+        tarball = Path(tmp) / "rootfs.tar"
+        _mmdebstrap(tarball, opts, reporter)
+        reporter.done(f"root filesystem built ({tarball.stat().st_size / 1e6:.0f} MB)")
+        reporter.step(f"importing it as {ROOTFS_TAG}")
+        _import_rootfs(client, tarball, reporter)
+    reporter.done(f"imported {ROOTFS_TAG}")
+    return ROOTFS_TAG, "debian"
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def _order(names: Iterable[str]) -> list[ImageRecipe]:
+    wanted: list[ImageRecipe] = []
+
+    def add(recipe: ImageRecipe) -> None:
+        if recipe.parent:
+            add(RECIPES[recipe.parent])
+        if recipe not in wanted:
+            wanted.append(recipe)
+
+    for name in names:
+        if name == "all":
+            for r in RECIPES.values():
+                add(r)
+            continue
+        recipe = recipe_for_tag(name)
+        if recipe is None:
+            known = sorted({*RECIPES, *_NAME_ALIASES, "all"})
+            raise ConfigurationError(f"unknown image {name!r}; known: {known}", field="image", value=name)
+        add(recipe)
+    return wanted
+
+
+def build_images(
+    names: Iterable[str],
+    *,
+    client: docker.DockerClient | None = None,
+    options: BuildOptions | None = None,
+    reporter: Reporter | None = None,
+) -> list[BuildReport]:
+    """Build (or reuse) the named images and what they build on. Blocking: call it in a thread
+    from async code."""
+    import docker as docker_mod
+
+    opts = options or BuildOptions()
+    rep = reporter or Reporter()
+    with map_docker_errors("building images"):
+        cli = client or docker_mod.from_env()
+        certs = _load_certs(opts.ca_certs)
+        cert_files = {f"ca/alphora-extra-{i:03d}.crt": c for i, c in enumerate(certs)}
+        reports: list[BuildReport] = []
+        built_ids: dict[str, str] = {}
+        for recipe in _order(names):
+            t0 = time.monotonic()
+            if recipe.parent is None:
+                recipe_hash = _hash(_base_dockerfile("ROOT", ""), *certs, opts.source if opts.source != "auto" else "")
+            else:
+                parent_id = built_ids.get(recipe.parent) or _image_id(cli, RECIPES[recipe.parent].tag)
+                recipe_hash = _hash(
+                    _derived_dockerfile(recipe, "PARENT", "", opts), parent_id, opts.pip_index_url or ""
+                )
+            existing = _get_image(cli, recipe.tag)
+            if existing is not None and not opts.force and _labels(existing).get(LABEL_RECIPE) == recipe_hash:
+                tags = _tag_aliases(cli, existing.id, recipe.aliases, rep)
+                rep.done(f"{recipe.tag} is up to date ({existing.short_id})")
+                built_ids[recipe.name] = existing.id
+                reports.append(
+                    BuildReport(name=recipe.name, tag=recipe.tag, image_id=existing.id, reused=True,
+                                seconds=time.monotonic() - t0, tags=(recipe.tag, *tags), source="cache")
+                )
+                continue
+            if recipe.parent is None:
+                root, source = _root_image(cli, opts, rep)
+                rep.step(f"building {recipe.tag} FROM {root}")
+                image_id = _stream_build(
+                    cli, _base_dockerfile(root, recipe_hash), {"ca/.keep": b"", **cert_files}, recipe.tag, opts, rep
+                )
+            else:
+                source = "pip"
+                parent_tag = RECIPES[recipe.parent].tag
+                rep.step(f"building {recipe.tag} FROM {parent_tag} (pip install {' '.join(recipe.pip_packages)})")
+                buildargs = {"PIP_INDEX_URL": opts.pip_index_url} if opts.pip_index_url else None
+                image_id = _stream_build(
+                    cli, _derived_dockerfile(recipe, parent_tag, recipe_hash, opts), {}, recipe.tag, opts, rep,
+                    buildargs,
+                )
+            tags = _tag_aliases(cli, image_id, recipe.aliases, rep)
+            built_ids[recipe.name] = image_id
+            rep.done(f"built {recipe.tag} ({image_id[7:19]}) in {time.monotonic() - t0:.0f} s")
+            reports.append(
+                BuildReport(name=recipe.name, tag=recipe.tag, image_id=image_id, reused=False,
+                            seconds=time.monotonic() - t0, tags=(recipe.tag, *tags), source=source)
+            )
+        return reports
+
+
+def _image_id(client: docker.DockerClient, tag: str) -> str:
+    img = _get_image(client, tag)
+    return img.id if img is not None else ""
+
+
+def iter_recipes() -> Iterator[ImageRecipe]:
+    yield from RECIPES.values()
