@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -33,6 +34,9 @@ log = logging.getLogger("alphora.sandbox.tools")
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 #: list_files returns at most this many entries
 MAX_LISTED_FILES = 500
+
+#: workspace entries reset_sandbox keeps: the sandbox's own package environment (local backend)
+_KEEP_ON_RESET = frozenset({".venv"})
 
 _Impl = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -177,6 +181,25 @@ class SandboxTools:
         Never raises for anything the model sent: unknown tools, bad arguments, policy refusals and
         failures inside the tool come back as ``{'success': False, 'error': ..., 'error_type': ...}``.
         """
+        return await self._call(tool_name, parameters)
+
+    async def execute_tool_json(self, tool_name: str, arguments_json: str | None) -> dict[str, Any]:
+        """Like :meth:`execute_tool`, for APIs that hand over the arguments as JSON text (OpenAI's
+        ``tool_call.function.arguments``). Text that is not valid JSON, or that decodes to anything
+        but an object, comes back as an ``invalid_arguments`` result."""
+        if arguments_json is None or not str(arguments_json).strip():
+            return await self._call(tool_name, {})
+        try:
+            parameters = json.loads(arguments_json)
+        except (TypeError, ValueError) as exc:
+            spec = self._by_name.get(tool_name) if isinstance(tool_name, str) else None
+            if spec is None:
+                return self._unknown_tool(tool_name)
+            return self._shape(spec, error_result(
+                "invalid_arguments",
+                f"invalid arguments for {spec.name}: the arguments are not valid JSON ({exc}); "
+                "send one JSON object with the named arguments.",
+            ))
         return await self._call(tool_name, parameters)
 
     async def _call(self, tool_name: Any, parameters: Any) -> dict[str, Any]:
@@ -431,6 +454,8 @@ class SandboxTools:
         await self.sandbox.restart()
         deleted = 0
         for entry in await self.sandbox.list_files(""):
+            if entry.name in _KEEP_ON_RESET:
+                continue
             if await self.sandbox.delete_file(entry.path):
                 deleted += 1
         return {"success": True, "status": self.sandbox.status.value, "files_deleted": deleted}

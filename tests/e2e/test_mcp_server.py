@@ -1,0 +1,101 @@
+"""End to end through the ``mcp`` SDK's own client: spawn ``python -m
+alphora.sandbox.tools.mcp_server`` over stdio, list and call tools, disconnect, and check that the
+session's sandbox is gone."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphora.sandbox.tools import TOOL_SPECS, select_specs
+
+mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
+
+
+def _params(base: Path, *extra: str) -> Any:
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "HOME", "LANG", "PYTHONPATH") or k.startswith("ALPHORA_SANDBOX_")}
+    return mcp.StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "alphora.sandbox.tools.mcp_server", "--base-path", str(base), *extra],
+        env=env,
+    )
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _structured(result: Any) -> dict[str, Any]:
+    """The tool's result dict: structuredContent, which must equal the JSON text block."""
+    assert result.structured_content == json.loads(result.content[0].text)
+    assert result.is_error is (not result.structured_content["success"])
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+@pytest.mark.timeout(120)
+async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path) -> None:
+    base = tmp_path / "mcp-sandboxes"
+    async with mcp.Client(_params(base), read_timeout_seconds=60) as client:
+        listed = await client.list_tools()
+        assert [t.name for t in listed.tools] == [s.name for s in TOOL_SPECS]
+        for tool, spec in zip(listed.tools, TOOL_SPECS, strict=True):
+            assert tool.input_schema == spec.json_schema()
+            assert tool.description == spec.description
+            assert tool.annotations.read_only_hint is spec.read_only
+
+        saved = _structured(await client.call_tool(
+            "save_file", {"path": "hello.py", "content": "import sys\nprint('hi', *sys.argv[1:])\n"}))
+        assert saved["success"] is True
+        ran = _structured(await client.call_tool("run_python_file", {"file_path": "hello.py", "args": ["mcp"]}))
+        assert ran["output"] == "hi mcp\n"
+        assert ran["error"] == ""
+        read = _structured(await client.call_tool("read_file", {"path": "hello.py"}))
+        assert read["content"].startswith("import sys")
+
+        missing = _structured(await client.call_tool("copy_file", {"source": "hello.py"}))
+        assert missing["error_type"] == "invalid_arguments"
+        assert "missing required argument 'dest'" in missing["error"]
+        unknown = _structured(await client.call_tool("rm_rf", {}))
+        assert unknown["error_type"] == "unknown_tool"
+        escape = _structured(await client.call_tool("read_file", {"path": "../../etc/passwd"}))
+        assert escape["error_type"] == "path_not_allowed"
+
+        status = _structured(await client.call_tool("get_sandbox_status", {}))
+        assert status["status"] == "running"
+        workspace = status["workspace_path"]
+        assert _exists(Path(workspace) / "hello.py")
+    # the client closed stdin: the server destroyed its sandbox on the way out
+    assert not _exists(Path(workspace))
+
+
+@pytest.mark.timeout(120)
+async def test_mcp_read_only_subset_and_stateful_session(tmp_path: Path) -> None:
+    base = tmp_path / "mcp-ro"
+    async with mcp.Client(_params(base, "--tools", "run_python_code,files", "--exclude", "delete_file",
+                                  "--use-session"), read_timeout_seconds=60) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert names == [s.name for s in select_specs(include=["run_python_code", "files"], exclude=["delete_file"])]
+        first = _structured(await client.call_tool("run_python_code", {"code": "x = 41"}))
+        assert first["success"] is True
+        second = _structured(await client.call_tool("run_python_code", {"code": "print(x + 1)"}))
+        assert second["output"] == "42\n"
+        refused = _structured(await client.call_tool("delete_file", {"path": "a"}))
+        assert refused["error_type"] == "unknown_tool"
+        assert "not enabled" in refused["error"]
+
+
+def test_cli_rejects_unknown_tool_names() -> None:
+    from alphora.sandbox.tools.mcp_server import make_parser
+
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["--tools", "rm_rf"])
+    ns = make_parser().parse_args(["--read-only", "--exclude", "shell"])
+    assert ns.read_only is True
+    assert ns.exclude == ["shell"]
