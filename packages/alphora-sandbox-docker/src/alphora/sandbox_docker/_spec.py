@@ -63,8 +63,11 @@ def owner_labels() -> dict[str, str]:
 
 
 def network_enabled(limits: ResourceLimits, policy: SecurityPolicy, opts: DockerOptions) -> bool:
-    """The network is on when the limits or the policy enable it, or a network mode is chosen."""
-    return bool(limits.network_enabled or policy.allow_network or (opts.network_mode not in (None, "none")))
+    """An explicit network mode decides (``none``: off); without one, the network is on when the
+    limits or the policy enable it."""
+    if opts.network_mode is not None:
+        return opts.network_mode != "none"
+    return bool(limits.network_enabled or policy.allow_network)
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,336 @@
+"""DockerBackend: one hardened container per sandbox, with the alphora runner as its main process.
+
+The container's PID 1 is ``python3 -u -c BOOT`` (the runner bootstrap); the backend attaches to
+its stdin/stdout before starting it and speaks the runner protocol over that one socket, so a
+call costs a round trip on an open stream, never a ``docker exec``. Every primitive (processes,
+files, sessions, usage) goes through the runner, which is why the backend works the same against
+a remote engine (``DOCKER_HOST=tcp://…``): nothing is bind-mounted from the host.
+
+Storage: two named volumes per sandbox, ``…-workspace`` at ``/workspace`` and ``…-home`` at
+``/home/sandbox`` (pip ``--user`` installs land there). ``stop()`` removes the container and keeps
+the volumes (``start()`` makes a new container on them, files and installed packages included);
+``destroy()`` removes both. If the backend object is dropped without ``destroy()`` (a sandbox
+used with ``async with`` and forgotten), a finalizer removes its container and volumes; a host
+process that crashed leaves labelled orphans for :func:`~alphora.sandbox_docker.prune_orphans`.
+The host-side ``workspace_path`` is not used by this backend (it only names the sandbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from alphora.sandbox.backend import OutputCallback, ProcessRequest
+from alphora.sandbox.errors import DockerError
+from alphora.sandbox.runner import bootstrap_argv
+from alphora.sandbox.runner.client import RunnerBackend, RunnerConnection
+from alphora.sandbox.types import ExecutionResult, ExecutionStatus, ResourceUsage
+
+from ._client import in_thread, make_client
+from ._errors import build_hint, map_docker_errors
+from ._spec import HOME_DIR, L_ID, L_ROLE, WORKSPACE_DIR, ContainerSpec, container_spec, owner_labels
+from ._stream import DockerConnection
+from .options import DockerOptions
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = ["DockerBackend"]
+
+log = logging.getLogger(__name__)
+
+#: prints the kernel's count of OOM kills in this container's memory cgroup (v1 or v2)
+_OOM_COUNT = """
+import re
+n = 0
+for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
+    try:
+        m = re.search(r"^oom_kill (\\d+)$", open(path).read(), re.M)
+    except OSError:
+        continue
+    if m:
+        n = int(m.group(1))
+        break
+print(n)
+"""
+
+
+def _cleanup(base_url: str | None, container: str, volumes: tuple[str, ...]) -> None:
+    """Remove a sandbox's container and volumes (finalizer: the backend object is gone)."""
+    try:
+        import docker.errors
+
+        client = make_client(base_url)
+        try:
+            client.api.remove_container(container, force=True)
+        except docker.errors.NotFound:
+            pass
+        for vol in volumes:
+            try:
+                client.api.remove_volume(vol, force=True)
+            except docker.errors.NotFound:
+                pass
+    except Exception:  # noqa: BLE001 - a finalizer must never raise; the reaper is the safety net
+        log.warning("could not remove docker sandbox %s and its volumes", container, exc_info=True)
+
+
+class DockerBackend(RunnerBackend):
+    """Runs each sandbox in its own hardened container (see :mod:`alphora.sandbox_docker`)."""
+
+    name = "docker"
+    python = "python3"
+    #: absolute names of the workspace that the path guard maps back to relative paths
+    workspace_aliases: tuple[str, ...] = (WORKSPACE_DIR,)
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        workspace_path: Any = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(sandbox_id, workspace_path, options=options, **kwargs)
+        self.docker_options = DockerOptions.from_mapping(self.options)
+        self.image = self.docker_options.image
+        self._instance = secrets.token_hex(3)
+        self._oom_count = 0
+        self._container_id: str | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self.spec: ContainerSpec = container_spec(
+            sandbox_id=sandbox_id,
+            instance=self._instance,
+            command=bootstrap_argv(self.python),
+            limits=self.resource_limits,
+            policy=self.security_policy,
+            opts=self.docker_options,
+        )
+
+    # -- engine access ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        return make_client(self.docker_options.docker_host, timeout=self.docker_options.api_timeout)
+
+    @property
+    def container_name(self) -> str:
+        return self.spec.name
+
+    @property
+    def volume_names(self) -> tuple[str, ...]:
+        return tuple(self.spec.volumes)
+
+    @property
+    def network_enabled(self) -> bool:
+        return not self.spec.network_disabled
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Check the engine and the image (no host directory is created)."""
+        if self._initialized:
+            return
+        await in_thread(self._check_image)
+        self._initialized = True
+
+    def _check_image(self) -> None:
+        import docker.errors
+
+        with map_docker_errors("checking the sandbox image", sandbox_id=self.sandbox_id, image=self.image):
+            try:
+                self.client.api.inspect_image(self.image)
+            except docker.errors.ImageNotFound:
+                raise DockerError(
+                    f"docker image {self.image!r} is not on the engine (images are built locally, no registry "
+                    f"is used). Build it with: {build_hint(self.image)}",
+                    sandbox_id=self.sandbox_id,
+                    image=self.image,
+                ) from None
+
+    def _create_and_attach(self) -> tuple[str, Any]:
+        """(Re)create the container on the sandbox's volumes, attach to it, start it."""
+        import docker.errors
+        import docker.types
+
+        spec = self.spec
+        api = self.client.api
+        with map_docker_errors("starting the sandbox container", sandbox_id=self.sandbox_id, image=spec.image):
+            try:
+                api.remove_container(spec.name, force=True)
+            except docker.errors.NotFound:
+                pass
+            vol_labels = {**owner_labels(), L_ID: self.sandbox_id, L_ROLE: "volume"}
+            for vol in spec.volumes:
+                api.create_volume(name=vol, labels=vol_labels)
+            self._arm_finalizer()
+            hc = dict(spec.host_config)
+            hc["ulimits"] = [docker.types.Ulimit(name=u["Name"], soft=u["Soft"], hard=u["Hard"]) for u in hc["ulimits"]]
+            host_config = api.create_host_config(**hc)
+            created = api.create_container(
+                spec.image,
+                command=list(spec.command),
+                user=spec.user,
+                stdin_open=True,
+                tty=False,
+                labels=spec.labels,
+                environment=spec.environment,
+                working_dir=WORKSPACE_DIR,
+                hostname="sandbox",
+                name=spec.name,
+                network_disabled=spec.network_disabled,
+                host_config=host_config,
+            )
+            cid = str(created["Id"])
+            sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            try:
+                api.start(cid)
+            except BaseException:
+                sock.close()
+                raise
+            return cid, sock
+
+    def _arm_finalizer(self) -> None:
+        if self._finalizer is None or not self._finalizer.alive:
+            self._finalizer = weakref.finalize(
+                self, _cleanup, self.docker_options.docker_host, self.spec.name, tuple(self.spec.volumes)
+            )
+
+    async def _spawn_runner(self) -> RunnerConnection:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, self._create_and_attach)
+        try:
+            cid, sock = await asyncio.wait_for(asyncio.shield(fut), self.docker_options.start_timeout)
+        except asyncio.TimeoutError:
+            raise DockerError(
+                f"the sandbox container did not start within {self.docker_options.start_timeout:g}s",
+                sandbox_id=self.sandbox_id,
+            ) from None
+        except asyncio.CancelledError:
+            # the engine call keeps going in its thread; remove what it makes once it is done
+            fut.add_done_callback(lambda _f: loop.run_in_executor(None, self._remove_container_sync))
+            raise
+        self._container_id = cid
+        self._oom_count = 0  # a new container is a new memory cgroup
+        return DockerConnection(sock)
+
+    def _remove_container_sync(self) -> None:
+        import docker.errors
+
+        with map_docker_errors("removing the sandbox container", sandbox_id=self.sandbox_id):
+            try:
+                self.client.api.remove_container(self.spec.name, force=True)
+            except docker.errors.NotFound:
+                pass
+        self._container_id = None
+
+    def _remove_volumes_sync(self) -> None:
+        import docker.errors
+
+        with map_docker_errors("removing the sandbox volumes", sandbox_id=self.sandbox_id):
+            for vol in self.spec.volumes:
+                try:
+                    self.client.api.remove_volume(vol, force=True)
+                except docker.errors.NotFound:
+                    pass
+
+    async def _stop_environment(self) -> None:
+        await in_thread(self._remove_container_sync)
+
+    async def destroy(self) -> None:
+        """Stop, then remove the container and the sandbox's volumes."""
+        try:
+            await self.stop()
+        finally:
+            await in_thread(self._remove_container_sync)
+            await in_thread(self._remove_volumes_sync)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+
+    async def container_state(self) -> dict[str, Any] | None:
+        """The engine's ``State`` of the container, or None when there is none."""
+        import docker.errors
+
+        def inspect() -> dict[str, Any] | None:
+            with map_docker_errors("inspecting the sandbox container", sandbox_id=self.sandbox_id):
+                try:
+                    return dict(self.client.api.inspect_container(self.spec.name)["State"])
+                except docker.errors.NotFound:
+                    return None
+
+        return await in_thread(inspect)
+
+    # -- the runner's environment ----------------------------------------------------------------
+
+    def _runner_workspace(self) -> str | None:
+        return WORKSPACE_DIR
+
+    def _runner_env(self) -> dict[str, str]:
+        return {
+            "PATH": f"{HOME_DIR}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": HOME_DIR,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "PYTHONUNBUFFERED": "1",
+            "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+            "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
+        }
+
+    def _runner_limits(self) -> dict[str, int]:
+        # memory and process counts are the container's cgroup limits (an RLIMIT_NPROC would count
+        # every uid-1000 process on the host); per-file size and open files are rlimits as well.
+        rl = self.resource_limits
+        return {"fsize_bytes": rl.disk_mb * 1024 * 1024, "nofile": rl.max_open_files}
+
+    async def pip_command(self) -> tuple[list[str], dict[str, str]]:
+        # the image's site-packages is read-only: pip installs into ~/.local (the home volume)
+        return [self.python, "-m", "pip"], {"PIP_USER": "1", "PIP_NO_CACHE_DIR": "1",
+                                            "PIP_NO_WARN_SCRIPT_LOCATION": "1"}
+
+    # -- processes -------------------------------------------------------------------------------
+
+    async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
+        result = await super().run(request, on_output)
+        if result.status is ExecutionStatus.FAILED and result.return_code == -9:
+            if await self._oom_happened():
+                return attrs.evolve(
+                    result,
+                    oom_killed=True,
+                    error=f"out of memory: killed by the kernel's OOM killer (memory limit "
+                    f"{self.resource_limits.memory_mb} MB)",
+                )
+        elif result.status is ExecutionStatus.FAILED and result.return_code is None:
+            state = await self.container_state()
+            if state is not None and state.get("OOMKilled"):
+                return attrs.evolve(
+                    result, oom_killed=True,
+                    error=f"out of memory: the sandbox's container was OOM-killed (memory limit "
+                    f"{self.resource_limits.memory_mb} MB); it is restarted on the next call",
+                )
+        return result
+
+    async def _oom_happened(self) -> bool:
+        """Did the container's memory cgroup OOM-kill something since we last looked?"""
+        probe = await super().run(ProcessRequest(kind="python", code=_OOM_COUNT, timeout=15.0, max_output=4096))
+        try:
+            count = int(probe.stdout.strip() or "0")
+        except ValueError:
+            return False
+        happened = count > self._oom_count
+        self._oom_count = count
+        return happened
+
+    async def get_resource_usage(self) -> ResourceUsage:
+        usage = await super().get_resource_usage()
+        limit = self.resource_limits.memory_mb
+        return attrs.evolve(usage, memory_percent=(usage.memory_mb / limit * 100.0) if limit else 0.0)
+
+    def __repr__(self) -> str:
+        return f"<DockerBackend {self.sandbox_id!r} image={self.image!r} container={self.spec.name!r}>"
