@@ -295,11 +295,10 @@ def _error_text(kind: str, rc: int | None, stderr: str) -> str:
             return f"killed by signal {signal.Signals(-rc).name}"
         except ValueError:
             return f"killed by signal {-rc}"
-    if kind in ("python", "file"):
-        for line in reversed(stderr.splitlines()):
-            line = line.strip()
-            if line and not line.startswith(("File ", "^", "~")) and ":" in line and line[0].isalpha():
-                return line
+    if kind in ("python", "file") and "Traceback (most recent call last):" in stderr:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:500]
     return f"exit code {rc}"
 
 
