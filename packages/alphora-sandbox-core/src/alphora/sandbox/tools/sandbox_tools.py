@@ -37,6 +37,8 @@ MAX_LISTED_FILES = 500
 
 #: workspace entries reset_sandbox keeps: the sandbox's own package environment (local backend)
 _KEEP_ON_RESET = frozenset({".venv"})
+#: emptied but kept: the backend's scratch folder (TMPDIR)
+_EMPTY_ON_RESET = frozenset({".tmp"})
 
 _Impl = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -455,6 +457,10 @@ class SandboxTools:
         deleted = 0
         for entry in await self.sandbox.list_files(""):
             if entry.name in _KEEP_ON_RESET:
+                continue
+            if entry.name in _EMPTY_ON_RESET and entry.is_directory:
+                for child in await self.sandbox.list_files(entry.path):
+                    await self.sandbox.delete_file(child.path)
                 continue
             if await self.sandbox.delete_file(entry.path):
                 deleted += 1
