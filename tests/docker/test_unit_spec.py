@@ -1,0 +1,114 @@
+"""The container spec, options, image recipes and stream demultiplexing: no engine needed."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from alphora.sandbox import ConfigurationError, ResourceLimits, SecurityPolicy
+from alphora.sandbox_docker import DockerOptions
+from alphora.sandbox_docker._spec import LABEL, container_spec, network_enabled
+from alphora.sandbox_docker._stream import Demux
+from alphora.sandbox_docker.images import _order, recipe_for_tag, split_pem_bundle
+
+
+def _spec(limits: ResourceLimits | None = None, policy: SecurityPolicy | None = None, **opts: object):  # type: ignore[no-untyped-def]
+    return container_spec(
+        sandbox_id="sb1", instance="abc123", command=["python3", "-c", "pass"],
+        limits=limits or ResourceLimits(), policy=policy or SecurityPolicy(), opts=DockerOptions.from_mapping(opts),
+    )
+
+
+def test_defaults_are_hardened() -> None:
+    spec = _spec(ResourceLimits(memory_mb=300, cpu_cores=1.5, max_processes=10, disk_mb=50, max_open_files=100))
+    hc = spec.host_config
+    assert hc["network_mode"] == "none"
+    assert spec.network_disabled
+    assert hc["cap_drop"] == ["ALL"]
+    assert hc["security_opt"] == ["no-new-privileges:true"]
+    assert hc["read_only"] is True
+    assert spec.user == "1000:1000"
+    assert hc["mem_limit"] == hc["memswap_limit"] == 300 * 1024 * 1024
+    assert hc["nano_cpus"] == 1_500_000_000
+    assert hc["pids_limit"] == 11  # max_processes + the runner
+    assert {"Name": "fsize", "Soft": 50 * 1024 * 1024, "Hard": 50 * 1024 * 1024} in hc["ulimits"]
+    assert {"Name": "nofile", "Soft": 100, "Hard": 100} in hc["ulimits"]
+    assert "size=50m" in hc["tmpfs"]["/tmp"]
+    assert set(spec.volumes.values()) == {"/workspace", "/home/sandbox"}
+    assert all(name.startswith("alphora-sb1-abc123-") for name in spec.volumes)
+    assert spec.labels[LABEL] == "1"
+    assert spec.labels[f"{LABEL}.id"] == "sb1"
+    assert spec.labels[f"{LABEL}.pid"].isdigit()
+
+
+@pytest.mark.parametrize(
+    ("limits", "policy", "mode", "expected"),
+    [
+        (ResourceLimits(), SecurityPolicy(), None, False),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(), None, True),
+        (ResourceLimits(), SecurityPolicy(allow_network=True), None, True),
+        (ResourceLimits(), SecurityPolicy(), "bridge", True),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), "none", False),
+    ],
+)
+def test_network_switches(limits: ResourceLimits, policy: SecurityPolicy, mode: str | None, expected: bool) -> None:
+    opts = DockerOptions.from_mapping({"network_mode": mode})
+    assert network_enabled(limits, policy, opts) is expected
+    spec = _spec(limits, policy, network_mode=mode)
+    assert (spec.host_config["network_mode"] != "none") is expected
+
+
+def test_options_reject_unknown_keys_by_name() -> None:
+    with pytest.raises(ConfigurationError) as err:
+        DockerOptions.from_mapping({"imgae": "x"})
+    assert err.value.field == "docker.imgae"
+    with pytest.raises(ConfigurationError, match="image"):
+        DockerOptions.from_mapping({"image": ""})
+    assert DockerOptions.from_mapping({"docker_image": "a:b", "user": None}).image == "a:b"
+
+
+def test_pem_bundle_split_dedupes() -> None:
+    cert = b"-----BEGIN CERTIFICATE-----\nMIIBxx\n-----END CERTIFICATE-----\n"
+    other = cert.replace(b"xx", b"yy")
+    assert split_pem_bundle(b"junk\n" + cert + cert + other) == [cert, other]
+    assert split_pem_bundle(b"no certs") == []
+
+
+def test_recipes_resolve_names_tags_and_parents() -> None:
+    assert recipe_for_tag("python:3.11-slim").name == "base"  # type: ignore[union-attr]
+    assert recipe_for_tag("alphora/sandbox:minimal").name == "base"  # type: ignore[union-attr]
+    assert recipe_for_tag("alphora/sandbox:datascience").pip_packages == (  # type: ignore[union-attr]
+        "numpy", "pandas", "scikit-learn")
+    assert recipe_for_tag("nope:1") is None
+    assert [r.name for r in _order(["datascience"])] == ["base", "datascience"]
+    assert [r.name for r in _order(["all"])] == ["base", "datascience", "ml"]
+    with pytest.raises(ConfigurationError, match="unknown image"):
+        _order(["gpu"])
+
+
+def test_demux_handles_split_and_interleaved_frames() -> None:
+    out: list[bytes] = []
+    err: list[bytes] = []
+    demux = Demux(out.append, err.append)
+    frames = b"".join(bytes([s, 0, 0, 0]) + len(p).to_bytes(4, "big") + p
+                      for s, p in [(1, b"hello "), (2, b"oops"), (1, b"world")])
+    for i in range(len(frames)):  # one byte at a time
+        demux.feed(frames[i : i + 1])
+    assert b"".join(out) == b"hello world"
+    assert err == [b"oops"]
+
+
+def test_unreachable_engine_is_not_available() -> None:
+    from alphora.sandbox_docker import is_docker_available
+
+    assert is_docker_available("tcp://127.0.0.1:9", timeout=1.0) is False
+
+
+def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import alphora.sandbox as sb
+
+    monkeypatch.setitem(sys.modules, "alphora.sandbox_docker", None)
+    assert sb.is_docker_available() is False
+    with pytest.raises(ImportError, match=r"alphora-sandbox\[docker\]"):
+        from alphora.sandbox import DockerBackend  # noqa: F401
