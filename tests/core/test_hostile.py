@@ -1,0 +1,189 @@
+"""Hostile user code: the runner (and the host) must stay healthy whatever the code does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from alphora.sandbox import ExecutionStatus, LocalBackend, ResourceLimits
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    b = LocalBackend(sandbox_id="hostile", workspace_path=tmp_path / "ws",
+                     resource_limits=ResourceLimits(max_output_size=1024 * 1024))
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+async def _runner_pid(b: LocalBackend) -> int:
+    r = await b.execute_code("import os; print(os.getppid())")
+    assert r.success, r
+    return int(r.stdout)
+
+
+async def _assert_healthy(b: LocalBackend, runner_pid: int) -> None:
+    assert await b.health_check()
+    r = await b.execute_code("print('still here')")
+    assert r.stdout == "still here\n"
+    assert await _runner_pid(b) == runner_pid, "the runner was replaced"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def _wait_gone(pids: list[int], within: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if not _gone(p)]
+        if not alive:
+            return []
+        await asyncio.sleep(0.05)
+    return [p for p in pids if not _gone(p)]
+
+
+async def test_timed_out_calls_grandchild_daemon_is_gone(backend: LocalBackend) -> None:
+    """Double fork + setsid: the daemon leaves the call's process group and session."""
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        open('daemon.pid', 'w').write(str(os.getpid()))\n"
+        "        time.sleep(300)\n"
+        "    os._exit(0)\n"
+        "time.sleep(300)\n"
+    )
+    t0 = time.monotonic()
+    r = await backend.execute_code(code, timeout=1.0)
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert time.monotonic() - t0 < 2.0
+    daemon = int((backend.workspace_path / "daemon.pid").read_text())
+    assert await _wait_gone([daemon]) == [], f"daemon {daemon} survived the timeout"
+
+
+async def test_shell_background_and_nohup_children_die_on_timeout(backend: LocalBackend) -> None:
+    r = await backend.execute_shell("(setsid sleep 300 & echo $! > a.pid); nohup sleep 301 > /dev/null 2>&1 & "
+                                    "echo $! > b.pid; sleep 300", timeout=1.0)
+    assert r.status is ExecutionStatus.TIMEOUT
+    pids = [int((backend.workspace_path / n).read_text()) for n in ("a.pid", "b.pid")]
+    assert await _wait_gone(pids) == []
+
+
+async def test_user_code_killing_its_own_process_group(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    r = await backend.execute_code("import os, signal; print('bye', flush=True); os.killpg(os.getpgrp(), signal.SIGKILL)")
+    assert r.return_code == -9 and r.stdout == "bye\n" and r.error == "killed by signal SIGKILL"
+    r = await backend.execute_shell("kill -9 0")
+    assert r.return_code == -9
+    await _assert_healthy(backend, runner)
+
+
+async def test_user_code_closing_stdout_and_stderr(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    r = await backend.execute_code("import os, time\nprint('before', flush=True)\nos.close(1); os.close(2)\n"
+                                   "time.sleep(0.2)\nopen('after', 'w').write('ok')")
+    assert r.success and r.stdout == "before\n"
+    assert (backend.workspace_path / "after").read_text() == "ok"
+    await _assert_healthy(backend, runner)
+
+
+async def test_100mb_without_newline(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    t0 = time.monotonic()
+    r = await backend.execute_code("import sys\nchunk = 'z' * (1 << 20)\nfor _ in range(100): sys.stdout.write(chunk)\n"
+                                   "sys.stdout.flush()\nprint('end', file=sys.stderr)", timeout=60)
+    assert r.success, r.error
+    assert r.stdout_truncated and len(r.stdout) == 1024 * 1024 and set(r.stdout) == {"z"}
+    assert r.stderr == "end\n"
+    assert time.monotonic() - t0 < 30
+    await _assert_healthy(backend, runner)
+
+
+async def test_exit_segfault_and_abort(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    r = await backend.execute_code("import os; print('x', flush=True); os._exit(7)")
+    assert (r.return_code, r.stdout) == (7, "x\n")
+    r = await backend.execute_code("import ctypes; ctypes.string_at(0)")
+    assert r.return_code == -11 and r.error == "killed by signal SIGSEGV"
+    r = await backend.execute_code("import os; os.abort()")
+    assert r.return_code == -6
+    await _assert_healthy(backend, runner)
+
+
+async def test_protocol_stream_is_unreachable_from_user_code(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    code = (
+        "import os\n"
+        "open_fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n"
+        "print(open_fds)\n"
+        "for fd in range(3, 64):\n"
+        "    try: os.write(fd, b'\\x00\\x00\\x00\\x05garbage')\n"
+        "    except OSError: pass\n"
+    )
+    r = await backend.execute_code(code)
+    # 0-2 plus the one fd listdir itself opens
+    assert len(eval(r.stdout)) <= 4, r.stdout
+    await _assert_healthy(backend, runner)
+
+
+async def test_process_storm_is_killed_on_timeout(backend: LocalBackend) -> None:
+    code = (
+        "import os, time\n"
+        "pids = []\n"
+        "for i in range(60):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        if i % 2: os.setsid()\n"
+        "        time.sleep(300); os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "open('pids', 'w').write(' '.join(map(str, pids)))\n"
+        "time.sleep(300)\n"
+    )
+    r = await backend.execute_code(code, timeout=2)
+    assert r.timed_out
+    pids = [int(p) for p in (backend.workspace_path / "pids").read_text().split()]
+    assert len(pids) == 60
+    assert await _wait_gone(pids) == []
+
+
+async def test_fork_bomb_is_bounded_by_nproc(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("RLIMIT_NPROC is ignored for root; a fork bomb would not be bounded (documented)")
+    b = LocalBackend(sandbox_id="bomb", workspace_path=tmp_path / "ws",
+                     resource_limits=ResourceLimits(max_processes=len(psutil.pids()) + 30))
+    await b.start()
+    try:
+        r = await b.execute_code("import os\nwhile True:\n    os.fork()", timeout=3)
+        assert r.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED)
+        assert (await b.execute_code("print(1)")).stdout == "1\n"
+    finally:
+        await b.stop()
+
+
+async def test_signals_to_the_runner_from_user_code(backend: LocalBackend) -> None:
+    runner = await _runner_pid(backend)
+    r = await backend.execute_code("import os, signal\nfor s in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, "
+                                   "signal.SIGPIPE): os.kill(os.getppid(), s)\nprint('sent')")
+    assert r.stdout == "sent\n"
+    await _assert_healthy(backend, runner)
+
+
+async def test_stdin_is_not_the_protocol_and_blocking_read_ends(backend: LocalBackend) -> None:
+    r = await backend.execute_code("import sys; data = sys.stdin.buffer.read(); print(len(data))", timeout=5)
+    assert r.success and r.stdout == "0\n"
+    r = await backend.execute_code("input()", timeout=5)
+    assert r.status is ExecutionStatus.FAILED and "EOFError" in r.error
