@@ -335,3 +335,27 @@ async def test_hostile_calls_never_raise(local_sandbox: Sandbox, name: str, args
     assert isinstance(result["success"], bool)
     json.dumps(result)
     assert local_sandbox.is_running
+
+
+async def test_an_unexpected_exception_inside_a_tool_becomes_a_result(tmp_path: Path) -> None:
+    """A backend that crashes mid-call (here: a LocalBackend whose run raises) must not kill the loop."""
+    from alphora.sandbox import LocalBackend, ProcessRequest
+    from alphora.sandbox.backend import OutputCallback
+    from alphora.sandbox.types import ExecutionResult
+
+    class CrashingBackend(LocalBackend):
+        async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
+            raise RuntimeError("runner connection lost")
+
+    backend = CrashingBackend("crashing", tmp_path / "crashing")
+    box = Sandbox(backend=backend)
+    await box.start()
+    try:
+        tools = SandboxTools(box)
+        result = await tools.run_python_code("print(1)")
+        message = _assert_error(result, "tool_error")
+        assert message == "the tool failed: RuntimeError: runner connection lost"
+        assert set(result) >= CODE_KEYS
+        assert (await tools.save_file("still.txt", "works"))["success"] is True
+    finally:
+        await box.destroy()

@@ -102,9 +102,10 @@ def exception_result(exc: Exception) -> dict[str, Any]:
     """Map an exception raised inside a tool to a result a model can act on."""
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, SecurityViolationError):
+        reason = msg.removeprefix("refused by security policy:").strip()
         return error_result(
             "policy_violation",
-            f"Refused by the sandbox security policy: {msg}. This is a rule, not a transient error: "
+            f"Refused by the sandbox security policy: {reason}. This is a rule, not a transient error: "
             "do not retry the same call; achieve the goal another way or tell the user it is not allowed.",
         )
     if isinstance(exc, PathTraversalError):
@@ -119,7 +120,10 @@ def exception_result(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, PackageError):
         return error_result("package_error", msg)
     if isinstance(exc, SandboxNotRunningError):
-        return error_result("sandbox_not_running", f"{msg}. The sandbox is not running; the host application must start it.")
+        return error_result(
+            "sandbox_not_running",
+            f"The sandbox is not running, so no tool can work until the application hosting it starts it again ({msg}).",
+        )
     if isinstance(exc, FileSystemError | SandboxError):
         return error_result("tool_error", msg)
     return error_result("tool_error", f"the tool failed: {type(exc).__name__}: {msg}")
