@@ -1,19 +1,23 @@
 """Persist a sandbox workspace to a storage and restore it (same keys, another process or host).
 
-Both go through the Sandbox file API, so the path guard applies to everything restored: a
-hostile key in the storage cannot write outside the workspace.
+Both go through the Sandbox file API, so the path guard applies to everything: a symlink that
+sandbox code planted is skipped on save (never followed), and a hostile key in the storage cannot
+write outside the workspace on restore.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import fnmatch
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+from ..errors import PathTraversalError, StorageNotFoundError
 from .base import Storage, validate_key
 
-if TYPE_CHECKING:
-    from ..types import FileInfo
-
 __all__ = ["restore_workspace", "save_workspace"]
+
+log = logging.getLogger(__name__)
 
 
 class _FileAPI(Protocol):
@@ -27,21 +31,32 @@ def _prefix(prefix: str) -> str:
     return validate_key(prefix) + "/" if prefix else ""
 
 
-async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str) -> list[str]:
-    """Copy every file of the sandbox workspace to ``storage`` under ``prefix/``.
+def _excluded(path: str, exclude: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, pat) or path == pat or path.startswith(pat.rstrip("/") + "/")
+               for pat in exclude)
 
-    Keys under the prefix that no longer exist in the workspace are removed, so the stored copy
-    mirrors the workspace. Returns the stored keys.
+
+async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str, *,
+                         exclude: Sequence[str] = ()) -> list[str]:
+    """Copy every regular file of the workspace to ``storage`` under ``prefix/``; return their paths.
+
+    Paths matching ``exclude`` (glob or directory prefix, e.g. ``".venv"``) are skipped, and so are
+    symlinks (the file API refuses to follow them). Keys under the prefix whose file no longer
+    exists are deleted afterwards, so the stored copy mirrors the workspace.
     """
     base = _prefix(prefix)
-    files: list[FileInfo] = list(await sandbox.list_files("", recursive=True))
     stored: list[str] = []
-    for info in files:
-        if info.is_directory:
+    for info in await sandbox.list_files("", recursive=True):
+        if info.is_directory or _excluded(info.path, exclude):
             continue
-        data = await sandbox.read_file_bytes(info.path)
-        stored.append(await storage.put(base + info.path, data))
-    keep = set(stored)
+        try:
+            data = await sandbox.read_file_bytes(info.path)
+        except PathTraversalError:
+            log.warning("save_workspace: skipping %r (a link out of the workspace)", info.path)
+            continue
+        await storage.put(base + info.path, data)
+        stored.append(info.path)
+    keep = {base + p for p in stored}
     for key in await storage.list(base):
         if key not in keep:
             await storage.delete(key)
@@ -49,13 +64,18 @@ async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str) -> li
 
 
 async def restore_workspace(sandbox: _FileAPI, storage: Storage, prefix: str) -> list[str]:
-    """Write every object under ``prefix/`` into the sandbox workspace; returns the paths written."""
+    """Write every object under ``prefix/`` into the workspace; return the paths written.
+
+    StorageNotFoundError when nothing is stored under the prefix.
+    """
     base = _prefix(prefix)
+    keys = await storage.list(base)
+    if not keys:
+        raise StorageNotFoundError(f"no workspace saved under {prefix!r}", key=prefix)
     written: list[str] = []
-    for key in await storage.list(base):
+    for key in keys:
         rel = key[len(base):]
-        if not rel:
-            continue
-        await sandbox.write_file_bytes(rel, await storage.get(key))
-        written.append(rel)
+        if rel:
+            await sandbox.write_file_bytes(rel, await storage.get(key))
+            written.append(rel)
     return sorted(written)
