@@ -281,6 +281,17 @@ def _finish(code: int) -> None:
     os._exit(code)
 
 
+def user_traceback(exc: BaseException) -> str:
+    """The traceback as ``python -c`` would print it: the runner's own frames left out."""
+    hidden = {user_traceback.__code__.co_filename, runpy.__file__}
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in hidden])
+    text = "".join(te.format())
+    if not te.stack:
+        text = text.replace("Traceback (most recent call last):\n", "", 1)
+    return text
+
+
 def run_python_child(kind: str, code: str, argv: list[str]) -> None:
     """Exec user code in a fresh ``__main__``, like ``python -c`` / ``python file.py``."""
     _std_streams()
@@ -304,13 +315,10 @@ def run_python_child(kind: str, code: str, argv: list[str]) -> None:
     except SystemExit as exc:
         status = _exit_code(exc)
     except BaseException as exc:
-        tb = exc.__traceback__
-        if tb is not None:
-            tb = tb.tb_next  # hide this frame
-        if kind == "file":
-            while tb is not None and "runpy" in tb.tb_frame.f_code.co_filename:
-                tb = tb.tb_next
-        traceback.print_exception(type(exc), exc, tb)
+        try:
+            sys.stderr.write(user_traceback(exc))
+        except BaseException:
+            traceback.print_exc()
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
     _finish(status)
 
@@ -414,14 +422,12 @@ class Kernel:
             self.in_cell = False
             ok = False
             interrupted = isinstance(exc, KeyboardInterrupt)
-            tb = exc.__traceback__
-            if tb is not None and not isinstance(exc, SyntaxError):
-                tb = tb.tb_next
+            only = traceback.format_exception_only(type(exc), exc)
             try:
-                traceback.print_exception(type(exc), exc, tb)
+                sys.stderr.write("".join(only) if isinstance(exc, SyntaxError) else user_traceback(exc))
             except BaseException:
                 pass
-            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            error = only[-1].strip() if only else type(exc).__name__
         finally:
             self.in_cell = False
         try:

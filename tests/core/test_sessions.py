@@ -1,0 +1,190 @@
+"""Stateful Python sessions on the runner (backend level and through the Sandbox facade)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from alphora.sandbox import ExecutionStatus, LocalBackend, OutputChunk, Sandbox
+from alphora.sandbox.runner.client import RunnerSession
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    b = LocalBackend(sandbox_id="sess", workspace_path=tmp_path / "ws")
+    b.session_grace = 1.0
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
+
+
+async def test_spec_session_example_through_the_facade(local_sandbox: Sandbox) -> None:
+    async with local_sandbox.session() as py:
+        await py.run("x = 41")
+        r = await py.run("print(x + 1)")
+        assert r.success and r.stdout == "42\n"
+        r = await py.run("x + 1")
+        assert r.value == "42" and r.stdout == ""
+
+
+async def test_state_imports_and_cwd_persist(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    try:
+        await backend.mkdir("sub")
+        r = await py.run("import json, os\nos.chdir('sub')\ndata = {'a': 1}")
+        assert r.success and r.value is None
+        r = await py.run("print(json.dumps(data)); os.getcwd()")
+        assert r.stdout == '{"a": 1}\n'
+        assert r.value == repr(str(backend.workspace_path / "sub"))
+        r = await py.run("def f(n):\n    return n * 2\n[f(i) for i in range(3)]")
+        assert r.value == "[0, 2, 4]"
+        r = await py.run("_")
+        assert r.value == "[0, 2, 4]"
+        r = await py.run("None")
+        assert r.value is None
+        r = await py.run("x = 5  # a trailing assignment has no value")
+        assert r.value is None
+    finally:
+        await py.close()
+
+
+async def test_errors_are_results_and_keep_state(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("kept = 'yes'")
+    r = await py.run("1/0")
+    assert r.status is ExecutionStatus.FAILED and r.error == "ZeroDivisionError: division by zero"
+    assert '<cell-' in r.stderr and "alphora" not in r.stderr and not r.state_lost
+    r = await py.run("def broken(:\n  pass")
+    assert r.status is ExecutionStatus.FAILED and r.error.startswith("SyntaxError")
+    r = await py.run("raise SystemExit(3)")
+    assert r.status is ExecutionStatus.FAILED and "SystemExit" in r.error
+    r = await py.run("kept")
+    assert r.value == "'yes'"
+    await py.close()
+
+
+async def test_timeout_interrupts_and_keeps_state(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("x = 1")
+    t0 = time.monotonic()
+    r = await py.run("import time\nprint('working', flush=True)\ntime.sleep(60)", timeout=0.5)
+    assert time.monotonic() - t0 < 0.5 + 1.0
+    assert r.status is ExecutionStatus.TIMEOUT and not r.state_lost
+    assert r.stdout == "working\n" and "KeyboardInterrupt" in r.stderr
+    assert (await py.run("x")).value == "1"
+    await py.close()
+
+
+async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("x = 1")
+    code = "import time\nwhile True:\n    try:\n        time.sleep(60)\n    except KeyboardInterrupt:\n        pass"
+    t0 = time.monotonic()
+    r = await py.run(code, timeout=0.5)
+    assert time.monotonic() - t0 < 0.5 + backend.session_grace + 1.0
+    assert r.status is ExecutionStatus.TIMEOUT and r.state_lost and "state was lost" in r.error
+    r = await py.run("x")
+    assert r.status is ExecutionStatus.FAILED and "NameError" in r.error
+    assert (await py.run("1 + 1")).value == "2"
+    await py.close()
+
+
+async def test_session_process_death_is_reported_and_recovered(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("x = 1")
+    r = await py.run("import os; os._exit(3)")
+    assert r.status is ExecutionStatus.FAILED and r.state_lost and "died" in r.error
+    r = await py.run("import ctypes; ctypes.string_at(0)")
+    assert r.state_lost
+    r = await py.run("'x' in globals()")
+    assert r.success and r.value == "False" and not r.state_lost
+    await py.close()
+
+
+async def test_runner_restart_marks_state_lost(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("x = 1")
+    r = await py.run("import os, signal; os.kill(os.getppid(), signal.SIGKILL)")
+    assert r.status is ExecutionStatus.FAILED and r.state_lost
+    r = await py.run("1")
+    assert r.success and r.state_lost and r.value == "1"
+    r = await py.run("2")
+    assert not r.state_lost
+    await py.close()
+
+
+async def test_streaming_in_a_session(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    arrivals: list[tuple[float, OutputChunk]] = []
+    r = await py.run("import time\nprint('a', flush=True)\ntime.sleep(0.8)\nprint('b')",
+                     on_output=lambda c: arrivals.append((time.monotonic(), c)))
+    done = time.monotonic()
+    assert [c.text for _, c in arrivals] == ["a\n", "b\n"]
+    assert done - arrivals[0][0] > 0.5
+    assert r.stdout == "a\nb\n"
+    await py.close()
+
+
+async def test_sessions_are_independent_and_reset_close(backend: LocalBackend) -> None:
+    a = await backend.open_session("a")
+    b = await backend.open_session("b")
+    await a.run("v = 'a'")
+    await b.run("v = 'b'")
+    assert (await a.run("v")).value == "'a'" and (await b.run("v")).value == "'b'"
+    await a.reset()
+    assert (await a.run("'v' in globals()")).value == "False"
+    r = await backend.execute_code("print('v' in globals())")
+    assert r.stdout == "False\n"  # fresh-process calls do not see session state
+    await a.close()
+    await a.close()
+    with pytest.raises(Exception, match="closed"):
+        await a.run("1")
+    await b.close()
+
+
+async def test_concurrent_runs_on_one_session_are_serialised(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    await py.run("n = 0")
+    results = await asyncio.gather(*(py.run("import time\nm = n\ntime.sleep(0.01)\nn = m + 1\nn") for _ in range(5)))
+    assert sorted(r.value for r in results if r.value) == ["1", "2", "3", "4", "5"]
+    await py.close()
+
+
+async def test_output_cap_in_session(tmp_path: Path) -> None:
+    from alphora.sandbox import ResourceLimits
+
+    b = LocalBackend(sandbox_id="cap", workspace_path=tmp_path / "ws", resource_limits=ResourceLimits(max_output_size=100))
+    await b.start()
+    try:
+        py = await b.open_session()
+        r = await py.run("print('q' * 1000)")
+        assert r.stdout_truncated and len(r.stdout) == 100
+        r = await py.run("print('small')")
+        assert r.stdout == "small\n" and not r.stdout_truncated
+    finally:
+        await b.stop()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed")
+async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    assert isinstance(py, RunnerSession)
+    r = await py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
+                     timeout=60)
+    assert r.success, r.stderr
+    assert len(r.attachments) == 1
+    png = r.attachments[0]
+    assert png.mime_type == "image/png" and png.data.startswith(b"\x89PNG\r\n\x1a\n") and len(png.data) > 1000
+    assert "non-interactive" not in r.stderr
+    r = await py.run("fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4])\nplt.show()\nfig2 = plt.figure()\nplt.plot([0, 1])")
+    assert len(r.attachments) == 2
+    r = await py.run("1 + 1")
+    assert r.attachments == ()
+    await py.close()
