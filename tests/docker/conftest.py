@@ -8,7 +8,7 @@ missing engine or image fails loudly (``.ci/docker-setup.sh`` provides both).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,14 @@ async def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
         await sandbox.destroy()
 
 
-def sandbox_objects(client: Any, sandbox_id: str) -> tuple[list[str], list[str]]:
-    """Names of containers and volumes (any state) labelled with this sandbox id."""
-    flt = {"label": [f"org.alphora.sandbox.id={sandbox_id}"]}
-    containers = [c.name for c in client.containers.list(all=True, filters=flt)]
-    volumes = [v.name for v in client.volumes.list(filters=flt)]
-    return containers, volumes
+@pytest.fixture
+def objects_of(docker_client: Any) -> Callable[[str], tuple[list[str], list[str]]]:
+    """``objects_of(sandbox_id)``: names of its containers (any state) and volumes, by label."""
+
+    def find(sandbox_id: str) -> tuple[list[str], list[str]]:
+        flt = {"label": [f"org.alphora.sandbox.id={sandbox_id}"]}
+        containers = [c.name for c in docker_client.containers.list(all=True, filters=flt)]
+        volumes = [v.name for v in docker_client.volumes.list(filters=flt)]
+        return containers, volumes
+
+    return find

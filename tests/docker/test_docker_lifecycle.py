@@ -1,0 +1,224 @@
+"""Hostile code and lifecycle on real containers: timeouts, fork and memory bombs, outside kills,
+no leaks, orphan reaping, missing images."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphora.sandbox import DockerBackend, DockerError, ExecutionStatus, ResourceLimits, Sandbox, SandboxStatus
+from alphora.sandbox_docker import prune_orphans
+
+BASE_IMAGE = "python:3.11-slim"
+Objects = Callable[[str], tuple[list[str], list[str]]]
+
+
+def _docker(tmp_path: Path, **limits: Any) -> Sandbox:
+    return Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+                                 resource_limits=ResourceLimits(**limits))
+
+
+async def test_timeout_kills_the_tree_and_the_sandbox_stays_usable(tmp_path: Path) -> None:
+    async with _docker(tmp_path, timeout_seconds=30) as sandbox:
+        code = (
+            "import subprocess, time\n"
+            "subprocess.Popen(['sh', '-c', 'sleep 1000 & sleep 1000; echo late > late.txt'])\n"
+            "print('started', flush=True)\n"
+            "time.sleep(1000)\n"
+        )
+        t0 = time.monotonic()
+        result = await sandbox.execute_code(code, timeout=2)
+        assert time.monotonic() - t0 < 2 + 5
+        assert result.status is ExecutionStatus.TIMEOUT
+        assert result.stdout == "started\n"
+        procs = await sandbox.execute_shell("ls /proc | grep -c '^[0-9]'")
+        # left: the runner and this shell call's own processes (sh, ls, grep) — no sleepers
+        assert int(procs.stdout) <= 4, procs.stdout
+        assert (await sandbox.run("print('still here')")).stdout == "still here\n"
+        await sandbox.destroy()
+
+
+async def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    async with _docker(tmp_path, max_processes=32, timeout_seconds=10) as sandbox:
+        bomb = (
+            "import os\n"
+            "root, told = os.getpid(), False\n"
+            "while True:\n"
+            "    try:\n"
+            "        os.fork()\n"
+            "    except OSError as exc:\n"
+            "        if os.getpid() == root and not told:\n"
+            "            print('fork refused:', exc.strerror, flush=True)\n"
+            "            told = True\n"
+        )
+        t0 = time.monotonic()
+        result = await sandbox.execute_code(bomb, timeout=3)
+        assert time.monotonic() - t0 < 3 + 5
+        assert result.status is ExecutionStatus.TIMEOUT
+        assert "fork refused: Resource temporarily unavailable" in result.stdout  # the pids limit held
+        t0 = time.monotonic()
+        shell_bomb = await sandbox.execute_shell("bomb() { bomb | bomb & }; bomb; sleep 30", timeout=3)
+        assert time.monotonic() - t0 < 3 + 5
+        assert shell_bomb.status is ExecutionStatus.TIMEOUT
+        after = await sandbox.run("import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))")
+        assert after.success, after
+        assert int(after.stdout) <= 3  # the runner and this call: every bomb process is gone
+        await sandbox.destroy()
+
+
+async def test_memory_bomb_is_reported_as_oom_and_the_sandbox_recovers(tmp_path: Path) -> None:
+    async with _docker(tmp_path, memory_mb=128, timeout_seconds=30) as sandbox:
+        bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
+        result = await sandbox.run(bomb)
+        assert result.status is ExecutionStatus.FAILED
+        assert result.oom_killed is True
+        assert "out of memory" in result.error
+        ok = await sandbox.run("print(sum(range(10)))")
+        assert ok.stdout == "45\n"
+        assert ok.oom_killed is False
+        # an ordinary SIGKILL is not an OOM
+        killed = await sandbox.run("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+        assert killed.return_code == -9
+        assert killed.oom_killed is False
+        await sandbox.destroy()
+
+
+async def test_outside_kill_is_detected_and_restart_recovers(tmp_path: Path, docker_client: Any) -> None:
+    sandbox = _docker(tmp_path)
+    await sandbox.start()
+    try:
+        await sandbox.write_file("keep.txt", "kept")
+        assert await sandbox.health_check()
+        backend = sandbox.backend
+        assert isinstance(backend, DockerBackend)
+        docker_client.api.kill(backend.container_name)
+        for _ in range(50):
+            if not await sandbox.health_check():
+                break
+            await asyncio.sleep(0.1)
+        assert sandbox.status is SandboxStatus.ERROR
+        await sandbox.restart()
+        assert sandbox.status is SandboxStatus.RUNNING
+        assert await sandbox.health_check()
+        assert (await sandbox.run("print(open('keep.txt').read())")).stdout == "kept\n"
+    finally:
+        await sandbox.destroy()
+
+
+async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_path: Path, objects_of: Objects) -> None:
+    sandbox = _docker(tmp_path)
+    await sandbox.start()
+    try:
+        await sandbox.write_file("a.txt", "A")
+        await sandbox.stop()
+        containers, volumes = objects_of(sandbox.sandbox_id)
+        assert containers == []
+        assert len(volumes) == 2
+        await sandbox.start()
+        assert await sandbox.read_file("a.txt") == "A"
+    finally:
+        await sandbox.destroy()
+    assert objects_of(sandbox.sandbox_id) == ([], [])
+
+
+async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, objects_of: Objects) -> None:
+    """20 sandboxes, 4 at a time; some time out, some are OOM-killed; then nothing is left."""
+    ids: list[str] = []
+
+    async def one(i: int) -> None:
+        sandbox = _docker(tmp_path, memory_mb=96, timeout_seconds=20)
+        ids.append(sandbox.sandbox_id)
+        async with sandbox:
+            if i % 5 == 1:
+                r = await sandbox.run("import time; time.sleep(60)", timeout=1)
+                assert r.timed_out
+            elif i % 5 == 2:
+                r = await sandbox.run("x = []\nwhile True: x.append(bytearray(8 << 20))")
+                assert r.oom_killed, r
+            else:
+                r = await sandbox.run(f"print({i} * 2)")
+                assert r.stdout == f"{i * 2}\n"
+        await sandbox.destroy()
+
+    sem = asyncio.Semaphore(4)
+
+    async def limited(i: int) -> None:
+        async with sem:
+            await one(i)
+
+    await asyncio.gather(*(limited(i) for i in range(20)))
+    assert len(ids) == 20
+    for sid in ids:
+        assert objects_of(sid) == ([], []), sid
+
+
+async def test_forgotten_sandbox_is_cleaned_when_collected(tmp_path: Path, objects_of: Objects) -> None:
+    sandbox = _docker(tmp_path)
+    async with sandbox:
+        await sandbox.run("print(1)")
+    sid = sandbox.sandbox_id
+    assert len(objects_of(sid)[1]) == 2  # stopped: volumes kept for a restart
+    del sandbox
+    import gc
+
+    gc.collect()
+    assert objects_of(sid) == ([], [])
+
+
+async def test_reaper_removes_what_a_crashed_process_left(tmp_path: Path, objects_of: Objects) -> None:
+    script = (
+        "import asyncio, os\n"
+        "from alphora.sandbox import Sandbox\n"
+        "async def main():\n"
+        f"    sb = Sandbox.create_docker(base_path={str(tmp_path)!r}, docker_image={BASE_IMAGE!r})\n"
+        "    await sb.start()\n"
+        "    print(sb.sandbox_id, flush=True)\n"
+        "    os._exit(1)  # a crash: no stop, no finalizers\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    sid = out.stdout.strip()
+    assert sid, out.stderr
+    containers, volumes = objects_of(sid)
+    assert len(containers) == 1
+    assert len(volumes) == 2
+    # a live owner is protected: our own sandbox survives a prune
+    async with _docker(tmp_path) as mine:
+        report = prune_orphans(sandbox_id=mine.sandbox_id)
+        assert report.containers == ()
+        assert report.skipped_alive == 1
+        assert (await mine.run("print('alive')")).stdout == "alive\n"
+        await mine.destroy()
+    dry = subprocess.run([sys.executable, "-m", "alphora.sandbox_docker", "prune", "--dry-run"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert containers[0] in dry.stdout
+    assert objects_of(sid)[0] == containers  # dry run removed nothing
+    report = prune_orphans(sandbox_id=sid)
+    assert set(report.containers) == set(containers)
+    assert set(report.volumes) == set(volumes)
+    assert objects_of(sid) == ([], [])
+
+
+async def test_missing_image_error_names_the_build_command(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image="alphora/sandbox:datascience-missing")
+    with pytest.raises(DockerError, match=r"alphora-sandbox docker build"):
+        await sandbox.start()
+    assert sandbox.status is SandboxStatus.ERROR
+    await sandbox.destroy()
+
+
+def test_cli_images_lists_the_base() -> None:
+    out = subprocess.run([sys.executable, "-m", "alphora.sandbox_docker", "images"], capture_output=True,
+                         text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "alphora/sandbox:base" in ln)
+    assert "present" in line
