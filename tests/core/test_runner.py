@@ -1,0 +1,251 @@
+"""The runner program on its own (bootstrapped into a plain python3) and safefs."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphora.sandbox.runner import BOOT, bootstrap_argv, runner_source, safefs, source_frame
+
+PLAIN_PYTHONS = [p for p in ("/usr/bin/python3", sys.executable) if os.path.exists(p)]
+
+
+class RawRunner:
+    """Drives a runner synchronously over pipes, the way any host could."""
+
+    def __init__(self, python: str, cwd: Path) -> None:
+        # -I: isolated mode, so nothing of alphora (or the host venv) can be imported by the runner
+        argv = bootstrap_argv(python)
+        argv.insert(1, "-I")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     cwd=cwd, env={"PATH": "/usr/bin:/bin"})
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin = self.proc.stdin
+        self.stdout = self.proc.stdout
+        self.stdin.write(source_frame())
+        self.next_id = 0
+
+    def send(self, msg: dict[str, Any]) -> int:
+        self.next_id += 1
+        body = json.dumps({**msg, "id": self.next_id}).encode()
+        self.stdin.write(len(body).to_bytes(4, "big") + body)
+        self.stdin.flush()
+        return self.next_id
+
+    def recv(self) -> dict[str, Any]:
+        head = self.stdout.read(4)
+        assert len(head) == 4, self.proc.stderr.read().decode() if self.proc.stderr else ""
+        result: dict[str, Any] = json.loads(self.stdout.read(int.from_bytes(head, "big")))
+        return result
+
+    def call(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        rid = self.send(msg)
+        events = []
+        while True:
+            ev = self.recv()
+            assert ev["id"] == rid
+            if ev["ev"] in ("done", "error"):
+                return events, ev
+            events.append(ev)
+
+    def close(self) -> int:
+        self.call({"op": "shutdown"})
+        self.stdin.close()
+        return self.proc.wait(5)
+
+
+def test_runner_source_is_self_contained_stdlib_only() -> None:
+    tree = ast.parse(runner_source())
+    stdlib = set(sys.stdlib_module_names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            assert top in stdlib or top == "__future__" or top == "alphora", name
+    # the only alphora import is the fallback for module use, skipped when safefs is inlined
+    assert "_ALPHORA_SAFEFS = " in runner_source().decode()
+    assert len(BOOT) < 400
+
+
+@pytest.mark.parametrize("python", PLAIN_PYTHONS)
+def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None:
+    r = RawRunner(python, tmp_path)
+    _, hello = r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
+    assert hello["ev"] == "done" and hello["version"] == 1
+    events, done = r.call({"op": "exec", "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"})
+    assert [e["d"] for e in events] == ["hi 1\n"] and done["rc"] == 0
+    events, done = r.call({"op": "exec", "kind": "shell", "code": "echo $0 >&2; exit 5"})
+    assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}] and done["rc"] == 5
+    _, done = r.call({"op": "fs", "fn": "write", "path": "x/y.bin", "data": base64.b64encode(b"\x00\xff").decode()})
+    assert done["ev"] == "done" and (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff"
+    _, done = r.call({"op": "fs", "fn": "read", "path": "../etc/passwd"})
+    assert done["ev"] == "error" and done["etype"] == "PathEscape" and done["path"] == "../etc/passwd"
+    _, done = r.call({"op": "fs", "fn": "read", "path": "nope"})
+    assert done["etype"] == "FileNotFoundError"
+    _, done = r.call({"op": "bogus"})
+    assert done["ev"] == "error" and "unknown op" in done["msg"]
+    _, done = r.call({"op": "usage"})
+    assert done["process_count"] >= 1 and done["disk_bytes"] > 0
+    _, done = r.call({"op": "session_open", "name": "s"})
+    _, done = r.call({"op": "session_run", "name": "s", "code": "y = 6 * 7\ny"})
+    assert done["ok"] and done["value"] == "42"
+    assert r.close() == 0
+
+
+def test_concurrent_requests_interleave(tmp_path: Path) -> None:
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    slow = r.send({"op": "exec", "kind": "python", "code": "import time; time.sleep(0.5); print('slow')"})
+    fast = r.send({"op": "exec", "kind": "python", "code": "print('fast')"})
+    order = []
+    while len(order) < 2:
+        ev = r.recv()
+        if ev["ev"] == "done":
+            order.append(ev["id"])
+    assert order == [fast, slow]
+    r.close()
+
+
+def test_eof_on_the_stream_shuts_everything_down(tmp_path: Path) -> None:
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
+    r.send({"op": "exec", "kind": "shell", "code": "sleep 300 & echo $! > bg.pid; sleep 300"})
+    for _ in range(100):
+        if (tmp_path / "bg.pid").exists() and (tmp_path / "bg.pid").read_text().strip():
+            break
+        import time
+
+        time.sleep(0.05)
+    pid = int((tmp_path / "bg.pid").read_text())
+    r.stdin.close()
+    assert r.proc.wait(5) == 0
+    import psutil
+
+    try:
+        assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        pass
+
+
+# -- safefs ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_text("s")
+    return root
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "a/\x00b", "a/.."])
+def test_safefs_lexical_refusals(ws: Path, bad: str) -> None:
+    for fn in (lambda: safefs.read(ws, bad), lambda: safefs.write(ws, bad, b"x"), lambda: safefs.stat(ws, bad),
+               lambda: safefs.remove(ws, bad), lambda: safefs.mkdir(ws, bad)):
+        with pytest.raises(safefs.PathEscape) as ei:
+            fn()
+        assert ei.value.path == bad
+
+
+def test_safefs_symlinks_anywhere_are_refused(ws: Path) -> None:
+    outside = ws.parent / "outside"
+    (ws / "d").mkdir()
+    os.symlink(outside, ws / "d" / "link")
+    os.symlink(outside / "secret", ws / "filelink")
+    for rel in ("d/link/secret", "filelink"):
+        with pytest.raises(safefs.PathEscape):
+            safefs.read(ws, rel)
+    with pytest.raises(safefs.PathEscape):
+        safefs.write(ws, "d/link/new", b"x")
+    with pytest.raises(safefs.PathEscape):
+        safefs.write(ws, "filelink", b"x")
+    with pytest.raises(safefs.PathEscape):
+        safefs.mkdir(ws, "d/link/sub")
+    with pytest.raises(safefs.PathEscape):
+        safefs.listdir(ws, "d/link")
+    with pytest.raises(safefs.PathEscape):
+        safefs.copy(ws, "filelink", "copy")
+    with pytest.raises(safefs.PathEscape):
+        safefs.move(ws, "filelink", "moved")
+    assert not (outside / "new").exists() and not (outside / "sub").exists()
+    assert (outside / "secret").read_text() == "s"
+    entries = {e["path"]: e for e in safefs.listdir(ws, "", recursive=True)}
+    assert entries["d/link"]["is_symlink"] and "d/link/secret" not in entries
+    assert safefs.remove(ws, "d") is True
+    assert (outside / "secret").read_text() == "s"
+
+
+def test_safefs_hard_links_and_special_files_are_refused(ws: Path) -> None:
+    os.link(ws.parent / "outside" / "secret", ws / "hard")
+    with pytest.raises(safefs.PathEscape, match="hard link"):
+        safefs.read(ws, "hard")
+    os.mkfifo(ws / "fifo")
+    with pytest.raises(safefs.PathEscape, match="regular"):
+        safefs.read(ws, "fifo")
+
+
+def test_safefs_operations(ws: Path) -> None:
+    safefs.write(ws, "a/b/c.txt", b"hello")
+    assert safefs.read(ws, "a/b/c.txt") == b"hello"
+    assert safefs.read(ws, "./a//b/c.txt") == b"hello"
+    st = safefs.stat(ws, "a/b/c.txt")
+    assert st is not None and st["size"] == 5 and not st["is_dir"]
+    assert safefs.stat(ws, "a/missing") is None and safefs.stat(ws, "a/b/c.txt/x") is None
+    assert safefs.stat(ws, "")["is_dir"]  # type: ignore[index]
+    with pytest.raises(safefs.TooLarge):
+        safefs.write(ws, "big", b"x" * 11, max_size=10)
+    with pytest.raises(safefs.TooLarge):
+        safefs.read(ws, "a/b/c.txt", max_size=4)
+    with pytest.raises(IsADirectoryError):
+        safefs.read(ws, "a")
+    with pytest.raises(IsADirectoryError):
+        safefs.write(ws, "a", b"x")
+    with pytest.raises(FileNotFoundError):
+        safefs.read(ws, "nope")
+    with pytest.raises(NotADirectoryError):
+        safefs.read(ws, "a/b/c.txt/d")
+    safefs.copy(ws, "a", "a2")
+    assert safefs.read(ws, "a2/b/c.txt") == b"hello"
+    with pytest.raises(OSError, match="into itself"):
+        safefs.copy(ws, "a", "a/inner")
+    safefs.move(ws, "a2", "z/a3")
+    assert [e["path"] for e in safefs.listdir(ws, "z", recursive=True)] == ["z/a3", "z/a3/b", "z/a3/b/c.txt"]
+    safefs.mkdir(ws, "m/n/o")
+    safefs.mkdir(ws, "m/n/o")
+    with pytest.raises(FileExistsError):
+        safefs.mkdir(ws, "a/b/c.txt")
+    assert safefs.remove(ws, "z") and not safefs.remove(ws, "z")
+    assert safefs.disk_usage(ws) >= 5
+    # atomic writes leave no temp files behind, and replace content entirely
+    safefs.write(ws, "a/b/c.txt", b"new")
+    assert sorted(os.listdir(ws / "a" / "b")) == ["c.txt"] and safefs.read(ws, "a/b/c.txt") == b"new"
+    fd = os.open(ws, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert safefs.read(fd, "a/b/c.txt") == b"new"
+    finally:
+        os.close(fd)
+
+
+def test_safefs_rmtree_does_not_follow_a_symlink_swapped_in(ws: Path) -> None:
+    outside = ws.parent / "outside"
+    (ws / "t" / "sub").mkdir(parents=True)
+    (ws / "t" / "sub" / "f").write_text("x")
+    shutil.rmtree(ws / "t" / "sub")
+    os.symlink(outside, ws / "t" / "sub")
+    assert safefs.remove(ws, "t")
+    assert (outside / "secret").exists()
