@@ -76,7 +76,7 @@ def _cleanup(base_url: str | None, container: str, volumes: tuple[str, ...]) -> 
                 client.api.remove_volume(vol, force=True)
             except docker.errors.NotFound:
                 pass
-    except Exception:  # noqa: BLE001 - a finalizer must never raise; the reaper is the safety net
+    except Exception:  # a finalizer must never raise; the reaper is the safety net
         log.warning("could not remove docker sandbox %s and its volumes", container, exc_info=True)
 
 

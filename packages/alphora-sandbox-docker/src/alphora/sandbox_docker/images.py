@@ -209,7 +209,9 @@ RUN set -eu; \\
         groupadd -g {uid} sandbox && useradd -u {uid} -g {uid} -m -d /home/sandbox -s /bin/sh sandbox; \\
     fi; \\
     mkdir -p /workspace /home/sandbox; \\
-    chown {uid}:{uid} /workspace /home/sandbox; chmod 0755 /workspace; chmod 0700 /home/sandbox; \\
+    usersite="$(HOME=/home/sandbox python3 -c 'import site; print(site.getusersitepackages())')"; \\
+    mkdir -p "$usersite" /home/sandbox/.local/bin; \\
+    chown -R {uid}:{uid} /workspace /home/sandbox; chmod 0755 /workspace; chmod 0700 /home/sandbox; \\
     python3 -c "import ssl, sys, venv, ensurepip; print(sys.version)"; \\
     python3 -m pip --version
 ENV LANG=C.UTF-8 \\
