@@ -60,12 +60,20 @@ class S3Storage(Storage):
     # -- lifecycle --------------------------------------------------------------------------------
 
     def _client_kwargs(self) -> dict[str, Any]:
+        """aioboto3 client arguments; ``options`` may set botocore Config values
+        (``addressing_style``, ``max_attempts``, ``connect_timeout``, ``read_timeout``,
+        ``max_pool_connections``) or client arguments (``verify``, ``use_ssl``)."""
         opts = dict(self.config.options)
         addressing = opts.pop("addressing_style", "path" if self.config.endpoint else "auto")
+        boto_kw: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
+        for name in ("connect_timeout", "read_timeout", "max_pool_connections"):
+            if name in opts:
+                boto_kw[name] = opts.pop(name)
         kw: dict[str, Any] = {
             "region_name": self.config.region,
             "config": BotoConfig(signature_version="s3v4", s3={"addressing_style": addressing},
-                                 retries={"max_attempts": int(opts.pop("max_attempts", 3))}),
+                                 retries={"max_attempts": int(opts.pop("max_attempts", 3)), "mode": "standard"},
+                                 **boto_kw),
         }
         if self.config.endpoint_url:
             kw["endpoint_url"] = self.config.endpoint_url
@@ -84,7 +92,8 @@ class S3Storage(Storage):
         self._stack, self._client, self._closed = stack, client, False
         if self.config.create_bucket:
             try:
-                await self._ensure_bucket()
+                with map_s3_errors("open", bucket=self.bucket):
+                    await self._ensure_bucket()
             except BaseException:
                 await self.close()
                 raise
