@@ -22,7 +22,7 @@ from alphora.sandbox import ResourceLimits, Sandbox
 
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"n": len(samples), "median_ms": statistics.median(samples) * 1e3, "p95_ms": p95 * 1e3,
             "min_ms": ordered[0] * 1e3}
 

@@ -59,10 +59,21 @@ async def test_no_network_by_default(tmp_path: Path, host_server: tuple[str, int
 async def test_network_enabled_reaches_the_host_server(tmp_path: Path, host_server: tuple[str, int]) -> None:
     host, port = host_server
     sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
-                                    resource_limits=ResourceLimits(network_enabled=True))
+                                    resource_limits=ResourceLimits(network_enabled=True),
+                                    security_policy=SecurityPolicy(allow_network=True))
     async with sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
         assert result.stdout.strip() == "connected hello-from-host", result
+        await sandbox.destroy()
+
+
+async def test_half_enabled_network_fails_closed(tmp_path: Path, host_server: tuple[str, int]) -> None:
+    host, port = host_server
+    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+                                    resource_limits=ResourceLimits(network_enabled=True))
+    async with sandbox:
+        result = await sandbox.run(CONNECT.format(host=host, port=port))
+        assert result.stdout.startswith("refused"), result.stdout
         await sandbox.destroy()
 
 

@@ -46,8 +46,9 @@ def test_defaults_are_hardened() -> None:
     ("limits", "policy", "mode", "expected"),
     [
         (ResourceLimits(), SecurityPolicy(), None, False),
-        (ResourceLimits(network_enabled=True), SecurityPolicy(), None, True),
-        (ResourceLimits(), SecurityPolicy(allow_network=True), None, True),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(), None, False),
+        (ResourceLimits(), SecurityPolicy(allow_network=True), None, False),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), None, True),
         (ResourceLimits(), SecurityPolicy(), "bridge", True),
         (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), "none", False),
     ],

@@ -63,11 +63,12 @@ def owner_labels() -> dict[str, str]:
 
 
 def network_enabled(limits: ResourceLimits, policy: SecurityPolicy, opts: DockerOptions) -> bool:
-    """An explicit network mode decides (``none``: off); without one, the network is on when the
-    limits or the policy enable it."""
+    """An explicit network mode decides (``none``: off). Without one, the network is on only when
+    both ``ResourceLimits.network_enabled`` and ``SecurityPolicy.allow_network`` say so: a
+    half-enabled configuration fails closed, as :class:`~alphora.sandbox.config.SandboxConfig` does."""
     if opts.network_mode is not None:
         return opts.network_mode != "none"
-    return bool(limits.network_enabled or policy.allow_network)
+    return bool(limits.network_enabled and policy.allow_network)
 
 
 @attrs.frozen(kw_only=True)

@@ -36,7 +36,7 @@ class DockerOptions:
 
     #: the image; must exist on the engine (``alphora-sandbox docker build`` makes the spec's images)
     image: str = attrs.field(default="python:3.11-slim", validator=_opt_str)
-    #: None: ``none`` unless the network is enabled (then ``bridge``); any Docker network mode/name
+    #: None: ``none`` unless limits *and* policy enable the network (then ``bridge``); else any Docker network mode/name
     network_mode: str | None = attrs.field(default=None, validator=_opt_str)
     #: engine address (``unix:///…``, ``tcp://host:2375``); None: ``DOCKER_HOST`` or the local socket
     docker_host: str | None = attrs.field(default=None, validator=_opt_str)
