@@ -222,3 +222,15 @@ def test_cli_images_lists_the_base() -> None:
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if "alphora/sandbox:base" in ln)
     assert "present" in line
+
+
+async def test_disk_limit_caps_file_size_and_tmp(tmp_path: Path) -> None:
+    async with _docker(tmp_path, disk_mb=20, memory_mb=128) as sandbox:
+        big = await sandbox.run("open('big.bin', 'wb').write(b'x' * (21 << 20))")
+        assert not big.success
+        assert "File too large" in big.stderr or big.return_code == -25, big
+        fits = await sandbox.run("open('ok.bin', 'wb').write(b'x' * (10 << 20)); print('ok')")
+        assert fits.stdout == "ok\n"
+        tmp = await sandbox.execute_shell("df -m /tmp | tail -1")
+        assert tmp.stdout.split()[1] == "20", tmp.stdout  # the /tmp tmpfs is capped at disk_mb
+        await sandbox.destroy()
