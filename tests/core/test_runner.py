@@ -16,9 +16,20 @@ import pytest
 
 from alphora.sandbox.runner import BOOT, bootstrap_argv, runner_source, safefs, source_frame
 
-PLAIN_PYTHONS = [p for p in ("/usr/bin/python3", sys.executable,
-                              *(shutil.which(f"python3.{minor}") or "" for minor in (10, 12, 13)))
-                 if p and os.path.exists(p)]
+def _working_pythons() -> list[str]:
+    """The host's python3 interpreters that actually start (pyenv shims may not)."""
+    found: list[str] = []
+    for cand in ("/usr/bin/python3", sys.executable, *(shutil.which(f"python3.{m}") or "" for m in (10, 12, 13))):
+        if not cand or not os.path.exists(cand) or cand in found:
+            continue
+        probe = subprocess.run([cand, "-I", "-c", "import sys; print(sys.version_info >= (3, 10))"],
+                               capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+        if probe.returncode == 0 and probe.stdout.strip() == "True":
+            found.append(cand)
+    return found
+
+
+PLAIN_PYTHONS = _working_pythons()
 
 
 class RawRunner:

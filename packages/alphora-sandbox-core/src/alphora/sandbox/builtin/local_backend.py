@@ -79,6 +79,10 @@ class LocalBackend(RunnerBackend):
             raise BackendError(f"cannot start {self.python!r}: {exc}", sandbox_id=self.sandbox_id) from exc
         return ProcessConnection(proc)
 
+    def _same_interpreter(self) -> bool:
+        # the host interpreter, or the sandbox venv made from it
+        return self.python in (sys.executable, str(self._venv_python()))
+
     def _runner_env(self) -> dict[str, str]:
         env = super()._runner_env()
         bindir = os.path.dirname(self.python)

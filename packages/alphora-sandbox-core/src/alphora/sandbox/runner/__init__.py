@@ -14,6 +14,7 @@ See docs/runner.md for the protocol.
 from __future__ import annotations
 
 import functools
+import marshal
 from pathlib import Path
 
 __all__ = ["BOOT", "bootstrap_argv", "runner_source"]
@@ -34,7 +35,12 @@ BOOT = (
     " return b\n"
     "_s=_r(int.from_bytes(_r(4),'big'))\n"
     "del _r\n"
-    "exec(compile(_s,'<alphora-runner>','exec'),{'__name__':'__alphora_runner__'})\n"
+    "if _s[:1]==b'\\x01':\n"
+    " import marshal\n"
+    " _s=marshal.loads(_s[1:])\n"
+    "else:\n"
+    " _s=compile(_s,'<alphora-runner>','exec')\n"
+    "exec(_s,{'__name__':'__alphora_runner__'})\n"
 )
 
 _FUTURE = "from __future__ import annotations\n"
@@ -55,10 +61,19 @@ def runner_source() -> bytes:
     return (prelude + server_src).encode("utf-8")
 
 
-def source_frame() -> bytes:
-    """The first frame a backend writes to a bootstrapped runner: length + source."""
-    src = runner_source()
-    return len(src).to_bytes(4, "big") + src
+@functools.lru_cache(maxsize=None)
+def _compiled_blob() -> bytes:
+    return b"\x01" + marshal.dumps(compile(runner_source(), "<alphora-runner>", "exec"))
+
+
+def source_frame(same_interpreter: bool = False) -> bytes:
+    """The first frame a backend writes to a bootstrapped runner: length + program.
+
+    With ``same_interpreter`` (the runner's Python is this very interpreter version, e.g. the
+    local backend) the program is sent pre-compiled (marshal), which saves compiling it at every
+    start; otherwise as source, which any python3 can run."""
+    blob = _compiled_blob() if same_interpreter else runner_source()
+    return len(blob).to_bytes(4, "big") + blob
 
 
 def bootstrap_argv(python: str = "python3") -> list[str]:

@@ -192,10 +192,11 @@ class RunnerClient:
         self.lost_reason = ""
         self.info: dict[str, Any] = {}
 
-    async def start(self, hello: Mapping[str, Any], send_source: bool = True) -> dict[str, Any]:
+    async def start(self, hello: Mapping[str, Any], send_source: bool = True,
+                    same_interpreter: bool = False) -> dict[str, Any]:
         self._reader_task = asyncio.ensure_future(self._read_loop())
         if send_source:
-            self.conn.write(source_frame())
+            self.conn.write(source_frame(same_interpreter))
         self.info = await self.request({"op": "hello", **hello}, watchdog=30.0)
         return self.info
 
@@ -368,6 +369,11 @@ class RunnerBackend(Backend):
             "nproc": rl.max_processes,
         }
 
+    def _same_interpreter(self) -> bool:
+        """True if the runner's Python is this interpreter's version (the runner is then sent
+        pre-compiled). Default False: the environment's python3 is unknown."""
+        return False
+
     async def _stop_environment(self) -> None:
         """Called by stop() after the runner is gone."""
 
@@ -380,7 +386,7 @@ class RunnerBackend(Backend):
             await client.start(
                 {"workspace": self._runner_workspace(), "env": self._runner_env(),
                  "limits": self._runner_limits(), "preload": list(self.preload)},
-                send_source=self.send_source,
+                send_source=self.send_source, same_interpreter=self._same_interpreter(),
             )
         except BaseException as exc:
             diag = conn.diagnostics()

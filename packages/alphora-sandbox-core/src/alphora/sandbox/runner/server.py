@@ -223,9 +223,9 @@ def _apply_limits(limits: dict[str, Any]) -> None:
     setlim(resource.RLIMIT_NPROC, limits.get("nproc"))
 
 
-def child_setup(stdin_fd: int, out_fd: int, err_fd: int, keep: tuple[int, ...], cwd: str,
-                env: dict[str, str], limits: dict[str, Any]) -> None:
-    """Runs in a freshly forked child before user code: own session, clean fds, env, limits."""
+def child_base(stdin_fd: int, out_fd: int, err_fd: int, keep: tuple[int, ...] = ()) -> None:
+    """First thing in a forked child: own session, subreaper, std fds, every other fd closed
+    (the protocol stream included); ``keep`` fds move to 3, 4, …"""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
@@ -243,10 +243,50 @@ def child_setup(stdin_fd: int, out_fd: int, err_fd: int, keep: tuple[int, ...], 
     os.closerange(3 + len(keep), 1 << 20)
     for fd in targets:
         os.set_inheritable(fd, False)
+
+
+def child_apply(cwd: str, env: dict[str, str], limits: dict[str, Any]) -> None:
+    """Per-request setup in the child: working directory, environment, rlimits."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     _apply_limits(limits)
+
+
+def child_setup(stdin_fd: int, out_fd: int, err_fd: int, keep: tuple[int, ...], cwd: str,
+                env: dict[str, str], limits: dict[str, Any]) -> None:
+    """Runs in a freshly forked child before user code: own session, clean fds, env, limits."""
+    child_base(stdin_fd, out_fd, err_fd, keep)
+    child_apply(cwd, env, limits)
+
+
+def run_job(job: dict[str, Any]) -> None:
+    """Run one exec request in this (forked, set-up) child; never returns."""
+    try:
+        child_apply(job["cwd"], job["env"], job["limits"])
+        if job["kind"] in ("python", "file"):
+            run_python_child(job["kind"], job["code"], job["argv"])
+        else:
+            exec_child(job["kind"], job["code"], job["argv"], job["env"])
+    except BaseException:
+        try:
+            traceback.print_exc()
+        finally:
+            os._exit(126)
+    os._exit(0)
+
+
+def spare_main(in_r: int, out_w: int, err_w: int, ctl_r: int) -> None:
+    """A pre-forked child waiting for its request: fork and base setup are off the critical path."""
+    try:
+        child_base(in_r, out_w, err_w, (ctl_r,))
+        job = read_frame_blocking(3)
+        os.close(3)
+    except BaseException:
+        os._exit(125)
+    if job is None:  # the runner discarded us
+        os._exit(0)
+    run_job(job)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -530,6 +570,11 @@ class Runner:
         self.env: dict[str, str] = dict(os.environ)
         self.limits: dict[str, Any] = {}
         self.cpu_sample: tuple[float, float] | None = None
+        self.preload: list[str] = []
+        #: a pre-forked child waiting for the next exec: (pid, ctl_w, out_r, err_r, in_w)
+        self.spare: tuple[int, int, int, int, int] | None = None
+        self.use_spares = True
+        self.want_spare = False
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
@@ -632,14 +677,10 @@ class Runner:
         if "env" in req:
             self.env = dict(req["env"])
         self.limits = dict(req.get("limits") or {})
-        for mod in req.get("preload") or ():
-            try:
-                __import__(mod)
-            except Exception:
-                pass
-        gc.collect()
-        if hasattr(gc, "freeze"):
-            gc.freeze()
+        self.use_spares = bool(req.get("spares", True))
+        self._drop_spare()
+        # imported one per idle loop turn after this reply, so the first call need not wait
+        self.preload = list(req.get("preload") or ())
         self.send({"id": req.get("id"), "ev": "done", "pid": os.getpid(), "version": PROTOCOL_VERSION,
                    "python": sys.executable, "python_version": list(sys.version_info[:3])})
 
@@ -664,25 +705,26 @@ class Runner:
             raise ValueError(f"unknown kind {kind!r}")
         if kind in ("file", "argv") and not argv:
             raise ValueError(f"{kind} request without argv")
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        in_r, in_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                child_setup(in_r, out_w, err_w, (), cwd, env, self.limits)
-                if kind in ("python", "file"):
-                    run_python_child(kind, code, argv)
-                else:
-                    exec_child(kind, code, argv, env)
-            except BaseException:
+        job = {"kind": kind, "code": code, "argv": argv, "env": env, "cwd": cwd, "limits": self.limits}
+        spare = self._take_spare()
+        if spare is not None:
+            pid, out_r, err_r, in_w = spare[0], spare[2], spare[3], spare[4]
+            write_all(spare[1], encode(job))
+            os.close(spare[1])
+        else:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            in_r, in_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child
                 try:
-                    traceback.print_exc()
-                finally:
-                    os._exit(126)
-            os._exit(0)
-        for fd in (out_w, err_w, in_r):
-            os.close(fd)
+                    child_base(in_r, out_w, err_w)
+                except BaseException:
+                    os._exit(125)
+                run_job(job)
+            for fd in (out_w, err_w, in_r):
+                os.close(fd)
+        self.want_spare = self.use_spares
         streams = [Stream("stdout", out_r), Stream("stderr", err_r)]
         for s in streams:
             s.reset(cap)
@@ -697,6 +739,47 @@ class Runner:
         else:
             os.close(in_w)
             call.stdin_fd = -1
+
+    def calls_starting(self) -> bool:
+        """True when input is waiting (serve requests before doing idle work)."""
+        ready, _, _ = select.select([self.fin], [], [], 0)
+        return bool(ready)
+
+    def _preload_one(self) -> None:
+        mod = self.preload.pop(0)
+        try:
+            __import__(mod)
+        except Exception:
+            pass
+        if not self.preload:  # warm now: freeze the heap and refresh the spare so it is warm too
+            gc.collect()
+            if hasattr(gc, "freeze"):
+                gc.freeze()
+            self._drop_spare()
+            self.want_spare = self.use_spares
+
+    def _make_spare(self) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            spare_main(in_r, out_w, err_w, ctl_r)
+            os._exit(0)
+        for fd in (out_w, err_w, in_r, ctl_r):
+            os.close(fd)
+        self.spare = (pid, ctl_w, out_r, err_r, in_w)
+
+    def _take_spare(self) -> tuple[int, int, int, int, int] | None:
+        spare, self.spare = self.spare, None
+        return spare
+
+    def _drop_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            for fd in spare[1:]:
+                os.close(fd)  # EOF on its control pipe: the spare exits by itself
 
     def _stdin_writer(self, call: Call) -> Callable[[int, int], None]:
         def on_writable(fd: int, mask: int) -> None:
@@ -922,6 +1005,9 @@ class Runner:
                 return
             if pid == 0:
                 return
+            if self.spare is not None and self.spare[0] == pid:
+                self._drop_spare()
+                continue
             call = self.calls.get(pid)
             if call is not None:
                 call.status = status
@@ -985,12 +1071,19 @@ class Runner:
                     key.data(key.fd, mask)
                 self.reap()
                 wait = self.tick()
+                if self.preload and not self.calls_starting():
+                    self._preload_one()
+                    wait = 0.0 if self.preload else wait
+                if self.want_spare and self.spare is None and self.running:
+                    self.want_spare = False
+                    self._make_spare()
             except Exception:
                 traceback.print_exc()
                 wait = 0.05
         self.shutdown()
 
     def shutdown(self) -> None:
+        self._drop_spare()
         for sess in list(self.sessions.values()):
             self._session_kill(sess)
         self.sessions.clear()
