@@ -93,14 +93,17 @@ class PipeRepl:
         return self
 
     async def call(self, line: str = "print(1)") -> None:
-        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(line.encode() + b"\n")
         await self.proc.stdin.drain()
         while (await self.proc.stdout.readline()) != b"\x00\n":
             pass
 
     async def stop(self) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.close()
         await self.proc.wait()
 
@@ -255,7 +258,8 @@ async def main(quick: bool, json_path: str | None) -> int:
     for name, ok, detail in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {name}: {detail}")
     if json_path:
-        Path(json_path).write_text(json.dumps({k: {"name": r.name, "n": len(r.samples), "median_s": r.median,
+        Path(json_path).write_text(  # noqa: ASYNC240 - once, after measuring
+json.dumps({k: {"name": r.name, "n": len(r.samples), "median_s": r.median,
                                                    "p95_s": r.p95, "note": r.note} for k, r in rows.items()},
                                               indent=2))
     return 0

@@ -86,7 +86,9 @@ async def test_shell_background_and_nohup_children_die_on_timeout(backend: Local
 async def test_user_code_killing_its_own_process_group(backend: LocalBackend) -> None:
     runner = await _runner_pid(backend)
     r = await backend.execute_code("import os, signal; print('bye', flush=True); os.killpg(os.getpgrp(), signal.SIGKILL)")
-    assert r.return_code == -9 and r.stdout == "bye\n" and r.error == "killed by signal SIGKILL"
+    assert r.return_code == -9
+    assert r.stdout == "bye\n"
+    assert r.error == "killed by signal SIGKILL"
     r = await backend.execute_shell("kill -9 0")
     assert r.return_code == -9
     await _assert_healthy(backend, runner)
@@ -96,7 +98,8 @@ async def test_user_code_closing_stdout_and_stderr(backend: LocalBackend) -> Non
     runner = await _runner_pid(backend)
     r = await backend.execute_code("import os, time\nprint('before', flush=True)\nos.close(1); os.close(2)\n"
                                    "time.sleep(0.2)\nopen('after', 'w').write('ok')")
-    assert r.success and r.stdout == "before\n"
+    assert r.success
+    assert r.stdout == "before\n"
     assert (backend.workspace_path / "after").read_text() == "ok"
     await _assert_healthy(backend, runner)
 
@@ -107,7 +110,9 @@ async def test_100mb_without_newline(backend: LocalBackend) -> None:
     r = await backend.execute_code("import sys\nchunk = 'z' * (1 << 20)\nfor _ in range(100): sys.stdout.write(chunk)\n"
                                    "sys.stdout.flush()\nprint('end', file=sys.stderr)", timeout=60)
     assert r.success, r.error
-    assert r.stdout_truncated and len(r.stdout) == 1024 * 1024 and set(r.stdout) == {"z"}
+    assert r.stdout_truncated
+    assert len(r.stdout) == 1024 * 1024
+    assert set(r.stdout) == {"z"}
     assert r.stderr == "end\n"
     assert time.monotonic() - t0 < 30
     await _assert_healthy(backend, runner)
@@ -118,7 +123,8 @@ async def test_exit_segfault_and_abort(backend: LocalBackend) -> None:
     r = await backend.execute_code("import os; print('x', flush=True); os._exit(7)")
     assert (r.return_code, r.stdout) == (7, "x\n")
     r = await backend.execute_code("import ctypes; ctypes.string_at(0)")
-    assert r.return_code == -11 and r.error == "killed by signal SIGSEGV"
+    assert r.return_code == -11
+    assert r.error == "killed by signal SIGSEGV"
     r = await backend.execute_code("import os; os.abort()")
     assert r.return_code == -6
     await _assert_healthy(backend, runner)
@@ -184,6 +190,8 @@ async def test_signals_to_the_runner_from_user_code(backend: LocalBackend) -> No
 
 async def test_stdin_is_not_the_protocol_and_blocking_read_ends(backend: LocalBackend) -> None:
     r = await backend.execute_code("import sys; data = sys.stdin.buffer.read(); print(len(data))", timeout=5)
-    assert r.success and r.stdout == "0\n"
+    assert r.success
+    assert r.stdout == "0\n"
     r = await backend.execute_code("input()", timeout=5)
-    assert r.status is ExecutionStatus.FAILED and "EOFError" in r.error
+    assert r.status is ExecutionStatus.FAILED
+    assert "EOFError" in r.error

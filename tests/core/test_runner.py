@@ -16,6 +16,7 @@ import pytest
 
 from alphora.sandbox.runner import BOOT, bootstrap_argv, runner_source, safefs, source_frame
 
+
 def _working_pythons() -> list[str]:
     """The host's python3 interpreters that actually start (pyenv shims may not)."""
     found: list[str] = []
@@ -41,7 +42,8 @@ class RawRunner:
         argv.insert(1, "-I")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      cwd=cwd, env={"PATH": "/usr/bin:/bin"})
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.stdin = self.proc.stdin
         self.stdout = self.proc.stdout
         self.stdin.write(source_frame())
@@ -62,7 +64,7 @@ class RawRunner:
 
     def call(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         rid = self.send(msg)
-        events = []
+        events: list[dict[str, Any]] = []
         while True:
             ev = self.recv()
             assert ev["id"] == rid
@@ -98,24 +100,33 @@ def test_runner_source_is_self_contained_stdlib_only() -> None:
 def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None:
     r = RawRunner(python, tmp_path)
     _, hello = r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
-    assert hello["ev"] == "done" and hello["version"] == 1
+    assert hello["ev"] == "done"
+    assert hello["version"] == 1
     events, done = r.call({"op": "exec", "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"})
-    assert "".join(e["d"] for e in events) == "hi 1\n" and done["rc"] == 0
+    assert "".join(e["d"] for e in events) == "hi 1\n"
+    assert done["rc"] == 0
     events, done = r.call({"op": "exec", "kind": "shell", "code": "echo $0 >&2; exit 5"})
-    assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}] and done["rc"] == 5
+    assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}]
+    assert done["rc"] == 5
     _, done = r.call({"op": "fs", "fn": "write", "path": "x/y.bin", "data": base64.b64encode(b"\x00\xff").decode()})
-    assert done["ev"] == "done" and (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff"
+    assert done["ev"] == "done"
+    assert (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff"
     _, done = r.call({"op": "fs", "fn": "read", "path": "../etc/passwd"})
-    assert done["ev"] == "error" and done["etype"] == "PathEscape" and done["path"] == "../etc/passwd"
+    assert done["ev"] == "error"
+    assert done["etype"] == "PathEscape"
+    assert done["path"] == "../etc/passwd"
     _, done = r.call({"op": "fs", "fn": "read", "path": "nope"})
     assert done["etype"] == "FileNotFoundError"
     _, done = r.call({"op": "bogus"})
-    assert done["ev"] == "error" and "unknown op" in done["msg"]
+    assert done["ev"] == "error"
+    assert "unknown op" in done["msg"]
     _, done = r.call({"op": "usage"})
-    assert done["process_count"] >= 1 and done["disk_bytes"] > 0
+    assert done["process_count"] >= 1
+    assert done["disk_bytes"] > 0
     _, done = r.call({"op": "session_open", "name": "s"})
     _, done = r.call({"op": "session_run", "name": "s", "code": "y = 6 * 7\ny"})
-    assert done["ok"] and done["value"] == "42"
+    assert done["ok"]
+    assert done["value"] == "42"
     assert r.close() == 0
 
 
@@ -124,7 +135,7 @@ def test_concurrent_requests_interleave(tmp_path: Path) -> None:
     r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
     slow = r.send({"op": "exec", "kind": "python", "code": "import time; time.sleep(0.5); print('slow')"})
     fast = r.send({"op": "exec", "kind": "python", "code": "print('fast')"})
-    order = []
+    order: list[int] = []
     while len(order) < 2:
         ev = r.recv()
         if ev["ev"] == "done":
@@ -195,10 +206,12 @@ def test_safefs_symlinks_anywhere_are_refused(ws: Path) -> None:
         safefs.copy(ws, "filelink", "copy")
     with pytest.raises(safefs.PathEscape):
         safefs.move(ws, "filelink", "moved")
-    assert not (outside / "new").exists() and not (outside / "sub").exists()
+    assert not (outside / "new").exists()
+    assert not (outside / "sub").exists()
     assert (outside / "secret").read_text() == "s"
     entries = {e["path"]: e for e in safefs.listdir(ws, "", recursive=True)}
-    assert entries["d/link"]["is_symlink"] and "d/link/secret" not in entries
+    assert entries["d/link"]["is_symlink"]
+    assert "d/link/secret" not in entries
     assert safefs.remove(ws, "d") is True
     assert (outside / "secret").read_text() == "s"
 
@@ -217,8 +230,11 @@ def test_safefs_operations(ws: Path) -> None:
     assert safefs.read(ws, "a/b/c.txt") == b"hello"
     assert safefs.read(ws, "./a//b/c.txt") == b"hello"
     st = safefs.stat(ws, "a/b/c.txt")
-    assert st is not None and st["size"] == 5 and not st["is_dir"]
-    assert safefs.stat(ws, "a/missing") is None and safefs.stat(ws, "a/b/c.txt/x") is None
+    assert st is not None
+    assert st["size"] == 5
+    assert not st["is_dir"]
+    assert safefs.stat(ws, "a/missing") is None
+    assert safefs.stat(ws, "a/b/c.txt/x") is None
     assert safefs.stat(ws, "")["is_dir"]  # type: ignore[index]
     with pytest.raises(safefs.TooLarge):
         safefs.write(ws, "big", b"x" * 11, max_size=10)
@@ -242,11 +258,13 @@ def test_safefs_operations(ws: Path) -> None:
     safefs.mkdir(ws, "m/n/o")
     with pytest.raises(FileExistsError):
         safefs.mkdir(ws, "a/b/c.txt")
-    assert safefs.remove(ws, "z") and not safefs.remove(ws, "z")
+    assert safefs.remove(ws, "z")
+    assert not safefs.remove(ws, "z")
     assert safefs.disk_usage(ws) >= 5
     # atomic writes leave no temp files behind, and replace content entirely
     safefs.write(ws, "a/b/c.txt", b"new")
-    assert sorted(os.listdir(ws / "a" / "b")) == ["c.txt"] and safefs.read(ws, "a/b/c.txt") == b"new"
+    assert sorted(os.listdir(ws / "a" / "b")) == ["c.txt"]
+    assert safefs.read(ws, "a/b/c.txt") == b"new"
     fd = os.open(ws, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert safefs.read(fd, "a/b/c.txt") == b"new"

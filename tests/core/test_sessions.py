@@ -29,9 +29,11 @@ async def test_spec_session_example_through_the_facade(local_sandbox: Sandbox) -
     async with local_sandbox.session() as py:
         await py.run("x = 41")
         r = await py.run("print(x + 1)")
-        assert r.success and r.stdout == "42\n"
+        assert r.success
+        assert r.stdout == "42\n"
         r = await py.run("x + 1")
-        assert r.value == "42" and r.stdout == ""
+        assert r.value == "42"
+        assert r.stdout == ""
 
 
 async def test_state_imports_and_cwd_persist(backend: LocalBackend) -> None:
@@ -39,7 +41,8 @@ async def test_state_imports_and_cwd_persist(backend: LocalBackend) -> None:
     try:
         await backend.mkdir("sub")
         r = await py.run("import json, os\nos.chdir('sub')\ndata = {'a': 1}")
-        assert r.success and r.value is None
+        assert r.success
+        assert r.value is None
         r = await py.run("print(json.dumps(data)); os.getcwd()")
         assert r.stdout == '{"a": 1}\n'
         assert r.value == repr(str(backend.workspace_path / "sub"))
@@ -59,12 +62,17 @@ async def test_errors_are_results_and_keep_state(backend: LocalBackend) -> None:
     py = await backend.open_session()
     await py.run("kept = 'yes'")
     r = await py.run("1/0")
-    assert r.status is ExecutionStatus.FAILED and r.error == "ZeroDivisionError: division by zero"
-    assert '<cell-' in r.stderr and "alphora" not in r.stderr and not r.state_lost
+    assert r.status is ExecutionStatus.FAILED
+    assert r.error == "ZeroDivisionError: division by zero"
+    assert '<cell-' in r.stderr
+    assert "alphora" not in r.stderr
+    assert not r.state_lost
     r = await py.run("def broken(:\n  pass")
-    assert r.status is ExecutionStatus.FAILED and r.error.startswith("SyntaxError")
+    assert r.status is ExecutionStatus.FAILED
+    assert r.error.startswith("SyntaxError")
     r = await py.run("raise SystemExit(3)")
-    assert r.status is ExecutionStatus.FAILED and "SystemExit" in r.error
+    assert r.status is ExecutionStatus.FAILED
+    assert "SystemExit" in r.error
     r = await py.run("kept")
     assert r.value == "'yes'"
     await py.close()
@@ -76,8 +84,10 @@ async def test_timeout_interrupts_and_keeps_state(backend: LocalBackend) -> None
     t0 = time.monotonic()
     r = await py.run("import time\nprint('working', flush=True)\ntime.sleep(60)", timeout=0.5)
     assert time.monotonic() - t0 < 0.5 + 1.0
-    assert r.status is ExecutionStatus.TIMEOUT and not r.state_lost
-    assert r.stdout == "working\n" and "KeyboardInterrupt" in r.stderr
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert not r.state_lost
+    assert r.stdout == "working\n"
+    assert "KeyboardInterrupt" in r.stderr
     assert (await py.run("x")).value == "1"
     await py.close()
 
@@ -89,9 +99,12 @@ async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: 
     t0 = time.monotonic()
     r = await py.run(code, timeout=0.5)
     assert time.monotonic() - t0 < 0.5 + backend.session_grace + 1.0
-    assert r.status is ExecutionStatus.TIMEOUT and r.state_lost and "state was lost" in r.error
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert r.state_lost
+    assert "state was lost" in r.error
     r = await py.run("x")
-    assert r.status is ExecutionStatus.FAILED and "NameError" in r.error
+    assert r.status is ExecutionStatus.FAILED
+    assert "NameError" in r.error
     assert (await py.run("1 + 1")).value == "2"
     await py.close()
 
@@ -100,11 +113,15 @@ async def test_session_process_death_is_reported_and_recovered(backend: LocalBac
     py = await backend.open_session()
     await py.run("x = 1")
     r = await py.run("import os; os._exit(3)")
-    assert r.status is ExecutionStatus.FAILED and r.state_lost and "died" in r.error
+    assert r.status is ExecutionStatus.FAILED
+    assert r.state_lost
+    assert "died" in r.error
     r = await py.run("import ctypes; ctypes.string_at(0)")
     assert r.state_lost
     r = await py.run("'x' in globals()")
-    assert r.success and r.value == "False" and not r.state_lost
+    assert r.success
+    assert r.value == "False"
+    assert not r.state_lost
     await py.close()
 
 
@@ -112,9 +129,12 @@ async def test_runner_restart_marks_state_lost(backend: LocalBackend) -> None:
     py = await backend.open_session()
     await py.run("x = 1")
     r = await py.run("import os, signal; os.kill(os.getppid(), signal.SIGKILL)")
-    assert r.status is ExecutionStatus.FAILED and r.state_lost
+    assert r.status is ExecutionStatus.FAILED
+    assert r.state_lost
     r = await py.run("1")
-    assert r.success and r.state_lost and r.value == "1"
+    assert r.success
+    assert r.state_lost
+    assert r.value == "1"
     r = await py.run("2")
     assert not r.state_lost
     await py.close()
@@ -137,7 +157,8 @@ async def test_sessions_are_independent_and_reset_close(backend: LocalBackend) -
     b = await backend.open_session("b")
     await a.run("v = 'a'")
     await b.run("v = 'b'")
-    assert (await a.run("v")).value == "'a'" and (await b.run("v")).value == "'b'"
+    assert (await a.run("v")).value == "'a'"
+    assert (await b.run("v")).value == "'b'"
     await a.reset()
     assert (await a.run("'v' in globals()")).value == "False"
     r = await backend.execute_code("print('v' in globals())")
@@ -165,9 +186,11 @@ async def test_output_cap_in_session(tmp_path: Path) -> None:
     try:
         py = await b.open_session()
         r = await py.run("print('q' * 1000)")
-        assert r.stdout_truncated and len(r.stdout) == 100
+        assert r.stdout_truncated
+        assert len(r.stdout) == 100
         r = await py.run("print('small')")
-        assert r.stdout == "small\n" and not r.stdout_truncated
+        assert r.stdout == "small\n"
+        assert not r.stdout_truncated
     finally:
         await b.stop()
 
@@ -181,7 +204,9 @@ async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> Non
     assert r.success, r.stderr
     assert len(r.attachments) == 1
     png = r.attachments[0]
-    assert png.mime_type == "image/png" and png.data.startswith(b"\x89PNG\r\n\x1a\n") and len(png.data) > 1000
+    assert png.mime_type == "image/png"
+    assert png.data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png.data) > 1000
     assert "non-interactive" not in r.stderr
     r = await py.run("fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4])\nplt.show()\nfig2 = plt.figure()\nplt.plot([0, 1])")
     assert len(r.attachments) == 2

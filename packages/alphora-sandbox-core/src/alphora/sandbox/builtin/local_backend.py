@@ -125,6 +125,9 @@ class LocalBackend(RunnerBackend):
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={"LANG": "C.UTF-8"},
         )
         purelib = (await probe.communicate())[0].decode().strip()
+        await asyncio.to_thread(self._link_host_site, purelib)
+
+    def _link_host_site(self, purelib: str) -> None:
         # the host venv's packages (pip among them) stay importable, after the sandbox's own
         host_paths = [p for p in site.getsitepackages() if os.path.isdir(p)]
         if purelib:

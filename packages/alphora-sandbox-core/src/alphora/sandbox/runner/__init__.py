@@ -46,7 +46,7 @@ BOOT = (
 _FUTURE = "from __future__ import annotations\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def runner_source() -> bytes:
     """The complete runner program (server.py with safefs.py inlined); needs only a plain python3."""
     safefs_src = (_HERE / "safefs.py").read_text(encoding="utf-8")
@@ -61,7 +61,7 @@ def runner_source() -> bytes:
     return (prelude + server_src).encode("utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_blob() -> bytes:
     return b"\x01" + marshal.dumps(compile(runner_source(), "<alphora-runner>", "exec"))
 

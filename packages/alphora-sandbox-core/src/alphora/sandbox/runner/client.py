@@ -43,7 +43,7 @@ import signal
 import stat as _stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, emit
 from ..errors import (
@@ -102,7 +102,8 @@ class ProcessConnection(RunnerConnection):
     """A runner that is a local subprocess (``asyncio.create_subprocess_exec`` with pipes)."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         self.proc = proc
         self.reader = proc.stdout
         self._stdin = proc.stdin
@@ -313,7 +314,7 @@ class _Output:
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("ev") != "out":
             return
-        stream = "stderr" if ev.get("s") == "stderr" else "stdout"
+        stream: Literal["stdout", "stderr"] = "stderr" if ev.get("s") == "stderr" else "stdout"
         text = str(ev.get("d", ""))
         self.parts[stream].append(text)
         await emit(self.on_output, OutputChunk(stream=stream, text=text))
@@ -468,7 +469,10 @@ class RunnerBackend(Backend):
             done = await client.request(msg, out, watchdog=request.timeout + 10.0, on_send=rid.append)
         except asyncio.CancelledError:
             if rid and client.alive:
-                asyncio.ensure_future(self._cancel(client, rid[0]))
+                pending: set[asyncio.Future[Any]] = self.__dict__.setdefault("_pending_cancels", set())
+                task = asyncio.ensure_future(self._cancel(client, rid[0]))
+                pending.add(task)  # a strong reference until it is done
+                task.add_done_callback(pending.discard)
             raise
         except RunnerLost as exc:
             return ExecutionResult(status=ExecutionStatus.FAILED, stdout=out.text("stdout"), stderr=out.text("stderr"),
@@ -520,7 +524,7 @@ class RunnerBackend(Backend):
         async def task() -> None:
             try:
                 queue.put_nowait(await self.run(request, queue.put_nowait))
-            except BaseException as exc:  # delivered to the consumer
+            except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
                 queue.put_nowait(exc)
 
         runner = asyncio.ensure_future(task())

@@ -12,6 +12,10 @@ and argv requests fork+exec. Stateful sessions are long-lived forked interpreter
 single-threaded (a selector loop), so forking is safe.
 """
 
+# The runner must survive anything user code does, so it deliberately catches everything at its
+# boundaries (child setup, cell execution, the request loop).
+# ruff: noqa: BLE001
+
 from __future__ import annotations
 
 import ast
@@ -34,10 +38,11 @@ import sys
 import time
 import traceback
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 try:  # shipped as one program: runner_source() defines _ALPHORA_SAFEFS before this text
-    safefs: Any = _ALPHORA_SAFEFS  # type: ignore[name-defined]  # noqa: F821
+    safefs: Any = _ALPHORA_SAFEFS  # type: ignore[name-defined]
 except NameError:  # imported as a module of the alphora package
     from alphora.sandbox.runner import safefs
 
@@ -197,11 +202,12 @@ def _std_streams() -> None:
     """Fresh sys.std* on fds 0-2, like ``python -u``."""
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
                                  errors="surrogateescape")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",  # type: ignore[arg-type]
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True, write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",  # type: ignore[arg-type]
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
                                   errors="backslashreplace", line_buffering=True, write_through=True)
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    for name in ("stdin", "stdout", "stderr"):
+        setattr(sys, f"__{name}__", getattr(sys, name))
 
 
 def _apply_limits(limits: dict[str, Any]) -> None:
@@ -210,7 +216,7 @@ def _apply_limits(limits: dict[str, Any]) -> None:
             return
         value = int(value)
         try:
-            soft, hard = resource.getrlimit(res)
+            _soft, hard = resource.getrlimit(res)
             if hard != resource.RLIM_INFINITY and value > hard:
                 value = hard
             resource.setrlimit(res, (value, value))
@@ -425,7 +431,7 @@ class Kernel:
         if plt is None:
             return
         if not self.patched:
-            plt.show = self._show
+            setattr(plt, "show", self._show)  # noqa: B010
             self.patched = True
         for num in plt.get_fignums():
             fig = plt.figure(num)
@@ -446,9 +452,11 @@ class Kernel:
         try:
             self.in_cell = True
             tree = ast.parse(code, fname, "exec")
-            last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = tree.body.pop()
+            last: ast.Expr | None = None
+            tail = tree.body[-1] if tree.body else None
+            if isinstance(tail, ast.Expr):
+                tree.body.pop()
+                last = tail
             exec(compile(tree, fname, "exec"), self.ns)
             if last is not None:
                 result = eval(compile(ast.Expression(last.value), fname, "eval"), self.ns)
