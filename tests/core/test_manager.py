@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -140,7 +141,8 @@ async def test_max_sandboxes_is_enforced_even_under_concurrency(tmp_path: Path) 
         assert "max_sandboxes=3" in str(refused[0])
         assert len(manager) == 3
         # refused sandboxes left nothing behind
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(s.sandbox_id for s in created)  # type: ignore[union-attr]
+        left = sorted(os.listdir(tmp_path))
+        assert left == sorted(s.sandbox_id for s in created)  # type: ignore[union-attr]
         await manager.destroy_sandbox("w0")
         assert (await manager.create_sandbox("again")).name == "again"
 
@@ -221,11 +223,16 @@ async def test_without_auto_cleanup_nothing_is_reaped_and_shutdown_keeps_workspa
 
 async def test_exception_in_body_forces_cleanup_and_propagates(tmp_path: Path) -> None:
     manager = SandboxManager(base_path=tmp_path, auto_cleanup=False)
-    with pytest.raises(RuntimeError, match="boom"):
+    created = []
+
+    async def body() -> None:
         async with manager:
-            sb = await manager.create_sandbox("doomed")
+            created.append(await manager.create_sandbox("doomed"))
             raise RuntimeError("boom")
-    assert sb.status is SandboxStatus.DESTROYED
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await body()
+    assert created[0].status is SandboxStatus.DESTROYED
 
 
 async def test_sandboxes_destroyed_behind_the_managers_back_free_their_slot(tmp_path: Path) -> None:
