@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,8 @@ async def test_lookup_by_id_and_name(tmp_path: Path) -> None:
 async def test_ids_and_names_are_unique(tmp_path: Path) -> None:
     async with SandboxManager(base_path=tmp_path) as manager:
         await manager.create_sandbox("w1", sandbox_id="s1")
-        for kwargs in ({"name": "w1"}, {"sandbox_id": "s1"}, {"name": "s1"}, {"sandbox_id": "w1"}):
+        clashes: list[dict[str, Any]] = [{"name": "w1"}, {"sandbox_id": "s1"}, {"name": "s1"}, {"sandbox_id": "w1"}]
+        for kwargs in clashes:
             with pytest.raises(SandboxAlreadyExistsError):
                 await manager.create_sandbox(**kwargs)
         assert len(manager) == 1
@@ -142,7 +144,7 @@ async def test_max_sandboxes_is_enforced_even_under_concurrency(tmp_path: Path) 
         assert len(manager) == 3
         # refused sandboxes left nothing behind
         left = sorted(os.listdir(tmp_path))
-        assert left == sorted(s.sandbox_id for s in created)  # type: ignore[union-attr]
+        assert left == sorted(s.sandbox_id for s in created)
         await manager.destroy_sandbox("w0")
         assert (await manager.create_sandbox("again")).name == "again"
 
@@ -150,7 +152,7 @@ async def test_max_sandboxes_is_enforced_even_under_concurrency(tmp_path: Path) 
 async def test_invalid_manager_settings() -> None:
     for kwargs in ({"max_sandboxes": 0}, {"max_sandboxes": True}, {"cleanup_interval": 0}, {"idle_timeout": -1}):
         with pytest.raises(ConfigurationError):
-            SandboxManager(**kwargs)  # type: ignore[arg-type]
+            SandboxManager(**kwargs)
 
 
 async def test_unknown_backend_is_refused_and_not_counted(tmp_path: Path) -> None:
