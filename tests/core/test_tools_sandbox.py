@@ -3,6 +3,7 @@ it calls badly or the sandbox refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -359,3 +360,29 @@ async def test_an_unexpected_exception_inside_a_tool_becomes_a_result(tmp_path: 
         assert (await tools.save_file("still.txt", "works"))["success"] is True
     finally:
         await box.destroy()
+
+
+async def test_a_model_cannot_extend_the_timeout_past_the_sandbox_limit(tmp_path: Path) -> None:
+    from alphora.sandbox import ResourceLimits
+
+    box = Sandbox.create_local(base_path=tmp_path / "limits", resource_limits=ResourceLimits(timeout_seconds=5))
+    await box.start()
+    try:
+        tools = SandboxTools(box)
+        assert tools.max_timeout == 5
+        refused = await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 3600})
+        message = _assert_error(refused, "invalid_arguments")
+        assert "must be at most 5 seconds (this sandbox's limit), got 3600" in message
+        assert (await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 5}))["success"] is True
+        generous = SandboxTools(box, max_timeout=60)
+        assert (await generous.run_shell_command("echo ok", timeout=60))["output"] == "ok\n"
+    finally:
+        await box.destroy()
+
+
+async def test_parallel_calls_share_one_session(local_sandbox: Sandbox) -> None:
+    async with SandboxTools(local_sandbox, use_session=True) as tools:
+        results = await asyncio.gather(*(tools.run_python_code(f"v{i} = {i}") for i in range(4)))
+        assert all(r["success"] for r in results), results
+        total = await tools.run_python_code("print(v0 + v1 + v2 + v3)")
+        assert total["output"] == "6\n"

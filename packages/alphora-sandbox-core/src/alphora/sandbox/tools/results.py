@@ -90,7 +90,7 @@ def execution_result(result: ExecutionResult, limit: int | None, *, timeout: flo
         out["attachments"] = [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in result.attachments]
     if result.state_lost:
         out["state_lost"] = True
-        out["error"] = (out["error"] + " " if out["error"] else "") + (
+        out["error"] = (out["error"].rstrip(".") + ". " if out["error"] else "") + (
             "The Python session was restarted: variables and imports from earlier calls are gone."
         )
     if not result.success:

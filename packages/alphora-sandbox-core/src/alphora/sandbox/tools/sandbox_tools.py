@@ -8,6 +8,7 @@ into the agent loop (only cancellation propagates).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
 import json
@@ -73,6 +74,9 @@ class SandboxTools:
             :func:`~alphora.sandbox.tools.specs.select_specs`); other tools are neither exported
             nor callable.
         max_output_chars: cut longer output and file content in the middle (None: never cut).
+        max_timeout: the longest ``timeout`` a model may ask for, in seconds; default: the
+            sandbox's ``resource_limits.timeout_seconds`` (a model can shorten a run, not extend
+            it past what the application configured). Longer requests are ``invalid_arguments``.
         registry: plugin registry for the exporters (default: the process-wide one).
     """
 
@@ -86,6 +90,7 @@ class SandboxTools:
         exclude: Iterable[str] = (),
         read_only: bool = False,
         max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
+        max_timeout: float | None = None,
         registry: PluginRegistry | None = None,
     ) -> None:
         if max_output_chars is not None and max_output_chars < 100:
@@ -94,11 +99,13 @@ class SandboxTools:
         self.use_session = use_session
         self.session_name = session_name
         self.max_output_chars = max_output_chars
+        self._max_timeout = max_timeout
         self.specs: tuple[ToolSpec, ...] = select_specs(TOOL_SPECS, include=include, exclude=exclude, read_only=read_only)
         self._by_name: dict[str, ToolSpec] = {s.name: s for s in self.specs}
         self._registry = registry
         self._session: PythonSession | None = None
         self._session_stack: contextlib.AsyncExitStack | None = None
+        self._session_lock: asyncio.Lock | None = None
 
     # -- lifecycle (only matters with use_session) -----------------------------------------------
 
@@ -117,11 +124,21 @@ class SandboxTools:
         await self.aclose()
 
     async def _python_session(self) -> PythonSession:
-        if self._session is None:
-            stack = contextlib.AsyncExitStack()
-            self._session = await stack.enter_async_context(self.sandbox.session(self.session_name))
-            self._session_stack = stack
-        return self._session
+        if self._session_lock is None:
+            self._session_lock = asyncio.Lock()
+        async with self._session_lock:  # parallel tool calls must not open two sessions
+            if self._session is None:
+                stack = contextlib.AsyncExitStack()
+                self._session = await stack.enter_async_context(self.sandbox.session(self.session_name))
+                self._session_stack = stack
+            return self._session
+
+    @property
+    def max_timeout(self) -> float:
+        """The longest timeout a model may request (see the constructor)."""
+        if self._max_timeout is not None:
+            return self._max_timeout
+        return float(self.sandbox.resource_limits.timeout_seconds)
 
     # -- definitions and export ------------------------------------------------------------------
 
@@ -210,6 +227,12 @@ class SandboxTools:
             return self._unknown_tool(tool_name)
         try:
             args = validate_arguments(parameters, spec.parameters)
+            timeout = args.get("timeout")
+            if timeout is not None and timeout > self.max_timeout:
+                raise ArgumentError([
+                    f"argument 'timeout' must be at most {self.max_timeout:g} seconds (this sandbox's limit), "
+                    f"got {timeout:g}; omit it to use the limit"
+                ])
         except ArgumentError as exc:
             return self._shape(spec, error_result("invalid_arguments", self._argument_message(spec, exc)))
         impl: _Impl = getattr(self, f"_tool_{spec.name}")

@@ -95,7 +95,7 @@ _TIMEOUT = {
     "type": "number",
     "exclusiveMinimum": 0,
     "description": "Seconds before the run is killed (with every process it started). "
-    "Omit to use the sandbox's default timeout.",
+    "Omit to use the sandbox's limit; longer than the limit is refused.",
 }
 _CODE_RESULT = (
     "Returns {success, output, error, execution_time, exit_code, status}: output is stdout followed by "
