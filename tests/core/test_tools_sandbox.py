@@ -386,3 +386,18 @@ async def test_parallel_calls_share_one_session(local_sandbox: Sandbox) -> None:
         assert all(r["success"] for r in results), results
         total = await tools.run_python_code("print(v0 + v1 + v2 + v3)")
         assert total["output"] == "6\n"
+
+
+async def test_session_code_that_ignores_interrupts_is_killed_and_the_model_is_told(local_sandbox: Sandbox) -> None:
+    stubborn = "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass"
+    async with SandboxTools(local_sandbox, use_session=True) as tools:
+        await tools.run_python_code("x = 1")
+        start = time.monotonic()
+        result = await tools.run_python_code(stubborn, timeout=1)
+        assert time.monotonic() - start < 20
+        message = _assert_error(result, "timeout")
+        assert result["state_lost"] is True
+        assert "restarted" in message
+        assert message.count("restarted") == 1
+        assert "NameError" in (await tools.run_python_code("print(x)"))["error"]
+        assert (await tools.run_python_code("print('recovered')"))["output"] == "recovered\n"

@@ -90,9 +90,10 @@ def execution_result(result: ExecutionResult, limit: int | None, *, timeout: flo
         out["attachments"] = [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in result.attachments]
     if result.state_lost:
         out["state_lost"] = True
-        out["error"] = (out["error"].rstrip(".") + ". " if out["error"] else "") + (
-            "The Python session was restarted: variables and imports from earlier calls are gone."
-        )
+        if "restarted" not in out["error"]:
+                out["error"] = (out["error"].rstrip(".") + ". " if out["error"] else "") + (
+                "The Python session was restarted: variables and imports from earlier calls are gone."
+            )
     if not result.success:
         out["error_type"] = "timeout" if result.status is ExecutionStatus.TIMEOUT else "execution_failed"
     return out
