@@ -48,13 +48,21 @@ async def test_status_machine(tmp_path: Path) -> None:
         await sandbox.start()
 
 
-async def test_context_manager_stops_even_on_error(tmp_path: Path) -> None:
-    sandbox = Sandbox.create_local(base_path=tmp_path)
+async def test_context_manager_cleans_up_even_on_error(tmp_path: Path) -> None:
+    ephemeral = Sandbox.create_local(base_path=tmp_path)
     with pytest.raises(RuntimeError, match="body"):
-        async with sandbox:
+        async with ephemeral:
+            await ephemeral.write_file("x.txt", "x")
             raise RuntimeError("body")
-    assert sandbox.status is SandboxStatus.STOPPED
-    await sandbox.destroy()
+    assert ephemeral.status is SandboxStatus.DESTROYED
+    assert not ephemeral.workspace_path.exists()
+    named = Sandbox.create_local(base_path=tmp_path, sandbox_id="keep-me")
+    async with named:
+        await named.write_file("x.txt", "kept")
+    assert named.status is SandboxStatus.STOPPED
+    async with named:  # a named sandbox can be started again with its workspace
+        assert await named.read_file("x.txt") == "kept"
+    await named.destroy()
 
 
 async def test_create_factory_any_backend_name(tmp_path: Path) -> None:
@@ -118,7 +126,7 @@ async def test_package_names_are_validated(local_sandbox: Sandbox, package: str,
 
 
 def _build_wheel(tmp_path: Path, name: str, version: str) -> Path:
-    src = tmp_path / f"{name}-src"
+    src = tmp_path / f"{name}-{version}-src"
     (src / name).mkdir(parents=True)
     (src / name / "__init__.py").write_text(f"VERSION = {version!r}\n")
     (src / "pyproject.toml").write_text(

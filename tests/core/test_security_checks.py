@@ -69,9 +69,14 @@ async def test_shell_denied(tmp_path: Path) -> None:
     async with Sandbox.create_local(base_path=tmp_path, security_policy=SecurityPolicy.strict()) as sandbox:
         with pytest.raises(ShellAccessDeniedError, match="allow_shell=False"):
             await sandbox.execute_shell("echo hi")
-        with pytest.raises(SecurityViolationError, match="allow_subprocess=False"):
+        with pytest.raises(SecurityViolationError, match="blocked_imports"):
             await sandbox.run("import subprocess")
         await sandbox.destroy()
+    async with Sandbox.create_local(base_path=tmp_path, security_policy=SecurityPolicy(allow_subprocess=False)) as sb:
+        with pytest.raises(SecurityViolationError, match="allow_subprocess=False"):
+            await sb.run("import os\nos.execv('/bin/sh', ['sh'])")
+        assert (await sb.execute_shell("echo shell-still-allowed")).stdout == "shell-still-allowed\n"
+        await sb.destroy()
 
 
 async def test_file_write_and_size_policy(tmp_path: Path) -> None:

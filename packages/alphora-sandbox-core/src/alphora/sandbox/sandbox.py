@@ -54,6 +54,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .config import SandboxConfig
+    from .storage.base import Storage
 
 __all__ = ["Sandbox"]
 
@@ -119,7 +120,11 @@ class Sandbox:
         env_vars: Mapping[str, str] | None = None,
         registry: PluginRegistry | None = None,
         backend: Backend | None = None,
+        keep_workspace: bool | None = None,
     ) -> None:
+        #: what ``async with`` does on exit: keep the workspace (stop) or remove everything (destroy);
+        #: by default a sandbox you named with ``sandbox_id`` is kept and an anonymous one destroyed
+        self.keep_workspace = (sandbox_id is not None) if keep_workspace is None else keep_workspace
         self.sandbox_id = sandbox_id or uuid.uuid4().hex[:12]
         if not self.sandbox_id.replace("-", "").replace("_", "").isalnum():
             raise ConfigurationError(f"invalid sandbox_id {self.sandbox_id!r}: use letters, digits, - and _",
@@ -300,11 +305,14 @@ class Sandbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            await self.stop()
+            if self.keep_workspace:
+                await self.stop()
+            else:
+                await self.destroy()
         except Exception:
             if exc is None:
                 raise
-            log.warning("stopping sandbox %s failed while handling %r", self.sandbox_id, exc, exc_info=True)
+            log.warning("cleaning up sandbox %s failed while handling %r", self.sandbox_id, exc, exc_info=True)
 
     def __del__(self) -> None:
         if getattr(self, "_status", None) in (SandboxStatus.RUNNING, SandboxStatus.STARTING):
@@ -548,6 +556,33 @@ class Sandbox:
             entries = [e for e in entries if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.path, pattern)]
         return sorted(entries, key=lambda e: e.path)
 
+    # -- workspace persistence ------------------------------------------------------------------
+
+    async def save_workspace(self, storage: Storage, prefix: str | None = None, *,
+                             exclude: Sequence[str] = DEFAULT_PERSIST_EXCLUDE) -> list[str]:
+        """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
+        return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (the local
+        backend's lazily built ``.venv`` by default: rebuild it with install_requirements)."""
+        from .storage.persist import save_workspace
+
+        self._require_running()
+        saved = await save_workspace(self, storage, self._persist_prefix(prefix), exclude=exclude)
+        self._audit("save_workspace", prefix=self._persist_prefix(prefix), files=len(saved))
+        return saved
+
+    async def restore_workspace(self, storage: Storage, prefix: str | None = None) -> list[str]:
+        """Write what was saved under ``prefix`` (by this or another process or host) back into the
+        workspace; StorageNotFoundError when nothing was saved there."""
+        from .storage.persist import restore_workspace
+
+        self._require_running()
+        restored = await restore_workspace(self, storage, self._persist_prefix(prefix))
+        self._audit("restore_workspace", prefix=self._persist_prefix(prefix), files=len(restored))
+        return restored
+
+    def _persist_prefix(self, prefix: str | None) -> str:
+        return f"sandboxes/{self.sandbox_id}" if prefix is None else prefix
+
     # -- packages --------------------------------------------------------------------------------
 
     async def _pip(self, args: Sequence[str], timeout: float | None = None) -> ExecutionResult:
@@ -555,9 +590,10 @@ class Sandbox:
         await self._check("package", content=" ".join(args))
         prefix, pip_env = await self.backend.pip_command()
         host = {k: v for k in _PIP_HOST_ENV if (v := os.environ.get(k)) is not None} if self.backend_type == "local" else {}
-        env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **pip_env}
+        # precedence: host pip settings < the sandbox's own env vars < what the backend requires
+        env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **self._env, **pip_env}
         self._audit("pip", args=list(args))
-        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env={**self._env, **env},
+        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env=env,
                                  timeout=float(timeout or max(_PIP_TIMEOUT, self.resource_limits.timeout_seconds)),
                                  max_output=self.resource_limits.max_output_size)
         return await self._run(request, None)
