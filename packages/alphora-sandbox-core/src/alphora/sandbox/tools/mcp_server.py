@@ -189,15 +189,28 @@ async def serve_stdio(ns: argparse.Namespace) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+def _mcp_problem() -> str | None:
+    """Why the installed mcp SDK can't serve (missing, or the 1.x API), or None."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("mcp")
+    except metadata.PackageNotFoundError:
+        return "the MCP server needs the mcp SDK: pip install 'alphora-sandbox[mcp]'"
+    major = version.split(".", 1)[0]
+    if not major.isdigit() or int(major) < 2:
+        return f"the MCP server needs the mcp SDK 2.x, found {version}: pip install -U 'mcp>=2,<3'"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
     ns = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        import mcp  # noqa: F401
-    except ImportError:
-        print("the MCP server needs the mcp SDK: pip install 'alphora-sandbox[mcp]'", file=sys.stderr)
+    problem = _mcp_problem()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     try:
         asyncio.run(serve_stdio(ns))
