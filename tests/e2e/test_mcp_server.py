@@ -17,12 +17,16 @@ from alphora.sandbox.tools import TOOL_SPECS, select_specs
 mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
 
 
-def _params(base: Path, *extra: str) -> Any:
+#: the module itself, and the CLI's ``alphora-sandbox mcp`` sub-command
+LAUNCHERS = {"module": ["-m", "alphora.sandbox.tools.mcp_server"], "cli": ["-m", "alphora.sandbox.cli", "mcp"]}
+
+
+def _params(base: Path, *extra: str, launcher: str = "module") -> Any:
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "PYTHONPATH") or k.startswith("ALPHORA_SANDBOX_")}
     return mcp.StdioServerParameters(
         command=sys.executable,
-        args=["-m", "alphora.sandbox.tools.mcp_server", "--base-path", str(base), *extra],
+        args=[*LAUNCHERS[launcher], "--base-path", str(base), *extra],
         env=env,
     )
 
@@ -40,9 +44,10 @@ def _structured(result: Any) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(120)
-async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path, launcher: str) -> None:
     base = tmp_path / "mcp-sandboxes"
-    async with mcp.Client(_params(base), read_timeout_seconds=60) as client:
+    async with mcp.Client(_params(base, launcher=launcher), read_timeout_seconds=60) as client:
         listed = await client.list_tools()
         assert [t.name for t in listed.tools] == [s.name for s in TOOL_SPECS]
         for tool, spec in zip(listed.tools, TOOL_SPECS, strict=True):
