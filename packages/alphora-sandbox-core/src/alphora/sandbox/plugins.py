@@ -49,6 +49,7 @@ hookimpl = pluggy.HookimplMarker(NAME)
 #: Built-in plugins, registered by module name like any other plugin.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "alphora.sandbox.builtin.local_backend",
+    "alphora.sandbox.builtin.isolated_backend",
     "alphora.sandbox.builtin.local_storage",
     "alphora.sandbox.builtin.security_checks",
     "alphora.sandbox.builtin.exporters",
