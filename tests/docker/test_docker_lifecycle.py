@@ -251,3 +251,15 @@ async def test_disk_limit_caps_file_size_and_tmp(tmp_path: Path) -> None:
         tmp = await sandbox.execute_shell("df -m /tmp | tail -1")
         assert tmp.stdout.split()[1] == "20", tmp.stdout  # the /tmp tmpfs is capped at disk_mb
         await sandbox.destroy()
+
+
+async def test_session_killed_by_oom_is_reported(tmp_path: Path) -> None:
+    async with _docker(tmp_path, memory_mb=128) as sandbox:
+        async with sandbox.session() as py:
+            await py.run("x = 1")
+            bomb = await py.run("chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n")
+            assert bomb.oom_killed is True, bomb
+            assert bomb.state_lost is True
+            after = await py.run("1 + 1")
+            assert after.value == "2"
+        await sandbox.destroy()

@@ -16,6 +16,9 @@ __all__ = ["in_thread", "is_docker_available", "make_client"]
 
 T = TypeVar("T")
 
+#: HTTP connections kept per engine (sandboxes share one client; calls run in worker threads)
+_POOL = 32
+
 _clients: dict[tuple[str | None, float], docker.DockerClient] = {}
 _clients_lock = threading.Lock()
 
@@ -29,9 +32,10 @@ def make_client(base_url: str | None = None, *, timeout: float = 120.0) -> docke
         client = _clients.get(key)
         if client is None:
             if base_url:
-                client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto")
+                client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto",
+                                                 max_pool_size=_POOL)
             else:
-                client = docker_mod.from_env(timeout=int(timeout), version="auto")
+                client = docker_mod.from_env(timeout=int(timeout), version="auto", max_pool_size=_POOL)
             _clients[key] = client
         return client
 

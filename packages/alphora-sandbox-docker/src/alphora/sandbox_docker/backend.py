@@ -29,7 +29,8 @@ import attrs
 from alphora.sandbox.backend import OutputCallback, ProcessRequest
 from alphora.sandbox.errors import DockerError
 from alphora.sandbox.runner import bootstrap_argv
-from alphora.sandbox.runner.client import RunnerBackend, RunnerConnection
+from alphora.sandbox.runner.client import RunnerBackend, RunnerConnection, RunnerSession
+from alphora.sandbox.session import PythonSession
 from alphora.sandbox.types import ExecutionResult, ExecutionStatus, ResourceUsage
 
 from ._client import in_thread, make_client
@@ -300,12 +301,7 @@ class DockerBackend(RunnerBackend):
         result = await super().run(request, on_output)
         if result.status is ExecutionStatus.FAILED and result.return_code == -9:
             if await self._oom_happened():
-                return attrs.evolve(
-                    result,
-                    oom_killed=True,
-                    error=f"out of memory: killed by the kernel's OOM killer (memory limit "
-                    f"{self.resource_limits.memory_mb} MB)",
-                )
+                return self._oom_result(result)
         elif result.status is ExecutionStatus.FAILED and result.return_code is None:
             state = await self.container_state()
             if state is not None and state.get("OOMKilled"):
@@ -315,6 +311,19 @@ class DockerBackend(RunnerBackend):
                     f"{self.resource_limits.memory_mb} MB); it is restarted on the next call",
                 )
         return result
+
+    async def open_session(self, name: str = "default") -> PythonSession:
+        session = _DockerSession(self, name)
+        await session.open()
+        return session
+
+    def _oom_result(self, result: ExecutionResult) -> ExecutionResult:
+        return attrs.evolve(
+            result,
+            oom_killed=True,
+            error=f"out of memory: killed by the kernel's OOM killer (memory limit {self.resource_limits.memory_mb} MB)"
+            + ("; the session's state was lost" if result.state_lost else ""),
+        )
 
     async def _oom_happened(self) -> bool:
         """Did the container's memory cgroup OOM-kill something since we last looked?"""
@@ -334,3 +343,18 @@ class DockerBackend(RunnerBackend):
 
     def __repr__(self) -> str:
         return f"<DockerBackend {self.sandbox_id!r} image={self.image!r} container={self.spec.name!r}>"
+
+
+class _DockerSession(RunnerSession):
+    """A runner session that reports an OOM-killed interpreter as ``oom_killed``."""
+
+    backend: DockerBackend
+
+    async def run(
+        self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
+    ) -> ExecutionResult:
+        result = await super().run(code, timeout, on_output=on_output)
+        if (result.status is ExecutionStatus.FAILED and result.state_lost and not result.oom_killed
+                and await self.backend._oom_happened()):
+            return self.backend._oom_result(result)
+        return result
