@@ -1,0 +1,46 @@
+"""The image builder on the real engine: reuse, aliases, CA certificates baked in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alphora.sandbox import Sandbox
+from alphora.sandbox_docker import BuildOptions, build_images
+from alphora.sandbox_docker.images import LABEL_RECIPE, split_pem_bundle
+
+
+def _host_bundle() -> Path:
+    # the bundle .ci/docker-setup.sh bakes in
+    for cand in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    pytest.skip("this host has no CA bundle to compare with")
+
+
+def test_build_is_reused_when_up_to_date(docker_client: Any) -> None:
+    opts = BuildOptions(ca_certs=[_host_bundle()])
+    build_images(["base"], options=opts)  # builds only if the recipe changed
+    again = build_images(["minimal"], options=opts)
+    assert [r.name for r in again] == ["base"]
+    assert again[0].reused is True
+    assert set(again[0].tags) >= {"alphora/sandbox:base", "alphora/sandbox:minimal"}
+    image = docker_client.images.get("alphora/sandbox:minimal")
+    assert image.id == again[0].image_id
+    assert image.labels[LABEL_RECIPE]
+    assert image.attrs["Config"]["User"] == "1000:1000"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_extra_ca_certificates_are_trusted_inside(shared_sandbox: Sandbox) -> None:
+    host = {c.strip() for c in split_pem_bundle(_host_bundle().read_bytes())}
+    result = await shared_sandbox.run("print(open('/etc/ssl/certs/ca-certificates.crt').read())")
+    assert result.success, result.stderr
+    inside = {c.strip() for c in split_pem_bundle(result.stdout.encode())}
+    assert host
+    assert host <= inside, f"{len(host - inside)} of the host's certificates are not trusted in the image"
+    pip_env = await shared_sandbox.run("import os; print(os.environ.get('PIP_CERT'), os.environ.get('SSL_CERT_FILE'))")
+    assert pip_env.stdout.split() == ["/etc/ssl/certs/ca-certificates.crt"] * 2
