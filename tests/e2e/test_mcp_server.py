@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,46 @@ def test_cli_rejects_unknown_tool_names() -> None:
     ns = make_parser().parse_args(["--read-only", "--exclude", "shell"])
     assert ns.read_only is True
     assert ns.exclude == ["shell"]
+
+
+def _rpc(proc: subprocess.Popen[bytes], msg_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One JSON-RPC request over the server's stdio (newline-delimited), without the SDK."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}).encode() + b"\n")
+    proc.stdin.flush()
+    while True:
+        line = proc.stdout.readline()
+        assert line, "the server closed stdout"
+        reply: dict[str, Any] = json.loads(line)
+        if reply.get("id") == msg_id:
+            return reply
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_session_and_still_cleans_up(tmp_path: Path, sig: signal.Signals) -> None:
+    """A host that kills the server (SIGTERM, or ^C) must not leave a sandbox behind; this also
+    drives the server with plain JSON-RPC, as a non-Python host would."""
+    from mcp_types.version import LATEST_HANDSHAKE_VERSION
+
+    params = _params(tmp_path / "mcp-signal")
+    proc = subprocess.Popen([params.command, *params.args], env=params.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        init = _rpc(proc, 1, "initialize", {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {},
+                                            "clientInfo": {"name": "raw-test", "version": "0"}})
+        assert init["result"]["serverInfo"]["name"] == "alphora-sandbox"
+        assert proc.stdin is not None
+        proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')
+        proc.stdin.flush()
+        status = _rpc(proc, 2, "tools/call", {"name": "get_sandbox_status", "arguments": {}})
+        workspace = Path(status["result"]["structuredContent"]["workspace_path"])
+        assert workspace.is_dir()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        assert not workspace.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

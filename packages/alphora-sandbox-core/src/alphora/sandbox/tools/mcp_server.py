@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +68,11 @@ def _call_result(result: dict[str, Any]) -> Any:
     )
 
 
-def build_server(ns: argparse.Namespace) -> Any:
-    """An ``mcp`` low-level ``Server`` whose lifespan owns one sandbox and its SandboxTools."""
+def build_server(ns: argparse.Namespace, on_cleanup: Callable[[], None] | None = None) -> Any:
+    """An ``mcp`` low-level ``Server`` whose lifespan owns one sandbox and its SandboxTools.
+
+    ``on_cleanup`` is called once the sandbox has been cleaned up at the end of the session."""
+    import anyio
     from mcp.server import Server
 
     @asynccontextmanager
@@ -84,14 +91,17 @@ def build_server(ns: argparse.Namespace) -> Any:
         try:
             yield tools
         finally:
-            try:
-                await tools.aclose()
-            finally:
-                if ns.keep_workspace:
-                    await sandbox.stop()
-                else:
-                    await sandbox.destroy()
-                log.info("sandbox %s cleaned up", sandbox.sandbox_id)
+            with anyio.CancelScope(shield=True):  # a signal cancels the session, never the cleanup
+                try:
+                    await tools.aclose()
+                finally:
+                    if ns.keep_workspace:
+                        await sandbox.stop()
+                    else:
+                        await sandbox.destroy()
+                    log.info("sandbox %s cleaned up", sandbox.sandbox_id)
+                    if on_cleanup is not None:
+                        on_cleanup()
 
     async def list_tools(ctx: Any, _params: Any) -> Any:
         import mcp.types as types
@@ -181,10 +191,42 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: after SIGTERM/SIGINT, how long the sandbox's cleanup may take before the process exits anyway
+SIGNAL_GRACE_SECONDS = 60.0
+
+
+def _exit_after_cleanup(cleaned: threading.Event) -> None:
+    # The SDK's stdin reader sits in a worker thread that a signal cannot interrupt, so once the
+    # sandbox is cleaned up the process ends itself rather than wait for stdin to close.
+    ok = cleaned.wait(SIGNAL_GRACE_SECONDS)
+    if not ok:
+        log.error("sandbox cleanup did not finish within %s s after the signal", SIGNAL_GRACE_SECONDS)
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0 if ok else 1)
+
+
 async def serve_stdio(ns: argparse.Namespace) -> None:
+    """Serve one session on stdin/stdout. SIGTERM and SIGINT end it like a disconnect: the
+    sandbox is cleaned up before the process exits."""
     from mcp.server.stdio import stdio_server
 
-    server = build_server(ns)
+    cleaned = threading.Event()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        log.info("signal received: ending the session")
+        if task is not None:
+            task.cancel()
+        threading.Thread(target=_exit_after_cleanup, args=(cleaned,), name="mcp-exit", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
+            loop.add_signal_handler(sig, on_signal)
+    server = build_server(ns, on_cleanup=cleaned.set)
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
@@ -212,10 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    try:
-        asyncio.run(serve_stdio(ns))
-    except KeyboardInterrupt:
-        return 130
+    asyncio.run(serve_stdio(ns))
     return 0
 
 
