@@ -166,18 +166,69 @@ async def test_process_storm_is_killed_on_timeout(backend: LocalBackend) -> None
     assert await _wait_gone(pids) == []
 
 
-async def test_fork_bomb_is_bounded_by_nproc(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("RLIMIT_NPROC is ignored for root; a fork bomb would not be bounded (documented)")
-    b = LocalBackend(sandbox_id="bomb", workspace_path=tmp_path / "ws",
-                     resource_limits=ResourceLimits(max_processes=len(psutil.pids()) + 30))
+BOMB = """
+import asyncio, json, os, site, sys
+for d in sys.argv[2:]:
+    site.addsitedir(d)
+import psutil
+from alphora.sandbox import LocalBackend, ResourceLimits
+
+async def main(ws):
+    mine = sum(1 for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == os.getuid())
+    b = LocalBackend(sandbox_id="bomb", workspace_path=ws, resource_limits=ResourceLimits(max_processes=mine + 40))
     await b.start()
+    r = await b.execute_code("import os\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        pass",
+                             timeout=3)
+    after = await b.execute_code("print('alive')")
+    await b.stop()
+    left = sum(1 for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == os.getuid())
+    print(json.dumps({"status": r.status.value, "after": after.stdout, "left": left, "limit": mine + 40}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_fork_bomb_is_bounded_by_nproc() -> None:
+    """RLIMIT_NPROC does not bind root, so the bomb runs as an unprivileged user (nobody)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    import site
+
+    kwargs: dict[str, object] = {}
+    python = sys.executable
+    ws = tempfile.mkdtemp(prefix="alphora-bomb-")
     try:
-        r = await b.execute_code("import os\nwhile True:\n    os.fork()", timeout=3)
-        assert r.status in (ExecutionStatus.TIMEOUT, ExecutionStatus.FAILED)
-        assert (await b.execute_code("print(1)")).stdout == "1\n"
+        if os.geteuid() == 0:
+            os.chown(ws, 65534, 65534)
+            kwargs = {"user": 65534, "group": 65534, "extra_groups": []}
+            usable = []
+            for cand in (sys.executable, "/usr/bin/python3"):
+                try:
+                    ok = subprocess.run(
+                        [cand, "-c", "import site, sys\nfor d in sys.argv[1:]: site.addsitedir(d)\n"
+                         "import psutil, alphora.sandbox", *site.getsitepackages()],
+                        capture_output=True, timeout=30, cwd=ws, **kwargs)  # type: ignore[call-overload]
+                except (OSError, subprocess.SubprocessError):
+                    continue
+                if ok.returncode == 0:
+                    usable.append(cand)
+            if not usable:
+                pytest.skip("no Python interpreter that the unprivileged user 'nobody' can run imports alphora")
+            python = usable[0]
+        proc = subprocess.run([python, "-c", BOMB, ws, *site.getsitepackages()], capture_output=True, text=True,
+                              timeout=120, cwd=ws, **kwargs)  # type: ignore[call-overload]
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["status"] == "timeout"
+        assert out["after"] == "alive\n"
+        assert out["left"] < out["limit"] - 30, out  # the bomb's processes are gone
     finally:
-        await b.stop()
+        import shutil
+
+        shutil.rmtree(ws, ignore_errors=True)
 
 
 async def test_signals_to_the_runner_from_user_code(backend: LocalBackend) -> None:
