@@ -191,11 +191,10 @@ asyncio.run(main(sys.argv[1]))
 def test_fork_bomb_is_bounded_by_nproc() -> None:
     """RLIMIT_NPROC does not bind root, so the bomb runs as an unprivileged user (nobody)."""
     import json
+    import site
     import subprocess
     import sys
     import tempfile
-
-    import site
 
     kwargs: dict[str, object] = {}
     python = sys.executable
