@@ -160,8 +160,8 @@ def descendants(root: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
     return out
 
 
-def kill_tree(root: int, include_root: bool = True) -> int:
-    """Freeze then SIGKILL ``root``'s process group and every descendant. Returns how many."""
+def kill_tree(root: int, include_root: bool = True) -> set[int]:
+    """Freeze then SIGKILL ``root``'s process group and every descendant. Returns their pids."""
     me = os.getpid()
     frozen: set[int] = set()
     for _ in range(50):
@@ -192,7 +192,7 @@ def kill_tree(root: int, include_root: bool = True) -> int:
             os.killpg(root, signal.SIGKILL)
         except OSError:
             pass
-    return len(frozen)
+    return frozen
 
 
 # -- in the forked child -------------------------------------------------------------------------
@@ -656,7 +656,7 @@ class Runner:
             for call in self.calls.values():
                 if call.id == req.get("target") and call.status is None:
                     call.cancelled = True
-                    call.killed = kill_tree(call.pid)
+                    self._kill_and_reap(call.pid, call)
             self.send({"id": rid, "ev": "done"})
         elif op == "fs":
             self.send({"id": rid, "ev": "done", **self.fs(req)})
@@ -1030,18 +1030,28 @@ class Runner:
                                        status)
                     break
 
+    def _kill_and_reap(self, pid: int, call: Call | None = None, within: float = 0.5) -> None:
+        """Kill a call's tree and wait (briefly) until every killed process is reaped, so that
+        nothing of it is visible, not even as a zombie, when the result goes out."""
+        killed = kill_tree(pid)
+        if call is not None:
+            call.killed = max(call.killed, len(killed))
+        deadline = time.monotonic() + within
+        while killed and time.monotonic() < deadline:
+            self.reap()
+            killed = {p for p in killed if os.path.exists(f"/proc/{p}")}
+            if killed:
+                time.sleep(0.002)
+
     def tick(self) -> float | None:
         """Enforce deadlines, finish calls; returns the time until the next deadline."""
         now = time.monotonic()
         wait: float | None = None
         for pid, call in list(self.calls.items()):
             if call.status is None:
-                if now >= call.deadline and not call.timed_out:
+                if now >= call.deadline:
                     call.timed_out = True
-                    call.killed = kill_tree(pid)
-                    call.deadline = now + 1.0
-                elif now >= call.deadline and call.timed_out:
-                    kill_tree(pid)
+                    self._kill_and_reap(pid, call)
                     call.deadline = now + 1.0
                 left = call.deadline - now
             else:
