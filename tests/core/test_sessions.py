@@ -213,3 +213,22 @@ async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> Non
     r = await py.run("1 + 1")
     assert r.attachments == ()
     await py.close()
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ("sessions.py", ["stdout: 42", "value: 12.566370614359172", "cwd persists: 'data'",
+                     "error: failed - ZeroDivisionError: division by zero", "state kept: 41",
+                     "timeout: timeout state_lost: False x: 41", "stubborn: timeout state_lost: True",
+                     "after restart: False"]),
+    ("streaming.py", ["stdout: 'step 0\\n'", "stderr: 'done, with a warning\\n'", "result: success 'step 0\\nstep 1\\nstep 2\\n'",
+                      "stdout: 'tick 1\\n'"]),
+])
+def test_examples_run(script: str, expected: list[str]) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "examples" / script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for line in expected:
+        assert line in proc.stdout, (line, proc.stdout)
