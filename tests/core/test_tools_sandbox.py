@@ -401,3 +401,12 @@ async def test_session_code_that_ignores_interrupts_is_killed_and_the_model_is_t
         assert message.count("restarted") == 1
         assert "NameError" in (await tools.run_python_code("print(x)"))["error"]
         assert (await tools.run_python_code("print('recovered')"))["output"] == "recovered\n"
+
+
+async def test_listing_the_root_leaves_out_the_sandbox_own_folders(tools: SandboxTools) -> None:
+    await tools.run_python_code("import tempfile; tempfile.NamedTemporaryFile(dir='.tmp', delete=False).write(b'x')")
+    await tools.save_file("mine.txt", "x")
+    for path in ("", ".", "./"):
+        listed = await tools.list_files(path, recursive=True)
+        assert [f["path"] for f in listed["files"]] == ["mine.txt"], path
+    assert (await tools.list_files(".tmp"))["count"] == 1

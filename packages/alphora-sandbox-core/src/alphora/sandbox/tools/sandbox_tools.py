@@ -415,6 +415,9 @@ class SandboxTools:
 
     async def _tool_list_files(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
         entries = await self.sandbox.list_files(path, recursive)
+        if path.strip("./") == "":  # the root: leave out the sandbox's own folders (a venv is thousands of files)
+            internal = _KEEP_ON_RESET | _EMPTY_ON_RESET
+            entries = [e for e in entries if e.path.split("/", 1)[0] not in internal]
         out: dict[str, Any] = {
             "success": True,
             "path": path,

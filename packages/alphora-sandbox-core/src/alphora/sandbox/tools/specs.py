@@ -192,7 +192,8 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         read_only=True,
         description=(
             "List files and folders in a workspace folder. Returns {success, path, files: [{name, path, size, "
-            "is_directory, file_type}], count}; at most 500 entries are returned (truncated: true beyond)."
+            "is_directory, file_type}], count}; at most 500 entries are returned (truncated: true beyond). "
+            "The sandbox's own .venv and .tmp folders are left out unless you list them by name."
         ),
         parameters=_obj(
             {
