@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
 import json
 import os
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from alphora.sandbox.backend import Backend
 from alphora.sandbox.runner import BOOT, bootstrap_argv, runner_source, safefs, source_frame
+from alphora.sandbox.runner.client import ProcessConnection, RunnerBackend, RunnerConnection
+from alphora.sandbox.testing import BackendContractTests
 
 
 def _working_pythons() -> list[str]:
@@ -280,3 +284,38 @@ def test_safefs_rmtree_does_not_follow_a_symlink_swapped_in(ws: Path) -> None:
     os.symlink(outside, ws / "t" / "sub")
     assert safefs.remove(ws, "t")
     assert (outside / "secret").exists()
+
+
+# -- a third-party backend built on RunnerBackend (the example of docs/runner.md) -----------------
+
+class NiceBackend(RunnerBackend):
+    """Like local, but every call runs at the lowest CPU priority; file ops go over the protocol."""
+
+    name = "nice"
+
+    async def _spawn_runner(self) -> RunnerConnection:
+        proc = await asyncio.create_subprocess_exec(
+            "nice", "-n", "19", *bootstrap_argv("python3"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=self.workspace_path, env=self._runner_env(), start_new_session=True)
+        return ProcessConnection(proc)
+
+
+class TestRunnerBackendSubclassContract(BackendContractTests):
+    async def make_backend(self, workspace: Path) -> Backend:
+        return NiceBackend(sandbox_id="nice", workspace_path=workspace)
+
+
+async def test_runner_backend_subclass_niceness_and_sessions(tmp_path: Path) -> None:
+    b = NiceBackend(sandbox_id="nice", workspace_path=tmp_path / "ws")
+    await b.start()
+    try:
+        r = await b.execute_code("import os; print(os.nice(0))")
+        assert r.stdout == "19\n"
+        py = await b.open_session()
+        await py.run("v = 3")
+        assert (await py.run("v * 2")).value == "6"
+        await b.write_bytes("f.txt", b"over the protocol")
+        assert await b.read_bytes("f.txt") == b"over the protocol"
+    finally:
+        await b.stop()
