@@ -309,10 +309,6 @@ def _structure_str_tuple(value: Any, _t: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _structure_any(value: Any, _t: Any) -> Any:
-    return value
-
-
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(bool, _structure_bool)
@@ -320,7 +316,6 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _structure_float)
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
-    conv.register_structure_hook(Any, _structure_any)
     conv.register_unstructure_hook(tuple, list)
     for cls in (ResourceLimits, SecurityPolicy, DockerConfig, StorageConfig, SandboxConfig):
         _register_class(conv, cls)
