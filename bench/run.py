@@ -145,6 +145,41 @@ async def docker_floors(n: int) -> tuple[Row, Row]:
             Row("floor: persistent docker exec -i REPL", repl_samples, image))
 
 
+async def docker_backend_rows(base: Path, n: int) -> list[Row]:
+    """The Docker backend (runner as the container's PID 1): cold start, warm calls."""
+    target = docker_target()
+    names = ("docker backend: cold start (create+start+first run+stop)", "docker backend: warm call, fresh process",
+             "docker backend: warm call, session")
+    try:
+        from alphora.sandbox_docker import DockerBackend
+    except ImportError:
+        return [Row(name, None, "n/a: alphora-sandbox-docker not installed") for name in names]
+    if target is None:
+        return [Row(name, None, "n/a: no Docker engine or python image") for name in names]
+    image = target[1]
+    cold = []
+    for i in range(max(2, n // 40)):
+        t0 = time.perf_counter()
+        b = DockerBackend(sandbox_id=f"benchd{i}", workspace_path=base / f"d{i}", options={"image": image})
+        await b.initialize()
+        await b.start()
+        r = await b.execute_code("print(1)")
+        await b.destroy()
+        cold.append(time.perf_counter() - t0)
+        assert r.stdout == "1\n", r
+    b = DockerBackend(sandbox_id="benchdw", workspace_path=base / "dw", options={"image": image})
+    await b.initialize()
+    await b.start()
+    try:
+        fresh = await timed(n, lambda: b.execute_code("print(1)"))
+        py = await b.open_session()
+        sess = await timed(n, lambda: py.run("print(1)"))
+        await py.close()
+    finally:
+        await b.destroy()
+    return [Row(names[0], cold, image), Row(names[1], fresh, image), Row(names[2], sess, image)]
+
+
 # -- the library ----------------------------------------------------------------------------------
 
 
@@ -188,7 +223,7 @@ async def concurrent(base: Path, sandboxes: int, calls: int) -> tuple[list[float
         await asyncio.gather(*(b.stop() for b in backends))
 
 
-async def main(quick: bool, json_path: str | None) -> int:
+async def main(quick: bool, json_path: str | None, skip_docker: bool = False) -> int:
     n = 3 if quick else 200
     rows: dict[str, Row] = {}
     with tempfile.TemporaryDirectory(prefix="alphora-bench-") as tmp:
@@ -218,6 +253,9 @@ async def main(quick: bool, json_path: str | None) -> int:
         lat, wall = await concurrent(base, 8, 2 if quick else 10)
         rows["conc"] = Row(f"8 sandboxes x {2 if quick else 10} calls, per call", lat,
                            f"wall {wall * 1000:.0f} ms for {len(lat)} calls")
+        if not skip_docker:
+            for i, row in enumerate(await docker_backend_rows(base, 3 if quick else 100)):
+                rows[f"docker{i}"] = row
 
     rows["pyc"] = Row("floor: raw python -c spawn", await timed(max(3, n // 4), lambda: raw_spawn(
         [sys.executable, "-c", "print(1)"])))
@@ -226,23 +264,28 @@ async def main(quick: bool, json_path: str | None) -> int:
         rows["repl"] = Row("floor: persistent python REPL over a pipe", await timed(n * 2, repl.call))
     finally:
         await repl.stop()
-    rows["dexec"], rows["drepl"] = await docker_floors(n if not quick else 3)
+    if skip_docker:
+        rows["dexec"] = Row("floor: raw docker exec python3 -c", None, "skipped (--no-docker)")
+        rows["drepl"] = Row("floor: persistent docker exec -i REPL", None, "skipped (--no-docker)")
+    else:
+        rows["dexec"], rows["drepl"] = await docker_floors(n if not quick else 3)
 
     ratios = {
         "fresh": ("pyc", "x python -c"), "session": ("repl", "x REPL floor"), "cold_first": ("pyc", "x python -c"),
-        "drepl": ("repl", "x REPL floor"),
+        "drepl": ("repl", "x REPL floor"), "docker1": ("dexec", "x docker exec"),
+        "docker2": ("drepl", "x exec -i REPL"),
     }
     print(f"\nalphora-sandbox bench ({'quick smoke' if quick else 'full'}), python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores\n")
-    print(f"| {'measure':<44} | {'n':>4} | {'median ms':>9} | {'p95 ms':>8} | {'ratio':<16} | note")
-    print(f"|{'-' * 46}|{'-' * 6}|{'-' * 11}|{'-' * 10}|{'-' * 18}|------")
+    print(f"| {'measure':<56} | {'n':>4} | {'median ms':>9} | {'p95 ms':>8} | {'ratio':<16} | note")
+    print(f"|{'-' * 58}|{'-' * 6}|{'-' * 11}|{'-' * 10}|{'-' * 18}|------")
     for key, row in rows.items():
         med = f"{row.median * 1000:.3f}" if row.median is not None else "n/a"
         p95 = f"{row.p95 * 1000:.3f}" if row.p95 is not None else "n/a"
         ratio = ""
         if key in ratios and row.median is not None and rows[ratios[key][0]].median:
             ratio = f"{row.median / rows[ratios[key][0]].median:.2f}{ratios[key][1]}"  # type: ignore[operator]
-        print(f"| {row.name:<44} | {len(row.samples):>4} | {med:>9} | {p95:>8} | {ratio:<16} | {row.note}")
+        print(f"| {row.name:<56} | {len(row.samples):>4} | {med:>9} | {p95:>8} | {ratio:<16} | {row.note}")
 
     def ms(key: str) -> float:
         return (rows[key].median or 0.0) * 1000
@@ -269,5 +312,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke mode: few iterations, no timing assertions")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+    parser.add_argument("--no-docker", action="store_true", help="skip the Docker rows even if an engine is up")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.quick, args.json_path)))
+    sys.exit(asyncio.run(main(args.quick, args.json_path, args.no_docker)))
