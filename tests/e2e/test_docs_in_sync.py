@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("examples/openai_agent.py", "docs/openai.md"),
     ("examples/anthropic_agent.py", "docs/anthropic.md"),
     ("examples/mcp_client.py", "docs/mcp.md"),
+    ("examples/mcp_agent.py", "docs/mcp.md"),
 ])
 def test_page_embeds_the_example_verbatim(example: str, page: str) -> None:
     code = (ROOT / example).read_text().rstrip()
