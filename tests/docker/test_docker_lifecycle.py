@@ -80,8 +80,8 @@ async def test_fork_bomb_is_contained(tmp_path: Path) -> None:
         assert result.status is ExecutionStatus.TIMEOUT
         assert "fork refused: Resource temporarily unavailable" in result.stdout  # the pids limit held
         t0 = time.monotonic()
-        # the parent execs (no fork needed) so it lives until the timeout kills the whole session
-        shell_bomb = await sandbox.execute_shell("bomb() { bomb | bomb & }; bomb; exec sleep 30", timeout=3)
+        # the parent forks once, then execs (no fork needed): it lives until the timeout kills the session
+        shell_bomb = await sandbox.execute_shell("bomb() { bomb | bomb & }; bomb & exec sleep 30", timeout=3)
         assert time.monotonic() - t0 < 3 + 5
         assert shell_bomb.status is ExecutionStatus.TIMEOUT
         after = await sandbox.run(LIVE_PROCESSES)
@@ -146,6 +146,14 @@ async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_pa
     assert objects_of(sandbox.sandbox_id) == ([], [])
 
 
+async def test_async_with_leaves_nothing_behind(tmp_path: Path, objects_of: Objects) -> None:
+    sandbox = _docker(tmp_path)
+    async with sandbox:
+        await sandbox.write_file("x.txt", "x")
+        assert len(objects_of(sandbox.sandbox_id)[0]) == 1
+    assert objects_of(sandbox.sandbox_id) == ([], [])
+
+
 async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, objects_of: Objects) -> None:
     """20 sandboxes, 4 at a time; some time out, some are OOM-killed; then nothing is left."""
     ids: list[str] = []
@@ -178,9 +186,11 @@ async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, objects_of:
 
 
 async def test_forgotten_sandbox_is_cleaned_when_collected(tmp_path: Path, objects_of: Objects) -> None:
+    # the spec's manual lifecycle (start ... stop), then the object is dropped without destroy()
     sandbox = _docker(tmp_path)
-    async with sandbox:
-        await sandbox.run("print(1)")
+    await sandbox.start()
+    await sandbox.run("print(1)")
+    await sandbox.stop()
     sid = sandbox.sandbox_id
     assert len(objects_of(sid)[1]) == 2  # stopped: volumes kept for a restart
     del sandbox
