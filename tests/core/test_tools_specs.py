@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alphora.sandbox import SandboxTools, hookimpl
+from alphora.sandbox import Sandbox, SandboxTools, hookimpl
 from alphora.sandbox.plugins import PluginRegistry, get_registry, make_plugin_manager
 from alphora.sandbox.tools import (
     TOOL_SPECS,
@@ -329,9 +330,10 @@ class _YamlishExporter:
         register("names-only", lambda specs: [{"tool": s.name} for s in specs])
 
 
-def test_a_third_party_exporter_plugin_is_usable_through_sandbox_tools() -> None:
+def test_a_third_party_exporter_plugin_is_usable_through_sandbox_tools(tmp_path: Path) -> None:
     registry = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[_YamlishExporter()]))
-    tools = SandboxTools(object(), registry=registry, read_only=True)  # type: ignore[arg-type]
+    # exporting needs no running sandbox: definitions are static
+    tools = SandboxTools(Sandbox.create_local(base_path=tmp_path, registry=registry), registry=registry, read_only=True)
     assert tools.export_tools("names-only") == [{"tool": n} for n in tools.get_available_tools()]
     assert tools.export_tools("names-only", include=["read_file"]) == [{"tool": "read_file"}]
     with pytest.raises(ValueError, match="already registered"):
@@ -345,8 +347,8 @@ class _Dup:
         register("names-only", lambda specs: [])
 
 
-def test_default_registry_exports_match_the_module_functions() -> None:
-    tools = SandboxTools(object(), registry=get_registry())  # type: ignore[arg-type]
+def test_default_registry_exports_match_the_module_functions(tmp_path: Path) -> None:
+    tools = SandboxTools(Sandbox.create_local(base_path=tmp_path), registry=get_registry())
     assert tools.get_openai_tools() == export_openai_chat(TOOL_SPECS)
     assert tools.get_anthropic_tools() == export_anthropic(TOOL_SPECS)
     assert tools.get_openai_responses_tools() == export_openai_responses(TOOL_SPECS)
