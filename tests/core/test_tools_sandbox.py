@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -410,3 +413,61 @@ async def test_listing_the_root_leaves_out_the_sandbox_own_folders(tools: Sandbo
         listed = await tools.list_files(path, recursive=True)
         assert [f["path"] for f in listed["files"]] == ["mine.txt"], path
     assert (await tools.list_files(".tmp"))["count"] == 1
+
+
+def _wheel(tmp_path: Path, name: str, version: str) -> Path:
+    """A tiny wheel written by hand (a zip with its dist-info), so package tools are tested
+    without the network or a build backend."""
+    out = tmp_path / "wheels"
+    out.mkdir(exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: alphora-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    records = [f"{path},," for path in files] + [f"{dist}/RECORD,,"]
+    with zipfile.ZipFile(out / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+        whl.writestr(f"{dist}/RECORD", "\n".join(records) + "\n")
+    return out
+
+
+@pytest.mark.slow
+async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -> None:
+    wheels = _wheel(tmp_path, "alphora_tool_probe", "0.1.0")
+    _wheel(tmp_path, "alphora_tool_probe2", "2.0.0")
+    box = Sandbox.create_local(base_path=tmp_path / "pkg")
+    await box.start()
+    try:
+        box.set_env("PIP_NO_INDEX", "1")
+        box.set_env("PIP_FIND_LINKS", str(wheels))
+        tools = SandboxTools(box)
+        assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is False
+        installed = await tools.install_pip_package("alphora_tool_probe", "0.1.0")
+        assert installed["success"] is True, installed
+        assert "Successfully installed alphora" in installed["output"]
+        assert installed["package"] == "alphora_tool_probe"
+        both = await tools.install_pip_packages(["alphora_tool_probe2>=2"])
+        assert both["success"] is True, both
+        assert (await tools.check_package_installed("alphora-tool-probe"))["installed"] is True
+        used = await tools.run_python_code("import alphora_tool_probe, alphora_tool_probe2\n"
+                                           "print(alphora_tool_probe.VERSION, alphora_tool_probe2.VERSION)")
+        assert used["output"] == "0.1.0 2.0.0\n"
+        names = {p["name"].lower().replace("_", "-") for p in (await tools.list_installed_packages())["packages"]}
+        assert {"alphora-tool-probe", "alphora-tool-probe2"} <= names
+        missing = await tools.install_pip_package("alphora_tool_probe", "9.9.9")
+        assert missing["success"] is False
+        assert missing["error_type"] == "execution_failed"
+        assert "9.9.9" in missing["output"]
+        # reset_sandbox empties the workspace but keeps what was installed
+        assert (await tools.reset_sandbox())["success"] is True
+        assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is True
+        removed = await tools.uninstall_pip_package("alphora_tool_probe")
+        assert removed["success"] is True, removed
+        assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is False
+        host = subprocess.run([sys.executable, "-c", "import alphora_tool_probe2"], capture_output=True, check=False)
+        assert host.returncode != 0, "the package leaked into the host's environment"
+    finally:
+        await box.destroy()
