@@ -245,3 +245,23 @@ async def test_stdin_is_not_the_protocol_and_blocking_read_ends(backend: LocalBa
     r = await backend.execute_code("input()", timeout=5)
     assert r.status is ExecutionStatus.FAILED
     assert "EOFError" in r.error
+
+
+async def test_garbage_written_into_the_runners_pipes_only_costs_a_restart(backend: LocalBackend) -> None:
+    """Same-user code can open the runner's pipes through /proc; the damage stays in its sandbox."""
+    code = (
+        "import os\n"
+        "ppid = os.getppid()\n"
+        "for fd in os.listdir(f'/proc/{ppid}/fd'):\n"
+        "    target = os.readlink(f'/proc/{ppid}/fd/{fd}')\n"
+        "    if target.startswith('pipe:'):\n"
+        "        try:\n"
+        "            w = os.open(f'/proc/{ppid}/fd/{fd}', os.O_WRONLY | os.O_NONBLOCK)\n"
+        "            os.write(w, b'\\xff\\xff\\xff\\xffgarbage')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "import time; time.sleep(0.5)\n"
+    )
+    await backend.execute_code(code, timeout=10)
+    r = await backend.execute_code("print('recovered')")
+    assert r.stdout == "recovered\n"

@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 _MiB = 1024 * 1024
+_MAX_FRAME = 1 << 30
 
 
 class RunnerLost(BackendError):
@@ -206,7 +207,10 @@ class RunnerClient:
         try:
             while True:
                 head = await reader.readexactly(4)
-                body = await reader.readexactly(int.from_bytes(head, "big"))
+                size = int.from_bytes(head, "big")
+                if size > _MAX_FRAME:
+                    raise ValueError(f"frame of {size} bytes: the runner's stream is corrupt")
+                body = await reader.readexactly(size)
                 msg = json.loads(body.decode("utf-8", "surrogatepass"))
                 queue = self._pending.get(msg.get("id"))
                 if queue is not None:

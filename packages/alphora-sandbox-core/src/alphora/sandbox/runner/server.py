@@ -50,6 +50,7 @@ PROTOCOL_VERSION = 1
 READ_SIZE = 65536
 EXIT_GRACE = 0.1  # seconds to keep reading a call's pipes after its main process exited
 PR_SET_CHILD_SUBREAPER = 36
+MAX_FRAME = 1 << 30  # a larger length prefix means the stream is corrupt
 
 _libc: Any = None
 
@@ -96,6 +97,8 @@ class FrameBuffer:
         out = []
         while len(self.buf) >= 4:
             n = int.from_bytes(self.buf[:4], "big")
+            if n > MAX_FRAME:
+                raise ValueError(f"frame of {n} bytes: the stream is corrupt")
             if len(self.buf) < 4 + n:
                 break
             body = bytes(self.buf[4 : 4 + n])
@@ -625,7 +628,13 @@ class Runner:
             self.running = False
             self.sel.unregister(fd)
             return
-        for req in self.frames.feed(data):
+        try:
+            requests = self.frames.feed(data)
+        except ValueError:  # garbage on the stream: nothing after it can be trusted
+            traceback.print_exc()
+            self.running = False
+            return
+        for req in requests:
             try:
                 self.handle(req)
             except Exception as exc:
