@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sys
 
 import pytest
@@ -113,3 +115,45 @@ def test_missing_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     assert sb.is_docker_available() is False
     with pytest.raises(ImportError, match=r"alphora-sandbox\[docker\]"):
         from alphora.sandbox import DockerBackend  # noqa: F401
+
+
+class _WrappedSocket:
+    """Not a socket.socket (like an SSL socket): makes DockerConnection use its thread path."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._s = sock
+
+    def recv(self, n: int) -> bytes:
+        return self._s.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self._s.sendall(data)
+
+    def settimeout(self, t: float | None) -> None:
+        self._s.settimeout(t)
+
+    def shutdown(self, how: int) -> None:
+        self._s.shutdown(how)
+
+    def close(self) -> None:
+        self._s.close()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["event-loop", "thread"])
+async def test_docker_connection_demuxes_and_writes(wrapped: bool) -> None:
+    from alphora.sandbox_docker._stream import DockerConnection
+
+    ours, engine = socket.socketpair()
+    conn = DockerConnection(_WrappedSocket(ours) if wrapped else ours)
+    assert conn._native is not wrapped
+    frame = b"\x00\x00\x00\x05hello"
+    engine.sendall(b"\x02\x00\x00\x00\x00\x00\x00\x04oops" + b"\x01\x00\x00\x00" + len(frame).to_bytes(4, "big") + frame)
+    assert await asyncio.wait_for(conn.reader.readexactly(len(frame)), 5) == frame
+    conn.write(b"ping")
+    conn.write(b"!")
+    await conn.drain()
+    assert await asyncio.to_thread(engine.recv, 100) == b"ping!"
+    assert "oops" in conn.diagnostics()
+    engine.close()
+    assert await asyncio.wait_for(conn.reader.read(), 5) == b""  # EOF reaches the reader
+    await conn.close()
