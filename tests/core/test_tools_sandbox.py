@@ -471,3 +471,20 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
         assert host.returncode != 0, "the package leaked into the host's environment"
     finally:
         await box.destroy()
+
+
+async def test_absurd_inputs_stay_small_results(tools: SandboxTools) -> None:
+    deep_text = '{"path": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert "nested too deeply" in _assert_error(await tools.execute_tool_json("read_file", deep_text), "invalid_arguments")
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    for result in (await tools.execute_tool("read_file", {"path": deep}),
+                   await tools.execute_tool("run_python_file", {"file_path": "a.py", "args": deep})):
+        assert len(_assert_error(result, "invalid_arguments")) < 400
+    huge = "x" * 1_000_000
+    assert len(_assert_error(await tools.execute_tool(huge, {}), "unknown_tool")) < 1000
+    assert len(_assert_error(await tools.execute_tool("read_file", {huge: 1, "path": "a"}), "invalid_arguments")) < 1000
+    long_path = await tools.execute_tool("read_file", {"path": huge})
+    assert long_path["success"] is False
+    assert len(long_path["error"]) < 1500

@@ -34,6 +34,10 @@ ERROR_TYPES = (
 )
 
 
+#: longest exception message passed on to a model
+_MAX_MESSAGE = 1000
+
+
 def truncate_middle(text: str, limit: int | None) -> tuple[str, int]:
     """Keep the head and the tail of ``text`` within ``limit`` characters; return (text, cut count).
 
@@ -101,7 +105,7 @@ def execution_result(result: ExecutionResult, limit: int | None, *, timeout: flo
 
 def exception_result(exc: Exception) -> dict[str, Any]:
     """Map an exception raised inside a tool to a result a model can act on."""
-    msg = str(exc) or type(exc).__name__
+    msg, _ = truncate_middle(str(exc) or type(exc).__name__, _MAX_MESSAGE)  # it may echo a huge argument
     if isinstance(exc, SecurityViolationError):
         reason = msg.removeprefix("refused by security policy:").strip()
         return error_result(

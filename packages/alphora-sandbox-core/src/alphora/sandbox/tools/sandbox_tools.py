@@ -210,14 +210,14 @@ class SandboxTools:
             return await self._call(tool_name, {})
         try:
             parameters = json.loads(arguments_json)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             spec = self._by_name.get(tool_name) if isinstance(tool_name, str) else None
             if spec is None:
                 return self._unknown_tool(tool_name)
+            why = "are nested too deeply" if isinstance(exc, RecursionError) else f"are not valid JSON ({exc})"
             return self._shape(spec, error_result(
                 "invalid_arguments",
-                f"invalid arguments for {spec.name}: the arguments are not valid JSON ({exc}); "
-                "send one JSON object with the named arguments.",
+                f"invalid arguments for {spec.name}: the arguments {why}; send one JSON object with the named arguments.",
             ))
         return await self._call(tool_name, parameters)
 
@@ -235,6 +235,13 @@ class SandboxTools:
                 ])
         except ArgumentError as exc:
             return self._shape(spec, error_result("invalid_arguments", self._argument_message(spec, exc)))
+        except Exception as exc:  # hostile input the validator did not foresee (e.g. RecursionError)
+            log.debug("validating arguments of %s failed", spec.name, exc_info=True)
+            return self._shape(spec, error_result(
+                "invalid_arguments",
+                f"invalid arguments for {spec.name}: they could not be checked ({type(exc).__name__}); "
+                "send one flat JSON object with the named arguments.",
+            ))
         impl: _Impl = getattr(self, f"_tool_{spec.name}")
         try:
             result = await impl(**args)
@@ -246,6 +253,8 @@ class SandboxTools:
     def _unknown_tool(self, tool_name: Any) -> dict[str, Any]:
         available = self.get_available_tools()
         name = str(tool_name)
+        if len(name) > 80:
+            name = name[:77] + "..."
         if name in {s.name for s in TOOL_SPECS}:
             msg = f"tool '{name}' is not enabled for this agent"
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,8 +49,8 @@ def json_type_name(value: Any) -> str:
 def _show(value: Any, limit: int = 60) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested absurdly deep
+        text = reprlib.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -133,7 +134,8 @@ def _check_object(args: Mapping[str, Any], schema: Mapping[str, Any], problems: 
                 if not close and len(unknown) == 1 and len(missing) == 1:
                     close = missing  # one wrong name, one missing: surely that one
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                problems.append(f"unknown argument '{prefix}{key}'{hint} (accepted arguments: {accepted})")
+                shown = str(key) if len(str(key)) <= 60 else str(key)[:57] + "..."
+                problems.append(f"unknown argument '{prefix}{shown}'{hint} (accepted arguments: {accepted})")
             else:
                 out[key] = value
             continue
