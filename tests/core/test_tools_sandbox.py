@@ -488,3 +488,26 @@ async def test_absurd_inputs_stay_small_results(tools: SandboxTools) -> None:
     long_path = await tools.execute_tool("read_file", {"path": huge})
     assert long_path["success"] is False
     assert len(long_path["error"]) < 1500
+
+
+async def test_a_file_over_the_policy_size_is_refused(tmp_path: Path) -> None:
+    box = await _policy_sandbox(tmp_path, SecurityPolicy(max_file_size_mb=1))
+    try:
+        result = await SandboxTools(box).save_file("big.txt", "x" * (2 * 1024 * 1024))
+        _assert_error(result, "policy_violation")
+        assert not await box.file_exists("big.txt")
+    finally:
+        await box.destroy()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200) | st.builds(json.dumps, st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["path", "key", "x"]), c, max_size=3),
+    max_leaves=8)))
+async def test_any_arguments_text_gives_a_result(local_sandbox: Sandbox, text: str) -> None:
+    tools = SandboxTools(local_sandbox, include=["read_file", "file_exists", "get_environment_variable"])
+    for name in ("read_file", "file_exists", "get_environment_variable"):
+        result = await tools.execute_tool_json(name, text)
+        assert isinstance(result["success"], bool)
+        json.dumps(result)
