@@ -511,3 +511,22 @@ async def test_any_arguments_text_gives_a_result(local_sandbox: Sandbox, text: s
         result = await tools.execute_tool_json(name, text)
         assert isinstance(result["success"], bool)
         json.dumps(result)
+
+
+@pytest.mark.network
+async def test_the_spec_sandboxtools_block_as_written(tmp_path: Path) -> None:
+    """The spec's 'SandboxTools 类' example, verbatim apart from base_path (pip may reach the index)."""
+    async with Sandbox.create_local(base_path=tmp_path / "spec") as sandbox:
+        tools = SandboxTools(sandbox)
+
+        result = await tools.run_python_code("print(1 + 1)")
+        assert {k: result[k] for k in ("success", "output", "error")} == {"success": True, "output": "2\n", "error": ""}
+        assert isinstance(result["execution_time"], float)
+
+        result = await tools.save_file("test.py", "print('hello')")
+        assert result["success"] is True
+
+        result = await tools.install_pip_package("requests")
+        assert result["success"] is True, result["output"][-2000:]
+        assert (await tools.run_python_code("import requests; print('ok')"))["output"] == "ok\n"
+        await sandbox.destroy()
