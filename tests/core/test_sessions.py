@@ -170,6 +170,15 @@ async def test_sessions_are_independent_and_reset_close(backend: LocalBackend) -
     await b.close()
 
 
+async def test_session_env_and_cwd(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("H1_HOST_ONLY", "secret")
+    await backend.mkdir("start/here")
+    py = await backend.open_session("envd", env={"GIVEN": "1"}, cwd="start/here")
+    r = await py.run("import os\n(os.environ.get('GIVEN'), os.environ.get('H1_HOST_ONLY'), os.getcwd())")
+    assert r.value == repr(("1", None, str(backend.workspace_path / "start" / "here")))
+    await py.close()
+
+
 async def test_concurrent_runs_on_one_session_are_serialised(backend: LocalBackend) -> None:
     py = await backend.open_session()
     await py.run("n = 0")

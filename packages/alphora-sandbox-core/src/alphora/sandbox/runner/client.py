@@ -548,8 +548,12 @@ class RunnerBackend(Backend):
 
     # -- sessions --------------------------------------------------------------------------------
 
-    async def open_session(self, name: str = "default") -> PythonSession:
-        session = RunnerSession(self, name)
+    async def open_session(
+        self, name: str = "default", *, env: Mapping[str, str] | None = None, cwd: str = ""
+    ) -> PythonSession:
+        """A stateful Python session; ``env`` is added to the base environment, ``cwd`` is its
+        (workspace-relative) starting directory. Opening an existing name attaches to it."""
+        session = RunnerSession(self, name, env=env, cwd=cwd)
         await session.open()
         return session
 
@@ -602,16 +606,20 @@ class RunnerBackend(Backend):
 class RunnerSession(PythonSession):
     """A stateful Python session living in the runner (a long-lived forked interpreter)."""
 
-    def __init__(self, backend: RunnerBackend, name: str = "default") -> None:
+    def __init__(self, backend: RunnerBackend, name: str = "default", *, env: Mapping[str, str] | None = None,
+                 cwd: str = "") -> None:
         self.backend = backend
         self.name = name
+        self.env = dict(env or {})
+        self.cwd = cwd
         self._generation = -1
         self._closed = False
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         client = await self.backend._ready()
-        await client.request({"op": "session_open", "name": self.name, "cwd": ""}, watchdog=30.0)
+        await client.request({"op": "session_open", "name": self.name, "env": self.env, "cwd": self.cwd},
+                             watchdog=30.0)
         self._generation = self.backend._generation
 
     async def run(
