@@ -596,6 +596,7 @@ class Runner:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         os.set_blocking(fin, False)
+        os.set_blocking(fout, True)
         self.sel.register(fin, selectors.EVENT_READ, self._on_input)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wake)
 
@@ -605,7 +606,6 @@ class Runner:
     # output to the host
     def send(self, msg: dict[str, Any]) -> None:
         try:
-            os.set_blocking(self.fout, True)
             write_all(self.fout, encode(msg))
         except OSError:
             self.running = False
