@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphora.sandbox import Sandbox, SandboxTools, SecurityPolicy
-from alphora.sandbox.tools import ERROR_TYPES, TOOL_SPECS
+from alphora.sandbox.tools import ERROR_TYPES, SESSION_NOTE, TOOL_SPECS
 
 CODE_KEYS = {"success", "output", "error", "execution_time"}
 
@@ -180,6 +180,9 @@ async def test_status_and_usage_are_json(tools: SandboxTools) -> None:
     status = await tools.get_sandbox_status()
     assert status["success"] is True
     assert status["status"] == "running"
+    assert status["limits"]["timeout_seconds"] == tools.max_timeout
+    assert status["policy"]["allow_shell"] is True
+    assert status["stateful_python"] is False
     usage = await tools.get_resource_usage()
     assert {"cpu_percent", "memory_mb", "disk_mb", "process_count"} <= set(usage)
     json.dumps([status, usage])
@@ -215,6 +218,10 @@ async def test_reset_sandbox_restarts_and_empties_the_workspace(tools: SandboxTo
 
 async def test_stateful_session_persists_and_reset_forgets(local_sandbox: Sandbox) -> None:
     async with SandboxTools(local_sandbox, use_session=True) as tools:
+        (definition,) = tools.get_openai_tools(include=["run_python_code"])
+        assert SESSION_NOTE in definition["function"]["description"]
+        assert "fresh interpreter" not in definition["function"]["description"]
+        assert (await tools.get_sandbox_status())["stateful_python"] is True
         assert (await tools.run_python_code("x = 41\nimport math"))["success"] is True
         second = await tools.run_python_code("print(x + 1)\nmath.pi")
         assert second["output"] == "42\n"
@@ -224,6 +231,7 @@ async def test_stateful_session_persists_and_reset_forgets(local_sandbox: Sandbo
         _assert_error(after, "execution_failed")
         assert "NameError" in after["error"]
     stateless = SandboxTools(local_sandbox)
+    assert "fresh interpreter" in stateless.get_anthropic_tools()[0]["description"]
     await stateless.run_python_code("y = 1")
     assert "NameError" in (await stateless.run_python_code("print(y)"))["error"]
 

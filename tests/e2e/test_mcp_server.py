@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from alphora.sandbox.tools import TOOL_SPECS, select_specs
+from alphora.sandbox.tools import SESSION_NOTE, TOOL_SPECS, select_specs
 
 mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
 
@@ -87,8 +87,10 @@ async def test_mcp_read_only_subset_and_stateful_session(tmp_path: Path) -> None
     base = tmp_path / "mcp-ro"
     async with mcp.Client(_params(base, "--tools", "run_python_code,files", "--exclude", "delete_file",
                                   "--use-session"), read_timeout_seconds=60) as client:
-        names = [t.name for t in (await client.list_tools()).tools]
+        listed = (await client.list_tools()).tools
+        names = [t.name for t in listed]
         assert names == [s.name for s in select_specs(include=["run_python_code", "files"], exclude=["delete_file"])]
+        assert SESSION_NOTE in (listed[0].description or "")
         first = _structured(await client.call_tool("run_python_code", {"code": "x = 41"}))
         assert first["success"] is True
         second = _structured(await client.call_tool("run_python_code", {"code": "print(x + 1)"}))

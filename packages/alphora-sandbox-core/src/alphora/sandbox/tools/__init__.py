@@ -20,7 +20,7 @@ from .exporters import (
 )
 from .results import ERROR_TYPES, truncate_middle
 from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, MAX_LISTED_FILES, SandboxTools
-from .specs import CATEGORIES, TOOL_SPECS, ToolSpec, get_spec, select_specs
+from .specs import CATEGORIES, SESSION_NOTE, TOOL_SPECS, ToolSpec, get_spec, select_specs, with_session_note
 from .validation import ArgumentError, validate_arguments
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
     "ERROR_TYPES",
     "MAX_LISTED_FILES",
+    "SESSION_NOTE",
     "TOOL_SPECS",
     "ArgumentError",
     "SandboxTools",
@@ -42,4 +43,5 @@ __all__ = [
     "select_specs",
     "truncate_middle",
     "validate_arguments",
+    "with_session_note",
 ]

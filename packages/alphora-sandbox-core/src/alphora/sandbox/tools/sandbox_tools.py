@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..plugins import PluginRegistry, get_registry
 from ..types import ExecutionResult, FileInfo
 from .results import error_result, exception_result, execution_result, truncate_middle
-from .specs import TOOL_SPECS, ToolSpec, select_specs
+from .specs import TOOL_SPECS, ToolSpec, select_specs, with_session_note
 from .validation import ArgumentError, validate_arguments
 
 if TYPE_CHECKING:
@@ -100,7 +100,10 @@ class SandboxTools:
         self.session_name = session_name
         self.max_output_chars = max_output_chars
         self._max_timeout = max_timeout
-        self.specs: tuple[ToolSpec, ...] = select_specs(TOOL_SPECS, include=include, exclude=exclude, read_only=read_only)
+        specs = select_specs(TOOL_SPECS, include=include, exclude=exclude, read_only=read_only)
+        if use_session:  # tell the model that state persists (every export and MCP use self.specs)
+            specs = tuple(with_session_note(s) if s.name == "run_python_code" else s for s in specs)
+        self.specs: tuple[ToolSpec, ...] = specs
         self._by_name: dict[str, ToolSpec] = {s.name: s for s in self.specs}
         self._registry = registry
         self._session: PythonSession | None = None
@@ -480,7 +483,25 @@ class SandboxTools:
         return {"success": True, "key": key, "value": value, "is_set": value is not None}
 
     async def _tool_get_sandbox_status(self) -> dict[str, Any]:
-        return {"success": True, **self.sandbox.get_status()}
+        limits, policy = self.sandbox.resource_limits, self.sandbox.security_policy
+        return {
+            "success": True,
+            **self.sandbox.get_status(),
+            "limits": {
+                "timeout_seconds": self.max_timeout,
+                "memory_mb": limits.memory_mb,
+                "cpu_cores": limits.cpu_cores,
+                "max_output_size": limits.max_output_size,
+                "network_enabled": limits.network_enabled,
+            },
+            "policy": {
+                "allow_shell": policy.allow_shell,
+                "allow_file_write": policy.allow_file_write,
+                "allow_network": policy.allow_network,
+                "max_file_size_mb": policy.max_file_size_mb,
+            },
+            "stateful_python": self.use_session,
+        }
 
     async def _tool_get_resource_usage(self) -> dict[str, Any]:
         usage = await self.sandbox.get_resource_usage()

@@ -16,10 +16,12 @@ import attrs
 
 __all__ = [
     "CATEGORIES",
+    "SESSION_NOTE",
     "TOOL_SPECS",
     "ToolSpec",
     "get_spec",
     "select_specs",
+    "with_session_note",
 ]
 
 #: categories a tool belongs to (used to pick subsets)
@@ -102,6 +104,13 @@ _CODE_RESULT = (
     "stderr; error explains a failure (traceback summary, timeout). Long output is cut in the middle."
 )
 
+_FRESH = "Each call runs in a fresh interpreter: variables do not persist between calls, so keep state in files."
+#: replaces _FRESH when SandboxTools runs code in a stateful session
+SESSION_NOTE = (
+    "Variables, imports and definitions persist between calls (one Python session, like a notebook); "
+    "the repr of a trailing expression comes back as 'value'."
+)
+
 TOOL_SPECS: tuple[ToolSpec, ...] = (
     ToolSpec(
         name="run_python_code",
@@ -109,7 +118,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         description=(
             "Run Python 3 code in the isolated sandbox and return what it printed. The working directory "
             "is the workspace, so files written by save_file are readable by relative path. Print what you "
-            "want to see: only stdout/stderr come back. " + _CODE_RESULT
+            "want to see: only stdout/stderr come back. " + _FRESH + " " + _CODE_RESULT
         ),
         parameters=_obj(
             {
@@ -327,7 +336,11 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         name="get_sandbox_status",
         category="status",
         read_only=True,
-        description="Report the sandbox's state (running or not, backend, id, limits). Returns {success, status, ...}.",
+        description=(
+            "Report the sandbox's state: status, backend, id, uptime, its limits (timeout_seconds is the longest "
+            "timeout you may ask for; network_enabled) and policy (allow_shell, allow_file_write, allow_network). "
+            "Returns {success, status, limits, policy, ...}."
+        ),
         parameters=_obj(),
     ),
     ToolSpec(
@@ -353,6 +366,11 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
 )
 
 _BY_NAME: Mapping[str, ToolSpec] = MappingProxyType({s.name: s for s in TOOL_SPECS})
+
+
+def with_session_note(spec: ToolSpec) -> ToolSpec:
+    """run_python_code as described to a model when code runs in a stateful session."""
+    return attrs.evolve(spec, description=spec.description.replace(_FRESH, SESSION_NOTE))
 
 
 def get_spec(name: str) -> ToolSpec | None:
