@@ -40,17 +40,20 @@ PLAIN_PYTHONS = _working_pythons()
 class RawRunner:
     """Drives a runner synchronously over pipes, the way any host could."""
 
-    def __init__(self, python: str, cwd: Path) -> None:
-        # -I: isolated mode, so nothing of alphora (or the host venv) can be imported by the runner
-        argv = bootstrap_argv(python)
-        argv.insert(1, "-I")
+    def __init__(self, python: str, cwd: Path, as_module: bool = False) -> None:
+        if as_module:  # the package's own modules, no bootstrap
+            argv = [python, "-m", "alphora.sandbox.runner"]
+        else:  # -I: isolated mode, so nothing of alphora (or the host venv) can be imported by the runner
+            argv = bootstrap_argv(python)
+            argv.insert(1, "-I")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      cwd=cwd, env={"PATH": "/usr/bin:/bin"})
         assert self.proc.stdin is not None
         assert self.proc.stdout is not None
         self.stdin = self.proc.stdin
         self.stdout = self.proc.stdout
-        self.stdin.write(source_frame())
+        if not as_module:
+            self.stdin.write(source_frame())
         self.next_id = 0
 
     def send(self, msg: dict[str, Any]) -> int:
@@ -131,6 +134,21 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     _, done = r.call({"op": "session_run", "name": "s", "code": "y = 6 * 7\ny"})
     assert done["ok"]
     assert done["value"] == "42"
+    assert r.close() == 0
+
+
+def test_runner_as_a_module_of_the_package(tmp_path: Path) -> None:
+    r = RawRunner(sys.executable, tmp_path, as_module=True)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    events, done = r.call({"op": "exec", "kind": "python", "code": "1/0"})
+    assert done["rc"] == 1
+    stderr = "".join(e["d"] for e in events)
+    assert stderr.startswith("Traceback")
+    assert "ZeroDivisionError" in stderr
+    assert "alphora" not in stderr
+    _, done = r.call({"op": "session_open", "name": "m"})
+    _, done = r.call({"op": "session_run", "name": "m", "code": "2 ** 10"})
+    assert done["value"] == "1024"
     assert r.close() == 0
 
 

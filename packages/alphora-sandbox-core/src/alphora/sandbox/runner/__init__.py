@@ -1,6 +1,7 @@
 """The in-sandbox runner and its host-side client.
 
-* :mod:`.server` is the program that runs *inside* the sandbox (stdlib only). A backend starts it
+* :mod:`.server` (the request loop) and :mod:`.child` (what runs in forked children: calls,
+  the session kernel) are the program that runs *inside* the sandbox (stdlib only). A backend starts it
   with :func:`bootstrap_argv` and sends :func:`runner_source` as the first frame on its stdin;
   no file has to be copied into the environment.
 * :mod:`.safefs` holds race-safe workspace file operations (shipped with the runner, also used
@@ -48,17 +49,18 @@ _FUTURE = "from __future__ import annotations\n"
 
 @functools.cache
 def runner_source() -> bytes:
-    """The complete runner program (server.py with safefs.py inlined); needs only a plain python3."""
+    """The complete runner program: safefs.py (as a module object), then child.py and server.py
+    as one text; it needs only a plain python3."""
     safefs_src = (_HERE / "safefs.py").read_text(encoding="utf-8")
-    server_src = (_HERE / "server.py").read_text(encoding="utf-8")
-    server_src = server_src.replace(_FUTURE, "", 1)
+    parts = [(_HERE / name).read_text(encoding="utf-8").replace(_FUTURE, "", 1) for name in ("child.py", "server.py")]
     prelude = (
         _FUTURE
         + "import types as _alphora_types\n"
+        + "_ALPHORA_INLINED = True\n"
         + "_ALPHORA_SAFEFS = _alphora_types.ModuleType('alphora_runner_safefs')\n"
         + f"exec(compile({safefs_src!r}, '<alphora-runner-safefs>', 'exec'), _ALPHORA_SAFEFS.__dict__)\n"
     )
-    return (prelude + server_src).encode("utf-8")
+    return (prelude + "\n".join(parts)).encode("utf-8")
 
 
 @functools.cache
