@@ -220,6 +220,15 @@ def test_all_errors_are_listed() -> None:
     assert fields == {"$.resource_limits.memory_mb", "$.resource_limits.cpu_cores", "$.security_policy.allow_shell"}
 
 
+def test_validator_type_and_unknown_key_errors_are_listed_together() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SandboxConfig.from_dict({"resource_limits": {"memory_mb": 0, "cpu_cores": "x", "bogus": 1},
+                                 "docker": {"image": ""}, "backend_type": 3})
+    errors = {e["field"]: e["value"] for e in info.value.context["errors"]}
+    assert errors == {"$.resource_limits.memory_mb": 0, "$.resource_limits.cpu_cores": "x",
+                      "$.resource_limits.bogus": 1, "$.docker.image": "", "$.backend_type": 3}
+
+
 def test_not_a_mapping() -> None:
     with pytest.raises(ConfigurationError) as info:
         SandboxConfig.from_dict(["docker"])  # type: ignore[arg-type]
@@ -266,7 +275,7 @@ def test_file_errors(tmp_path: Path) -> None:
 
 
 def test_backend_type_accepts_enum_and_plugin_names() -> None:
-    assert SandboxConfig(backend_type=BackendType.DOCKER).backend_type == "docker"  # type: ignore[arg-type]
+    assert SandboxConfig(backend_type=BackendType.DOCKER).backend_type == "docker"
     assert SandboxConfig(backend_type="Firecracker").backend_type == "firecracker"
     config = SandboxConfig(backend_type="firecracker", options={"kernel": "vmlinux"})
     assert config.backend_options() == {"kernel": "vmlinux"}

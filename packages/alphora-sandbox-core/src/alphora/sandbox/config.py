@@ -337,12 +337,18 @@ def _register_class(conv: cattrs.Converter, cls: type[Any]) -> None:
         try:
             return base(data, cls)
         except BaseValidationError as exc:
-            if isinstance(exc, ClassValidationError) and not exc.group_exceptions()[1]:
-                raise  # every error is already attributed to a field
-            located = _locate_validator_error(conv, cls, data)
-            if located is not None:
-                raise located from exc
-            raise
+            # cattrs attributed some errors to fields; attrs validators of the other fields never
+            # ran (or failed in __init__ without a field name): run them alone and merge
+            attributed = {n.name for e in exc.exceptions for n in getattr(e, "__notes__", ())
+                          if isinstance(n, AttributeValidationNote)}
+            kept = [e for e in exc.exceptions
+                    if isinstance(e, ForbiddenExtraKeysError)
+                    or any(isinstance(n, AttributeValidationNote) for n in getattr(e, "__notes__", ()))]
+            located = _locate_validator_error(conv, cls, data, skip=attributed)
+            if located is None:
+                raise
+            raise ClassValidationError(f"While structuring {cls.__name__}", [*located.exceptions, *kept],
+                                       cls) from exc
         except (ValueError, TypeError) as exc:
             located = _locate_validator_error(conv, cls, data)
             if located is not None:
@@ -352,12 +358,13 @@ def _register_class(conv: cattrs.Converter, cls: type[Any]) -> None:
     conv.register_structure_hook(cls, hook)
 
 
-def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mapping[str, Any]) -> Exception | None:
-    """Re-run each field's converter and validator alone to find the one that rejected its value."""
+def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mapping[str, Any],
+                            skip: set[str] | frozenset[str] = frozenset()) -> ClassValidationError | None:
+    """Re-run each field's converter and validator alone to find the ones that reject their value."""
     errors: list[Exception] = []
     for field in attrs.fields(cls):
         key = "docker" if field.name == "docker_config" else field.name
-        if key not in data:
+        if key not in data or key in skip or field.name in skip:
             continue
         try:
             value = conv.structure(data[key], field.type)
