@@ -265,3 +265,23 @@ async def test_garbage_written_into_the_runners_pipes_only_costs_a_restart(backe
     await backend.execute_code(code, timeout=10)
     r = await backend.execute_code("print('recovered')")
     assert r.stdout == "recovered\n"
+
+
+async def test_a_killed_spare_does_not_fail_the_next_call(backend: LocalBackend) -> None:
+    """The runner keeps one pre-forked child; user code can find and kill it."""
+    for _ in range(3):
+        code = (
+            "import os, signal\n"
+            "me, parent = os.getpid(), os.getppid()\n"
+            "for pid in os.listdir('/proc'):\n"
+            "    if pid.isdigit() and int(pid) != me:\n"
+            "        try:\n"
+            "            fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n"
+            "        except OSError:\n"
+            "            continue\n"
+            "        if int(fields[1]) == parent:\n"
+            "            os.kill(int(pid), signal.SIGKILL)\n"
+        )
+        await backend.execute_code(code)
+        r = await backend.execute_code("print('ok')")
+        assert r.stdout == "ok\n"

@@ -346,9 +346,15 @@ class Runner:
         spare = self._take_spare()
         if spare is not None:
             pid, out_r, err_r, in_w = spare[0], spare[2], spare[3], spare[4]
-            write_all(spare[1], encode(job))
-            os.close(spare[1])
-        else:
+            try:
+                write_all(spare[1], encode(job))
+            except OSError:  # the spare died meanwhile: forget it, fork as usual
+                for fd in spare[1:]:
+                    os.close(fd)
+                spare = None
+            else:
+                os.close(spare[1])
+        if spare is None:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             in_r, in_w = os.pipe()
