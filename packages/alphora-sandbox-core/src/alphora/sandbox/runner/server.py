@@ -57,7 +57,11 @@ EXIT_GRACE = 0.1  # seconds to keep reading a call's pipes after its main proces
 def proc_table() -> dict[int, tuple[int, int, int]]:
     """pid -> (ppid, pgid, sid) of every visible process."""
     table: dict[int, tuple[int, int, int]] = {}
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no procfs (not Linux): only process groups can be killed
+        return table
+    for name in names:
         if not name.isdigit():
             continue
         try:
