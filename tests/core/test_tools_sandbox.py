@@ -538,3 +538,14 @@ async def test_the_spec_sandboxtools_block_as_written(tmp_path: Path) -> None:
         assert result["success"] is True, result["output"][-2000:]
         assert (await tools.run_python_code("import requests; print('ok')"))["output"] == "ok\n"
         await sandbox.destroy()
+
+
+async def test_cancellation_is_not_swallowed(tools: SandboxTools) -> None:
+    """An agent framework that cancels a tool call must see the cancellation, and the sandbox
+    must stay usable afterwards."""
+    task = asyncio.create_task(tools.run_python_code("import time; time.sleep(30)"))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await tools.run_python_code("print('still here')"))["output"] == "still here\n"
