@@ -81,6 +81,7 @@ def test_pem_bundle_split_dedupes() -> None:
 def test_recipes_resolve_names_tags_and_parents() -> None:
     assert recipe_for_tag("python:3.11-slim").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:minimal").name == "base"  # type: ignore[union-attr]
+    assert recipe_for_tag("python:3.11").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:datascience").pip_packages == (  # type: ignore[union-attr]
         "numpy", "pandas", "scikit-learn")
     assert recipe_for_tag("nope:1") is None

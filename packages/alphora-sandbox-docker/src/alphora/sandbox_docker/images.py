@@ -3,8 +3,8 @@
 The spec's images (``python:3.11-slim``, ``alphora/sandbox:minimal``, ``alphora/sandbox:datascience``,
 ``alphora/sandbox:ml``) are built on the engine itself:
 
-* **base** (also tagged ``alphora/sandbox:minimal``, and ``python:3.11-slim`` when no real image
-  holds that tag): a Debian bookworm root filesystem with Python 3.11, pip, venv and CA
+* **base** (also tagged ``alphora/sandbox:minimal``, and ``python:3.11-slim`` / ``python:3.11``
+  — the names the spec's examples use — when no real image holds those tags): a Debian bookworm root filesystem with Python 3.11, pip, venv and CA
   certificates. When a registry answers it starts ``FROM python:3.11-slim``; when none does, the
   root filesystem is made from Debian packages with ``mmdebstrap`` and ``docker import``-ed. A
   small build step on top adds the non-root ``sandbox`` user (uid 1000), ``/workspace``, the
@@ -86,7 +86,7 @@ RECIPES: dict[str, ImageRecipe] = {
         name="base",
         tag="alphora/sandbox:base",
         description="Debian bookworm, Python 3.11, pip, venv, CA certificates; non-root user",
-        aliases=("alphora/sandbox:minimal", UPSTREAM_BASE),
+        aliases=("alphora/sandbox:minimal", UPSTREAM_BASE, "python:3.11"),
     ),
     "datascience": ImageRecipe(
         name="datascience",
@@ -104,7 +104,7 @@ RECIPES: dict[str, ImageRecipe] = {
     ),
 }
 #: ``minimal`` is the base image under another tag (it is already minimal: no compilers, no docs)
-_NAME_ALIASES = {"minimal": "base", "python:3.11-slim": "base"}
+_NAME_ALIASES = {"minimal": "base", "python:3.11-slim": "base", "python:3.11": "base"}
 
 
 def recipe_for_tag(tag: str) -> ImageRecipe | None:
