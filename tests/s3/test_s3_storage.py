@@ -218,3 +218,33 @@ async def test_sandbox_config_minio_storage_and_workspace_round_trip(s3_server: 
             assert result.stdout.strip() == "True"
             assert await second.read_file("report/summary.md") == "# done"
             await second.destroy()
+
+
+async def test_same_sandbox_id_elsewhere_restores_from_s3(storage: S3Storage, tmp_path: Path) -> None:
+    """The Sandbox methods on S3: same sandbox id, another base path (as another host would have)."""
+    async with Sandbox.create_local(base_path=tmp_path / "host-a", sandbox_id="job-7") as first:
+        await first.write_file("model/weights.txt", "0.1 0.2")
+        await first.run("import os; os.makedirs('__pycache__', exist_ok=True); open('__pycache__/x.pyc','w')")
+        await first.execute_shell(f"ln -s {tmp_path} escape")
+        assert await first.save_workspace(storage) == ["model/weights.txt"]
+        await first.destroy()
+    assert await storage.list() == ["sandboxes/job-7/model/weights.txt"]
+    async with Sandbox.create_local(base_path=tmp_path / "host-b", sandbox_id="job-7") as second:
+        assert await second.restore_workspace(storage) == ["model/weights.txt"]
+        assert await second.read_file("model/weights.txt") == "0.1 0.2"
+        await second.destroy()
+
+
+async def test_lazy_connect_close_and_bad_data(s3_server: S3Server) -> None:
+    storage = S3Storage(StorageConfig.minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
+                                            _bucket()))
+    await storage.put("k", b"v")  # no async with: connects on first use
+    assert await storage.exists("k")
+    await storage.close()
+    await storage.close()  # idempotent
+    assert await storage.get("k") == b"v"  # reconnects
+    with pytest.raises(StorageError, match="bytes"):
+        await storage.put("k", "text")  # type: ignore[arg-type]
+    await storage.close()
+    with pytest.raises(StorageError, match="bucket"):
+        S3Storage(StorageConfig.s3(access_key="a", secret_key="b"))
