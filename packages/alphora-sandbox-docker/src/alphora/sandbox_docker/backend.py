@@ -312,8 +312,10 @@ class DockerBackend(RunnerBackend):
                 )
         return result
 
-    async def open_session(self, name: str = "default") -> PythonSession:
-        session = _DockerSession(self, name)
+    async def open_session(
+        self, name: str = "default", *, env: Mapping[str, str] | None = None, cwd: str = ""
+    ) -> PythonSession:
+        session = _DockerSession(self, name, env=env, cwd=cwd)
         await session.open()
         return session
 
