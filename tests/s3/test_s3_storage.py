@@ -248,3 +248,35 @@ async def test_lazy_connect_close_and_bad_data(s3_server: S3Server) -> None:
     await storage.close()
     with pytest.raises(StorageError, match="bucket"):
         S3Storage(StorageConfig.s3(access_key="a", secret_key="b"))
+
+
+def test_spec_storage_factory_block_builds_the_right_storages(tmp_path: Path) -> None:
+    """The spec's 存储工厂 block as written (nothing connects until first use)."""
+    from alphora.sandbox.storage import LocalStorage
+
+    # 本地存储
+    storage = StorageFactory.local(str(tmp_path / "storage"))
+    assert isinstance(storage, LocalStorage)
+
+    # MinIO 存储
+    storage = StorageFactory.minio(
+        endpoint="localhost:9000",
+        access_key="admin",
+        secret_key="password",
+        bucket="sandboxes"
+    )
+    assert isinstance(storage, S3Storage)
+    assert storage.config.endpoint_url == "http://localhost:9000"
+    assert storage.config.storage_type == "minio"
+
+    # S3 存储
+    storage = StorageFactory.s3(
+        access_key="AKIAXXXXXXXXXX",
+        secret_key="xxxxxxxxxxxxx",
+        bucket="my-bucket",
+        region="us-west-2"
+    )
+    assert isinstance(storage, S3Storage)
+    assert storage.config.endpoint_url is None
+    assert storage.config.region == "us-west-2"
+    assert "xxxxxxxxxxxxx" not in repr(storage)
