@@ -137,8 +137,13 @@ class DockerConnection(RunnerConnection):
         self._closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        # close docker-py's HTTP response first (it flushes through the socket wrapper), then the
+        # wrapper and the socket; the other order leaves a response whose close() fails when collected
+        response = getattr(self._holder, "_response", None)
+        for closeable in (response, self._holder, self.sock):
+            if closeable is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    closeable.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
