@@ -44,3 +44,35 @@ async def test_extra_ca_certificates_are_trusted_inside(shared_sandbox: Sandbox)
     assert host <= inside, f"{len(host - inside)} of the host's certificates are not trusted in the image"
     pip_env = await shared_sandbox.run("import os; print(os.environ.get('PIP_CERT'), os.environ.get('SSL_CERT_FILE'))")
     assert pip_env.stdout.split() == ["/etc/ssl/certs/ca-certificates.crt"] * 2
+
+
+def test_registry_path_builds_from_the_upstream_image(monkeypatch: pytest.MonkeyPatch, docker_client: Any) -> None:
+    """With an upstream python:3.11-slim available (here: a foreign image under a test name, since no
+    registry is reachable), the base is built FROM it instead of from Debian packages."""
+    from alphora.sandbox_docker import images
+
+    upstream = "alphora-test/upstream-python:3.11-slim"
+    target = "alphora-test/sandbox:base"
+    rootfs = docker_client.images.get(images.ROOTFS_TAG)  # plain Debian + python3: no recipe label
+    rootfs.tag(upstream)
+    monkeypatch.setattr(images, "UPSTREAM_BASE", upstream)
+    monkeypatch.setattr(images, "RECIPES", {"base": images.ImageRecipe(name="base", tag=target, description="t")})
+    monkeypatch.setattr(images, "_NAME_ALIASES", {})
+    try:
+        (report,) = build_images(["base"], options=BuildOptions(source="registry"))
+        assert report.source == "registry"
+        assert report.reused is False
+        built = docker_client.images.get(target)
+        assert built.attrs["Config"]["User"] == "1000:1000"
+        assert built.labels[LABEL_RECIPE]
+        history = [h.get("Id") for h in built.history()]
+        assert rootfs.id in history  # really FROM the upstream image
+        out = docker_client.containers.run(target, ["python", "-c", "import os; print(os.getuid())"], remove=True,
+                                           network_mode="none")
+        assert out.strip() == b"1000"
+    finally:
+        for tag in (target, upstream):
+            try:
+                docker_client.images.remove(tag, noprune=False)
+            except Exception:  # noqa: BLE001 - best-effort cleanup of test tags
+                pass
