@@ -72,6 +72,19 @@ def test_s3storage_lazy_import_error_names_the_extra(monkeypatch: pytest.MonkeyP
         _ = storage_mod.S3Storage
 
 
+def test_default_local_storage_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ALPHORA_SANDBOX_STORAGE", raising=False)
+    monkeypatch.setenv("ALPHORA_SANDBOX_HOME", str(tmp_path / "home"))
+    assert LocalStorage().base_path == tmp_path / "home" / ".storage"
+    monkeypatch.setenv("ALPHORA_SANDBOX_STORAGE", str(tmp_path / "store"))
+    assert LocalStorage().base_path == tmp_path / "store"
+    monkeypatch.delenv("ALPHORA_SANDBOX_STORAGE")
+    monkeypatch.delenv("ALPHORA_SANDBOX_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert LocalStorage().base_path == tmp_path / "xdg" / "alphora-sandbox" / "storage"
+    assert LocalStorage(StorageConfig.local(str(tmp_path / "s"), prefix="tenant")).base_path == tmp_path / "s" / "tenant"
+
+
 def test_storage_config_constructors() -> None:
     minio = StorageConfig.minio(endpoint="localhost:9000", access_key="admin", secret_key="password",
                                 bucket="sandboxes")

@@ -21,7 +21,17 @@ _TMP = ".alphora-tmp-"
 
 
 def default_storage_path() -> Path:
-    """``storage`` next to the default sandboxes directory."""
+    """Where LocalStorage keeps objects when no path is given.
+
+    ``$ALPHORA_SANDBOX_STORAGE`` if set; else ``$ALPHORA_SANDBOX_HOME/.storage`` (a name no sandbox
+    id can take); else ``storage`` next to the per-user sandboxes directory
+    (``~/.local/share/alphora-sandbox/storage``).
+    """
+    env = os.environ.get("ALPHORA_SANDBOX_STORAGE")
+    if env:
+        return Path(env).expanduser()
+    if os.environ.get("ALPHORA_SANDBOX_HOME"):
+        return default_base_path() / ".storage"
     return default_base_path().parent / "storage"
 
 
