@@ -162,3 +162,11 @@ async def test_packages_install_into_the_sandbox_not_the_host(tmp_path: Path) ->
         assert r.success, r.stderr
         assert not await sandbox.package_installed("alphora_probe_pkg")
         await sandbox.destroy()
+
+
+async def test_sessions_see_the_sandbox_env(local_sandbox: Sandbox) -> None:
+    local_sandbox.set_env("SESSION_VAR", "visible")
+    async with local_sandbox.session() as py:
+        await py.run("import os")
+        r = await py.run("os.environ.get('SESSION_VAR')")
+        assert r.value == "'visible'"

@@ -157,8 +157,11 @@ class Backend(abc.ABC):
         """Run one request in its own process group. On timeout, kill the whole tree and return a
         TIMEOUT result holding the output produced before the kill; never raise for user errors."""
 
-    async def open_session(self, name: str = "default") -> PythonSession:
-        """A stateful Python session (variables persist between calls). Optional primitive."""
+    async def open_session(
+        self, name: str = "default", *, env: Mapping[str, str] | None = None, cwd: str = ""
+    ) -> PythonSession:
+        """A stateful Python session (variables persist between calls); ``env`` is added to the
+        base environment, ``cwd`` is its workspace-relative starting directory. Optional primitive."""
         raise NotImplementedError(f"backend {self.name!r} has no stateful sessions")
 
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:

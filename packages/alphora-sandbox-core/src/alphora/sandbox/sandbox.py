@@ -438,7 +438,7 @@ class Sandbox:
                 r = await py.run("x + 1")      # r.value == "42"
         """
         self._require_running()
-        inner = await self.backend.open_session(name)
+        inner = await self.backend.open_session(name, env=dict(self._env))
         session = _CheckedSession(self, inner)
         try:
             yield session
@@ -477,8 +477,14 @@ class Sandbox:
         self._touch()
         self._audit("write_file", path=rel, size=len(content))
         await self.backend.write_bytes(rel, bytes(content))
+        return await self._stat_after(rel)
+
+    async def _stat_after(self, rel: str) -> FileInfo:
+        """FileInfo of a path just written; code running in the sandbox may have removed or swapped it."""
         info = await self.backend.stat(rel)
-        assert info is not None
+        if info is None:
+            raise FileSystemError(f"{rel} was removed by code running in the sandbox right after it was written",
+                                  path=rel, sandbox_id=self.sandbox_id)
         return info
 
     async def save_file(self, path: str, content: str | bytes) -> FileInfo:
@@ -518,9 +524,7 @@ class Sandbox:
         await self._check("write", path=dst, size=info.size if info else 0)
         self._touch()
         await self.backend.copy(src, dst)
-        out = await self.backend.stat(dst)
-        assert out is not None
-        return out
+        return await self._stat_after(dst)
 
     async def move_file(self, source: str, dest: str) -> FileInfo:
         self._require_running()
@@ -531,9 +535,7 @@ class Sandbox:
         await self._check("write", path=dst)
         self._touch()
         await self.backend.move(src, dst)
-        out = await self.backend.stat(dst)
-        assert out is not None
-        return out
+        return await self._stat_after(dst)
 
     async def download_file(self, path: str) -> bytes:
         """The file's bytes (to hand to a user or an object store)."""

@@ -14,7 +14,6 @@ namespaces. Starting costs a few milliseconds more than ``local``; calls cost th
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
@@ -23,8 +22,6 @@ from typing import Any
 from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
-from ..runner import bootstrap_argv
-from ..runner.client import ProcessConnection, RunnerConnection
 from .local_backend import LocalBackend
 
 __all__ = ["IsolatedLocalBackend", "bwrap_available"]
@@ -104,21 +101,8 @@ class IsolatedLocalBackend(LocalBackend):
             out.append(real)
         return out
 
-    async def _spawn_runner(self) -> RunnerConnection:
-        argv = [*self.bwrap_argv(), *bootstrap_argv(self.python)]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=str(self.workspace_path),
-                env=self._runner_env(),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BackendError(f"cannot start bubblewrap: {exc}", sandbox_id=self.sandbox_id) from exc
-        return ProcessConnection(proc)
+    def _runner_argv(self) -> list[str]:
+        return [*self.bwrap_argv(), *super()._runner_argv()]
 
 
 @hookimpl

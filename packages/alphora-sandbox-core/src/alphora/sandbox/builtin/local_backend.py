@@ -64,10 +64,15 @@ class LocalBackend(RunnerBackend):
         if (self.venv_path / _VENV_MARK).exists() and self._venv_python().exists():
             self.python = str(self._venv_python())
 
+    def _runner_argv(self) -> list[str]:
+        """The command that starts the runner (a subclass may wrap it, e.g. in bubblewrap)."""
+        return bootstrap_argv(self.python)
+
     async def _spawn_runner(self) -> RunnerConnection:
+        argv = self._runner_argv()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *bootstrap_argv(self.python),
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
