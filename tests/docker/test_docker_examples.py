@@ -22,7 +22,7 @@ def test_docker_quickstart_example() -> None:
     assert out.returncode == 0, out.stderr
     assert "python in the container: 3.11" in out.stdout
     assert "Args: ['arg1', 'arg2']\nHello from file!\nHELLO\nhi from uid 1000" in out.stdout
-    assert "pids limit in the container: 11" in out.stdout
+    assert "pids limit in the container: 12" in out.stdout
     assert "network interfaces with the network enabled: ['eth0', 'lo']" in out.stdout
 
 

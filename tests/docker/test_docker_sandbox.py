@@ -80,7 +80,7 @@ print(json.dumps({
     assert info["tmp_writable"]
     assert info["ws_writable"]
     assert info["home_writable"]
-    assert info["pids_max"] == "65"
+    assert info["pids_max"] == "66"
     assert info["mem_limit"] == 256 * 1024 * 1024
     assert info["ifaces"] == ["lo"]  # network off: loopback only
     assert info["cwd"] == "/workspace"
@@ -96,7 +96,7 @@ async def test_host_config_seen_from_the_engine(shared_sandbox: Sandbox, docker_
     assert "no-new-privileges:true" in hc["SecurityOpt"]
     assert hc["ReadonlyRootfs"] is True
     assert hc["NetworkMode"] == "none"
-    assert hc["PidsLimit"] == 65
+    assert hc["PidsLimit"] == 66
     assert hc["Memory"] == hc["MemorySwap"] == 256 * 1024 * 1024
     assert hc["NanoCpus"] == 1_000_000_000
     assert hc["Privileged"] is False

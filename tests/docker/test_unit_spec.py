@@ -33,7 +33,7 @@ def test_defaults_are_hardened() -> None:
     assert spec.user == "1000:1000"
     assert hc["mem_limit"] == hc["memswap_limit"] == 300 * 1024 * 1024
     assert hc["nano_cpus"] == 1_500_000_000
-    assert hc["pids_limit"] == 11  # max_processes + the runner
+    assert hc["pids_limit"] == 12  # max_processes + the runner and its spare
     assert {"Name": "fsize", "Soft": 50 * 1024 * 1024, "Hard": 50 * 1024 * 1024} in hc["ulimits"]
     assert {"Name": "nofile", "Soft": 100, "Hard": 100} in hc["ulimits"]
     assert "size=50m" in hc["tmpfs"]["/tmp"]

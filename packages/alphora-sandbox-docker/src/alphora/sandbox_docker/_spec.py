@@ -39,6 +39,8 @@ L_ROLE = f"{LABEL}.role"
 WORKSPACE_DIR = "/workspace"
 HOME_DIR = "/home/sandbox"
 MiB = 1024 * 1024
+#: processes of the runner itself (the runner and one pre-forked spare child), on top of max_processes
+RUNNER_PROCESSES = 2
 
 
 def _process_start_time(pid: int) -> str:
@@ -100,7 +102,7 @@ def container_spec(
     * no network unless enabled; every capability dropped; no-new-privileges; non-root user;
       read-only root filesystem; writable ``/workspace`` and ``/home/sandbox`` (named volumes of
       this sandbox) and ``/tmp`` (a size-capped tmpfs); private IPC.
-    * memory (swap off), CPU, pids (``max_processes`` + 1 for the runner itself), open files, and
+    * memory (swap off), CPU, pids (``max_processes`` + 2: the runner and its pre-forked spare), open files, and
       the largest file a process may write (``disk_mb``: RLIMIT_FSIZE) from ResourceLimits.
     """
     base = f"alphora-{sandbox_id}-{instance}"
@@ -119,7 +121,7 @@ def container_spec(
         "mem_limit": limits.memory_mb * MiB,
         "memswap_limit": limits.memory_mb * MiB,
         "nano_cpus": int(limits.cpu_cores * 1e9),
-        "pids_limit": limits.max_processes + 1,
+        "pids_limit": limits.max_processes + RUNNER_PROCESSES,
         "ulimits": [
             {"Name": "nofile", "Soft": limits.max_open_files, "Hard": limits.max_open_files},
             {"Name": "fsize", "Soft": file_limit, "Hard": file_limit},
