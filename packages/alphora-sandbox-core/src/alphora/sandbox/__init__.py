@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from .backend import Backend, OutputChunk, ProcessRequest
     from .builtin.local_backend import LocalBackend
     from .config import SandboxConfig, config_from_env, config_from_file
-    from .manager import SandboxManager
+    from .manager import SandboxLimitError, SandboxManager
     from .sandbox import Sandbox
     from .session import PythonSession
     from .tools import SandboxTools
@@ -80,6 +80,7 @@ _LAZY: dict[str, str] = {
     "config_from_env": ".config",
     "config_from_file": ".config",
     "SandboxManager": ".manager",
+    "SandboxLimitError": ".manager",
     "SandboxTools": ".tools",
 }
 
@@ -149,6 +150,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxError",
     "SandboxInfo",
+    "SandboxLimitError",
     "SandboxManager",
     "SandboxNotFoundError",
     "SandboxNotRunningError",

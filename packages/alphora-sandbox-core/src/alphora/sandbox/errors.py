@@ -118,7 +118,7 @@ class FileSystemError(SandboxError, builtins.OSError):
         return self.message
 
 
-class FileNotFoundError(FileSystemError, builtins.FileNotFoundError):  # noqa: A001
+class FileNotFoundError(FileSystemError, builtins.FileNotFoundError):
     """The path does not exist in the workspace."""
 
 
