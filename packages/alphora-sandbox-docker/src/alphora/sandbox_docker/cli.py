@@ -200,7 +200,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="alphora-sandbox-docker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="alphora-sandbox docker",
+        description="Docker backend: build the sandbox images locally (no registry needed), list them, "
+        "and remove containers and volumes that crashed processes left behind.",
+    )
     _fill(parser)
     return run(parser.parse_args(argv))
 
