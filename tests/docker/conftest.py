@@ -49,10 +49,8 @@ def _engine_problem() -> str | None:
 _problem: list[str | None] = []
 
 
-@pytest.fixture(autouse=True)
-def _require_engine(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("docker") is None:
-        return
+def _gate() -> None:
+    """Skip (or, under CI, fail) when the engine or the images are missing."""
     if not _problem:
         _problem.append(_engine_problem())
     problem = _problem[0]
@@ -63,8 +61,15 @@ def _require_engine(request: pytest.FixtureRequest) -> None:
     pytest.skip(problem)
 
 
+@pytest.fixture(autouse=True)
+def _require_engine(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("docker") is not None:
+        _gate()
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
+    _gate()
     import docker
 
     client = docker.from_env()
@@ -75,12 +80,7 @@ def docker_client() -> Iterator[Any]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def shared_sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
     """One started docker sandbox shared by a module's tests (state that doesn't matter)."""
-    if not _problem:
-        _problem.append(_engine_problem())
-    if _problem[0] is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but the Docker tests cannot run: {_problem[0]}", pytrace=False)
-        pytest.skip(_problem[0])
+    _gate()
     sandbox = Sandbox.create_docker(
         base_path=tmp_path_factory.mktemp("docker-sandboxes"),
         docker_image=BASE_IMAGE,
