@@ -273,3 +273,19 @@ async def test_session_killed_by_oom_is_reported(tmp_path: Path) -> None:
             after = await py.run("1 + 1")
             assert after.value == "2"
         await sandbox.destroy()
+
+
+async def test_workspace_saved_to_storage_and_restored_in_a_new_container(tmp_path: Path) -> None:
+    from alphora.sandbox.storage import LocalStorage, StorageConfig
+
+    async with LocalStorage(StorageConfig.local(str(tmp_path / "store"))) as storage:
+        async with _docker(tmp_path) as first:
+            await first.run("import os; os.makedirs('d'); open('d/made.txt', 'w').write('from code')")
+            await first.write_file_bytes("blob.bin", bytes(range(256)))
+            saved = await first.save_workspace(storage, "ws/demo")
+            assert set(saved) >= {"d/made.txt", "blob.bin"}
+        async with _docker(tmp_path) as second:
+            restored = await second.restore_workspace(storage, "ws/demo")
+            assert set(restored) == set(saved)
+            check = await second.run("print(open('d/made.txt').read(), len(open('blob.bin','rb').read()))")
+            assert check.stdout == "from code 256\n"
