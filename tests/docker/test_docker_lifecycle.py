@@ -289,3 +289,19 @@ async def test_workspace_saved_to_storage_and_restored_in_a_new_container(tmp_pa
             assert set(restored) == set(saved)
             check = await second.run("print(open('d/made.txt').read(), len(open('blob.bin','rb').read()))")
             assert check.stdout == "from code 256\n"
+
+
+async def test_cancelled_call_is_killed_in_the_container(tmp_path: Path) -> None:
+    async with _docker(tmp_path) as sandbox:
+        task = asyncio.ensure_future(sandbox.execute_shell("sleep 300 & sleep 300"))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(50):
+            survivors = await sandbox.run(LIVE_PROCESSES)
+            if "sleep" not in survivors.stdout:
+                break
+            await asyncio.sleep(0.1)
+        assert "sleep" not in survivors.stdout, survivors.stdout
+        assert (await sandbox.run("print('usable')")).stdout == "usable\n"
