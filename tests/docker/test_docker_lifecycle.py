@@ -305,3 +305,13 @@ async def test_cancelled_call_is_killed_in_the_container(tmp_path: Path) -> None
             await asyncio.sleep(0.1)
         assert "sleep" not in survivors.stdout, survivors.stdout
         assert (await sandbox.run("print('usable')")).stdout == "usable\n"
+
+
+async def test_concurrent_memory_bombs_are_all_reported(tmp_path: Path) -> None:
+    async with _docker(tmp_path, memory_mb=128) as sandbox:
+        bomb = "import time\nchunks = []\nwhile True:\n    chunks.append(bytearray(4 << 20)); time.sleep(0.005)\n"
+        results = await asyncio.gather(*(sandbox.run(bomb) for _ in range(3)))
+        killed = [r for r in results if r.return_code == -9]
+        assert killed, results
+        assert all(r.oom_killed for r in killed), [r.error for r in results]
+        assert (await sandbox.run("print('ok')")).stdout == "ok\n"

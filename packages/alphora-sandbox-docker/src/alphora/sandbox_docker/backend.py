@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ class DockerBackend(RunnerBackend):
         self.image = self.docker_options.image
         self._instance = secrets.token_hex(3)
         self._oom_count = 0
+        self._oom_seen_at: float | None = None
         self._container_id: str | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.spec: ContainerSpec = container_spec(
@@ -218,6 +220,7 @@ class DockerBackend(RunnerBackend):
             raise
         self._container_id = cid
         self._oom_count = 0  # a new container is a new memory cgroup
+        self._oom_seen_at = None
         return DockerConnection(sock)
 
     def _remove_container_sync(self) -> None:
@@ -298,9 +301,10 @@ class DockerBackend(RunnerBackend):
     # -- processes -------------------------------------------------------------------------------
 
     async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
+        started = time.monotonic()
         result = await super().run(request, on_output)
         if result.status is ExecutionStatus.FAILED and result.return_code == -9:
-            if await self._oom_happened():
+            if await self._oom_happened(since=started):
                 return self._oom_result(result)
         elif result.status is ExecutionStatus.FAILED and result.return_code is None:
             state = await self.container_state()
@@ -327,16 +331,22 @@ class DockerBackend(RunnerBackend):
             + ("; the session's state was lost" if result.state_lost else ""),
         )
 
-    async def _oom_happened(self) -> bool:
-        """Did the container's memory cgroup OOM-kill something since we last looked?"""
+    async def _oom_happened(self, since: float) -> bool:
+        """Did the container's memory cgroup OOM-kill something since ``since`` (monotonic)?
+
+        The kernel counts OOM kills per cgroup; the count going up since we last looked means one
+        happened. Several calls killed in one OOM episode each ask: the first sees the count go up,
+        the others see that an increase was seen after they started."""
         probe = await super().run(ProcessRequest(kind="python", code=_OOM_COUNT, timeout=15.0, max_output=4096))
         try:
             count = int(probe.stdout.strip() or "0")
         except ValueError:
             return False
-        happened = count > self._oom_count
-        self._oom_count = count
-        return happened
+        if count > self._oom_count:
+            self._oom_count = count
+            self._oom_seen_at = time.monotonic()
+            return True
+        return self._oom_seen_at is not None and self._oom_seen_at >= since
 
     async def get_resource_usage(self) -> ResourceUsage:
         usage = await super().get_resource_usage()
@@ -355,8 +365,9 @@ class _DockerSession(RunnerSession):
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult:
+        started = time.monotonic()
         result = await super().run(code, timeout, on_output=on_output)
         if (result.status is ExecutionStatus.FAILED and result.state_lost and not result.oom_killed
-                and await self.backend._oom_happened()):
+                and await self.backend._oom_happened(since=started)):
             return self.backend._oom_result(result)
         return result
