@@ -62,12 +62,14 @@ class _RichReporter(Reporter):
         self._task = self.progress.add_task(text, total=None)
 
     def log(self, line: str) -> None:
+        from rich.markup import escape
+
         self._last = line
         if self._task is not None:
             desc = self.progress.tasks[-1].description.split("  ·  ")[0]
-            self.progress.update(self._task, description=f"{desc}  ·  [dim]{line[:70]}[/dim]")
+            self.progress.update(self._task, description=f"{desc}  ·  [dim]{escape(line[:70])}[/dim]")
         if self.verbose:
-            self.console.print(f"[dim]{line}[/dim]", highlight=False, markup=False)
+            self.console.print(line, style="dim", highlight=False, markup=False)
 
     def done(self, text: str) -> None:
         self._finish_task()
