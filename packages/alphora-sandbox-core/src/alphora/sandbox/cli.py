@@ -8,7 +8,7 @@
     alphora-sandbox run --backend docker ...     # in a hardened container
     alphora-sandbox plugins                      # what is registered
     alphora-sandbox mcp                          # the MCP server over stdio
-    alphora-sandbox docker build-images|prune    # Docker plugin commands
+    alphora-sandbox docker build|images|prune    # Docker plugin: build images, list them, reap orphans
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_run(sub)
     sub.add_parser("plugins", help="list registered plugins, backends, storages and tool formats")
     sub.add_parser("mcp", help="serve the sandbox tools over MCP (stdio); see 'alphora-sandbox mcp --help'")
-    sub.add_parser("docker", help="Docker plugin commands: build-images, prune")
+    sub.add_parser("docker", help="Docker plugin commands: build (alias build-images), images, prune")
     ns = parser.parse_args(argv)
     if ns.command == "plugins":
         return _plugins()
