@@ -76,18 +76,20 @@ def test_resource_limits_validate(field: str, value: object) -> None:
 
 def test_security_policy_presets() -> None:
     strict, permissive = SecurityPolicy.strict(), SecurityPolicy.permissive()
-    assert not strict.allow_shell and not strict.allow_subprocess and not strict.allow_network
+    assert (strict.allow_shell, strict.allow_subprocess, strict.allow_network) == (False, False, False)
     assert "subprocess" in strict.blocked_imports
-    assert permissive.allow_shell and permissive.allow_network and permissive.allow_subprocess
+    assert (permissive.allow_shell, permissive.allow_network, permissive.allow_subprocess) == (True, True, True)
     spec = SecurityPolicy(blocked_imports=["os.system", "subprocess", "ctypes"], blocked_paths=["/etc"])
     assert spec.blocked_imports == ("os.system", "subprocess", "ctypes")
 
 
 def test_execution_result_shapes() -> None:
     ok = ExecutionResult(stdout="2\n", execution_time=0.01)
-    assert ok.success and ok.raise_for_status() is ok
+    assert ok.success
+    assert ok.raise_for_status() is ok
     timeout = ExecutionResult(status=ExecutionStatus.TIMEOUT, stdout="partial", return_code=None, error="timed out")
-    assert not timeout.success and timeout.timed_out
+    assert not timeout.success
+    assert timeout.timed_out
     with pytest.raises(sb.ExecutionTimeoutError) as info:
         timeout.raise_for_status()
     assert info.value.result is timeout
