@@ -326,7 +326,7 @@ async def test_files_round_trip_and_guards(backend: LocalBackend, tmp_path: Path
     with pytest.raises(FileSystemError):
         await backend.read_bytes("m")
     assert await backend.remove("dirlink") is True
-    assert os.path.isdir(tmp_path)  # noqa: ASYNC240
+    assert os.path.isdir(tmp_path)
     assert outside.read_text() == "secret"
 
 
@@ -391,3 +391,30 @@ async def test_restart_after_stop(backend: LocalBackend) -> None:
     await backend.stop()
     await backend.start()
     assert (await backend.execute_code("print(2)")).stdout == "2\n"
+
+
+async def test_user_site_created_after_start_is_importable(tmp_path: Path) -> None:
+    """A forked call sees a ``pip install --user`` site created after the runner started exactly
+    when a fresh interpreter would (not in a venv, where user sites are off)."""
+    import subprocess
+    import sys as _sys
+
+    from alphora.sandbox.builtin.local_backend import LocalBackend
+
+    # a system interpreter has user sites on; a venv's (like the test runner's) has them off
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else _sys.executable
+    backend = LocalBackend(sandbox_id="usersite", workspace_path=tmp_path / "ws", python=python)
+    await backend.initialize()
+    await backend.start()
+    try:
+        ver = subprocess.run([python, "-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+        await backend.write_bytes(f"ub/lib/{ver}/site-packages/late_pkg.py", b"X = 'late'\n")
+        ub = str(backend.workspace_path / "ub")
+        probe = "import importlib.util; print(importlib.util.find_spec('late_pkg') is not None)"
+        fresh = subprocess.run([backend.python, "-c", probe], env={"PYTHONUSERBASE": ub, "HOME": ub},
+                               capture_output=True, text=True, timeout=60)
+        r = await backend.execute_code(probe, env={"PYTHONUSERBASE": ub})
+        assert r.stdout == fresh.stdout, (r.stdout, fresh.stdout, r.stderr)
+    finally:
+        await backend.destroy()

@@ -249,9 +249,25 @@ def user_traceback(exc: BaseException) -> str:
     return text
 
 
+def _refresh_import_state() -> None:
+    """See what a fresh interpreter would: packages installed since the runner started, and a user
+    site-packages directory (``pip install --user``) that did not exist then."""
+    import importlib
+    import site
+
+    importlib.invalidate_caches()
+    if not site.ENABLE_USER_SITE:
+        return
+    base = os.environ.get("PYTHONUSERBASE") or os.path.join(os.path.expanduser("~"), ".local")
+    user_site = os.path.join(base, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    if user_site not in sys.path and os.path.isdir(user_site):
+        site.addsitedir(user_site)
+
+
 def run_python_child(kind: str, code: str, argv: list[str]) -> None:
     """Exec user code in a fresh ``__main__``, like ``python -c`` / ``python file.py``."""
     _std_streams()
+    _refresh_import_state()
     status = 0
     try:
         if kind == "python":
