@@ -47,7 +47,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     install_project(session)
-    session.install("mypy>=1.10", "types-PyYAML", "types-psutil", "pytest", "hypothesis")
+    session.install("mypy>=1.10", "types-PyYAML", "types-psutil", "pytest", "hypothesis", "mcp>=2,<3")
     session.run("mypy", *SRC)
 
 
