@@ -15,9 +15,11 @@ first-party backend uses it.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -35,6 +37,7 @@ __all__ = [
     "ProcessRequest",
     "default_base_path",
     "emit",
+    "iterate_output",
 ]
 
 
@@ -66,6 +69,36 @@ async def emit(callback: OutputCallback | None, chunk: OutputChunk) -> None:
     res = callback(chunk)
     if inspect.isawaitable(res):
         await res
+
+
+async def iterate_output(
+    run: Callable[[OutputCallback], Awaitable[ExecutionResult]],
+) -> AsyncIterator[OutputChunk | ExecutionResult]:
+    """Turn a call that reports output through a callback into an async iterator: each
+    :class:`OutputChunk` as it arrives, then the :class:`ExecutionResult` as the last item.
+    Leaving the loop early cancels the call."""
+    queue: asyncio.Queue[OutputChunk | ExecutionResult | BaseException] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            queue.put_nowait(await run(queue.put_nowait))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
+            queue.put_nowait(exc)
+
+    task = asyncio.ensure_future(produce())
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if isinstance(item, ExecutionResult):
+                return
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:

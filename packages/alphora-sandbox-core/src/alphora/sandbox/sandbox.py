@@ -27,7 +27,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import pathguard
-from .backend import Backend, OutputCallback, OutputChunk, ProcessRequest, default_base_path
+from .backend import Backend, OutputCallback, OutputChunk, ProcessRequest, default_base_path, iterate_output
 from .errors import (
     ConfigurationError,
     FileNotFoundError,
@@ -403,31 +403,16 @@ class Sandbox:
         await self._check("shell", content=command)
         return await self._run(self._request("shell", timeout, env, code=command), on_output)
 
-    async def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
-                     env: Mapping[str, str] | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
+    def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
+               env: Mapping[str, str] | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
         """Run code (``kind="python"``) or a command (``kind="shell"``) and yield output chunks as
-        they arrive, then the final :class:`ExecutionResult` as the last item."""
-        queue: asyncio.Queue[OutputChunk | ExecutionResult | BaseException] = asyncio.Queue()
+        they arrive, then the final :class:`ExecutionResult` as the last item::
+
+            async for item in sandbox.stream("for i in range(3): print(i)"):
+                print(item)
+        """
         run = self.execute_shell if kind == "shell" else self.execute_code
-
-        async def produce() -> None:
-            try:
-                await queue.put(await run(code, timeout, on_output=queue.put, env=env))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                await queue.put(exc)
-
-        task = asyncio.create_task(produce())
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, ExecutionResult):
-                    return
-        finally:
-            if not task.done():
-                task.cancel()
+        return iterate_output(lambda on_output: run(code, timeout, on_output=on_output, env=env))
 
     @asynccontextmanager
     async def session(self, name: str = "default") -> AsyncIterator[PythonSession]:

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, emit
+from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, emit, iterate_output
 from ..errors import (
     BackendError,
     FileNotFoundError,
@@ -521,30 +521,9 @@ class RunnerBackend(Backend):
         with contextlib.suppress(Exception):
             await client.close()
 
-    async def stream(self, request: ProcessRequest) -> AsyncIterator[OutputChunk | ExecutionResult]:
+    def stream(self, request: ProcessRequest) -> AsyncIterator[OutputChunk | ExecutionResult]:
         """Yield OutputChunks while the request runs, then its ExecutionResult."""
-        queue: asyncio.Queue[OutputChunk | ExecutionResult | BaseException] = asyncio.Queue()
-
-        async def task() -> None:
-            try:
-                queue.put_nowait(await self.run(request, queue.put_nowait))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the consumer
-                queue.put_nowait(exc)
-
-        runner = asyncio.ensure_future(task())
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, ExecutionResult):
-                    return
-        finally:
-            if not runner.done():
-                runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await runner
+        return iterate_output(lambda on_output: self.run(request, on_output))
 
     # -- sessions --------------------------------------------------------------------------------
 
