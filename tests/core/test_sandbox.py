@@ -170,3 +170,12 @@ async def test_sessions_see_the_sandbox_env(local_sandbox: Sandbox) -> None:
         await py.run("import os")
         r = await py.run("os.environ.get('SESSION_VAR')")
         assert r.value == "'visible'"
+
+
+async def test_list_files_hides_the_backends_own_entries(local_sandbox: Sandbox) -> None:
+    await local_sandbox.write_file("a.py", "x = 1")
+    await local_sandbox.write_file(".config/settings.json", "{}")  # the user's dotfiles stay visible
+    top = {f.path for f in await local_sandbox.list_files("", recursive=True)}
+    assert top == {"a.py", ".config", ".config/settings.json"}
+    await local_sandbox.run("import os; open(os.path.join(os.environ['TMPDIR'], 'scratch'), 'w').write('s')")
+    assert [f.path for f in await local_sandbox.list_files(".tmp")] == [".tmp/scratch"]

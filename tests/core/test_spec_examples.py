@@ -22,7 +22,9 @@ def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
     assert '"name": "Alice"' in text
     assert "Args: ['arg1', 'arg2']\nHello from file!\n" in text
     assert "HELLO\n" in text
+    assert "\n16\nFileType.JSON\n" in text  # print(file_info.size); print(file_info.file_type)
     assert "image round trip: True <FileType.JSON: 'json'>" in text
+    assert ".tmp: " not in text  # list_files leaves out the backend's scratch dir
     assert "exists: True deleted: True now exists: False dest: src new: old old gone: True pdf: b'%PDF-1.4'" in text
     assert "config.json: 16 B" in text
     assert "*.py: ['script.py', 'src/main.py']" in text or "*.py: ['script.py']" in text

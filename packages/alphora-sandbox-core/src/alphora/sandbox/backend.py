@@ -138,6 +138,9 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     #: the Python interpreter inside the sandbox, as an argv[0]
     python: str = "python3"
+    #: workspace entries the backend itself keeps (scratch dirs, environments); list_files hides
+    #: them unless asked for by path
+    internal_paths: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -534,11 +534,15 @@ class Sandbox:
 
     async def list_files(self, path: str = "", recursive: bool = False, pattern: str | None = None) -> list[FileInfo]:
         """Files under ``path`` (workspace root by default), optionally recursive and filtered by a
-        glob ``pattern`` matched against the file name (``"*.py"``)."""
+        glob ``pattern`` matched against the file name (``"*.py"``). The backend's own entries
+        (the local backend's ``.tmp`` and ``.venv``) are left out unless ``path`` names them."""
         self._require_running()
         rel = self._path(path)
         self._touch()
         entries = await self.backend.list_dir(rel, recursive)
+        hidden = [p for p in self.backend.internal_paths if not (rel == p or rel.startswith(p + "/"))]
+        if hidden:
+            entries = [e for e in entries if not any(e.path == h or e.path.startswith(h + "/") for h in hidden)]
         if pattern:
             entries = [e for e in entries if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.path, pattern)]
         return sorted(entries, key=lambda e: e.path)

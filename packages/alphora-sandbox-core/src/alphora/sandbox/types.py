@@ -33,8 +33,10 @@ __all__ = [
 
 
 class _StrEnum(str, enum.Enum):
+    """A str-valued enum that prints as ``FileType.JSON`` on every Python (``.value`` is ``"json"``)."""
+
     def __str__(self) -> str:
-        return str(self.value)
+        return f"{type(self).__name__}.{self.name}"
 
 
 class BackendType(_StrEnum):

@@ -43,6 +43,7 @@ class LocalBackend(RunnerBackend):
     """Runs code on this machine: a runner subprocess per sandbox, the workspace as its cwd."""
 
     name = "local"
+    internal_paths = (".tmp", _VENV)
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)
