@@ -13,13 +13,12 @@ import asyncio
 import os
 import secrets
 import shutil
-import threading
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from _loop_thread import LoopThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,22 +34,6 @@ HOST_SECRET = f"HOST-SECRET-{TOKEN}"
 
 _MANIFEST = (f"cd {OUTSIDE} && find . -printf '%p %y %i %s %T@\\n' | sort && cat secret.txt hard_target.txt "
              "victim/inner.txt && sha256sum /etc/passwd")
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 class DockerWorld:
@@ -127,7 +110,7 @@ def dworld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWorld]:
         if os.environ.get("CI"):
             pytest.fail("no Docker engine answers; CI must run the docker tests (.ci/docker-setup.sh)")
         pytest.skip("no Docker engine answers (start dockerd, or run .ci/docker-setup.sh)")
-    runner = LoopThread()
+    runner = LoopThread(timeout=120)
     world = DockerWorld(tmp_path_factory.mktemp("docker-guard"), runner)
     try:
         yield world

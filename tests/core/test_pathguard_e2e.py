@@ -18,12 +18,12 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from _loop_thread import LoopThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,24 +33,6 @@ T = TypeVar("T")
 
 SECRET = b"TOP-SECRET-" + secrets.token_hex(8).encode()
 OUTSIDE_ONLY_NAME = "only-outside-" + secrets.token_hex(4)
-
-
-class LoopThread:
-    """An event loop in a thread, so synchronous hypothesis tests can drive one long-lived sandbox."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 def snapshot(root: Path, exclude: Path) -> dict[str, tuple[Any, ...]]:

@@ -404,15 +404,21 @@ def _copy_tree(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str)
         os.close(s)
 
 
+def _lstat_source(parent: _Parent, src: str) -> os.stat_result:
+    """lstat the source of a copy or move: missing is ENOENT, a symlink is refused."""
+    try:
+        st = os.lstat(parent.name, dir_fd=parent.fd)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such file", src) from None
+    if _stat.S_ISLNK(st.st_mode):
+        raise PathEscape(src, "symlink in path")
+    return st
+
+
 def copy(root: Root, src: str, dst: str) -> None:
     """Copy a file or a directory tree (refuses symlinks inside it)."""
     with _Parent(root, src) as s, _Parent(root, dst, create=True) as d:
-        try:
-            st = os.lstat(s.name, dir_fd=s.fd)
-        except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, "no such file", src) from None
-        if _stat.S_ISLNK(st.st_mode):
-            raise PathEscape(src, "symlink in path")
+        st = _lstat_source(s, src)
         if _stat.S_ISDIR(st.st_mode):
             if dst.strip("/") == src.strip("/") or (dst.strip("/") + "/").startswith(src.strip("/") + "/"):
                 raise OSError(errno.EINVAL, "cannot copy a directory into itself", dst)
@@ -424,12 +430,7 @@ def copy(root: Root, src: str, dst: str) -> None:
 def move(root: Root, src: str, dst: str) -> None:
     """Rename a file or directory (creating the destination's parents)."""
     with _Parent(root, src) as s, _Parent(root, dst, create=True) as d:
-        try:
-            st = os.lstat(s.name, dir_fd=s.fd)
-        except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, "no such file", src) from None
-        if _stat.S_ISLNK(st.st_mode):
-            raise PathEscape(src, "symlink in path")
+        _lstat_source(s, src)
         try:
             dst_st = os.lstat(d.name, dir_fd=d.fd)
         except FileNotFoundError:
