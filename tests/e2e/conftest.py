@@ -1,9 +1,7 @@
-"""End-to-end fixtures: a started local sandbox."""
+"""End-to-end fixtures: a started local sandbox (the suite-wide ``local_sandbox``, under the name
+the end-to-end tests use)."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -11,10 +9,5 @@ from alphora.sandbox import Sandbox
 
 
 @pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = Sandbox.create_local(base_path=tmp_path / "sandboxes")
-    await box.start()
-    try:
-        yield box
-    finally:
-        await box.destroy()
+def sandbox(local_sandbox: Sandbox) -> Sandbox:
+    return local_sandbox
