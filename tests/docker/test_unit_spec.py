@@ -10,7 +10,7 @@ import pytest
 
 from alphora.sandbox import ConfigurationError, ResourceLimits, SecurityPolicy
 from alphora.sandbox_docker import DockerOptions
-from alphora.sandbox_docker._spec import LABEL, container_spec, network_enabled
+from alphora.sandbox_docker._spec import LABEL, container_spec
 from alphora.sandbox_docker._stream import Demux
 from alphora.sandbox_docker.images import _order, recipe_for_tag, split_pem_bundle
 
@@ -51,13 +51,14 @@ def test_defaults_are_hardened() -> None:
         (ResourceLimits(network_enabled=True), SecurityPolicy(), None, False),
         (ResourceLimits(), SecurityPolicy(allow_network=True), None, False),
         (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), None, True),
-        (ResourceLimits(), SecurityPolicy(), "bridge", True),
-        (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), "none", False),
+        # an explicit network mode picks which network; it never turns the network on
+        (ResourceLimits(), SecurityPolicy(), "bridge", False),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(), "bridge", False),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), "none", True),
+        (ResourceLimits(network_enabled=True), SecurityPolicy(allow_network=True), "bridge", True),
     ],
 )
 def test_network_switches(limits: ResourceLimits, policy: SecurityPolicy, mode: str | None, expected: bool) -> None:
-    opts = DockerOptions.from_mapping({"network_mode": mode})
-    assert network_enabled(limits, policy, opts) is expected
     spec = _spec(limits, policy, network_mode=mode)
     assert (spec.host_config["network_mode"] != "none") is expected
 

@@ -6,10 +6,10 @@ every failure becomes one :class:`~alphora.sandbox.errors.ConfigurationError` wh
 the path of the first bad field (``$.resource_limits.memory_mb``, or the environment variable's
 name for :func:`config_from_env`) and ``.value`` the bad value; ``.context["errors"]`` lists all.
 
-Network (Docker): a sandbox has network only when ``resource_limits.network_enabled`` *and*
-``security_policy.allow_network`` are true; then the container uses ``docker.network_mode``
-(``"none"`` there means ``"bridge"``). Otherwise the container's network mode is ``"none"``,
-whatever ``docker.network_mode`` says. :meth:`SandboxConfig.docker` with
+Network (Docker): :func:`alphora.sandbox.rules.network_mode` decides: a sandbox has network
+only when ``resource_limits.network_enabled`` *and* ``security_policy.allow_network`` are true;
+then the container uses ``docker.network_mode`` (``"none"`` there means ``"bridge"``). Otherwise
+the container's network mode is ``"none"``, whatever ``docker.network_mode`` says. :meth:`SandboxConfig.docker` with
 ``network_enabled=True`` turns on all three.
 """
 
@@ -35,6 +35,7 @@ from cattrs.errors import (
 )
 
 from .errors import ConfigurationError
+from .rules import DEFAULT_IMAGE, network_allowed, network_mode, sandbox_id_problem
 from .storage.base import StorageConfig
 from .types import BackendType, ResourceLimits, SecurityPolicy
 
@@ -50,7 +51,6 @@ __all__ = [
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _backend_name(value: Any) -> str:
@@ -63,8 +63,9 @@ def _valid_backend(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> N
 
 
 def _valid_id(_inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and not _ID.match(value):
-        raise ValueError(f"{attribute.name} may contain letters, digits, '-' and '_' only, got {value!r}")
+    problem = None if value is None else sandbox_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"{attribute.name} {problem}")
 
 
 def _non_empty(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -88,7 +89,7 @@ class DockerConfig:
     (gVisor) when installed; ``labels`` are added to the container (the backend adds its own).
     """
 
-    image: str = attrs.field(default="python:3.11-slim", validator=[v.instance_of(str), _non_empty])
+    image: str = attrs.field(default=DEFAULT_IMAGE, validator=[v.instance_of(str), _non_empty])
     network_mode: str = attrs.field(default="none", validator=[v.instance_of(str), _non_empty])
     user: str | None = None
     runtime: str | None = None
@@ -158,7 +159,7 @@ class SandboxConfig:
     def _docker(
         cls,
         path: str | None = None,
-        image: str = "python:3.11-slim",
+        image: str = DEFAULT_IMAGE,
         network_enabled: bool = False,
         resource_limits: ResourceLimits | None = None,
         security_policy: SecurityPolicy | None = None,
@@ -200,17 +201,15 @@ class SandboxConfig:
     @property
     def network_enabled(self) -> bool:
         """Effective network switch: both the limits and the policy must allow it."""
-        return self.resource_limits.network_enabled and self.security_policy.allow_network
+        return network_allowed(self.resource_limits, self.security_policy)
 
     def backend_options(self) -> dict[str, Any]:
         """Options for the chosen backend: the Docker options for ``docker``, plus ``options``."""
         opts: dict[str, Any] = {}
         if self.backend_type == BackendType.DOCKER.value:
             docker = self.docker_config
-            mode = docker.network_mode if self.network_enabled else "none"
-            if self.network_enabled and mode == "none":
-                mode = "bridge"
-            opts = {"image": docker.image, "network_mode": mode}
+            opts = {"image": docker.image,
+                    "network_mode": network_mode(self.resource_limits, self.security_policy, docker.network_mode)}
             if docker.user is not None:
                 opts["user"] = docker.user
             if docker.runtime is not None:
@@ -514,8 +513,6 @@ def config_from_env(prefix: str = "SANDBOX_", environ: Mapping[str, str] | None 
         if enabled is not None:
             data.setdefault("security_policy", {}).setdefault("allow_network", enabled)
             path_to_var["$.security_policy.allow_network"] = prefix + "NETWORK_ENABLED"
-            if enabled and "network_mode" not in data.get("docker", {}):
-                data.setdefault("docker", {})["network_mode"] = "bridge"
     if "storage" in data:
         data["storage"].setdefault("storage_type", "local")
 

@@ -23,6 +23,7 @@ from .errors import (
     SandboxError,
     SandboxNotFoundError,
 )
+from .rules import DEFAULT_IMAGE
 from .types import BackendType, ResourceLimits, ResourceUsage, SandboxStatus, SecurityPolicy
 
 if TYPE_CHECKING:
@@ -260,9 +261,9 @@ class SandboxManager:
 
     async def create_docker_sandbox(self, name: str | None = None, docker_image: str | None = None,
                                     **kwargs: Any) -> Sandbox:
-        """A sandbox on the Docker backend (``docker_image`` defaults to the manager's or python:3.11-slim)."""
+        """A sandbox on the Docker backend (``docker_image`` defaults to the manager's or :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`)."""
         return await self.create_sandbox(name, backend_type=BackendType.DOCKER,
-                                         docker_image=docker_image or self.docker_image or "python:3.11-slim",
+                                         docker_image=docker_image or self.docker_image or DEFAULT_IMAGE,
                                          **kwargs)
 
     async def get_or_create(self, sandbox_id: str, **kwargs: Any) -> Sandbox:

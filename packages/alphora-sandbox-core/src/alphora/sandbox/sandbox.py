@@ -38,6 +38,7 @@ from .errors import (
     SandboxNotRunningError,
 )
 from .plugins import PluginRegistry, get_registry
+from .rules import DEFAULT_IMAGE, resolve_timeout, validate_sandbox_id
 from .security import CheckRequest, run_checks
 from .session import PythonSession
 from .types import (
@@ -125,10 +126,7 @@ class Sandbox:
         #: what ``async with`` does on exit: keep the workspace (stop) or remove everything (destroy);
         #: by default a sandbox you named with ``sandbox_id`` is kept and an anonymous one destroyed
         self.keep_workspace = (sandbox_id is not None) if keep_workspace is None else keep_workspace
-        self.sandbox_id = sandbox_id or uuid.uuid4().hex[:12]
-        if not self.sandbox_id.replace("-", "").replace("_", "").isalnum():
-            raise ConfigurationError(f"invalid sandbox_id {self.sandbox_id!r}: use letters, digits, - and _",
-                                     field="sandbox_id", value=self.sandbox_id)
+        self.sandbox_id = uuid.uuid4().hex[:12] if sandbox_id is None else validate_sandbox_id(sandbox_id)
         self.name = name or self.sandbox_id
         self.backend_type = str(getattr(backend_type, "value", backend_type)).lower()
         self.resource_limits = resource_limits or ResourceLimits()
@@ -173,7 +171,7 @@ class Sandbox:
     def create_docker(
         cls,
         base_path: str | os.PathLike[str] | None = None,
-        docker_image: str = "python:3.11-slim",
+        docker_image: str = DEFAULT_IMAGE,
         resource_limits: ResourceLimits | None = None,
         security_policy: SecurityPolicy | None = None,
         **kwargs: Any,
@@ -356,12 +354,9 @@ class Sandbox:
             self._touch()
 
     def _request(self, kind: Any, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}",
-                                     field="timeout", value=timeout)
         return ProcessRequest(
             kind=kind,
-            timeout=float(timeout if timeout is not None else self.resource_limits.timeout_seconds),
+            timeout=resolve_timeout(timeout, self.resource_limits),
             max_output=self.resource_limits.max_output_size,
             env=self._env_for(env),
             **kw,
@@ -716,8 +711,8 @@ class _CheckedSession(PythonSession):
         await self._sandbox._check("python", content=code)
         self._sandbox._touch()
         self._sandbox._audit("session_run", session=self.name, code=code[:2000])
-        return await self._inner.run(code, timeout if timeout is not None else
-                                     self._sandbox.resource_limits.timeout_seconds, on_output=on_output)
+        return await self._inner.run(code, resolve_timeout(timeout, self._sandbox.resource_limits),
+                                     on_output=on_output)
 
     async def reset(self) -> None:
         await self._inner.reset()

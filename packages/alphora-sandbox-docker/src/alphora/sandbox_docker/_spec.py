@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from alphora.sandbox.rules import network_mode
 from alphora.sandbox.types import ResourceLimits, SecurityPolicy
 
 from .options import DockerOptions
@@ -24,7 +25,6 @@ __all__ = [
     "WORKSPACE_DIR",
     "ContainerSpec",
     "container_spec",
-    "network_enabled",
     "owner_labels",
 ]
 
@@ -64,15 +64,6 @@ def owner_labels() -> dict[str, str]:
     }
 
 
-def network_enabled(limits: ResourceLimits, policy: SecurityPolicy, opts: DockerOptions) -> bool:
-    """An explicit network mode decides (``none``: off). Without one, the network is on only when
-    both ``ResourceLimits.network_enabled`` and ``SecurityPolicy.allow_network`` say so: a
-    half-enabled configuration fails closed, as :class:`~alphora.sandbox.config.SandboxConfig` does."""
-    if opts.network_mode is not None:
-        return opts.network_mode != "none"
-    return bool(limits.network_enabled and policy.allow_network)
-
-
 @attrs.frozen(kw_only=True)
 class ContainerSpec:
     """Everything needed to create the container and its volumes."""
@@ -107,13 +98,13 @@ def container_spec(
     """
     base = f"alphora-{sandbox_id}-{instance}"
     labels = {**opts.labels, **owner_labels(), L_ID: sandbox_id, L_ROLE: "sandbox"}
-    net_on = network_enabled(limits, policy, opts)
-    network_mode = (opts.network_mode or "bridge") if net_on else "none"
+    mode = network_mode(limits, policy, opts.network_mode)
+    net_on = mode != "none"
     tmp_mb = opts.tmp_size_mb or max(16, min(limits.disk_mb, limits.memory_mb))
     file_limit = limits.disk_mb * MiB
     volumes = {f"{base}-workspace": WORKSPACE_DIR, f"{base}-home": HOME_DIR}
     host_config: dict[str, Any] = {
-        "network_mode": network_mode,
+        "network_mode": mode,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "read_only": opts.read_only_rootfs,

@@ -9,6 +9,7 @@ import attrs
 from attrs import validators as v
 
 from alphora.sandbox.errors import ConfigurationError
+from alphora.sandbox.rules import DEFAULT_IMAGE
 
 __all__ = ["DockerOptions"]
 
@@ -35,8 +36,9 @@ class DockerOptions:
     ``docker:`` section of a config file). Limits come from ResourceLimits, not from here."""
 
     #: the image; must exist on the engine (``alphora-sandbox docker build`` makes the spec's images)
-    image: str = attrs.field(default="python:3.11-slim", validator=_opt_str)
-    #: None: ``none`` unless limits *and* policy enable the network (then ``bridge``); else any Docker network mode/name
+    image: str = attrs.field(default=DEFAULT_IMAGE, validator=_opt_str)
+    #: which network when limits *and* policy enable it (None/``none``: ``bridge``); never turns it on
+    #: (see :func:`alphora.sandbox.rules.network_mode`)
     network_mode: str | None = attrs.field(default=None, validator=_opt_str)
     #: engine address (``unix:///…``, ``tcp://host:2375``); None: ``DOCKER_HOST`` or the local socket
     docker_host: str | None = attrs.field(default=None, validator=_opt_str)

@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
+from ..rules import network_allowed
 from .local_backend import LocalBackend
 
 __all__ = ["IsolatedLocalBackend", "bwrap_available"]
@@ -57,7 +58,7 @@ class IsolatedLocalBackend(LocalBackend):
     @property
     def network_enabled(self) -> bool:
         """Both the limits and the policy must enable the network (fails closed, like Docker)."""
-        return bool(self.resource_limits.network_enabled and self.security_policy.allow_network)
+        return network_allowed(self.resource_limits, self.security_policy)
 
     def bwrap_argv(self) -> list[str]:
         """The bubblewrap command line that wraps the runner."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..rules import DEFAULT_IMAGE
 from ..types import ResourceLimits, SecurityPolicy
 from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, SandboxTools
 from .specs import CATEGORIES, TOOL_SPECS, ToolSpec
@@ -171,7 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Serve the sandbox tools over MCP (stdio). One sandbox per session, removed on disconnect.",
     )
     p.add_argument("--backend", default="local", help="backend name: local (default), docker, or a plugin's")
-    p.add_argument("--image", default="python:3.11-slim", help="Docker image (docker backend)")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help="Docker image (docker backend)")
     p.add_argument("--base-path", default=None, help="parent folder of sandbox workspaces")
     p.add_argument("--timeout", type=float, default=None, help="default per-call timeout in seconds")
     p.add_argument("--memory-mb", type=int, default=None, help="memory limit (backends that enforce it)")

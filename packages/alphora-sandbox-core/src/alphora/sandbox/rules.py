@@ -1,0 +1,91 @@
+"""The cross-cutting rules, each written once; every layer that needs one calls it from here.
+
+* :func:`network_allowed` — whether a sandbox may have a network at all (config, CLI, Docker,
+  isolated, MCP all ask this one function).
+* :func:`network_mode` — the container network mode that follows from it (fails closed).
+* :func:`validate_sandbox_id` — what a sandbox id may look like (facade and config).
+* :func:`resolve_timeout` — a call's timeout: validated, defaulted from the limits (``run()``,
+  sessions, the agent tools).
+* :data:`DEFAULT_IMAGE` — the Docker image a sandbox uses when none is named (the spec's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .types import ResourceLimits, SecurityPolicy
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "MAX_SANDBOX_ID_LENGTH",
+    "network_allowed",
+    "network_mode",
+    "resolve_timeout",
+    "sandbox_id_problem",
+    "validate_sandbox_id",
+]
+
+#: the image of ``Sandbox.create_docker()`` and ``SandboxConfig.docker()`` when none is named
+DEFAULT_IMAGE = "python:3.11-slim"
+
+#: sandbox ids name directories, containers and volumes: keep them short and plain
+MAX_SANDBOX_ID_LENGTH = 64
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def network_allowed(limits: ResourceLimits, policy: SecurityPolicy) -> bool:
+    """A sandbox has a network only when ``ResourceLimits.network_enabled`` *and*
+    ``SecurityPolicy.allow_network`` are both true. Half-enabled fails closed."""
+    return bool(limits.network_enabled and policy.allow_network)
+
+
+def network_mode(limits: ResourceLimits, policy: SecurityPolicy, requested: str | None = None) -> str:
+    """The container network mode: ``"none"`` unless :func:`network_allowed`; then ``requested``
+    (a Docker network name or mode), with ``None``/``"none"`` meaning the default ``"bridge"``.
+
+    A requested mode only chooses *which* network; it can never turn the network on."""
+    if not network_allowed(limits, policy):
+        return "none"
+    if requested is None or requested == "none":
+        return "bridge"
+    return requested
+
+
+def sandbox_id_problem(value: Any) -> str | None:
+    """Why ``value`` is not a valid sandbox id, or None when it is."""
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_SANDBOX_ID_LENGTH:
+        return f"must be at most {MAX_SANDBOX_ID_LENGTH} characters, got {len(value)}"
+    if not _SANDBOX_ID.match(value):
+        return "may contain ASCII letters, digits, '-' and '_' only"
+    return None
+
+
+def validate_sandbox_id(value: Any, *, field: str = "sandbox_id") -> str:
+    """``value`` when it is a valid sandbox id, else :class:`ConfigurationError` naming the field."""
+    problem = sandbox_id_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"invalid {field} {value!r}: {problem}", field=field, value=value)
+    return str(value)
+
+
+def resolve_timeout(timeout: Any, limits: ResourceLimits, *, field: str = "timeout") -> float:
+    """A call's timeout in seconds: ``timeout`` when it is a finite positive number, the sandbox's
+    ``limits.timeout_seconds`` when it is None; anything else (a string, a bool, NaN, infinity,
+    zero or less) is a :class:`ConfigurationError`."""
+    if timeout is None:
+        return float(limits.timeout_seconds)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigurationError(f"{field} must be a number of seconds, got {timeout!r}", field=field, value=timeout)
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigurationError(f"{field} must be a finite positive number of seconds, got {timeout!r}",
+                                 field=field, value=timeout)
+    return float(timeout)
