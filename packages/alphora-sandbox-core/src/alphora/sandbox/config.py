@@ -35,7 +35,7 @@ from cattrs.errors import (
 )
 
 from .errors import ConfigurationError
-from .rules import DEFAULT_IMAGE, network_allowed, network_mode, sandbox_id_problem
+from .rules import DEFAULT_IMAGE, name_key, network_allowed, network_mode, sandbox_id_problem
 from .storage.base import StorageConfig
 from .types import BackendType, ResourceLimits, SecurityPolicy
 
@@ -53,8 +53,6 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-def _backend_name(value: Any) -> str:
-    return str(getattr(value, "value", value)).strip().lower()
 
 
 def _valid_backend(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -128,7 +126,7 @@ class SandboxConfig:
     """
 
     base_path: str | None = attrs.field(default=None)
-    backend_type: str = attrs.field(default=BackendType.LOCAL.value, converter=_backend_name,
+    backend_type: str = attrs.field(default=BackendType.LOCAL.value, converter=name_key,
                                     validator=_valid_backend)
     sandbox_id: str | None = attrs.field(default=None, validator=_valid_id)
     name: str | None = None

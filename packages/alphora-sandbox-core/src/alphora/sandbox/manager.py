@@ -23,7 +23,7 @@ from .errors import (
     SandboxError,
     SandboxNotFoundError,
 )
-from .rules import DEFAULT_IMAGE
+from .rules import DEFAULT_IMAGE, name_key
 from .types import BackendType, ResourceLimits, ResourceUsage, SandboxStatus, SecurityPolicy
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ class SandboxLimitError(SandboxError):
     """The manager already holds ``max_sandboxes`` sandboxes."""
 
 
-def _backend_name(value: BackendType | str) -> str:
-    return str(getattr(value, "value", value)).lower()
+_backend_name = name_key
 
 
 class SandboxManager:

@@ -24,6 +24,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigurationError
+from .rules import name_key
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -111,7 +112,7 @@ class PluginRegistry:
         return register
 
     def backend(self, name: str) -> type[Backend]:
-        key = str(getattr(name, "value", name)).lower()
+        key = name_key(name)
         try:
             return self.backends[key]
         except KeyError:
@@ -123,7 +124,7 @@ class PluginRegistry:
             ) from None
 
     def storage(self, name: str) -> type[Storage]:
-        key = str(getattr(name, "value", name)).lower()
+        key = name_key(name)
         try:
             return self.storages[key]
         except KeyError:

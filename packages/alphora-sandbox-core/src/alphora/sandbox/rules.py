@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_IMAGE",
     "MAX_SANDBOX_ID_LENGTH",
+    "name_key",
     "network_allowed",
     "network_mode",
     "resolve_timeout",
@@ -36,6 +37,12 @@ DEFAULT_IMAGE = "python:3.11-slim"
 #: sandbox ids name directories, containers and volumes: keep them short and plain
 MAX_SANDBOX_ID_LENGTH = 64
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def name_key(value: Any) -> str:
+    """The registry key of a backend, storage or exporter name: an enum member's value or a string,
+    stripped and lower-cased (``BackendType.DOCKER``, ``"Docker "`` and ``"docker"`` are one key)."""
+    return str(getattr(value, "value", value)).strip().lower()
 
 
 def network_allowed(limits: ResourceLimits, policy: SecurityPolicy) -> bool:

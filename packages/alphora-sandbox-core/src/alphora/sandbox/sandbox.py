@@ -38,7 +38,7 @@ from .errors import (
     SandboxNotRunningError,
 )
 from .plugins import PluginRegistry, get_registry
-from .rules import DEFAULT_IMAGE, resolve_timeout, validate_sandbox_id
+from .rules import DEFAULT_IMAGE, name_key, resolve_timeout, validate_sandbox_id
 from .security import CheckRequest, run_checks
 from .session import PythonSession
 from .types import (
@@ -128,7 +128,7 @@ class Sandbox:
         self.keep_workspace = (sandbox_id is not None) if keep_workspace is None else keep_workspace
         self.sandbox_id = uuid.uuid4().hex[:12] if sandbox_id is None else validate_sandbox_id(sandbox_id)
         self.name = name or self.sandbox_id
-        self.backend_type = str(getattr(backend_type, "value", backend_type)).lower()
+        self.backend_type = name_key(backend_type)
         self.resource_limits = resource_limits or ResourceLimits()
         self.security_policy = security_policy or SecurityPolicy()
         self.base_path = Path(base_path).expanduser() if base_path else default_base_path()
@@ -201,7 +201,7 @@ class Sandbox:
     @classmethod
     def create(cls, backend_type: BackendType | str = BackendType.LOCAL, **kwargs: Any) -> Sandbox:
         """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name."""
-        if str(getattr(backend_type, "value", backend_type)).lower() == BackendType.DOCKER.value and "docker_image" in kwargs:
+        if name_key(backend_type) == BackendType.DOCKER.value and "docker_image" in kwargs:
             return cls.create_docker(**kwargs)
         return cls(backend_type, **kwargs)
 

@@ -19,6 +19,7 @@ from attrs import validators as v
 
 from ..errors import PathTraversalError, StorageError
 from ..pathguard import normalize
+from ..rules import name_key
 from ..types import StorageType
 
 __all__ = ["ObjectInfo", "Storage", "StorageConfig", "validate_key", "validate_prefix"]
@@ -26,8 +27,6 @@ __all__ = ["ObjectInfo", "Storage", "StorageConfig", "validate_key", "validate_p
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-def _storage_type(value: Any) -> str:
-    return str(getattr(value, "value", value)).strip().lower()
 
 
 def _valid_name(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -54,7 +53,7 @@ class StorageConfig:
     ``options`` go to the storage class untouched (e.g. ``{"addressing_style": "path"}``).
     """
 
-    storage_type: str = attrs.field(default="local", converter=_storage_type, validator=_valid_name)
+    storage_type: str = attrs.field(default="local", converter=name_key, validator=_valid_name)
     base_path: str | None = attrs.field(default=None, converter=_opt_str)
     endpoint: str | None = None
     access_key: str | None = attrs.field(default=None, repr=_hidden)
