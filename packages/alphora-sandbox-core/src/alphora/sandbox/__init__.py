@@ -8,8 +8,9 @@ Quick start::
         result = await sandbox.run("print('Hello, World!')")
         print(result.stdout)
 
-Names provided by plugins (``DockerBackend``, ``is_docker_available``) resolve lazily through the
-plugin registry; a missing plugin gives an ImportError naming the extra to install.
+Names provided by plugins (``DockerBackend``) resolve lazily on first access; a missing plugin gives
+an ImportError naming the extra to install. ``from alphora.sandbox import *`` exports them only when
+their plugin is installed, so it works on a core-only install.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .errors import (
     StorageError,
     StorageNotFoundError,
 )
-from .plugins import hookimpl
+from .plugins import hookimpl, plugin_attr, plugin_installed
 from .types import (
     Attachment,
     BackendType,
@@ -105,14 +106,8 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     if name in _PLUGIN_NAMES:
-        modname, extra = _PLUGIN_NAMES[name]
-        try:
-            mod = importlib.import_module(modname)
-        except ImportError as exc:
-            raise ImportError(
-                f"{name} needs the {extra} plugin: pip install 'alphora-sandbox[{extra}]'", name=name
-            ) from exc
-        return getattr(mod, name)
+        module, extra = _PLUGIN_NAMES[name]
+        return plugin_attr(module, name, extra)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -123,7 +118,6 @@ __all__ = [
     "BackendType",
     "ConfigurationError",
     "ContainerError",
-    "DockerBackend",
     "DockerError",
     "ExecutionError",
     "ExecutionFailedError",
@@ -167,3 +161,6 @@ __all__ = [
     "hookimpl",
     "is_docker_available",
 ]
+
+# a star import resolves every name listed here: plugin names only when their plugin is installed
+__all__ += [name for name, (module, _) in _PLUGIN_NAMES.items() if plugin_installed(module)]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .plugins import install_hint
 from .types import ResourceLimits
 
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             mod = importlib.import_module(modname)
         except ImportError as exc:
-            hint = f": pip install 'alphora-sandbox[{extra}]'" if extra else ""
+            hint = f": {install_hint(extra)}" if extra else ""
             print(f"alphora-sandbox {argv[0]} is not available ({exc}){hint}", file=sys.stderr)
             return 2
         return int(mod.main(argv[1:]) or 0)

@@ -9,11 +9,16 @@ Environment switches:
 
 * ``ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD=1``: don't load entry-point plugins.
 * ``ALPHORA_SANDBOX_BLOCK_PLUGINS=a,b``: never register plugins with these names.
+
+It also holds the one rule for telling a user how to install an optional part
+(:func:`install_hint`) and for names that a plugin provides to the core's namespaces
+(:func:`plugin_attr`, :func:`plugin_installed`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import threading
@@ -38,7 +43,10 @@ __all__ = [
     "PluginRegistry",
     "get_registry",
     "hookimpl",
+    "install_hint",
     "make_plugin_manager",
+    "plugin_attr",
+    "plugin_installed",
     "set_registry",
 ]
 
@@ -55,6 +63,46 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "alphora.sandbox.builtin.security_checks",
     "alphora.sandbox.builtin.exporters",
 )
+
+
+#: extra of the ``alphora-sandbox`` distribution -> the plugin distribution in this repository that it adds
+PLUGIN_EXTRAS: dict[str, str] = {
+    "docker": "alphora-sandbox-docker",
+    "s3": "alphora-sandbox-s3",
+}
+
+
+def install_hint(extra: str) -> str:
+    """The install line for an optional part, in both forms a user may need.
+
+    The published form is ``pip install 'alphora-sandbox[EXTRA]'``. An extra that adds one of this
+    repository's plugins (:data:`PLUGIN_EXTRAS`) needs that plugin's path when the core came from a
+    source checkout, since pip cannot find the plugin on an index then. Other extras (``mcp``) only
+    add published packages, and the published form works for a checkout install too (pip keeps the
+    installed core and adds the extra's packages), so they get that one form.
+    """
+    published = f"pip install 'alphora-sandbox[{extra}]'"
+    plugin = PLUGIN_EXTRAS.get(extra)
+    if plugin is None:
+        return published
+    return f"{published}; from a source checkout: pip install ./packages/{plugin}"
+
+
+def plugin_installed(module: str) -> bool:
+    """True when the plugin's module can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def plugin_attr(module: str, name: str, extra: str) -> Any:
+    """``module.name`` from a plugin; an ImportError naming the cause and both install forms if it is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{name} needs the {extra} plugin ({exc}): {install_hint(extra)}", name=name) from exc
+    return getattr(mod, name)
 
 
 def _env_list(name: str) -> list[str]:
@@ -116,7 +164,7 @@ class PluginRegistry:
         try:
             return self.backends[key]
         except KeyError:
-            hint = " (install it with: pip install 'alphora-sandbox[docker]')" if key == "docker" else ""
+            hint = f" (install it with: {install_hint('docker')})" if key == "docker" else ""
             raise ConfigurationError(
                 f"unknown backend {key!r}{hint}; registered: {sorted(self.backends)}",
                 field="backend_type",
@@ -128,7 +176,7 @@ class PluginRegistry:
         try:
             return self.storages[key]
         except KeyError:
-            hint = " (install it with: pip install 'alphora-sandbox[s3]')" if key in ("s3", "minio") else ""
+            hint = f" (install it with: {install_hint('s3')})" if key in ("s3", "minio") else ""
             raise ConfigurationError(
                 f"unknown storage {key!r}{hint}; registered: {sorted(self.storages)}",
                 field="storage_type",

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..plugins import install_hint
 from ..rules import DEFAULT_IMAGE
 from ..types import ResourceLimits, SecurityPolicy
 from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, SandboxTools
@@ -239,7 +240,7 @@ def _mcp_problem() -> str | None:
     try:
         version = metadata.version("mcp")
     except metadata.PackageNotFoundError:
-        return "the MCP server needs the mcp SDK: pip install 'alphora-sandbox[mcp]'"
+        return f"the MCP server needs the mcp SDK: {install_hint('mcp')}"
     major = version.split(".", 1)[0]
     if not major.isdigit() or int(major) < 2:
         return f"the MCP server needs the mcp SDK 2.x, found {version}: pip install -U 'mcp>=2,<3'"
