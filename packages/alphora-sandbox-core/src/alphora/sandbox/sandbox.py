@@ -237,18 +237,30 @@ class Sandbox:
             try:
                 await self.backend.initialize()
                 await self.backend.start()
-            except BaseException:
+            except BaseException as exc:
                 self._status = SandboxStatus.ERROR
-                try:
-                    await self.backend.stop()
-                except Exception:
-                    log.warning("cleanup after failed start of %s failed", self.sandbox_id, exc_info=True)
+                await self._undo_failed_start(exc)
                 raise
             self._status = SandboxStatus.RUNNING
             self.started_at = datetime.now(timezone.utc)
             self._touch()
             self._audit("start")
         return self
+
+    async def _undo_failed_start(self, exc: BaseException) -> None:
+        """Stop what a failed start left behind. The start's own error is the one raised: a cleanup
+        failure with the same message (an unreachable engine fails both) adds nothing, and a
+        different one is attached to it as a note and logged in one line (traceback at DEBUG)."""
+        try:
+            await self.backend.stop()
+        except Exception as cleanup_exc:  # never masks the start's error
+            log.debug("cleanup after the failed start of %s failed", self.sandbox_id, exc_info=True)
+            if str(cleanup_exc) == str(exc):
+                return
+            note = f"cleaning up after the failed start of sandbox {self.sandbox_id} also failed: {cleanup_exc}"
+            log.warning("%s", note)
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(note)
 
     async def stop(self) -> None:
         """Stop the sandbox and everything running in it; keeps the workspace. Idempotent."""
