@@ -190,6 +190,15 @@ def test_exit_codes(home: Path, args: list[str], code: int) -> None:
     assert workspaces(home) == []
 
 
+@pytest.mark.parametrize("args", [["import subprocess"], ["--shell", "ls"]])
+def test_refused_by_the_policy_exits_126_in_one_line(home: Path, args: list[str]) -> None:
+    proc = cli(home, "run", "--policy", "strict", *args)
+    assert proc.returncode == 126
+    assert_short(proc.stderr, lines=1)
+    assert proc.stderr.startswith("alphora-sandbox: error: refused by security policy: ")
+    assert workspaces(home) == []
+
+
 def test_json_result_and_exit_code(home: Path) -> None:
     proc = cli(home, "run", "--json", "import sys; print('x'); sys.exit(5)")
     assert proc.returncode == 5

@@ -32,8 +32,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import attrs
+
 from .errors import ConfigurationError, SandboxError, SecurityViolationError
 from .plugins import install_hint
+from .rules import DEFAULT_IMAGE, resolve_timeout
 from .types import ExecutionStatus, ResourceLimits, SecurityPolicy
 
 if TYPE_CHECKING:
@@ -75,8 +78,6 @@ def _say(message: str) -> None:
 
 
 def _seconds(text: str) -> float:
-    from .rules import resolve_timeout
-
     try:
         value = float(text)
     except ValueError:
@@ -118,17 +119,23 @@ def _add_run(sub: Any) -> None:
     what.add_argument("--shell", metavar="COMMAND", help="run this shell command instead of Python")
     p.add_argument("--backend", default="local", help="backend name: local, isolated, docker, or a plugin's "
                                                       "(default: local)")
-    p.add_argument("--image", help="Docker image (with --backend docker; default: the spec's python:3.11-slim)")
+    p.add_argument("--image", help=f"Docker image (with --backend docker; default: {DEFAULT_IMAGE})")
     p.add_argument("--timeout", type=_seconds, default=limits.timeout_seconds,
                    help=f"seconds before the call is killed (default: {limits.timeout_seconds:g}); exit 124")
     p.add_argument("--memory-mb", type=_megabytes, default=limits.memory_mb,
                    help=f"memory limit in MB (default: {limits.memory_mb})")
+    p.add_argument("--policy", choices=sorted(_POLICIES), default="default",
+                   help="security policy: default, strict (no shell, subprocess or network modules), "
+                        "permissive (default: default); a refusal exits 126")
     p.add_argument("--network", action="store_true",
                    help="give the code a network (docker, isolated; the local backend never isolates it)")
     p.add_argument("--keep", action="store_true",
                    help="keep the workspace in a host directory and print its path")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of streaming")
     _debug_flag(p, argparse.SUPPRESS)
+
+
+_POLICIES = {"default": SecurityPolicy, "strict": SecurityPolicy.strict, "permissive": SecurityPolicy.permissive}
 
 
 def _version_text() -> str:
@@ -209,10 +216,8 @@ def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
         raise UsageError(f"--image is for --backend docker (the {ns.backend!r} backend runs no image)")
     # --network sets both switches the network rule (rules.network_allowed) asks for
     limits = ResourceLimits(timeout_seconds=ns.timeout, memory_mb=ns.memory_mb, network_enabled=ns.network)
-    policy = SecurityPolicy(allow_network=ns.network)
+    policy = attrs.evolve(_POLICIES[ns.policy](), allow_network=ns.network)
     if ns.backend == "docker":
-        from .rules import DEFAULT_IMAGE
-
         return Sandbox.create_docker(docker_image=ns.image or DEFAULT_IMAGE, resource_limits=limits,
                                      security_policy=policy, keep_workspace=ns.keep)
     return Sandbox.create(ns.backend, resource_limits=limits, security_policy=policy, keep_workspace=ns.keep)
