@@ -53,6 +53,7 @@ from ..errors import (
     PathTraversalError,
     SandboxNotRunningError,
 )
+from ..rules import resolve_timeout
 from ..session import PythonSession
 from ..types import Attachment, ExecutionResult, ExecutionStatus, FileInfo, ResourceUsage
 from . import source_frame
@@ -604,9 +605,9 @@ class RunnerSession(PythonSession):
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult:
+        timeout = resolve_timeout(timeout, self.backend.resource_limits)
         if self._closed:
             raise BackendError(f"session {self.name!r} is closed", sandbox_id=self.backend.sandbox_id)
-        timeout = float(timeout if timeout is not None else self.backend.resource_limits.timeout_seconds)
         async with self._lock:
             lost = False
             client = await self.backend._ready()
