@@ -341,6 +341,9 @@ class RunnerBackend(Backend):
     )
     #: seconds a timed-out session call gets to stop after KeyboardInterrupt before a restart
     session_grace: float = 2.0
+    #: the environment is a memory cgroup of its own, mounted at /sys/fs/cgroup (a container):
+    #: ``get_resource_usage().memory_mb`` is then its usage, else the PSS of the runner's processes
+    memory_cgroup: bool = False
 
     _client: RunnerClient | None = None
     _started: bool = False
@@ -391,7 +394,7 @@ class RunnerBackend(Backend):
         try:
             await client.start(
                 {"workspace": self._runner_workspace(), "env": self._runner_env(),
-                 "limits": self._runner_limits(), "preload": list(self.preload)},
+                 "limits": self._runner_limits(), "preload": list(self.preload), "memory_cgroup": self.memory_cgroup},
                 send_source=self.send_source, same_interpreter=self._same_interpreter(),
             )
         except BaseException as exc:

@@ -246,6 +246,7 @@ class Runner:
         self.workspace = os.getcwd()
         self.env: dict[str, str] = dict(os.environ)
         self.limits: dict[str, Any] = {}
+        self.memory_cgroup = False  # the sandbox is the memory cgroup at /sys/fs/cgroup (a container)
         self.cpu_sample: tuple[float, float] | None = None
         self.preload: list[str] = []
         #: a pre-forked child waiting for the next exec: (pid, ctl_w, out_r, err_r, in_w)
@@ -360,6 +361,7 @@ class Runner:
         if "env" in req:
             self.env = dict(req["env"])
         self.limits = dict(req.get("limits") or {})
+        self.memory_cgroup = bool(req.get("memory_cgroup"))
         self.use_spares = bool(req.get("spares", True))
         self._drop_spare()
         # imported one per idle loop turn after this reply, so the first call need not wait
@@ -862,9 +864,7 @@ class Runner:
         table = proc_table()
         me = os.getpid()
         pids = descendants(me, table) | {me}
-        page = os.sysconf("SC_PAGE_SIZE")
         tick = os.sysconf("SC_CLK_TCK")
-        rss = 0
         cpu = 0.0
         for pid in pids:
             try:
@@ -872,7 +872,6 @@ class Runner:
                     data = f.read()
                 fields = data[data.rfind(b")") + 2 :].split()
                 cpu += (int(fields[11]) + int(fields[12])) / tick
-                rss += int(fields[21]) * page
             except (OSError, IndexError, ValueError):
                 continue
         now = time.monotonic()
@@ -881,22 +880,86 @@ class Runner:
         percent = 0.0
         if prev is not None and now > prev[0]:
             percent = max(0.0, (cpu - prev[1]) / (now - prev[0]) * 100.0)
-        total = 0
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemTotal:"):
-                        total = int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-        limit = int(self.limits.get("memory_bytes") or 0) or total
+        found = cgroup_memory() if self.memory_cgroup else None
+        used, limit = found if found is not None else (sum(process_memory(pid) for pid in pids), 0)
+        limit = limit or int(self.limits.get("memory_bytes") or 0) or mem_total()
         try:
             disk = safefs.disk_usage(self.workspace)
         except OSError:
             disk = 0
-        return {"cpu_percent": percent, "memory_bytes": rss, "memory_percent": (rss / limit * 100) if limit else 0.0,
+        return {"cpu_percent": percent, "memory_bytes": used, "memory_percent": (used / limit * 100) if limit else 0.0,
                 "disk_bytes": disk, "process_count": len(pids)}
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+#: (usage, stat file, its inactive-file key, limit) of the memory cgroup seen at /sys/fs/cgroup: v2, v1
+CGROUP_MEMORY = (
+    ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file", "/sys/fs/cgroup/memory.max"),
+    ("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file",
+     "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def cgroup_memory() -> tuple[int, int] | None:
+    """(bytes used, limit or 0) of the memory cgroup mounted at /sys/fs/cgroup (a container's own):
+    its usage minus the inactive file cache the kernel can drop at once, which is what ``docker
+    stats`` shows. None when there is no readable memory cgroup."""
+    for usage_file, stat_file, inactive_key, limit_file in CGROUP_MEMORY:
+        try:
+            usage = int(_read(usage_file))
+        except (OSError, ValueError):
+            continue
+        inactive = 0
+        try:
+            for line in _read(stat_file).splitlines():
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    inactive = int(value)
+                    break
+        except (OSError, ValueError):
+            pass
+        try:
+            limit = int(_read(limit_file))
+        except (OSError, ValueError):  # "max": no limit
+            limit = 0
+        return max(usage - inactive, 0), (limit if 0 < limit < 1 << 60 else 0)
+    return None
+
+
+def process_memory(pid: int) -> int:
+    """The process's proportional set size (PSS): its private pages plus its share of the pages it
+    shares (a page shared by N processes counts 1/N in each), so summing over processes that fork
+    from one another counts every page once. Falls back to the resident set size."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[21]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def main() -> None:

@@ -282,3 +282,21 @@ class BackendContractTests:
             await py.close()
         gone = await backend.execute_code(marker + _SURVIVORS)
         assert gone.stdout == "[]\n", gone  # closing the session ends it
+
+    async def test_memory_usage_counts_each_page_once(self, backend: Backend) -> None:
+        py = await self._session(backend)
+        try:
+            await py.run("import os, time")
+            before = (await backend.get_resource_usage()).memory_mb
+            assert (await py.run("blob = b'x' * (100 << 20)")).success
+            grown = (await backend.get_resource_usage()).memory_mb - before
+            assert 90 <= grown <= 130, grown
+            # a forked child shares the 100 MB with the session (copy-on-write): still counted once
+            fork = await py.run("pid = os.fork()\nif pid == 0:\n    time.sleep(300)\n    os._exit(0)")
+            assert fork.success, fork
+            await asyncio.sleep(0.2)
+            shared = (await backend.get_resource_usage()).memory_mb - before
+            await py.run("os.kill(pid, 9)\nos.waitpid(pid, 0)")
+            assert 90 <= shared <= grown + 15, (grown, shared)
+        finally:
+            await py.close()
