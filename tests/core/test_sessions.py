@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from alphora.sandbox import ExecutionStatus, LocalBackend, OutputChunk, Sandbox
+from alphora.sandbox import ConfigurationError, ExecutionStatus, LocalBackend, OutputChunk, Sandbox
 from alphora.sandbox.runner.client import RunnerSession
 
 
@@ -90,6 +91,18 @@ async def test_timeout_interrupts_and_keeps_state(backend: LocalBackend) -> None
     assert "KeyboardInterrupt" in r.stderr
     assert (await py.run("x")).value == "1"
     await py.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 0, "5", math.nan, math.inf, True])
+async def test_a_bad_timeout_is_refused_and_nothing_runs(backend: LocalBackend, bad: object) -> None:
+    py = await backend.open_session()
+    try:
+        with pytest.raises(ConfigurationError, match="timeout must be a"):
+            await py.run("open('ran.txt', 'w').close()", timeout=bad)  # type: ignore[arg-type]
+        assert not (backend.workspace_path / "ran.txt").exists()
+        assert (await py.run("1 + 1")).value == "2"  # the session is fine
+    finally:
+        await py.close()
 
 
 async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: LocalBackend) -> None:
