@@ -114,11 +114,21 @@ async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: 
     assert time.monotonic() - t0 < 0.5 + backend.session_grace + 1.0
     assert r.status is ExecutionStatus.TIMEOUT
     assert r.state_lost
-    assert "state was lost" in r.error
+    assert r.error == (f"execution timed out after 0.5s; the cell did not stop within {backend.session_grace:g}s of "
+                       "KeyboardInterrupt; the session was restarted and its state was lost")
     r = await py.run("x")
     assert r.status is ExecutionStatus.FAILED
     assert "NameError" in r.error
     assert (await py.run("1 + 1")).value == "2"
+    await py.close()
+
+
+async def test_a_cell_that_dies_on_the_interrupt_says_so(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    r = await py.run("import os, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    os._exit(4)", timeout=0.5)
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert r.state_lost
+    assert r.error == "execution timed out after 0.5s; the session's Python process died (exit code 4); state was lost"
     await py.close()
 
 

@@ -641,9 +641,13 @@ class RunnerSession(PythonSession):
         error = str(done.get("error") or "")
         if done.get("timed_out"):
             status = ExecutionStatus.TIMEOUT
-            error = f"execution timed out after {timeout:g}s" + (
-                "; the session was restarted and its state was lost" if done.get("state_lost")
-                else " (interrupted with KeyboardInterrupt; the session's state is kept)")
+            killed = int(done.get("killed") or 0)
+            if done.get("state_lost"):  # the runner says why: the cell ignored the interrupt, or it died
+                error = f"execution timed out after {timeout:g}s; {error}"
+            else:
+                ended = f" after killing the {killed} process{'es' if killed > 1 else ''} it started" if killed else ""
+                error = (f"execution timed out after {timeout:g}s (interrupted with KeyboardInterrupt{ended}; "
+                         "the session's state is kept)")
         elif done.get("ok"):
             status = ExecutionStatus.SUCCESS
         else:

@@ -796,7 +796,7 @@ class Runner:
                     continue
                 left = sess.grace
             elif sess.interrupted_at is not None and now >= sess.interrupted_at + sess.grace:
-                self._session_lost(sess, f"timed out after {sess.timeout:g}s and did not stop on interrupt; "
+                self._session_lost(sess, f"the cell did not stop within {sess.grace:g}s of KeyboardInterrupt; "
                                          "the session was restarted and its state was lost")
                 continue
             else:
