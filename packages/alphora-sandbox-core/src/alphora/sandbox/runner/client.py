@@ -19,6 +19,8 @@ Hooks you may override:
 * ``_runner_env()``: the minimal base environment of user code inside the environment.
 * ``_runner_limits()``: rlimits applied to every call (see docs/runner.md).
 * ``_stop_environment()``: called by ``stop()`` after the runner is gone (e.g. stop a container).
+* ``memory_cgroup`` (attribute): True if the environment is a container with a memory cgroup of
+  its own at /sys/fs/cgroup; ``get_resource_usage()`` then reports that cgroup (docs/runner.md).
 * ``send_source``: set False if your runner is started some other way (``python -m
   alphora.sandbox.runner.server``) and needs no bootstrap.
 
