@@ -93,6 +93,19 @@ async def test_timeout_interrupts_and_keeps_state(backend: LocalBackend) -> None
     await py.close()
 
 
+async def test_a_timeout_leaves_earlier_children_to_the_code_that_waits_for_them(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    try:
+        assert (await py.run("import os\npid = os.fork()\nif pid == 0:\n    os._exit(7)")).success
+        r = await py.run("import subprocess, time\np = subprocess.Popen(['sleep', '300'])\ntime.sleep(60)", timeout=1)
+        assert r.status is ExecutionStatus.TIMEOUT
+        assert not r.state_lost
+        # the timed-out cell's process was reaped for it; the earlier child is still the user's to wait for
+        assert (await py.run("p.returncode, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])")).value == "(-9, 7)"
+    finally:
+        await py.close()
+
+
 @pytest.mark.parametrize("bad", [-1, 0, "5", math.nan, math.inf, True])
 async def test_a_bad_timeout_is_refused_and_nothing_runs(backend: LocalBackend, bad: object) -> None:
     py = await backend.open_session()

@@ -362,6 +362,7 @@ class Kernel:
         self.count = 0
         self.in_cell = False
         self.interrupted = False  # a SIGINT came: the runner may have killed processes to reap
+        self.keep: set[tuple[int, int]] = set()  # (pid, start time) of the children from before the cell
         self.figures: list[tuple[str, bytes]] = []
         self.patched = False
 
@@ -371,21 +372,22 @@ class Kernel:
             raise KeyboardInterrupt
 
     def _reap(self) -> None:
-        """Reap exited children (the processes the runner killed on a timeout, orphans adopted by
-        this subreaper) and give their status to the ``Popen`` objects of user code that own them,
-        which could no longer wait for it."""
+        """Reap the exited children that the cell started (the processes the runner killed on its
+        timeout, with the orphans this subreaper adopted) and give their status to the ``Popen``
+        objects of user code that own them, which could no longer wait for it. Children from
+        before the cell are left to whoever waits for them."""
         self.interrupted = False
+        me = os.getpid()
         reaped: dict[int, int] = {}
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            except InterruptedError:
+        for pid, (ppid, _, _, start) in proc_table().items():
+            if ppid != me or (pid, start) in self.keep:
                 continue
-            if pid == 0:
-                break
-            reaped[pid] = os.waitstatus_to_exitcode(status)
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                reaped[pid] = os.waitstatus_to_exitcode(status)
         owners = tuple(cls for cls in (getattr(sys.modules.get(mod), "Popen", None) for mod in
                                        ("subprocess", "multiprocessing.popen_fork")) if isinstance(cls, type))
         if not reaped or not owners:
@@ -421,7 +423,9 @@ class Kernel:
                 return
             if self.interrupted:  # an interrupt that came too late for its cell
                 self._reap()
-            write_all(4, encode({"ev": "started", "keep": own_children()}))
+            keep = own_children()
+            self.keep = {(pid, start) for pid, start in keep}
+            write_all(4, encode({"ev": "started", "keep": keep}))
             reply = self.run_cell(req["code"])
             if self.interrupted:  # the cell timed out: reap what the runner killed
                 self._reap()
