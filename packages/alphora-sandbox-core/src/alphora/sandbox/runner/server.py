@@ -166,7 +166,6 @@ def required(req: dict[str, Any], key: str, kind: Callable[[Any], Any]) -> Any:
     return kind(req[key])
 
 
-
 class Stream:
     """One output pipe of a call or session: capped, decoded incrementally."""
 
