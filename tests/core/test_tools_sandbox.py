@@ -449,8 +449,8 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
     box = Sandbox.create_local(base_path=tmp_path / "pkg")
     await box.start()
     try:
-        box.set_env("PIP_NO_INDEX", "1")
-        box.set_env("PIP_FIND_LINKS", str(wheels))
+        await box.set_env("PIP_NO_INDEX", "1")
+        await box.set_env("PIP_FIND_LINKS", str(wheels))
         tools = SandboxTools(box)
         assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is False
         installed = await tools.install_pip_package("alphora_tool_probe", "0.1.0")

@@ -144,12 +144,15 @@ class Sandbox:
             )
         self.backend = backend
         self._env: dict[str, str] = {}
-        if env_vars:
-            self.set_env_vars(env_vars)
+        for key, value in dict(env_vars or {}).items():
+            self._put_env(key, value)
         self._status = SandboxStatus.CREATED
         self._lock = asyncio.Lock()
         self.created_at = datetime.now(timezone.utc)
         self.started_at: datetime | None = None
+        self.stopped_at: datetime | None = None
+        #: calls of execute_code/run, execute_file and execute_shell (as the original counts them)
+        self.execution_count = 0
         self.last_activity = time.time()
         self.audit_events: list[dict[str, Any]] = []
 
@@ -262,6 +265,7 @@ class Sandbox:
                 self._status = SandboxStatus.ERROR
                 raise
             self._status = SandboxStatus.STOPPED
+            self.stopped_at = datetime.now(timezone.utc)
             self._audit("stop")
 
     async def restart(self) -> Sandbox:
@@ -279,6 +283,7 @@ class Sandbox:
                 await self.backend.destroy()
             finally:
                 self._status = SandboxStatus.DESTROYED
+                self.stopped_at = self.stopped_at or datetime.now(timezone.utc)
                 self._audit("destroy")
 
     async def health_check(self) -> bool:
@@ -372,6 +377,7 @@ class Sandbox:
         """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception)."""
         self._require_running()
         await self._check("python", content=code)
+        self.execution_count += 1
         return await self._run(self._request("python", timeout, env, code=code), on_output)
 
     async def execute_file(self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None, *,
@@ -388,6 +394,7 @@ class Sandbox:
             source = (await self.backend.read_bytes(rel)).decode("utf-8", "replace")
             await self._check("python", content=source)
         argv = (rel, *(str(a) for a in (args or ())))
+        self.execution_count += 1
         return await self._run(self._request("file", timeout, env, argv=argv), on_output)
 
     async def execute_shell(self, command: str, timeout: float | None = None, *,
@@ -396,6 +403,7 @@ class Sandbox:
         """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``)."""
         self._require_running()
         await self._check("shell", content=command)
+        self.execution_count += 1
         return await self._run(self._request("shell", timeout, env, code=command), on_output)
 
     def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
@@ -643,26 +651,39 @@ class Sandbox:
 
     # -- environment variables -------------------------------------------------------------------
 
-    def set_env(self, key: str, value: str) -> None:
-        """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
+    @staticmethod
+    def _check_env(key: str, value: str) -> None:
         if not isinstance(key, str) or not key or key[0].isdigit() or not set(key) <= _ENV_KEY_OK:
             raise ConfigurationError(f"invalid environment variable name {key!r}", field="key", value=key)
         if not isinstance(value, str) or "\0" in value:
             raise ConfigurationError(f"invalid value for {key}: must be a string without NUL", field=key, value=value)
+
+    def _put_env(self, key: str, value: str) -> None:
+        self._check_env(key, value)
         self._env[key] = value
 
-    def get_env(self, key: str, default: str | None = None) -> str | None:
+    async def set_env(self, key: str, value: str) -> None:
+        """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
+        self._put_env(key, value)
+
+    async def get_env(self, key: str, default: str | None = None) -> str | None:
+        """A variable set with set_env / set_env_vars / ``env_vars=`` (never the host's)."""
         return self._env.get(key, default)
 
-    def set_env_vars(self, env_vars: Mapping[str, str]) -> None:
-        for k, v in dict(env_vars).items():
-            self.set_env(k, v)
+    async def set_env_vars(self, env_vars: Mapping[str, str]) -> None:
+        """Set several variables; all are checked before any is set."""
+        pairs = dict(env_vars)
+        for k, v in pairs.items():
+            self._check_env(k, v)
+        self._env.update(pairs)
 
-    def unset_env(self, key: str) -> bool:
+    async def unset_env(self, key: str) -> bool:
+        """Remove a variable; False when it was not set."""
         return self._env.pop(key, None) is not None
 
     @property
     def env_vars(self) -> dict[str, str]:
+        """A copy of the variables set for this sandbox (synchronous, for code that can't await)."""
         return dict(self._env)
 
     # -- monitoring ------------------------------------------------------------------------------
@@ -671,30 +692,37 @@ class Sandbox:
         self._require_running()
         return await self.backend.get_resource_usage()
 
-    def get_status(self) -> dict[str, Any]:
-        uptime = (datetime.now(timezone.utc) - self.started_at).total_seconds() \
-            if self.started_at and self._status is SandboxStatus.RUNNING else 0.0
+    async def get_status(self) -> dict[str, Any]:
+        """The original's status dict (sandbox_id, name, status, backend_type, is_running,
+        workspace_path, created_at, started_at, execution_count) plus uptime_seconds and last_activity."""
+        running = self._status is SandboxStatus.RUNNING
+        uptime = (datetime.now(timezone.utc) - self.started_at).total_seconds() if self.started_at and running else 0.0
         return {
             "sandbox_id": self.sandbox_id,
             "name": self.name,
             "status": self._status.value,
             "backend_type": self.backend_type,
-            "running": self.is_running,
+            "is_running": running,
             "workspace_path": str(self.workspace_path),
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "execution_count": self.execution_count,
             "uptime_seconds": round(uptime, 3),
             "last_activity": self.last_activity,
         }
 
-    def get_info(self) -> SandboxInfo:
+    async def get_info(self) -> SandboxInfo:
+        """Everything about the sandbox as a :class:`SandboxInfo`."""
         return SandboxInfo(
             sandbox_id=self.sandbox_id, name=self.name, backend_type=self.backend_type, status=self._status,
             workspace_path=str(self.workspace_path), created_at=self.created_at, started_at=self.started_at,
-            resource_limits=self.resource_limits, security_policy=self.security_policy,
-            metadata={"env_vars": sorted(self._env)},
+            stopped_at=self.stopped_at, resource_limits=self.resource_limits, security_policy=self.security_policy,
+            execution_count=self.execution_count, metadata={"env_vars": sorted(self._env)},
         )
 
     def __repr__(self) -> str:
-        return f"<Sandbox {self.sandbox_id} {self.backend_type} {self._status.value}>"
+        named = f" name={self.name!r}" if self.name != self.sandbox_id else ""
+        return f"<Sandbox {self.sandbox_id}{named} {self.backend_type} {self._status.value}>"
 
 
 class _CheckedSession(PythonSession):
