@@ -44,6 +44,7 @@ from .session import PythonSession
 from .types import (
     BackendType,
     ExecutionResult,
+    ExecutionStatus,
     FileInfo,
     PackageInfo,
     ResourceLimits,
@@ -71,6 +72,23 @@ _PIP_TIMEOUT = 600.0
 #: workspace paths save_workspace skips by default
 DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = (".venv", ".venv/*", "__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+#: run in the sandbox: where distribution NAME is found and whether that is the sandbox's own
+#: environment (its venv or its user site) or the base one (base interpreter, image)
+_LOCATE_DISTRIBUTION = """\
+import importlib.metadata as m, json, os, site, sys, sysconfig
+own = set()
+if sys.prefix != sys.base_prefix:
+    own.update(os.path.realpath(sysconfig.get_path(k)) for k in ("purelib", "platlib"))
+if site.ENABLE_USER_SITE:
+    own.add(os.path.realpath(site.getusersitepackages()))
+try:
+    d = m.distribution(NAME)
+except m.PackageNotFoundError:
+    print("null")
+else:
+    where = os.path.realpath(str(d.locate_file("")))
+    print(json.dumps({"name": d.metadata["Name"], "version": d.version, "location": where, "own": where in own}))
+"""
 
 
 def _validate_requirement(package: str, version: str | None = None) -> str:
@@ -616,20 +634,49 @@ class Sandbox:
         return await self._pip(["install", "--", *reqs])
 
     async def uninstall_package(self, package: str) -> ExecutionResult:
+        """pip-uninstall a package the sandbox installed. A package that is not installed, or that
+        comes from the sandbox's base environment (the base interpreter's site-packages with
+        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
         name = Requirement(_validate_requirement(package)).name
+        self._require_running()
+        await self._check("package", content=f"uninstall {name}")
+        started = time.monotonic()
+        found = await self._locate_distribution(name)
+        if found is None:
+            return self._refused(f"{name} is not installed in the sandbox, nothing to uninstall", started)
+        if not found["own"]:
+            return self._refused(
+                f"{found['name']} {found['version']} is not in the sandbox's own environment: it comes from "
+                f"{found['location']}, the sandbox's base environment, which the sandbox cannot change; "
+                "only packages installed into the sandbox can be uninstalled", started)
         return await self._pip(["uninstall", "-y", "--", name])
 
+    def _refused(self, message: str, started: float) -> ExecutionResult:
+        self._audit("pip_refused", message=message)
+        return ExecutionResult(status=ExecutionStatus.FAILED, stderr=message + "\n", return_code=1, error=message,
+                               execution_time=time.monotonic() - started)
+
+    async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
+        """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
+        own environment (its venv, or its user site) rather than the base environment."""
+        result = await self._python_internal(_LOCATE_DISTRIBUTION.replace("NAME", repr(name)))
+        if not result.success:
+            raise PackageError(f"could not look up {name}: {result.stderr.strip()[-500:]}", package=name)
+        found: dict[str, Any] | None = json.loads(result.stdout)
+        return found
+
     async def list_packages(self) -> list[PackageInfo]:
-        """Packages importable in the sandbox's Python."""
-        code = ("import importlib.metadata as m, json\n"
-                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version) for d in m.distributions()"
-                " if d.metadata['Name']})))")
+        """The distributions sandbox code can import (its own and, if visible, its base environment's)."""
+        code = ("import importlib.metadata as m, json, os\n"
+                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version, os.path.realpath(str(d.locate_file(''))))"
+                " for d in m.distributions() if d.metadata['Name']})))")
         result = await self._python_internal(code)
         if not result.success:
             raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
-        return [PackageInfo(name=n, version=v) for n, v in json.loads(result.stdout)]
+        return [PackageInfo(name=n, version=v, location=loc) for n, v, loc in json.loads(result.stdout)]
 
     async def package_installed(self, package: str) -> bool:
+        """True when sandbox code can import distribution ``package``."""
         name = Requirement(_validate_requirement(package)).name
         code = ("import importlib.metadata as m, sys\n"
                 f"try:\n    m.version({name!r})\nexcept m.PackageNotFoundError:\n    sys.exit(1)")
