@@ -20,6 +20,7 @@ from alphora.sandbox import (
     SandboxManager,
     SandboxNotFoundError,
     SandboxStatus,
+    SecurityPolicy,
 )
 from alphora.sandbox.manager import SandboxLimitError
 
@@ -277,3 +278,11 @@ async def test_get_status(tmp_path: Path) -> None:
         infos = await manager.list_info()
         assert [(i.name, i.status) for i in infos] == [("s1", SandboxStatus.RUNNING), ("s2", SandboxStatus.STOPPED)]
     assert (await manager.get_status())["sandbox_count"] == 0
+
+
+def test_the_originals_argument_names_are_accepted_once(tmp_path: Path) -> None:
+    limits, policy = ResourceLimits(timeout_seconds=7), SecurityPolicy(allow_shell=False)
+    manager = SandboxManager(base_path=tmp_path, default_limits=limits, default_policy=policy)
+    assert (manager.resource_limits, manager.security_policy) == (limits, policy)
+    with pytest.raises(ConfigurationError, match="resource_limits or default_limits, not both"):
+        SandboxManager(base_path=tmp_path, resource_limits=limits, default_limits=limits)

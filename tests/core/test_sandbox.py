@@ -179,3 +179,10 @@ async def test_list_files_hides_the_backends_own_entries(local_sandbox: Sandbox)
     assert top == {"a.py", ".config", ".config/settings.json"}
     await local_sandbox.run("import os; open(os.path.join(os.environ['TMPDIR'], 'scratch'), 'w').write('s')")
     assert [f.path for f in await local_sandbox.list_files(".tmp")] == [".tmp/scratch"]
+
+
+def test_repr_shows_a_name_that_differs_from_the_id(tmp_path: Path) -> None:
+    named = Sandbox.create_local(base_path=tmp_path, sandbox_id="abc123", name="worker-1")
+    assert repr(named) == "<Sandbox abc123 name='worker-1' local created>"
+    anonymous = Sandbox.create_local(base_path=tmp_path)
+    assert repr(anonymous) == f"<Sandbox {anonymous.sandbox_id} local created>"
