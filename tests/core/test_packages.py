@@ -208,7 +208,7 @@ def _base_in(python: str, *, cwd: Path) -> str:
     code = ("import sys\n"
             f"sys.path[:0] = [{src!r}, *{[p for p in sys.path if p.endswith('site-packages')]!r}]\n"
             "from alphora.sandbox.builtin._python_env import base_interpreter\nprint(base_interpreter())")
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
+    proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -217,7 +217,9 @@ def test_the_base_interpreter_is_found_inside_and_outside_a_venv(tmp_path: Path)
     base = base_interpreter()
     assert sys.prefix != sys.base_prefix, "the suite runs in a venv (nox's virtualenv, or .venv)"
     assert not base.startswith(sys.prefix + "/")
-    assert os.path.realpath(base) == os.path.realpath(sys.executable)  # the venv's python is a link to it
+    probe = "import sys; print(sys.version, sys.prefix == sys.base_prefix)"
+    out = subprocess.run([base, "-I", "-c", probe], capture_output=True, text=True, timeout=60).stdout
+    assert out == f"{sys.version} True\n"  # the same Python, outside any venv
     # outside any venv: the interpreter itself
     assert _base_in(base, cwd=tmp_path) == base
     # a venv made from inside a venv (python -m venv run by the venv's python)
