@@ -195,6 +195,29 @@ async def test_system_site_packages_shows_the_base_interpreters_packages(backend
         await again.destroy()
 
 
+@pytest.mark.parametrize("backend", LOCAL_TIERS)
+async def test_links_planted_in_the_venv_never_lead_the_host_outside_the_workspace(backend: str, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.txt").write_text("host data\n")
+    (host / "_alphora_host_site.pth").write_text("host data\n")
+    async with _sandbox(backend, tmp_path / "sb") as sandbox:
+        sandbox.keep_workspace = True
+        ver = (await sandbox.run("import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")).stdout.strip()
+        # sandbox code swaps parts of its venv for links to files of the host
+        r = await sandbox.execute_shell(
+            f"ln -s {host / 'secret.txt'} .venv/.pyvenv.cfg.planted && ln -s {host / 'secret.txt'} .venv/pyvenv.cfg.tmp"
+            f" && rm -rf .venv/lib/{ver}/site-packages && ln -s {host} .venv/lib/{ver}/site-packages")
+        assert r.success, r.stderr
+    # the next start rewrites pyvenv.cfg (the option changed) and looks for an old .pth to remove
+    async with Sandbox.create(backend, base_path=tmp_path / "sb", sandbox_id=sandbox.sandbox_id,
+                              backend_options={"system_site_packages": True}) as again:
+        assert (await again.run("print('ok')")).stdout == "ok\n"
+        await again.destroy()
+    assert sorted(p.name for p in host.iterdir()) == ["_alphora_host_site.pth", "secret.txt"]
+    assert (host / "secret.txt").read_text() == (host / "_alphora_host_site.pth").read_text() == "host data\n"
+
+
 async def test_the_option_must_be_a_boolean(tmp_path: Path) -> None:
     from alphora.sandbox import ConfigurationError
 

@@ -159,17 +159,16 @@ class SandboxVenv:
             raise BackendError(f"{self.path} exists and was not created by alphora-sandbox; the sandbox keeps its "
                                "packages there: rename or remove it")
         if self.path.exists():
-            if os.path.realpath(self.python) == os.path.realpath(self.base):
-                self._sync()
+            if os.path.realpath(self.python) == os.path.realpath(self.base) and self._sync():
                 return
-            log.warning("the sandbox environment %s was made from another interpreter than %s; recreating it "
-                        "(packages installed into it must be installed again)", self.path, self.base)
+            log.warning("the sandbox environment %s was changed or made from another interpreter than %s; "
+                        "recreating it (packages installed into it must be installed again)", self.path, self.base)
             shutil.rmtree(self.path)
         self._create()
 
     def _create(self) -> None:
-        # built next to its final place and renamed: a concurrent start on the same workspace sees
-        # either no venv or a complete one
+        # built next to its place (the workspace root: sandbox code cannot swap it for a symlink) and
+        # renamed: a concurrent start on the same workspace sees either no venv or a complete one
         tmp = Path(tempfile.mkdtemp(prefix=".venv-", dir=self.path.parent))
         try:
             tmp.chmod(0o755)
@@ -193,19 +192,31 @@ class SandboxVenv:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _sync(self) -> None:
+    def _sync(self) -> bool:
+        """Set the system-site flag and drop the legacy .pth; False if the venv was tampered with.
+
+        Sandbox code can change files in the venv: nothing here follows a symlink it planted."""
         cfg = self.path / "pyvenv.cfg"
+        try:
+            fd = os.open(cfg, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        with os.fdopen(fd, encoding="utf-8") as f:
+            lines = f.read().splitlines()
         want = "true" if self.system_site_packages else "false"
-        lines = cfg.read_text(encoding="utf-8").splitlines()
         new = [f"include-system-site-packages = {want}"
                if line.partition("=")[0].strip().lower() == "include-system-site-packages" else line
                for line in lines]
         if new != lines:
-            tmp = cfg.with_name("pyvenv.cfg.tmp")
-            tmp.write_text("\n".join(new) + "\n", encoding="utf-8")
+            fd, tmp = tempfile.mkstemp(prefix=".pyvenv.cfg.", dir=self.path)  # a new file, never a planted one
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(new) + "\n")
             os.replace(tmp, cfg)
+        inside = os.path.realpath(self.path) + "/"
         for legacy in self.path.glob(f"lib/python*/site-packages/{_LEGACY_PTH}"):
-            legacy.unlink()
+            if os.path.realpath(legacy).startswith(inside):
+                legacy.unlink()
+        return True
 
 
 def host_pip_root() -> str | None:
