@@ -574,7 +574,7 @@ class Sandbox:
                              exclude: Sequence[str] = DEFAULT_PERSIST_EXCLUDE) -> list[str]:
         """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
         return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (the local
-        backend's lazily built ``.venv`` by default: rebuild it with install_requirements)."""
+        local backends' ``.venv`` by default: rebuild it with install_requirements)."""
         from .storage.persist import save_workspace
 
         self._require_running()
