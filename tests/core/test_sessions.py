@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import time
 from collections.abc import AsyncIterator
@@ -240,8 +239,15 @@ async def test_output_cap_in_session(tmp_path: Path) -> None:
         await b.stop()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed")
-async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> None:
+@pytest.mark.slow
+@pytest.mark.network
+async def test_matplotlib_figures_come_back_as_png(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_local(base_path=tmp_path)
+    await sandbox.start()
+    # the sandbox has its own environment: matplotlib is installed into it, as docs/sessions.md says
+    installed = await sandbox.install_package("matplotlib")
+    assert installed.success, installed.stderr[-2000:]
+    backend = sandbox.backend
     py = await backend.open_session()
     assert isinstance(py, RunnerSession)
     r = await py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
@@ -258,6 +264,7 @@ async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> Non
     r = await py.run("1 + 1")
     assert r.attachments == ()
     await py.close()
+    await sandbox.destroy()
 
 
 @pytest.mark.parametrize(("script", "expected"), [

@@ -193,8 +193,8 @@ async def test_package_queries_and_invalid_names(tools: SandboxTools) -> None:
     assert listed["success"] is True
     assert listed["count"] == len(listed["packages"])
     names = {p["name"].lower() for p in listed["packages"]}
-    assert "attrs" in names  # the host environment is visible read-only to the local sandbox
-    assert (await tools.check_package_installed("attrs"))["installed"] is True
+    assert "attrs" not in names  # installed for the agent (this test), not in the sandbox's environment
+    assert (await tools.check_package_installed("attrs"))["installed"] is False
     assert (await tools.check_package_installed("surely-not-installed-pkg"))["installed"] is False
     for bad in ("-r /etc/passwd", "requests; rm -rf /", "--index-url=http://evil"):
         _assert_error(await tools.install_pip_package(bad), "package_error")
@@ -449,8 +449,8 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
     box = Sandbox.create_local(base_path=tmp_path / "pkg")
     await box.start()
     try:
-        box.set_env("PIP_NO_INDEX", "1")
-        box.set_env("PIP_FIND_LINKS", str(wheels))
+        await box.set_env("PIP_NO_INDEX", "1")
+        await box.set_env("PIP_FIND_LINKS", str(wheels))
         tools = SandboxTools(box)
         assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is False
         installed = await tools.install_pip_package("alphora_tool_probe", "0.1.0")

@@ -203,8 +203,8 @@ class Backend(abc.ABC):
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:
         """argv prefix and extra env that run pip *inside the sandbox's own Python environment*.
 
-        Package management never touches the host's environment: a backend that shares the host's
-        interpreter (local) creates its own environment here, lazily, on first use."""
+        Package management never touches the host's environment: the local backends run on the
+        workspace's own venv (made when they start) and return pip for that venv."""
         return [self.python, "-m", "pip"], {}
 
     # -- files (workspace-relative, already normalised) ------------------------------------------

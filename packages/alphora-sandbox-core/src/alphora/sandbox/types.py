@@ -383,8 +383,11 @@ class SandboxInfo:
     workspace_path: str
     created_at: datetime
     started_at: datetime | None = None
+    stopped_at: datetime | None = None
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
     security_policy: SecurityPolicy = attrs.field(factory=SecurityPolicy)
+    #: code executions so far (execute_code/run, execute_file, execute_shell)
+    execution_count: int = 0
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -396,7 +399,9 @@ class SandboxInfo:
             "workspace_path": self.workspace_path,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
+            "stopped_at": self.stopped_at.isoformat() if self.stopped_at else None,
             "resource_limits": attrs.asdict(self.resource_limits),
             "security_policy": attrs.asdict(self.security_policy),
+            "execution_count": self.execution_count,
             "metadata": dict(self.metadata),
         }

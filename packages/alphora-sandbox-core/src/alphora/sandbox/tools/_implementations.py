@@ -146,18 +146,18 @@ class ToolImplementations:
         return {"success": True, "package": package, "installed": await self.sandbox.package_installed(package)}
 
     async def _tool_set_environment_variable(self, key: str, value: str) -> dict[str, Any]:
-        self.sandbox.set_env(key, value)
+        await self.sandbox.set_env(key, value)
         return {"success": True, "key": key}
 
     async def _tool_get_environment_variable(self, key: str) -> dict[str, Any]:
-        value = self.sandbox.get_env(key)
+        value = await self.sandbox.get_env(key)
         return {"success": True, "key": key, "value": value, "is_set": value is not None}
 
     async def _tool_get_sandbox_status(self) -> dict[str, Any]:
         limits, policy = self.sandbox.resource_limits, self.sandbox.security_policy
         return {
             "success": True,
-            **self.sandbox.get_status(),
+            **(await self.sandbox.get_status()),
             "limits": {
                 "timeout_seconds": self.max_timeout,
                 "memory_mb": limits.memory_mb,
