@@ -161,3 +161,42 @@ def test_max_timeout_must_be_a_finite_positive_number(tmp_path: Path, bad: Any) 
     """A NaN cap would make every comparison false and let any timeout through."""
     with pytest.raises(ConfigurationError, match="max_timeout"):
         SandboxTools(Sandbox.create_local(base_path=tmp_path), max_timeout=bad)
+
+
+# -- the limits a model's numbers are checked against are finite too -----------------------------
+
+
+@pytest.mark.parametrize("field", ["timeout_seconds", "cpu_cores"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_resource_limits_refuse_non_finite_numbers(field: str, bad: float) -> None:
+    """A NaN timeout_seconds would be no timeout at all, and no cap on what a model asks for."""
+    with pytest.raises(ValueError, match=f"{field} must be a finite number > 0"):
+        ResourceLimits(**{field: bad})
+
+
+def test_security_policy_refuses_a_nan_file_size_cap() -> None:
+    from alphora.sandbox import SecurityPolicy
+
+    with pytest.raises(ValueError, match="max_file_size_mb must be a finite number > 0"):
+        SecurityPolicy(max_file_size_mb=float("nan"))
+
+
+def test_a_yaml_nan_limit_is_a_configuration_error() -> None:
+    import yaml
+
+    from alphora.sandbox import SandboxConfig
+
+    with pytest.raises(ConfigurationError, match=r"\$\.resource_limits\.timeout_seconds: .*finite"):
+        SandboxConfig.from_dict(yaml.safe_load("resource_limits:\n  timeout_seconds: .nan\n"))
+
+
+@pytest.mark.parametrize("command", [["run", "print(1)"], ["mcp"]])
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1", "0"])
+def test_the_cli_refuses_a_non_finite_timeout(command: list[str], bad: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "alphora.sandbox.cli", *command[:1], "--timeout", bad, *command[1:]],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"argument --timeout: must be a finite positive number of seconds, got '{bad}'" in done.stderr

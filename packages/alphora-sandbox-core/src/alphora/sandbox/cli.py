@@ -21,7 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigurationError
+from .rules import resolve_timeout
 from .types import ResourceLimits
+
+
+def seconds_argument(text: str) -> float:
+    """argparse type of ``--timeout``: a finite positive number of seconds (``float`` alone takes
+    ``nan`` and ``inf``, which would disable the timeout)."""
+    try:
+        return resolve_timeout(float(text), ResourceLimits())
+    except (ValueError, ConfigurationError) as exc:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number of seconds, got {text!r}") from exc
 
 
 def _add_run(sub: Any) -> None:
@@ -32,7 +43,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("args", nargs="*", help="arguments for --file (after --)")
     p.add_argument("--backend", default="local", help="backend name (local, docker, or a plugin's)")
     p.add_argument("--image", default="python:3.11-slim", help="Docker image (docker backend)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds before the call is killed")
+    p.add_argument("--timeout", type=seconds_argument, default=30.0, help="seconds before the call is killed")
     p.add_argument("--memory-mb", type=int, default=512)
     p.add_argument("--network", action="store_true", help="allow network access (docker backend)")
     p.add_argument("--keep", action="store_true", help="keep the workspace (print its path)")
