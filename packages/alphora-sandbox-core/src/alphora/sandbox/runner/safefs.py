@@ -19,6 +19,7 @@ Public API::
     disk_usage(root) -> int                            # bytes of regular files under root
     rmtree(path) -> bool                               # a host directory tree (destroy's workspace)
     length_problem(rel) -> str | None                  # why a path is over the limits below
+    shorten(path) -> str                               # a path cut in the middle, for messages
 
 Entry dicts have ``name, path, size, is_dir, is_symlink, mtime, mode``.
 
@@ -41,6 +42,8 @@ Errors:
   device) where a regular file is needed.
 * ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``FileExistsError``.
 * :class:`TooLarge` (an ``OSError`` with ``errno.EFBIG``) when ``max_size`` is exceeded.
+* ``OSError`` ``ENAMETOOLONG`` for a path over the limits, ``ESTALE`` for a walk whose directory
+  was moved away (the message says which; the path in it is cut in the middle by :func:`shorten`).
 
 Symlinks are never followed. ``remove`` deletes a symlink itself (that cannot touch its
 target); every other operation refuses a symlink anywhere in its path.
