@@ -383,7 +383,10 @@ async def test_a_model_cannot_extend_the_timeout_past_the_sandbox_limit(tmp_path
         assert tools.max_timeout == 5
         refused = await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 3600})
         message = _assert_error(refused, "invalid_arguments")
-        assert "must be at most 5 seconds (this sandbox's limit), got 3600" in message
+        assert "argument 'timeout' must be greater than 0 and at most 5, got 3600" in message
+        assert "at most 5 (this sandbox's limit); omit it to use the limit" in message
+        (schema,) = [t["input_schema"] for t in tools.get_anthropic_tools(include=["run_python_code"])]
+        assert schema["properties"]["timeout"]["maximum"] == 5  # the model sees the range up front
         assert (await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 5}))["success"] is True
         generous = SandboxTools(box, max_timeout=60)
         assert (await generous.run_shell_command("echo ok", timeout=60))["output"] == "ok\n"

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .sandbox import Sandbox
     from .types import ExecutionResult
 
-__all__ = ["EXIT_REFUSED", "EXIT_SANDBOX", "EXIT_TIMEOUT", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_REFUSED", "EXIT_SANDBOX", "EXIT_TIMEOUT", "EXIT_USAGE", "main", "seconds_argument"]
 
 PROG = "alphora-sandbox"
 EXIT_USAGE = 2  #: a mistake on the command line (argparse's code)
@@ -77,15 +77,13 @@ def _say(message: str) -> None:
 # -- arguments ------------------------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
+def seconds_argument(text: str) -> float:
+    """argparse type of ``--timeout``: a finite positive number of seconds (``float`` alone takes
+    ``nan`` and ``inf``, which would disable the timeout)."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    try:
-        return resolve_timeout(value, ResourceLimits(), field="timeout")
-    except ConfigurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        return resolve_timeout(float(text), ResourceLimits())
+    except (ValueError, ConfigurationError) as exc:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number of seconds, got {text!r}") from exc
 
 
 def _megabytes(text: str) -> int:
@@ -120,7 +118,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--backend", default="local", help="backend name: local, isolated, docker, or a plugin's "
                                                       "(default: local)")
     p.add_argument("--image", help=f"Docker image (with --backend docker; default: {DEFAULT_IMAGE})")
-    p.add_argument("--timeout", type=_seconds, default=limits.timeout_seconds,
+    p.add_argument("--timeout", type=seconds_argument, default=limits.timeout_seconds,
                    help=f"seconds before the call is killed (default: {limits.timeout_seconds:g}); exit 124")
     p.add_argument("--memory-mb", type=_megabytes, default=limits.memory_mb,
                    help=f"memory limit in MB (default: {limits.memory_mb})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -124,8 +125,10 @@ def human_size(size: float) -> str:
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+    # NaN compares false with everything: without isfinite it would pass ``<= 0`` and disable the
+    # limit (a NaN timeout_seconds is no timeout, and no cap on a model's timeout)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
 def _opt_positive(inst: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..rules import resolve_timeout
 from ..types import ExecutionResult, FileInfo
 from .results import error_result, execution_result, truncate_middle
 
@@ -51,7 +52,7 @@ class ToolImplementations:
         raise NotImplementedError
 
     def _code(self, result: ExecutionResult, timeout: float | None) -> dict[str, Any]:
-        limit = timeout if timeout is not None else self.sandbox.resource_limits.timeout_seconds
+        limit = resolve_timeout(timeout, self.sandbox.resource_limits)
         return execution_result(result, self.max_output_chars, timeout=limit)
 
     async def _tool_run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
