@@ -9,6 +9,7 @@
     alphora-sandbox plugins                      # what is registered
     alphora-sandbox mcp                          # the MCP server over stdio
     alphora-sandbox docker build|images|prune    # Docker plugin: build images, list them, reap orphans
+    alphora-sandbox doctor [--tier T] [--json]   # hostile probes on this machine: a scorecard per tier
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # sub-commands owned by other modules take the rest of the command line as is
     delegated = {"mcp": ("alphora.sandbox.tools.mcp_server", None),
+                 "doctor": ("alphora.sandbox.doctor", None),
                  "docker": ("alphora.sandbox_docker.cli", "docker")}
     if argv and argv[0] in delegated:
         modname, extra = delegated[argv[0]]
@@ -111,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("plugins", help="list registered plugins, backends, storages and tool formats")
     sub.add_parser("mcp", help="serve the sandbox tools over MCP (stdio); see 'alphora-sandbox mcp --help'")
     sub.add_parser("docker", help="Docker plugin commands: build (alias build-images), images, prune")
+    sub.add_parser("doctor", help="attack the sandbox on this machine, every tier, and print a scorecard")
     ns = parser.parse_args(argv)
     if ns.command == "plugins":
         return _plugins()
