@@ -7,6 +7,7 @@ Nothing here is used by sandboxes themselves; it is how the doctor observes them
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -186,38 +187,55 @@ def descendants(pid: int | None = None) -> list[psutil.Process]:
     return out
 
 
-def _iter_procs(attrs: list[str]) -> Iterator[psutil.Process]:
-    for p in psutil.process_iter(attrs):
-        with contextlib.suppress(psutil.Error):
-            if p.status() != psutil.STATUS_ZOMBIE:
-                yield p
+def _procs_with(*fields: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(pid, {field: value}) of every live process but this one; a field that cannot be read (no
+    permission, a cwd too long for readlink, a process that just exited) is None."""
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me:
+            continue
+        info: dict[str, Any] = {}
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.Error, OSError):
+            continue
+        for field in fields:
+            try:
+                info[field] = getattr(p, field)()
+            except (psutil.Error, OSError):
+                info[field] = None
+        yield p.pid, info
 
 
 def processes_with(marker: str) -> list[psutil.Process]:
     """Live processes of this host whose command line contains ``marker``."""
-    me = os.getpid()
-    return [p for p in _iter_procs(["cmdline"]) if p.pid != me and marker in " ".join(p.info["cmdline"] or ())]
+    out = []
+    for pid, info in _procs_with("cmdline"):
+        if marker in " ".join(info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                out.append(psutil.Process(pid))
+    return out
 
 
 def sweep(root: str, markers: Iterable[str] = ()) -> int:
     """Kill every process whose working directory is under ``root`` or whose command line holds
     one of ``markers`` (the doctor's workspaces and agents). Returns how many were found."""
     markers = tuple(markers)
-    me = os.getpid()
     found = []
-    for p in _iter_procs(["cmdline", "cwd"]):
-        if p.pid == me:
-            continue
-        cwd = p.info.get("cwd") or ""
-        cmd = " ".join(p.info.get("cmdline") or ())
+    for pid, info in _procs_with("cmdline", "cwd"):
+        cwd = info["cwd"] or ""
+        cmd = " ".join(info["cmdline"] or ())
         if cwd == root or cwd.startswith(root + "/") or any(m in cmd for m in markers):
-            found.append(p.pid)
+            found.append(pid)
     kill_processes(found)
     return len(found)
 
 
+@functools.cache
 def docker_client(base_url: str | None = None) -> Any:
-    """A docker SDK client for the engine the sandboxes use (``DOCKER_HOST`` or the local socket)."""
+    """A docker SDK client for the engine the sandboxes use (``DOCKER_HOST`` or the local socket),
+    one per address for the whole process."""
     import docker
 
     if base_url:

@@ -82,16 +82,13 @@ def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: 
     from .host import docker_client
 
     client = docker_client(parsed.docker_host)
+    info = client.info()
     try:
-        info = client.info()
-        try:
-            client.api.inspect_image(parsed.image)
-        except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound or an API error
-            why = (f"image {parsed.image!r} is not on the engine ({type(exc).__name__}); build it with "
-                   "`alphora-sandbox docker build` or choose one with --image")
-            return off(why)
-    finally:
-        client.close()
+        client.api.inspect_image(parsed.image)
+    except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound or an API error
+        why = (f"image {parsed.image!r} is not on the engine ({type(exc).__name__}); build it with "
+               "`alphora-sandbox docker build` or choose one with --image")
+        return off(why)
     runtimes = sorted(info.get("Runtimes") or {})
     engine = f"engine {info.get('ServerVersion', '?')}, image {parsed.image}"
     docker = TierInfo(name="docker", available=True, backend="docker", options=opts, docker_host=parsed.docker_host,
