@@ -13,12 +13,16 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from alphora.sandbox import LocalBackend, Sandbox
 from alphora.sandbox.builtin.isolated_backend import bwrap_available
+from alphora.sandbox.doctor import PROBES, Verdict
+from alphora.sandbox.doctor.model import ProbeContext
 
 CLI = Path(sys.executable).with_name("alphora-sandbox")
 ROOT = os.geteuid() == 0
@@ -199,3 +203,45 @@ def test_network_enabled_by_configuration_is_reported_as_such(tmp_path: Path) ->
     assert verdicts(data, "local") == {"network": "enabled by configuration"}
     assert evidence(data, "local", "network").startswith("network enabled by configuration")
     assert "network enabled" in data["configuration"]
+
+
+# -- the probes can fail: against a deliberately naive backend, in process ------------------------
+
+
+class NaiveBackend(LocalBackend):
+    """A third-party backend as it might be written: reads follow links, calls inherit os.environ."""
+
+    name = "naive"
+
+    async def read_bytes(self, path: str) -> bytes:
+        return (Path(self.workspace_path) / path).read_bytes()
+
+    def _runner_env(self) -> dict[str, str]:
+        return {**os.environ, **super()._runner_env()}
+
+
+@pytest.fixture
+async def naive(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    sandbox = Sandbox(backend=NaiveBackend("naive", tmp_path / "ws"))
+    async with sandbox:
+        yield sandbox
+
+
+async def test_file_api_probe_catches_a_backend_that_follows_links(naive: Sandbox, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("sentinel-1234")
+    ctx = ProbeContext(tier="local", spec={"sentinel": {"dir": str(outside), "token": "sentinel-1234"}})
+    outcome = await PROBES["file-api-escape"].fn(naive, ctx)
+    assert outcome.verdict is Verdict.FAILED
+    assert outcome.evidence.startswith("secret returned by: read symlink, read via dir symlink, read hard link")
+
+
+async def test_host_env_probe_catches_a_backend_that_passes_the_environment(
+        naive: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALPHORA_DOCTOR_SECRET", "env-secret-5678")
+    await naive.restart()  # the runner's environment is taken at start
+    ctx = ProbeContext(tier="isolated", spec={"secrets": {"env_name": "ALPHORA_DOCTOR_SECRET", "env": "env-secret-5678"}})
+    outcome = await PROBES["host-env"].fn(naive, ctx)
+    assert outcome.verdict is Verdict.FAILED
+    assert "as ALPHORA_DOCTOR_SECRET" in outcome.evidence
