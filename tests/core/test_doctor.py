@@ -245,3 +245,11 @@ async def test_host_env_probe_catches_a_backend_that_passes_the_environment(
     outcome = await PROBES["host-env"].fn(naive, ctx)
     assert outcome.verdict is Verdict.FAILED
     assert "as ALPHORA_DOCTOR_SECRET" in outcome.evidence
+
+
+def test_quick_leaves_out_the_bombs() -> None:
+    code, data = doctor_json("--tier", "local", "--quick", "--probe", "file-api-escape", "--probe", "memory-bomb",
+                             "--probe", "fork-bomb")
+    assert code == 0
+    assert list(data["probes"]) == ["file-api-escape"]
+    assert verdicts(data, "local") == {"file-api-escape": "held"}
