@@ -318,24 +318,23 @@ async def network(sb: Sandbox, ctx: ProbeContext) -> Outcome:
 
 # -- bombs --------------------------------------------------------------------------------------
 
-async def _docker_pids(sb: Sandbox, ctx: ProbeContext) -> tuple[int, int, str]:
-    """(processes in the sandbox's container now, its pids limit, how they were counted)."""
-    container = _container(ctx, sb)
+async def _docker_pids(sb: Sandbox, ctx: ProbeContext) -> tuple[int, int]:
+    """(processes in the sandbox's container now, its pids limit)."""
 
     def read() -> tuple[int, int]:
-        container.reload()
+        container = _container(ctx, sb)
         limit = int(container.attrs["HostConfig"].get("PidsLimit") or 0)
         stats = container.stats(stream=False)
         return int((stats.get("pids_stats") or {}).get("current", -1)), limit
 
     current, limit = await asyncio.to_thread(read)
     if current >= 0:
-        return current, limit, "engine pids_stats"
+        return current, limit
     # the runtime reports no pids count (gVisor may not): count from inside, minus the counting call
     r = await sb.run("import os\nprint(sum(p.isdigit() for p in os.listdir('/proc')) - 1)", timeout=15)
     if not r.stdout.strip().isdigit():
         raise ProbeError(f"cannot count the container's processes: {r.status.value} {r.error[-160:]}")
-    return int(r.stdout), limit, "/proc inside"
+    return int(r.stdout), limit
 
 
 def _container(ctx: ProbeContext, sb: Sandbox) -> Any:
@@ -405,7 +404,7 @@ async def fork_bomb(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     await sb.run("print('warm')")
     await asyncio.sleep(0.3)
     if ctx.docker:
-        _, limit, _ = await _docker_pids(sb, ctx)
+        _, limit = await _docker_pids(sb, ctx)
         if limit <= 0:
             return Outcome(Verdict.NOT_RUN, "not run: the container has no pids limit to contain it")
     else:
