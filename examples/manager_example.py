@@ -54,7 +54,7 @@ async def pool() -> None:
     health = await manager.health_check_all()
     usage = await manager.get_total_resource_usage()
     print("health:", health, "usage:", usage.to_dict())
-    print("status:", {k: v for k, v in manager.get_status().items() if k != "sandboxes"})
+    print("status:", {k: v for k, v in (await manager.get_status()).items() if k != "sandboxes"})
 
     # 批量操作
     await manager.stop_all()

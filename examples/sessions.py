@@ -39,12 +39,16 @@ async def main() -> None:
             print("stubborn:", r.status.value, "state_lost:", r.state_lost)
             print("after restart:", (await py.run("'x' in globals()")).value)   # False
 
-            # matplotlib figures come back as PNG attachments (when matplotlib is installed)
+            # matplotlib figures come back as PNG attachments, once matplotlib is installed in the
+            # sandbox (the agent's own packages are not visible there): see docs/sessions.md
             r = await py.run("import importlib.util\nimportlib.util.find_spec('matplotlib') is not None")
             if r.value == "True":
                 r = await py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()")
                 for a in r.attachments:
                     print("attachment:", a.mime_type, a.name, len(a.data), "bytes")
+            else:
+                print("figures: matplotlib is not installed in this sandbox; "
+                      "await sandbox.install_package('matplotlib') first")
 
 
 if __name__ == "__main__":

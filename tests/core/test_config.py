@@ -209,6 +209,7 @@ def test_invalid_values_raise_configuration_error_naming_field_and_value(
     assert info.value.field == field
     assert info.value.value == value
     assert field in str(info.value)
+    assert str(info.value).count("got ") == 1, "the value is shown once, not 'got -5 (got -5)'"
     assert isinstance(info.value, ValueError)
 
 

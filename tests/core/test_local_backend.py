@@ -300,7 +300,8 @@ async def test_files_round_trip_and_guards(backend: LocalBackend, tmp_path: Path
     await backend.copy("d/a.txt", "e/b.txt")
     await backend.move("e/b.txt", "e/c.txt")
     await backend.mkdir("m/n")
-    names = sorted(f.path for f in await backend.list_dir("", recursive=True) if f.path != ".tmp")
+    names = sorted(f.path for f in await backend.list_dir("", recursive=True)
+                   if f.path.split("/")[0] not in backend.internal_paths)
     assert names == ["d", "d/a.txt", "e", "e/c.txt", "m", "m/n"]
     big = os.urandom(3 * 1024 * 1024)
     await backend.write_bytes("big.bin", big)
@@ -364,25 +365,38 @@ async def test_stop_kills_background_processes(backend: LocalBackend) -> None:
     assert await _wait_gone(pid)
 
 
-async def test_pip_command_uses_a_private_venv(backend: LocalBackend) -> None:
+async def test_the_sandbox_runs_on_its_own_venv_made_from_the_base_interpreter(backend: LocalBackend) -> None:
     import sys
 
+    from alphora.sandbox.builtin._python_env import base_interpreter
+
     host_prefix = sys.prefix
-    prefix, env = await backend.pip_command()
     venv = backend.workspace_path / ".venv"
-    assert prefix == [str(venv / "bin" / "python"), "-m", "pip"]
-    r = await backend.execute_code("import sys, attrs; print(sys.prefix)")
-    assert r.success, r.stderr
-    assert r.stdout.strip() == str(venv)
+    # created when the sandbox started, from the base interpreter (not the test runner's venv)
+    assert (venv / "pyvenv.cfg").read_text().count("include-system-site-packages = false") == 1
+    assert os.path.realpath(venv / "bin" / "python") == os.path.realpath(base_interpreter())
+    probe = "import sys; print(sys.prefix, sys.executable)"
+    r = await backend.execute_code(probe)
+    assert r.stdout.split() == [str(venv), str(venv / "bin" / "python")], r.stderr
+    # python3 in a shell command and sys.executable in a subprocess are the same environment
+    r = await backend.execute_shell(f"python3 -c '{probe}'")
+    assert r.stdout.split() == [str(venv), str(venv / "bin" / "python3")], r.stderr
+    prefix, env = await backend.pip_command()
+    assert prefix[0] == str(venv / "bin" / "python")
     r = await backend.execute_argv([*prefix, "--version"], env=env)
-    assert r.success
-    assert "pip" in r.stdout
+    assert r.success, r.stderr
+    assert r.stdout.startswith("pip ")
+    r = await backend.execute_argv([*prefix, "list", "--format=freeze"], env=env)
+    assert r.success, r.stderr
+    assert r.stdout == "", "pip sees packages that are not in the sandbox's venv"
     assert sys.prefix == host_prefix
-    # a second backend on the same workspace starts on the venv right away
+    # a second backend on the same workspace starts on the same venv
+    inode = (venv / "pyvenv.cfg").stat().st_ino
     b2 = LocalBackend(sandbox_id="t2", workspace_path=backend.workspace_path)
     await b2.start()
     try:
         assert (await b2.execute_code("import sys; print(sys.prefix)")).stdout.strip() == str(venv)
+        assert (venv / "pyvenv.cfg").stat().st_ino == inode
     finally:
         await b2.stop()
 
@@ -395,13 +409,15 @@ async def test_restart_after_stop(backend: LocalBackend) -> None:
 
 async def test_user_site_created_after_start_is_importable(tmp_path: Path) -> None:
     """A forked call sees a ``pip install --user`` site created after the runner started exactly
-    when a fresh interpreter would (not in a venv, where user sites are off)."""
+    when a fresh interpreter would. The local backend runs on the sandbox's venv, where user sites
+    are off, so neither sees it here; on Docker (user sites on) tests/core/test_packages.py's
+    install test imports a package pip put into a user site created after the runner started."""
     import subprocess
     import sys as _sys
 
     from alphora.sandbox.builtin.local_backend import LocalBackend
 
-    # a system interpreter has user sites on; a venv's (like the test runner's) has them off
+    # another interpreter than the test runner's, as a user may configure one
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else _sys.executable
     backend = LocalBackend(sandbox_id="usersite", workspace_path=tmp_path / "ws", python=python)
     await backend.initialize()
@@ -415,6 +431,6 @@ async def test_user_site_created_after_start_is_importable(tmp_path: Path) -> No
         fresh = subprocess.run([backend.python, "-c", probe], env={"PYTHONUSERBASE": ub, "HOME": ub},
                                capture_output=True, text=True, timeout=60)
         r = await backend.execute_code(probe, env={"PYTHONUSERBASE": ub})
-        assert r.stdout == fresh.stdout, (r.stdout, fresh.stdout, r.stderr)
+        assert r.stdout == fresh.stdout == "False\n", (r.stdout, fresh.stdout, r.stderr)
     finally:
         await backend.destroy()

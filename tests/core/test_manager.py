@@ -20,6 +20,7 @@ from alphora.sandbox import (
     SandboxManager,
     SandboxNotFoundError,
     SandboxStatus,
+    SecurityPolicy,
 )
 from alphora.sandbox.manager import SandboxLimitError
 
@@ -115,8 +116,7 @@ async def test_lookup_by_id_and_name(tmp_path: Path) -> None:
         with pytest.raises(SandboxNotFoundError) as info:
             manager.get_sandbox("beta")
         assert "beta" in str(info.value)
-        with pytest.raises(SandboxNotFoundError):
-            manager.get_sandbox_by_name("id-1")  # an id is not a name
+        assert manager.get_sandbox_by_name("id-1") is None  # an id is not a name; None as in the original
         unnamed = await manager.create_sandbox()
         assert unnamed.name == unnamed.sandbox_id
         assert await manager.destroy_sandbox("nope") is False
@@ -262,12 +262,27 @@ async def test_get_status(tmp_path: Path) -> None:
         await manager.create_sandbox("s1")
         s2 = await manager.create_sandbox("s2")
         await s2.stop()
-        status = manager.get_status()
+        status = await manager.get_status()
         assert status["running"] is True
-        assert status["total_sandboxes"] == 2
-        assert status["running_sandboxes"] == 1
+        assert status["sandbox_count"] == 2
+        assert status["running_count"] == 1
         assert status["by_status"] == {"running": 1, "stopped": 1}
         assert status["by_backend"] == {"local": 2}
         assert status["max_sandboxes"] == 5
-        assert [s["name"] for s in status["sandboxes"]] == ["s1", "s2"]
-    assert manager.get_status()["total_sandboxes"] == 0
+        assert status["default_backend"] == "local"
+        assert status["base_path"] == str(tmp_path)
+        assert [(s["name"], s["status"], s["backend"]) for s in status["sandboxes"].values()] == [
+            ("s1", "running", "local"), ("s2", "stopped", "local")]
+        assert list(status["sandboxes"]) == [s.sandbox_id for s in manager.list_sandboxes()]
+        assert manager.sandbox_count == 2
+        infos = await manager.list_info()
+        assert [(i.name, i.status) for i in infos] == [("s1", SandboxStatus.RUNNING), ("s2", SandboxStatus.STOPPED)]
+    assert (await manager.get_status())["sandbox_count"] == 0
+
+
+def test_the_originals_argument_names_are_accepted_once(tmp_path: Path) -> None:
+    limits, policy = ResourceLimits(timeout_seconds=7), SecurityPolicy(allow_shell=False)
+    manager = SandboxManager(base_path=tmp_path, default_limits=limits, default_policy=policy)
+    assert (manager.resource_limits, manager.security_policy) == (limits, policy)
+    with pytest.raises(ConfigurationError, match="resource_limits or default_limits, not both"):
+        SandboxManager(base_path=tmp_path, resource_limits=limits, default_limits=limits)

@@ -35,6 +35,9 @@ def _working_pythons() -> list[str]:
 
 
 PLAIN_PYTHONS = _working_pythons()
+#: what the client always sends with an exec request / a session cell (the runner has no defaults)
+CALL = {"timeout": 30, "max_output": 1 << 20}
+CELL = {**CALL, "grace": 2}
 
 
 class RawRunner:
@@ -109,10 +112,10 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     _, hello = r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
     assert hello["ev"] == "done"
     assert hello["version"] == 1
-    events, done = r.call({"op": "exec", "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"})
+    events, done = r.call({"op": "exec", **CALL, "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"})
     assert "".join(e["d"] for e in events) == "hi 1\n"
     assert done["rc"] == 0
-    events, done = r.call({"op": "exec", "kind": "shell", "code": "echo $0 >&2; exit 5"})
+    events, done = r.call({"op": "exec", **CALL, "kind": "shell", "code": "echo $0 >&2; exit 5"})
     assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}]
     assert done["rc"] == 5
     _, done = r.call({"op": "fs", "fn": "write", "path": "x/y.bin", "data": base64.b64encode(b"\x00\xff").decode()})
@@ -131,7 +134,7 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     assert done["process_count"] >= 1
     assert done["disk_bytes"] > 0
     _, done = r.call({"op": "session_open", "name": "s"})
-    _, done = r.call({"op": "session_run", "name": "s", "code": "y = 6 * 7\ny"})
+    _, done = r.call({"op": "session_run", **CELL, "name": "s", "code": "y = 6 * 7\ny"})
     assert done["ok"]
     assert done["value"] == "42"
     assert r.close() == 0
@@ -140,23 +143,38 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
 def test_runner_as_a_module_of_the_package(tmp_path: Path) -> None:
     r = RawRunner(sys.executable, tmp_path, as_module=True)
     r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
-    events, done = r.call({"op": "exec", "kind": "python", "code": "1/0"})
+    events, done = r.call({"op": "exec", **CALL, "kind": "python", "code": "1/0"})
     assert done["rc"] == 1
     stderr = "".join(e["d"] for e in events)
     assert stderr.startswith("Traceback")
     assert "ZeroDivisionError" in stderr
     assert "alphora" not in stderr
     _, done = r.call({"op": "session_open", "name": "m"})
-    _, done = r.call({"op": "session_run", "name": "m", "code": "2 ** 10"})
+    _, done = r.call({"op": "session_run", **CELL, "name": "m", "code": "2 ** 10"})
     assert done["value"] == "1024"
     assert r.close() == 0
+
+
+def test_the_runner_has_no_defaults_for_what_the_client_always_sends(tmp_path: Path) -> None:
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    r.call({"op": "session_open", "name": "s"})
+    for op, fields in (("exec", CALL), ("session_run", {**CELL, "code": ""})):
+        for missing in fields:
+            msg = {"op": op, **CELL, "kind": "python", "name": "s", "code": "open('ran', 'w').close()"}
+            del msg[missing]
+            _, done = r.call(msg)
+            assert done["ev"] == "error", (op, missing, done)
+            assert done["msg"] == f"{op} request without {missing!r}"
+    assert not (tmp_path / "ran").exists()
+    r.close()
 
 
 def test_concurrent_requests_interleave(tmp_path: Path) -> None:
     r = RawRunner(sys.executable, tmp_path)
     r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
-    slow = r.send({"op": "exec", "kind": "python", "code": "import time; time.sleep(0.5); print('slow')"})
-    fast = r.send({"op": "exec", "kind": "python", "code": "print('fast')"})
+    slow = r.send({"op": "exec", **CALL, "kind": "python", "code": "import time; time.sleep(0.5); print('slow')"})
+    fast = r.send({"op": "exec", **CALL, "kind": "python", "code": "print('fast')"})
     order: list[int] = []
     while len(order) < 2:
         ev = r.recv()
@@ -169,7 +187,7 @@ def test_concurrent_requests_interleave(tmp_path: Path) -> None:
 def test_eof_on_the_stream_shuts_everything_down(tmp_path: Path) -> None:
     r = RawRunner(sys.executable, tmp_path)
     r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
-    r.send({"op": "exec", "kind": "shell", "code": "sleep 300 & echo $! > bg.pid; sleep 300"})
+    r.send({"op": "exec", **CALL, "kind": "shell", "code": "sleep 300 & echo $! > bg.pid; sleep 300"})
     for _ in range(100):
         if (tmp_path / "bg.pid").exists() and (tmp_path / "bg.pid").read_text().strip():
             break

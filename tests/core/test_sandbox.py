@@ -68,11 +68,11 @@ async def test_context_manager_cleans_up_even_on_error(tmp_path: Path) -> None:
 async def test_create_factory_any_backend_name(tmp_path: Path) -> None:
     async with Sandbox.create("local", base_path=tmp_path) as sandbox:
         assert (await sandbox.run("print('x')")).stdout == "x\n"
-        info = sandbox.get_info()
+        info = await sandbox.get_info()
         assert info.backend_type == "local"
         assert info.status is SandboxStatus.RUNNING
-        status = sandbox.get_status()
-        assert status["running"] is True
+        status = await sandbox.get_status()
+        assert status["is_running"] is True
         await sandbox.destroy()
     with pytest.raises(ConfigurationError, match="unknown backend 'nope'"):
         Sandbox.create("nope")
@@ -81,18 +81,18 @@ async def test_create_factory_any_backend_name(tmp_path: Path) -> None:
 async def test_env_vars_reach_code_but_host_env_does_not(local_sandbox: Sandbox) -> None:
     os.environ["ALPHORA_HOST_SECRET"] = "s3cr3t"
     try:
-        local_sandbox.set_env("GREETING", "hi")
-        local_sandbox.set_env_vars({"A": "1", "B": "2"})
+        await local_sandbox.set_env("GREETING", "hi")
+        await local_sandbox.set_env_vars({"A": "1", "B": "2"})
         r = await local_sandbox.run("import os; print(os.environ['GREETING'], os.environ['A'], "
                                     "os.environ.get('ALPHORA_HOST_SECRET'), 'OPENAI_API_KEY' in os.environ)")
     finally:
         del os.environ["ALPHORA_HOST_SECRET"]
     assert r.stdout == "hi 1 None False\n"
-    assert local_sandbox.get_env("GREETING") == "hi"
-    assert local_sandbox.get_env("MISSING") is None
+    assert await local_sandbox.get_env("GREETING") == "hi"
+    assert await local_sandbox.get_env("MISSING") is None
     for bad in ("", "1X", "A=B", "A B"):
         with pytest.raises(ConfigurationError):
-            local_sandbox.set_env(bad, "x")
+            await local_sandbox.set_env(bad, "x")
 
 
 async def test_timeout_is_a_result_not_an_exception(tmp_path: Path) -> None:
@@ -143,8 +143,8 @@ async def test_packages_install_into_the_sandbox_not_the_host(tmp_path: Path) ->
     wheels = _build_wheel(tmp_path, "alphora_probe_pkg", "1.2.3")
     _build_wheel(tmp_path, "alphora_probe_pkg", "1.3.0")
     async with Sandbox.create_local(base_path=tmp_path / "sb") as sandbox:
-        sandbox.set_env("PIP_NO_INDEX", "1")
-        sandbox.set_env("PIP_FIND_LINKS", str(wheels))
+        await sandbox.set_env("PIP_NO_INDEX", "1")
+        await sandbox.set_env("PIP_FIND_LINKS", str(wheels))
         assert not await sandbox.package_installed("alphora_probe_pkg")
         r = await sandbox.install_package("alphora_probe_pkg", version="1.2.3")
         assert r.success, r.stderr
@@ -165,7 +165,7 @@ async def test_packages_install_into_the_sandbox_not_the_host(tmp_path: Path) ->
 
 
 async def test_sessions_see_the_sandbox_env(local_sandbox: Sandbox) -> None:
-    local_sandbox.set_env("SESSION_VAR", "visible")
+    await local_sandbox.set_env("SESSION_VAR", "visible")
     async with local_sandbox.session() as py:
         await py.run("import os")
         r = await py.run("os.environ.get('SESSION_VAR')")
@@ -179,3 +179,10 @@ async def test_list_files_hides_the_backends_own_entries(local_sandbox: Sandbox)
     assert top == {"a.py", ".config", ".config/settings.json"}
     await local_sandbox.run("import os; open(os.path.join(os.environ['TMPDIR'], 'scratch'), 'w').write('s')")
     assert [f.path for f in await local_sandbox.list_files(".tmp")] == [".tmp/scratch"]
+
+
+def test_repr_shows_a_name_that_differs_from_the_id(tmp_path: Path) -> None:
+    named = Sandbox.create_local(base_path=tmp_path, sandbox_id="abc123", name="worker-1")
+    assert repr(named) == "<Sandbox abc123 name='worker-1' local created>"
+    anonymous = Sandbox.create_local(base_path=tmp_path)
+    assert repr(anonymous) == f"<Sandbox {anonymous.sandbox_id} local created>"

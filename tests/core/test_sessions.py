@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from alphora.sandbox import ExecutionStatus, LocalBackend, OutputChunk, Sandbox
+from alphora.sandbox import ConfigurationError, ExecutionStatus, LocalBackend, OutputChunk, Sandbox
 from alphora.sandbox.runner.client import RunnerSession
 
 
@@ -92,6 +92,31 @@ async def test_timeout_interrupts_and_keeps_state(backend: LocalBackend) -> None
     await py.close()
 
 
+async def test_a_timeout_leaves_earlier_children_to_the_code_that_waits_for_them(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    try:
+        assert (await py.run("import os\npid = os.fork()\nif pid == 0:\n    os._exit(7)")).success
+        r = await py.run("import subprocess, time\np = subprocess.Popen(['sleep', '300'])\ntime.sleep(60)", timeout=1)
+        assert r.status is ExecutionStatus.TIMEOUT
+        assert not r.state_lost
+        # the timed-out cell's process was reaped for it; the earlier child is still the user's to wait for
+        assert (await py.run("p.returncode, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])")).value == "(-9, 7)"
+    finally:
+        await py.close()
+
+
+@pytest.mark.parametrize("bad", [-1, 0, "5", math.nan, math.inf, True])
+async def test_a_bad_timeout_is_refused_and_nothing_runs(backend: LocalBackend, bad: object) -> None:
+    py = await backend.open_session()
+    try:
+        with pytest.raises(ConfigurationError, match="timeout must be a"):
+            await py.run("open('ran.txt', 'w').close()", timeout=bad)  # type: ignore[arg-type]
+        assert not (backend.workspace_path / "ran.txt").exists()
+        assert (await py.run("1 + 1")).value == "2"  # the session is fine
+    finally:
+        await py.close()
+
+
 async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: LocalBackend) -> None:
     py = await backend.open_session()
     await py.run("x = 1")
@@ -101,11 +126,21 @@ async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: 
     assert time.monotonic() - t0 < 0.5 + backend.session_grace + 1.0
     assert r.status is ExecutionStatus.TIMEOUT
     assert r.state_lost
-    assert "state was lost" in r.error
+    assert r.error == (f"execution timed out after 0.5s; the cell did not stop within {backend.session_grace:g}s of "
+                       "KeyboardInterrupt; the session was restarted and its state was lost")
     r = await py.run("x")
     assert r.status is ExecutionStatus.FAILED
     assert "NameError" in r.error
     assert (await py.run("1 + 1")).value == "2"
+    await py.close()
+
+
+async def test_a_cell_that_dies_on_the_interrupt_says_so(backend: LocalBackend) -> None:
+    py = await backend.open_session()
+    r = await py.run("import os, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    os._exit(4)", timeout=0.5)
+    assert r.status is ExecutionStatus.TIMEOUT
+    assert r.state_lost
+    assert r.error == "execution timed out after 0.5s; the session's Python process died (exit code 4); state was lost"
     await py.close()
 
 
@@ -204,8 +239,15 @@ async def test_output_cap_in_session(tmp_path: Path) -> None:
         await b.stop()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed")
-async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> None:
+@pytest.mark.slow
+@pytest.mark.network
+async def test_matplotlib_figures_come_back_as_png(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_local(base_path=tmp_path)
+    await sandbox.start()
+    # the sandbox has its own environment: matplotlib is installed into it, as docs/sessions.md says
+    installed = await sandbox.install_package("matplotlib")
+    assert installed.success, installed.stderr[-2000:]
+    backend = sandbox.backend
     py = await backend.open_session()
     assert isinstance(py, RunnerSession)
     r = await py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
@@ -222,6 +264,7 @@ async def test_matplotlib_figures_come_back_as_png(backend: LocalBackend) -> Non
     r = await py.run("1 + 1")
     assert r.attachments == ()
     await py.close()
+    await sandbox.destroy()
 
 
 @pytest.mark.parametrize(("script", "expected"), [

@@ -193,8 +193,8 @@ async def test_package_queries_and_invalid_names(tools: SandboxTools) -> None:
     assert listed["success"] is True
     assert listed["count"] == len(listed["packages"])
     names = {p["name"].lower() for p in listed["packages"]}
-    assert "attrs" in names  # the host environment is visible read-only to the local sandbox
-    assert (await tools.check_package_installed("attrs"))["installed"] is True
+    assert "attrs" not in names  # installed for the agent (this test), not in the sandbox's environment
+    assert (await tools.check_package_installed("attrs"))["installed"] is False
     assert (await tools.check_package_installed("surely-not-installed-pkg"))["installed"] is False
     for bad in ("-r /etc/passwd", "requests; rm -rf /", "--index-url=http://evil"):
         _assert_error(await tools.install_pip_package(bad), "package_error")
@@ -383,7 +383,10 @@ async def test_a_model_cannot_extend_the_timeout_past_the_sandbox_limit(tmp_path
         assert tools.max_timeout == 5
         refused = await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 3600})
         message = _assert_error(refused, "invalid_arguments")
-        assert "must be at most 5 seconds (this sandbox's limit), got 3600" in message
+        assert "argument 'timeout' must be greater than 0 and at most 5, got 3600" in message
+        assert "at most 5 (this sandbox's limit); omit it to use the limit" in message
+        (schema,) = [t["input_schema"] for t in tools.get_anthropic_tools(include=["run_python_code"])]
+        assert schema["properties"]["timeout"]["maximum"] == 5  # the model sees the range up front
         assert (await tools.execute_tool("run_python_code", {"code": "print(1)", "timeout": 5}))["success"] is True
         generous = SandboxTools(box, max_timeout=60)
         assert (await generous.run_shell_command("echo ok", timeout=60))["output"] == "ok\n"
@@ -449,8 +452,8 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
     box = Sandbox.create_local(base_path=tmp_path / "pkg")
     await box.start()
     try:
-        box.set_env("PIP_NO_INDEX", "1")
-        box.set_env("PIP_FIND_LINKS", str(wheels))
+        await box.set_env("PIP_NO_INDEX", "1")
+        await box.set_env("PIP_FIND_LINKS", str(wheels))
         tools = SandboxTools(box)
         assert (await tools.check_package_installed("alphora_tool_probe"))["installed"] is False
         installed = await tools.install_pip_package("alphora_tool_probe", "0.1.0")

@@ -25,6 +25,7 @@ from alphora.sandbox.tools import (
     select_specs,
     truncate_middle,
     validate_arguments,
+    with_timeout_cap,
 )
 
 SPEC_TOOLS = [
@@ -214,6 +215,20 @@ def test_enum_integer_and_bounds_on_a_custom_schema() -> None:
         validate_arguments({"mode": "w", "n": 9}, schema)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_whatever_the_bounds(bad: float) -> None:
+    """Every comparison with NaN is false: without this, NaN would pass minimum and maximum."""
+    schema = {"type": "object", "properties": {"x": {"type": "number"}, "n": {"type": "integer", "minimum": 1}}}
+    with pytest.raises(ArgumentError) as info:
+        validate_arguments({"x": bad, "n": bad}, schema)
+    assert info.value.problems[0] == f"argument 'x' must be a finite number, got {json.dumps(bad)} " \
+        "(NaN and Infinity are not numbers)"
+    assert info.value.problems[1].startswith("argument 'n' must be an integer")
+    schema["properties"]["x"] = {"type": "number", "minimum": -1, "exclusiveMaximum": 1.5}
+    with pytest.raises(ArgumentError, match=r"finite number at least -1 and less than 1\.5"):
+        validate_arguments({"x": bad}, schema)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
@@ -349,10 +364,11 @@ class _Dup:
 
 def test_default_registry_exports_match_the_module_functions(tmp_path: Path) -> None:
     tools = SandboxTools(Sandbox.create_local(base_path=tmp_path), registry=get_registry())
-    assert tools.get_openai_tools() == export_openai_chat(TOOL_SPECS)
-    assert tools.get_anthropic_tools() == export_anthropic(TOOL_SPECS)
-    assert tools.get_openai_responses_tools() == export_openai_responses(TOOL_SPECS)
-    assert tools.get_tool_definitions() == [s.to_dict() for s in TOOL_SPECS]
+    capped = [with_timeout_cap(s, tools.max_timeout) for s in TOOL_SPECS]
+    assert tools.get_openai_tools() == export_openai_chat(capped)
+    assert tools.get_anthropic_tools() == export_anthropic(capped)
+    assert tools.get_openai_responses_tools() == export_openai_responses(capped)
+    assert tools.get_tool_definitions() == [s.to_dict() for s in capped]
     assert tools.get_available_tools() == [name for name, _ in SPEC_TOOLS]
     assert [t["function"]["name"] for t in tools.get_openai_tools(read_only=True)] == [
         s.name for s in TOOL_SPECS if s.read_only

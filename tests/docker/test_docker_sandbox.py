@@ -177,7 +177,7 @@ async def test_usage_and_stateful_session(shared_sandbox: Sandbox) -> None:
 
 
 async def test_env_vars_and_clean_environment(shared_sandbox: Sandbox) -> None:
-    shared_sandbox.set_env("GREETING", "hi")
+    await shared_sandbox.set_env("GREETING", "hi")
     result = await shared_sandbox.run("import os; print(os.environ.get('GREETING'), 'VIRTUAL_ENV' in os.environ)")
     assert result.stdout.split() == ["hi", "False"]
     leaked = await shared_sandbox.run("import os; print(sorted(os.environ))")

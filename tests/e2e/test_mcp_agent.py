@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from alphora.sandbox.tools import export_anthropic, select_specs
+from alphora.sandbox import ResourceLimits
+from alphora.sandbox.tools import export_anthropic, select_specs, with_timeout_cap
 
 from .e2e_support import FakeLLMServer, anthropic_message, load_example
 
@@ -21,7 +22,8 @@ mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
 @pytest.mark.timeout(120)
 async def test_claude_loop_with_tools_from_the_mcp_server(tmp_path: Path) -> None:
     example = load_example("mcp_agent")
-    expected_tools = export_anthropic(select_specs(exclude=["admin"]))
+    cap = ResourceLimits().timeout_seconds  # the server's sandbox has the default limits
+    expected_tools = export_anthropic([with_timeout_cap(s, cap) for s in select_specs(exclude=["admin"])])
     step = 0
 
     def script(path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from alphora.sandbox.tools import SESSION_NOTE, TOOL_SPECS, select_specs
+from alphora.sandbox import ResourceLimits
+from alphora.sandbox.tools import SESSION_NOTE, TOOL_SPECS, select_specs, with_timeout_cap
 
 mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
 
@@ -52,8 +53,9 @@ async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path, launc
     async with mcp.Client(_params(base, launcher=launcher), read_timeout_seconds=60) as client:
         listed = await client.list_tools()
         assert [t.name for t in listed.tools] == [s.name for s in TOOL_SPECS]
+        cap = ResourceLimits().timeout_seconds  # the server's sandbox has the default limits
         for tool, spec in zip(listed.tools, TOOL_SPECS, strict=True):
-            assert tool.input_schema == spec.json_schema()
+            assert tool.input_schema == with_timeout_cap(spec, cap).json_schema()
             assert tool.description == spec.description
             assert tool.annotations.read_only_hint is spec.read_only
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
+from .errors import FileSystemError
+from .runner.safefs import rmtree
 from .types import ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
 if TYPE_CHECKING:
@@ -176,11 +178,15 @@ class Backend(abc.ABC):
         """Stop it and everything running in it. Idempotent; keeps the workspace."""
 
     async def destroy(self) -> None:
-        """stop() and remove everything the backend created, the workspace included."""
+        """stop() and remove everything the backend created, the workspace included: a tree of any
+        depth (iterative, fd-relative, never following a symlink); FileSystemError if any of it
+        cannot be removed (never silently left behind)."""
         await self.stop()
-        import shutil
-
-        shutil.rmtree(self.workspace_path, ignore_errors=True)
+        try:
+            await asyncio.to_thread(rmtree, self.workspace_path)
+        except OSError as exc:
+            raise FileSystemError(f"could not remove the workspace {str(self.workspace_path)!r}: {exc}",
+                                  path=str(self.workspace_path), sandbox_id=self.sandbox_id) from exc
 
     @abc.abstractmethod
     async def health_check(self) -> bool:
@@ -203,8 +209,8 @@ class Backend(abc.ABC):
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:
         """argv prefix and extra env that run pip *inside the sandbox's own Python environment*.
 
-        Package management never touches the host's environment: a backend that shares the host's
-        interpreter (local) creates its own environment here, lazily, on first use."""
+        Package management never touches the host's environment: the local backends run on the
+        workspace's own venv (made when they start) and return pip for that venv."""
         return [self.python, "-m", "pip"], {}
 
     # -- files (workspace-relative, already normalised) ------------------------------------------

@@ -444,7 +444,9 @@ def structure(data: Any, cls: type[T], *, rename: Callable[[str], str] | None = 
             value = _lookup(data, path)
             errors.append({"field": shown, "value": value, "message": _describe(err)})
         first = errors[0]
-        lines = [f"{e['field']}: {e['message']} (got {e['value']!r})" for e in errors]
+        # a validator's message that already shows the value ("…, got -5") is not repeated
+        lines = [f"{e['field']}: {e['message']}" + ("" if re.search(r"\bgot\b", e["message"]) else f" (got {e['value']!r})")
+                 for e in errors]
         raise ConfigurationError(
             f"invalid {cls.__name__}: " + "; ".join(lines), field=first["field"], value=first["value"], errors=errors
         ) from exc

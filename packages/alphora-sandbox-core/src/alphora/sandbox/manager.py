@@ -24,7 +24,7 @@ from .errors import (
     SandboxNotFoundError,
 )
 from .rules import DEFAULT_IMAGE, name_key
-from .types import BackendType, ResourceLimits, ResourceUsage, SandboxStatus, SecurityPolicy
+from .types import BackendType, ResourceLimits, ResourceUsage, SandboxInfo, SandboxStatus, SecurityPolicy
 
 if TYPE_CHECKING:
     from .config import SandboxConfig
@@ -49,7 +49,8 @@ class SandboxManager:
     """Creates and tracks sandboxes; ``async with SandboxManager(...) as manager:``.
 
     * ``default_backend`` (``BackendType`` or a plugin's name), ``resource_limits``,
-      ``security_policy``, ``docker_image`` and ``env_vars`` are the defaults for new sandboxes;
+      ``security_policy`` (also accepted under the original's names ``default_limits`` and
+      ``default_policy``), ``docker_image`` and ``env_vars`` are the defaults for new sandboxes;
       ``config`` (a :class:`~alphora.sandbox.config.SandboxConfig`) may provide all of them at once.
     * ``max_sandboxes`` caps how many sandboxes the manager holds (any status but destroyed);
       one more raises :class:`SandboxLimitError`.
@@ -76,7 +77,20 @@ class SandboxManager:
         cleanup_interval: float = 60.0,
         config: SandboxConfig | None = None,
         registry: PluginRegistry | None = None,
+        default_limits: ResourceLimits | None = None,
+        default_policy: SecurityPolicy | None = None,
     ) -> None:
+        # the original alphora's names for resource_limits / security_policy
+        if default_limits is not None:
+            if resource_limits is not None:
+                raise ConfigurationError("give resource_limits or default_limits, not both", field="default_limits",
+                                         value=default_limits)
+            resource_limits = default_limits
+        if default_policy is not None:
+            if security_policy is not None:
+                raise ConfigurationError("give security_policy or default_policy, not both", field="default_policy",
+                                         value=default_policy)
+            security_policy = default_policy
         if not isinstance(max_sandboxes, int) or isinstance(max_sandboxes, bool) or max_sandboxes <= 0:
             raise ConfigurationError(f"max_sandboxes must be a positive integer, got {max_sandboxes!r}",
                                      field="max_sandboxes", value=max_sandboxes)
@@ -294,11 +308,12 @@ class SandboxManager:
                                        sandbox_id=sandbox_id)
         return sandbox
 
-    def get_sandbox_by_name(self, name: str) -> Sandbox:
+    def get_sandbox_by_name(self, name: str) -> Sandbox | None:
+        """The sandbox with this name, or None (as in the original; get_sandbox raises instead)."""
         for candidate in self._sandboxes.values():
             if candidate.name == name:
                 return candidate
-        raise SandboxNotFoundError(f"no sandbox named {name!r} in this manager", sandbox_id=name)
+        return None
 
     def has_sandbox(self, sandbox_id: str) -> bool:
         """True when a sandbox with this id or name is managed."""
@@ -317,6 +332,15 @@ class SandboxManager:
 
     def list_running(self) -> list[Sandbox]:
         return self.list_sandboxes(status=SandboxStatus.RUNNING)
+
+    async def list_info(self) -> list[SandboxInfo]:
+        """:meth:`Sandbox.get_info` of every managed sandbox, oldest first."""
+        return [await s.get_info() for s in list(self._sandboxes.values())]
+
+    @property
+    def sandbox_count(self) -> int:
+        """How many sandboxes the manager holds (``len(manager)``)."""
+        return len(self._sandboxes)
 
     def __len__(self) -> int:
         return len(self._sandboxes)
@@ -434,26 +458,31 @@ class SandboxManager:
             process_count=sum(u.process_count for u in values),
         )
 
-    def get_status(self) -> dict[str, Any]:
-        """The manager's state: counts by status and backend, limits, and each sandbox's status."""
+    async def get_status(self) -> dict[str, Any]:
+        """The manager's state: the original's keys (base_path, default_backend, max_sandboxes,
+        sandbox_count, running_count, and ``sandboxes`` keyed by id with each one's name, status and
+        backend) plus counts by status and backend, the cleanup settings and uptime. Each entry of
+        ``sandboxes`` is that sandbox's :meth:`Sandbox.get_status` with ``backend`` added."""
         by_status: dict[str, int] = {}
         by_backend: dict[str, int] = {}
-        for s in self._sandboxes.values():
+        sandboxes: dict[str, dict[str, Any]] = {}
+        for s in list(self._sandboxes.values()):
             by_status[s.status.value] = by_status.get(s.status.value, 0) + 1
             by_backend[s.backend_type] = by_backend.get(s.backend_type, 0) + 1
+            sandboxes[s.sandbox_id] = {**await s.get_status(), "backend": s.backend_type}
         return {
-            "running": self._running,
-            "total_sandboxes": len(self._sandboxes),
-            "running_sandboxes": by_status.get(SandboxStatus.RUNNING.value, 0),
+            "base_path": str(self.base_path) if self.base_path else None,
+            "default_backend": self.default_backend,
             "max_sandboxes": self.max_sandboxes,
+            "sandbox_count": len(sandboxes),
+            "running_count": by_status.get(SandboxStatus.RUNNING.value, 0),
+            "sandboxes": sandboxes,
+            "running": self._running,
             "by_status": by_status,
             "by_backend": by_backend,
-            "default_backend": self.default_backend,
-            "base_path": str(self.base_path) if self.base_path else None,
             "auto_cleanup": self.auto_cleanup,
             "idle_timeout": self.idle_timeout,
             "uptime_seconds": round(time.time() - self._started_at, 3) if self._running and self._started_at else 0.0,
-            "sandboxes": [s.get_status() for s in self._sandboxes.values()],
         }
 
     def __repr__(self) -> str:

@@ -10,6 +10,13 @@ hard links planted by sandbox code, race-safely, at open time, is
 :mod:`alphora.sandbox.runner.safefs`, which every first-party backend uses.
 
 Both halves together: no file API call reads or writes outside the workspace.
+
+Length limits (the rule and its numbers live in :mod:`~alphora.sandbox.runner.safefs`, which
+enforces them again inside the sandbox): a normalised path is at most
+:data:`~alphora.sandbox.runner.safefs.MAX_PATH_BYTES` (4095) bytes of UTF-8 and each component at
+most :data:`~alphora.sandbox.runner.safefs.MAX_NAME_BYTES` (255); a longer one is a
+:class:`~alphora.sandbox.errors.FileSystemError` that names the limit, raised before the backend is
+asked.
 """
 
 from __future__ import annotations
@@ -20,15 +27,16 @@ import posixpath
 import re
 from collections.abc import Sequence
 
-from .errors import PathTraversalError, SecurityViolationError
+from .errors import FileSystemError, PathTraversalError, SecurityViolationError
+from .runner.safefs import MAX_NAME_BYTES, MAX_PATH_BYTES, length_problem, shorten
 
-__all__ = ["blocked_by", "check_blocked", "is_within", "normalize"]
+__all__ = ["MAX_NAME_BYTES", "MAX_PATH_BYTES", "blocked_by", "check_blocked", "is_within", "normalize"]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def _reject(path: object, reason: str) -> PathTraversalError:
-    return PathTraversalError(f"path {path!r} is not allowed: {reason}", path=str(path))
+    return PathTraversalError(f"path {shorten(str(path))!r} is not allowed: {reason}", path=str(path))
 
 
 def _as_str(path: str | os.PathLike[str]) -> str:
@@ -69,7 +77,8 @@ def normalize(path: str | os.PathLike[str], *, workspace_aliases: Sequence[str] 
     when it equals or lies under one of ``workspace_aliases`` (absolute POSIX names of the
     workspace itself), and is then mapped to relative.
 
-    Raises :class:`~alphora.sandbox.errors.PathTraversalError` (``.path`` is the offending path).
+    Raises :class:`~alphora.sandbox.errors.PathTraversalError` (``.path`` is the offending path),
+    or :class:`~alphora.sandbox.errors.FileSystemError` when the result is longer than the limits.
     """
     raw = _as_str(path)
     if "\x00" in raw:
@@ -108,7 +117,11 @@ def normalize(path: str | os.PathLike[str], *, workspace_aliases: Sequence[str] 
         if not stack and _DRIVE.match(part):
             raise _reject(raw, "drive letters are refused")
         stack.append(part)
-    return "/".join(stack)
+    rel = "/".join(stack)
+    problem = length_problem(rel)
+    if problem is not None:
+        raise FileSystemError(f"path {shorten(rel)!r} is not allowed: {problem}", path=shorten(rel))
+    return rel
 
 
 def is_within(rel: str) -> bool:

@@ -44,6 +44,7 @@ from .session import PythonSession
 from .types import (
     BackendType,
     ExecutionResult,
+    ExecutionStatus,
     FileInfo,
     PackageInfo,
     ResourceLimits,
@@ -71,6 +72,23 @@ _PIP_TIMEOUT = 600.0
 #: workspace paths save_workspace skips by default
 DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = (".venv", ".venv/*", "__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+#: run in the sandbox: where distribution NAME is found and whether that is the sandbox's own
+#: environment (its venv or its user site) or the base one (base interpreter, image)
+_LOCATE_DISTRIBUTION = """\
+import importlib.metadata as m, json, os, site, sys, sysconfig
+own = set()
+if sys.prefix != sys.base_prefix:
+    own.update(os.path.realpath(sysconfig.get_path(k)) for k in ("purelib", "platlib"))
+if site.ENABLE_USER_SITE:
+    own.add(os.path.realpath(site.getusersitepackages()))
+try:
+    d = m.distribution(NAME)
+except m.PackageNotFoundError:
+    print("null")
+else:
+    where = os.path.realpath(str(d.locate_file("")))
+    print(json.dumps({"name": d.metadata["Name"], "version": d.version, "location": where, "own": where in own}))
+"""
 
 
 def _validate_requirement(package: str, version: str | None = None) -> str:
@@ -144,12 +162,15 @@ class Sandbox:
             )
         self.backend = backend
         self._env: dict[str, str] = {}
-        if env_vars:
-            self.set_env_vars(env_vars)
+        for key, value in dict(env_vars or {}).items():
+            self._put_env(key, value)
         self._status = SandboxStatus.CREATED
         self._lock = asyncio.Lock()
         self.created_at = datetime.now(timezone.utc)
         self.started_at: datetime | None = None
+        self.stopped_at: datetime | None = None
+        #: calls of execute_code/run, execute_file and execute_shell (as the original counts them)
+        self.execution_count = 0
         self.last_activity = time.time()
         self.audit_events: list[dict[str, Any]] = []
 
@@ -237,18 +258,30 @@ class Sandbox:
             try:
                 await self.backend.initialize()
                 await self.backend.start()
-            except BaseException:
+            except BaseException as exc:
                 self._status = SandboxStatus.ERROR
-                try:
-                    await self.backend.stop()
-                except Exception:
-                    log.warning("cleanup after failed start of %s failed", self.sandbox_id, exc_info=True)
+                await self._undo_failed_start(exc)
                 raise
             self._status = SandboxStatus.RUNNING
             self.started_at = datetime.now(timezone.utc)
             self._touch()
             self._audit("start")
         return self
+
+    async def _undo_failed_start(self, exc: BaseException) -> None:
+        """Stop what a failed start left behind. The start's own error is the one raised: a cleanup
+        failure with the same message (an unreachable engine fails both) adds nothing, and a
+        different one is attached to it as a note and logged in one line (traceback at DEBUG)."""
+        try:
+            await self.backend.stop()
+        except Exception as cleanup_exc:  # never masks the start's error
+            log.debug("cleanup after the failed start of %s failed", self.sandbox_id, exc_info=True)
+            if str(cleanup_exc) == str(exc):
+                return
+            note = f"cleaning up after the failed start of sandbox {self.sandbox_id} also failed: {cleanup_exc}"
+            log.warning("%s", note)
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note(note)
 
     async def stop(self) -> None:
         """Stop the sandbox and everything running in it; keeps the workspace. Idempotent."""
@@ -262,6 +295,7 @@ class Sandbox:
                 self._status = SandboxStatus.ERROR
                 raise
             self._status = SandboxStatus.STOPPED
+            self.stopped_at = datetime.now(timezone.utc)
             self._audit("stop")
 
     async def restart(self) -> Sandbox:
@@ -279,6 +313,7 @@ class Sandbox:
                 await self.backend.destroy()
             finally:
                 self._status = SandboxStatus.DESTROYED
+                self.stopped_at = self.stopped_at or datetime.now(timezone.utc)
                 self._audit("destroy")
 
     async def health_check(self) -> bool:
@@ -372,6 +407,7 @@ class Sandbox:
         """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception)."""
         self._require_running()
         await self._check("python", content=code)
+        self.execution_count += 1
         return await self._run(self._request("python", timeout, env, code=code), on_output)
 
     async def execute_file(self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None, *,
@@ -388,6 +424,7 @@ class Sandbox:
             source = (await self.backend.read_bytes(rel)).decode("utf-8", "replace")
             await self._check("python", content=source)
         argv = (rel, *(str(a) for a in (args or ())))
+        self.execution_count += 1
         return await self._run(self._request("file", timeout, env, argv=argv), on_output)
 
     async def execute_shell(self, command: str, timeout: float | None = None, *,
@@ -396,6 +433,7 @@ class Sandbox:
         """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``)."""
         self._require_running()
         await self._check("shell", content=command)
+        self.execution_count += 1
         return await self._run(self._request("shell", timeout, env, code=command), on_output)
 
     def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
@@ -548,7 +586,7 @@ class Sandbox:
                              exclude: Sequence[str] = DEFAULT_PERSIST_EXCLUDE) -> list[str]:
         """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
         return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (the local
-        backend's lazily built ``.venv`` by default: rebuild it with install_requirements)."""
+        local backends' ``.venv`` by default: rebuild it with install_requirements)."""
         from .storage.persist import save_workspace
 
         self._require_running()
@@ -608,20 +646,49 @@ class Sandbox:
         return await self._pip(["install", "--", *reqs])
 
     async def uninstall_package(self, package: str) -> ExecutionResult:
+        """pip-uninstall a package the sandbox installed. A package that is not installed, or that
+        comes from the sandbox's base environment (the base interpreter's site-packages with
+        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
         name = Requirement(_validate_requirement(package)).name
+        self._require_running()
+        await self._check("package", content=f"uninstall {name}")
+        started = time.monotonic()
+        found = await self._locate_distribution(name)
+        if found is None:
+            return self._refused(f"{name} is not installed in the sandbox, nothing to uninstall", started)
+        if not found["own"]:
+            return self._refused(
+                f"{found['name']} {found['version']} is not in the sandbox's own environment: it comes from "
+                f"{found['location']}, the sandbox's base environment, which the sandbox cannot change; "
+                "only packages installed into the sandbox can be uninstalled", started)
         return await self._pip(["uninstall", "-y", "--", name])
 
+    def _refused(self, message: str, started: float) -> ExecutionResult:
+        self._audit("pip_refused", message=message)
+        return ExecutionResult(status=ExecutionStatus.FAILED, stderr=message + "\n", return_code=1, error=message,
+                               execution_time=time.monotonic() - started)
+
+    async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
+        """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
+        own environment (its venv, or its user site) rather than the base environment."""
+        result = await self._python_internal(_LOCATE_DISTRIBUTION.replace("NAME", repr(name)))
+        if not result.success:
+            raise PackageError(f"could not look up {name}: {result.stderr.strip()[-500:]}", package=name)
+        found: dict[str, Any] | None = json.loads(result.stdout)
+        return found
+
     async def list_packages(self) -> list[PackageInfo]:
-        """Packages importable in the sandbox's Python."""
-        code = ("import importlib.metadata as m, json\n"
-                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version) for d in m.distributions()"
-                " if d.metadata['Name']})))")
+        """The distributions sandbox code can import (its own and, if visible, its base environment's)."""
+        code = ("import importlib.metadata as m, json, os\n"
+                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version, os.path.realpath(str(d.locate_file(''))))"
+                " for d in m.distributions() if d.metadata['Name']})))")
         result = await self._python_internal(code)
         if not result.success:
             raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
-        return [PackageInfo(name=n, version=v) for n, v in json.loads(result.stdout)]
+        return [PackageInfo(name=n, version=v, location=loc) for n, v, loc in json.loads(result.stdout)]
 
     async def package_installed(self, package: str) -> bool:
+        """True when sandbox code can import distribution ``package``."""
         name = Requirement(_validate_requirement(package)).name
         code = ("import importlib.metadata as m, sys\n"
                 f"try:\n    m.version({name!r})\nexcept m.PackageNotFoundError:\n    sys.exit(1)")
@@ -643,26 +710,39 @@ class Sandbox:
 
     # -- environment variables -------------------------------------------------------------------
 
-    def set_env(self, key: str, value: str) -> None:
-        """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
+    @staticmethod
+    def _check_env(key: str, value: str) -> None:
         if not isinstance(key, str) or not key or key[0].isdigit() or not set(key) <= _ENV_KEY_OK:
             raise ConfigurationError(f"invalid environment variable name {key!r}", field="key", value=key)
         if not isinstance(value, str) or "\0" in value:
             raise ConfigurationError(f"invalid value for {key}: must be a string without NUL", field=key, value=value)
+
+    def _put_env(self, key: str, value: str) -> None:
+        self._check_env(key, value)
         self._env[key] = value
 
-    def get_env(self, key: str, default: str | None = None) -> str | None:
+    async def set_env(self, key: str, value: str) -> None:
+        """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
+        self._put_env(key, value)
+
+    async def get_env(self, key: str, default: str | None = None) -> str | None:
+        """A variable set with set_env / set_env_vars / ``env_vars=`` (never the host's)."""
         return self._env.get(key, default)
 
-    def set_env_vars(self, env_vars: Mapping[str, str]) -> None:
-        for k, v in dict(env_vars).items():
-            self.set_env(k, v)
+    async def set_env_vars(self, env_vars: Mapping[str, str]) -> None:
+        """Set several variables; all are checked before any is set."""
+        pairs = dict(env_vars)
+        for k, v in pairs.items():
+            self._check_env(k, v)
+        self._env.update(pairs)
 
-    def unset_env(self, key: str) -> bool:
+    async def unset_env(self, key: str) -> bool:
+        """Remove a variable; False when it was not set."""
         return self._env.pop(key, None) is not None
 
     @property
     def env_vars(self) -> dict[str, str]:
+        """A copy of the variables set for this sandbox (synchronous, for code that can't await)."""
         return dict(self._env)
 
     # -- monitoring ------------------------------------------------------------------------------
@@ -671,30 +751,37 @@ class Sandbox:
         self._require_running()
         return await self.backend.get_resource_usage()
 
-    def get_status(self) -> dict[str, Any]:
-        uptime = (datetime.now(timezone.utc) - self.started_at).total_seconds() \
-            if self.started_at and self._status is SandboxStatus.RUNNING else 0.0
+    async def get_status(self) -> dict[str, Any]:
+        """The original's status dict (sandbox_id, name, status, backend_type, is_running,
+        workspace_path, created_at, started_at, execution_count) plus uptime_seconds and last_activity."""
+        running = self._status is SandboxStatus.RUNNING
+        uptime = (datetime.now(timezone.utc) - self.started_at).total_seconds() if self.started_at and running else 0.0
         return {
             "sandbox_id": self.sandbox_id,
             "name": self.name,
             "status": self._status.value,
             "backend_type": self.backend_type,
-            "running": self.is_running,
+            "is_running": running,
             "workspace_path": str(self.workspace_path),
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "execution_count": self.execution_count,
             "uptime_seconds": round(uptime, 3),
             "last_activity": self.last_activity,
         }
 
-    def get_info(self) -> SandboxInfo:
+    async def get_info(self) -> SandboxInfo:
+        """Everything about the sandbox as a :class:`SandboxInfo`."""
         return SandboxInfo(
             sandbox_id=self.sandbox_id, name=self.name, backend_type=self.backend_type, status=self._status,
             workspace_path=str(self.workspace_path), created_at=self.created_at, started_at=self.started_at,
-            resource_limits=self.resource_limits, security_policy=self.security_policy,
-            metadata={"env_vars": sorted(self._env)},
+            stopped_at=self.stopped_at, resource_limits=self.resource_limits, security_policy=self.security_policy,
+            execution_count=self.execution_count, metadata={"env_vars": sorted(self._env)},
         )
 
     def __repr__(self) -> str:
-        return f"<Sandbox {self.sandbox_id} {self.backend_type} {self._status.value}>"
+        named = f" name={self.name!r}" if self.name != self.sandbox_id else ""
+        return f"<Sandbox {self.sandbox_id}{named} {self.backend_type} {self._status.value}>"
 
 
 class _CheckedSession(PythonSession):

@@ -15,8 +15,10 @@ class PythonSession(abc.ABC):
     """A long-lived Python interpreter in the sandbox; variables, imports and the working directory
     persist between calls like a notebook kernel. The trailing expression's repr comes back as
     ``result.value``; matplotlib figures shown during a call come back as PNG ``attachments``.
-    A timeout interrupts the call (KeyboardInterrupt first); if the interpreter does not recover
-    within a grace period it is killed and restarted and ``result.state_lost`` is True."""
+    A timeout (validated like ``run()``'s by :func:`alphora.sandbox.rules.resolve_timeout`) kills
+    every process the cell started and interrupts the cell with KeyboardInterrupt; the state is
+    kept. If the interpreter does not recover within a grace period it is killed and restarted and
+    ``result.state_lost`` is True. Processes started by earlier, completed cells keep running."""
 
     name: str = "default"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -124,8 +125,10 @@ def human_size(size: float) -> str:
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+    # NaN compares false with everything: without isfinite it would pass ``<= 0`` and disable the
+    # limit (a NaN timeout_seconds is no timeout, and no cap on a model's timeout)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a finite number > 0, got {value!r}")
 
 
 def _opt_positive(inst: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -383,8 +386,11 @@ class SandboxInfo:
     workspace_path: str
     created_at: datetime
     started_at: datetime | None = None
+    stopped_at: datetime | None = None
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
     security_policy: SecurityPolicy = attrs.field(factory=SecurityPolicy)
+    #: code executions so far (execute_code/run, execute_file, execute_shell)
+    execution_count: int = 0
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -396,7 +402,9 @@ class SandboxInfo:
             "workspace_path": self.workspace_path,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
+            "stopped_at": self.stopped_at.isoformat() if self.stopped_at else None,
             "resource_limits": attrs.asdict(self.resource_limits),
             "security_policy": attrs.asdict(self.security_policy),
+            "execution_count": self.execution_count,
             "metadata": dict(self.metadata),
         }

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._errors import _root_cause, engine_address, engine_unreachable
+
 if TYPE_CHECKING:
     import docker
 
@@ -24,18 +26,25 @@ _clients_lock = threading.Lock()
 
 
 def make_client(base_url: str | None = None, *, timeout: float = 120.0) -> docker.DockerClient:
-    """A shared client for ``base_url`` (None: ``DOCKER_HOST`` / the local socket), API version negotiated."""
+    """A shared client for ``base_url`` (None: ``DOCKER_HOST`` / the local socket), API version negotiated.
+
+    No engine at that address is one :class:`~alphora.sandbox.errors.DockerError`: "cannot reach the
+    Docker engine at <address>: <reason>. <fix>" (negotiating the version is the first contact)."""
     import docker as docker_mod
 
     key = (base_url, timeout)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            if base_url:
-                client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto",
-                                                 max_pool_size=_POOL)
-            else:
-                client = docker_mod.from_env(timeout=int(timeout), version="auto", max_pool_size=_POOL)
+            try:
+                if base_url:
+                    client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto",
+                                                     max_pool_size=_POOL)
+                else:
+                    client = docker_mod.from_env(timeout=int(timeout), version="auto", max_pool_size=_POOL)
+            except docker_mod.errors.DockerException as exc:
+                # the socket error is the cause worth showing; the SDK's wrappers above it add nothing
+                raise engine_unreachable(exc, engine_address(base_url)) from _root_cause(exc)
             _clients[key] = client
         return client
 

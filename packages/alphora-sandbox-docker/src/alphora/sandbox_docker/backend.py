@@ -32,7 +32,7 @@ from alphora.sandbox.errors import DockerError
 from alphora.sandbox.runner import bootstrap_argv
 from alphora.sandbox.runner.client import RunnerBackend, RunnerConnection, RunnerSession
 from alphora.sandbox.session import PythonSession
-from alphora.sandbox.types import ExecutionResult, ExecutionStatus, ResourceUsage
+from alphora.sandbox.types import ExecutionResult, ExecutionStatus
 
 from ._client import in_thread, make_client
 from ._errors import build_hint, map_docker_errors
@@ -348,10 +348,8 @@ class DockerBackend(RunnerBackend):
             return True
         return self._oom_seen_at is not None and self._oom_seen_at >= since
 
-    async def get_resource_usage(self) -> ResourceUsage:
-        usage = await super().get_resource_usage()
-        limit = self.resource_limits.memory_mb
-        return attrs.evolve(usage, memory_percent=(usage.memory_mb / limit * 100.0) if limit else 0.0)
+    #: get_resource_usage() reports the container's memory cgroup (usage and limit), computed by the runner
+    memory_cgroup = True
 
     def __repr__(self) -> str:
         return f"<DockerBackend {self.sandbox_id!r} image={self.image!r} container={self.spec.name!r}>"

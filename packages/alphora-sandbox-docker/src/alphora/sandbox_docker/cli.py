@@ -126,11 +126,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_images(args: argparse.Namespace) -> int:
-    import docker
-
+    from ._client import make_client
     from .images import image_status
 
-    rows = image_status(docker.from_env())
+    rows = image_status(make_client())
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -2,8 +2,8 @@
 
 The runner runs under ``bwrap`` in new user, PID, IPC, UTS and network namespaces, as an
 unprivileged user with no capabilities, and sees only what it needs: ``/usr`` (and its ``/bin``,
-``/lib`` links), a few files of ``/etc`` (CA certificates, the loader cache), the Python
-installation read-only, a private ``/tmp``, and the workspace read-write. The host's home, other
+``/lib`` links), a few files of ``/etc`` (CA certificates, the loader cache), the base Python
+installation read-only (not the agent's virtualenv: sandbox code runs on the workspace's ``.venv``), a private ``/tmp``, and the workspace read-write. The host's home, other
 projects, other sandboxes, its processes and its network are invisible. When the host process
 dies, bubblewrap takes every process of the sandbox with it (``--die-with-parent`` and the PID
 namespace).
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from typing import Any
 
 from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
 from ..rules import network_allowed
+from ._python_env import base_prefixes, host_pip_root
 from .local_backend import LocalBackend
 
 __all__ = ["IsolatedLocalBackend", "bwrap_available"]
@@ -33,6 +33,8 @@ ETC_ALLOW: tuple[str, ...] = (
     "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/mime.types", "/etc/nsswitch.conf",
     "/etc/protocols", "/etc/services", "/etc/pip.conf", "/etc/xdg/pip",
 )
+#: where the pip package that manages the sandbox's venv appears inside the sandbox
+PIP_MOUNT = "/run/alphora-sandbox/pip"
 #: extra /etc files only when the network is enabled
 ETC_NETWORK: tuple[str, ...] = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 
@@ -81,26 +83,34 @@ class IsolatedLocalBackend(LocalBackend):
             if os.path.exists(path):
                 argv += ["--ro-bind", path, path]
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        # the Python installation(s) and everything on the host interpreter's import path, read-only
+        # the base interpreter's installation and the host's pip package (alone), read-only
         for path in self._python_paths():
             argv += ["--ro-bind", path, path]
+        pip = host_pip_root()
+        if pip is not None:
+            argv += ["--ro-bind", os.path.join(pip, "pip"), f"{PIP_MOUNT}/pip"]
         ws = str(self.workspace_path)
         argv += ["--bind", ws, ws, "--chdir", ws, "--"]
         return argv
 
     def _python_paths(self) -> list[str]:
-        candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-        candidates.update(p for p in sys.path if p)
+        """The base interpreter's installation, which the venv's ``bin/python`` points to; never the
+        agent's virtualenv, its site-packages or the directories on the agent's ``sys.path``."""
         ws = str(self.workspace_path)
         out: list[str] = []
-        for path in sorted(candidates, key=len):
-            real = os.path.abspath(path)
+        for path in sorted(base_prefixes(self.base_python), key=len):
+            real = os.path.realpath(path)
             if not os.path.isdir(real) or real.startswith(("/usr/", ws)) or real in ("/", "/usr", "/tmp"):
                 continue
             if any(real == p or real.startswith(p + "/") for p in out):
                 continue  # already inside a bound parent
             out.append(real)
         return out
+
+    def _pip_root(self) -> str:
+        root = super()._pip_root()
+        # the agent's pip is mounted alone at PIP_MOUNT (its site-packages stay outside)
+        return PIP_MOUNT if root == host_pip_root() else root
 
     def _runner_argv(self) -> list[str]:
         return [*self.bwrap_argv(), *super()._runner_argv()]

@@ -13,63 +13,81 @@ Every call is forked by the runner in its own session/process group with a minim
 timeout that kills the whole tree. Isolation is weaker than Docker: user code runs as the host
 user and can read whatever that user can. File primitives run in-process through
 :mod:`alphora.sandbox.runner.safefs` (race-safe, no symlinks, no hard links).
+
+Sandbox code runs on the workspace's own venv (``.venv``, made from the base interpreter when the
+sandbox starts), never on the agent's virtualenv; see :mod:`._python_env`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import site
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import BackendError
+from ..errors import BackendError, ConfigurationError
 from ..plugins import hookimpl
 from ..runner import bootstrap_argv, safefs
 from ..runner.client import ProcessConnection, RunnerBackend, RunnerConnection, entry_to_fileinfo, map_fs_error
 from ..types import FileInfo
+from ._python_env import PIP_BOOT, VENV_DIR, SandboxVenv, base_interpreter, pip_root
 
-__all__ = ["LocalBackend", "sandbox_register_backends"]
+__all__ = ["LocalBackend", "base_interpreter", "sandbox_register_backends"]
 
 T = TypeVar("T")
 
-_VENV = ".venv"
-_VENV_MARK = ".alphora-venv"
 _BIG = 256 * 1024  # above this, file bytes are moved in a worker thread
 
 
 class LocalBackend(RunnerBackend):
-    """Runs code on this machine: a runner subprocess per sandbox, the workspace as its cwd."""
+    """Runs code on this machine: a runner subprocess per sandbox, the workspace as its cwd.
+
+    Options: ``system_site_packages`` (default False) lets sandbox code import the base
+    interpreter's site-packages too; ``python`` names the base interpreter of the sandbox's venv
+    (default: :func:`base_interpreter`, never the agent's virtualenv)."""
 
     name = "local"
-    internal_paths = (".tmp", _VENV)
+    internal_paths = (".tmp", VENV_DIR)
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)
         self.workspace_path = self.workspace_path.absolute()
-        #: the host interpreter until pip_command() creates the sandbox's own venv
-        self.python = str(self.options.get("python") or sys.executable)
-        self._venv_lock: asyncio.Lock | None = None
+        system_site = self.options.get("system_site_packages", False)
+        if not isinstance(system_site, bool):
+            raise ConfigurationError(f"backend option system_site_packages must be true or false, got {system_site!r}",
+                                     field="system_site_packages", value=system_site)
+        self.system_site_packages = system_site
+        #: the interpreter the sandbox's venv is made from
+        self.base_python = str(self.options.get("python") or base_interpreter())
+        self.venv = SandboxVenv(self.workspace_path, self.base_python, system_site)
+        #: the sandbox's Python: always its own venv's
+        self.python = str(self.venv.python)
+        self._venv_synced = False
 
     @property
     def venv_path(self) -> Path:
-        return self.workspace_path / _VENV
+        return self.venv.path
 
     def _venv_python(self) -> Path:
-        return self.venv_path / "bin" / "python"
+        return self.venv.python
 
     async def initialize(self) -> None:
         await super().initialize()
         (self.workspace_path / ".tmp").mkdir(exist_ok=True, mode=0o700)
-        if (self.venv_path / _VENV_MARK).exists() and self._venv_python().exists():
-            self.python = str(self._venv_python())
+
+    async def _ensure_venv(self) -> None:
+        """Create or check the sandbox's venv once per backend (and again if sandbox code removed it)."""
+        if not self._venv_synced or not self.venv.ready():
+            await asyncio.to_thread(self.venv.ensure)
+            self._venv_synced = True
 
     def _runner_argv(self) -> list[str]:
         """The command that starts the runner (a subclass may wrap it, e.g. in bubblewrap)."""
         return bootstrap_argv(self.python)
 
     async def _spawn_runner(self) -> RunnerConnection:
+        await self._ensure_venv()
         argv = self._runner_argv()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -86,59 +104,27 @@ class LocalBackend(RunnerBackend):
         return ProcessConnection(proc)
 
     def _same_interpreter(self) -> bool:
-        # the host interpreter, or the sandbox venv made from it
-        return self.python in (sys.executable, str(self._venv_python()))
+        # the venv runs this interpreter's own base binary: same version, so the runner goes pre-compiled
+        return os.path.realpath(self.base_python) == os.path.realpath(sys.executable)
 
     def _runner_env(self) -> dict[str, str]:
         env = super()._runner_env()
-        bindir = os.path.dirname(self.python)
-        if bindir:
-            env["PATH"] = f"{bindir}:{env['PATH']}"
-        if self.python == str(self._venv_python()):
-            env["VIRTUAL_ENV"] = str(self.venv_path)
+        env["PATH"] = f"{self.venv.path / 'bin'}:{env['PATH']}"
+        env["VIRTUAL_ENV"] = str(self.venv.path)
         return env
 
     # -- packages --------------------------------------------------------------------------------
 
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:
-        """Create ``<workspace>/.venv`` on first use (``--system-site-packages --without-pip`` plus a
-        .pth that keeps the host interpreter's packages importable) and move the runner onto it;
-        pip then installs into the venv only. Returns ``[venv python, "-m", "pip"]``."""
-        if self._venv_lock is None:
-            self._venv_lock = asyncio.Lock()
-        async with self._venv_lock:
-            venv_python = self._venv_python()
-            if not (self.venv_path / _VENV_MARK).exists():
-                await self._create_venv()
-            if self.python != str(venv_python):
-                self.python = str(venv_python)
-                await self._restart_runner()
-        return [str(venv_python), "-m", "pip"], {"VIRTUAL_ENV": str(self.venv_path)}
+        """pip for ``<workspace>/.venv`` only: the host's pip package run by the venv's Python with
+        nothing else of the host importable, so it installs into and uninstalls from the venv alone."""
+        await self._ensure_venv()
+        root = await asyncio.to_thread(self._pip_root)
+        return [self.python, "-c", PIP_BOOT, root], {"VIRTUAL_ENV": str(self.venv.path)}
 
-    async def _create_venv(self) -> None:
-        host = sys.executable
-        proc = await asyncio.create_subprocess_exec(
-            host, "-m", "venv", "--system-site-packages", "--without-pip", str(self.venv_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-        )
-        out, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise BackendError(f"could not create the sandbox venv: {out.decode(errors='replace')[-2000:]}",
-                               sandbox_id=self.sandbox_id)
-        probe = await asyncio.create_subprocess_exec(
-            str(self._venv_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env={"LANG": "C.UTF-8"},
-        )
-        purelib = (await probe.communicate())[0].decode().strip()
-        await asyncio.to_thread(self._link_host_site, purelib)
-
-    def _link_host_site(self, purelib: str) -> None:
-        # the host venv's packages (pip among them) stay importable, after the sandbox's own
-        host_paths = [p for p in site.getsitepackages() if os.path.isdir(p)]
-        if purelib:
-            Path(purelib, "_alphora_host_site.pth").write_text("".join(f"{p}\n" for p in host_paths))
-        (self.venv_path / _VENV_MARK).write_text("created by alphora-sandbox\n")
+    def _pip_root(self) -> str:
+        """The directory holding the pip package, as sandbox code sees it."""
+        return pip_root(self.base_python)
 
     # -- files: in-process safefs (no round trip to the runner) -----------------------------------
 

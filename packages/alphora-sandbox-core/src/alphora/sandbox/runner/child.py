@@ -46,6 +46,43 @@ def _prctl_subreaper() -> None:
     except Exception:  # not Linux / no ctypes: orphans go to init instead
         pass
 
+# -- /proc --------------------------------------------------------------------------------------
+
+
+def proc_table() -> dict[int, tuple[int, int, int, int]]:
+    """pid -> (ppid, pgid, sid, start time in clock ticks since boot) of every visible process."""
+    table: dict[int, tuple[int, int, int, int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no procfs (not Linux): only process groups can be killed
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:
+            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def own_children() -> list[list[int]]:
+    """``[pid, start time]`` of this process's children (one cheap syscall when there are none)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return []
+    except (AttributeError, OSError):  # no waitid: look anyway
+        pass
+    me = os.getpid()
+    return [[pid, entry[3]] for pid, entry in proc_table().items() if entry[0] == me]
+
 # -- frames -------------------------------------------------------------------------------------
 
 
@@ -313,18 +350,55 @@ def exec_child(kind: str, code: str, argv: list[str], env: dict[str, str]) -> No
 
 
 class Kernel:
-    """A notebook-like interpreter loop: reads cells from fd 3, answers on fd 4."""
+    """A notebook-like interpreter loop: reads cells from fd 3, answers on fd 4.
+
+    Before each cell it tells the runner which children it already has (``started`` frame): on a
+    timeout the runner kills every other descendant, i.e. the timed-out cell's processes, and
+    leaves those of earlier cells alone. The interpreter is a subreaper, so the cell's orphans
+    (daemons) are its children and it reaps them after an interrupt."""
 
     def __init__(self) -> None:
         self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.count = 0
         self.in_cell = False
+        self.interrupted = False  # a SIGINT came: the runner may have killed processes to reap
+        self.keep: set[tuple[int, int]] = set()  # (pid, start time) of the children from before the cell
         self.figures: list[tuple[str, bytes]] = []
         self.patched = False
 
     def _sigint(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
         if self.in_cell:
             raise KeyboardInterrupt
+
+    def _reap(self) -> None:
+        """Reap the exited children that the cell started (the processes the runner killed on its
+        timeout, with the orphans this subreaper adopted) and give their status to the ``Popen``
+        objects of user code that own them, which could no longer wait for it. Children from
+        before the cell are left to whoever waits for them."""
+        self.interrupted = False
+        me = os.getpid()
+        reaped: dict[int, int] = {}
+        for pid, (ppid, _, _, start) in proc_table().items():
+            if ppid != me or (pid, start) in self.keep:
+                continue
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                reaped[pid] = os.waitstatus_to_exitcode(status)
+        owners = tuple(cls for cls in (getattr(sys.modules.get(mod), "Popen", None) for mod in
+                                       ("subprocess", "multiprocessing.popen_fork")) if isinstance(cls, type))
+        if not reaped or not owners:
+            return
+        import gc
+
+        for obj in gc.get_objects():
+            if isinstance(obj, owners):
+                proc: Any = obj
+                if proc.returncode is None and proc.pid in reaped:
+                    proc.returncode = reaped[proc.pid]
 
     def serve(self) -> None:
         _std_streams()
@@ -347,7 +421,14 @@ class Kernel:
             if req is None:
                 _finish(0)
                 return
-            reply = self.run_cell(req.get("code", ""))
+            if self.interrupted:  # an interrupt that came too late for its cell
+                self._reap()
+            keep = own_children()
+            self.keep = {(pid, start) for pid, start in keep}
+            write_all(4, encode({"ev": "started", "keep": keep}))
+            reply = self.run_cell(req["code"])
+            if self.interrupted:  # the cell timed out: reap what the runner killed
+                self._reap()
             write_all(4, encode(reply))
 
     def _show(self, *args: Any, **kwargs: Any) -> None:
@@ -378,6 +459,8 @@ class Kernel:
         self.figures = []
         try:
             self.in_cell = True
+            if self.interrupted:  # the deadline passed before the cell began
+                raise KeyboardInterrupt
             tree = ast.parse(code, fname, "exec")
             last: ast.Expr | None = None
             tail = tree.body[-1] if tree.body else None

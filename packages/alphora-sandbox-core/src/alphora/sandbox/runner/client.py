@@ -19,6 +19,8 @@ Hooks you may override:
 * ``_runner_env()``: the minimal base environment of user code inside the environment.
 * ``_runner_limits()``: rlimits applied to every call (see docs/runner.md).
 * ``_stop_environment()``: called by ``stop()`` after the runner is gone (e.g. stop a container).
+* ``memory_cgroup`` (attribute): True if the environment is a container with a memory cgroup of
+  its own at /sys/fs/cgroup; ``get_resource_usage()`` then reports that cgroup (docs/runner.md).
 * ``send_source``: set False if your runner is started some other way (``python -m
   alphora.sandbox.runner.server``) and needs no bootstrap.
 
@@ -53,6 +55,7 @@ from ..errors import (
     PathTraversalError,
     SandboxNotRunningError,
 )
+from ..rules import resolve_timeout
 from ..session import PythonSession
 from ..types import Attachment, ExecutionResult, ExecutionStatus, FileInfo, ResourceUsage
 from . import source_frame
@@ -340,6 +343,9 @@ class RunnerBackend(Backend):
     )
     #: seconds a timed-out session call gets to stop after KeyboardInterrupt before a restart
     session_grace: float = 2.0
+    #: the environment is a memory cgroup of its own, mounted at /sys/fs/cgroup (a container):
+    #: ``get_resource_usage().memory_mb`` is then its usage, else the PSS of the runner's processes
+    memory_cgroup: bool = False
 
     _client: RunnerClient | None = None
     _started: bool = False
@@ -390,7 +396,7 @@ class RunnerBackend(Backend):
         try:
             await client.start(
                 {"workspace": self._runner_workspace(), "env": self._runner_env(),
-                 "limits": self._runner_limits(), "preload": list(self.preload)},
+                 "limits": self._runner_limits(), "preload": list(self.preload), "memory_cgroup": self.memory_cgroup},
                 send_source=self.send_source, same_interpreter=self._same_interpreter(),
             )
         except BaseException as exc:
@@ -604,9 +610,9 @@ class RunnerSession(PythonSession):
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult:
+        timeout = resolve_timeout(timeout, self.backend.resource_limits)
         if self._closed:
             raise BackendError(f"session {self.name!r} is closed", sandbox_id=self.backend.sandbox_id)
-        timeout = float(timeout if timeout is not None else self.backend.resource_limits.timeout_seconds)
         async with self._lock:
             lost = False
             client = await self.backend._ready()
@@ -637,9 +643,13 @@ class RunnerSession(PythonSession):
         error = str(done.get("error") or "")
         if done.get("timed_out"):
             status = ExecutionStatus.TIMEOUT
-            error = f"execution timed out after {timeout:g}s" + (
-                "; the session was restarted and its state was lost" if done.get("state_lost")
-                else " (interrupted with KeyboardInterrupt; the session's state is kept)")
+            killed = int(done.get("killed") or 0)
+            if done.get("state_lost"):  # the runner says why: the cell ignored the interrupt, or it died
+                error = f"execution timed out after {timeout:g}s; {error}"
+            else:
+                ended = f" after killing the {killed} process{'es' if killed > 1 else ''} it started" if killed else ""
+                error = (f"execution timed out after {timeout:g}s (interrupted with KeyboardInterrupt{ended}; "
+                         "the session's state is kept)")
         elif done.get("ok"):
             status = ExecutionStatus.SUCCESS
         else:

@@ -17,8 +17,22 @@ Public API::
     move(root, src, dst) -> None
     mkdir(root, rel) -> None                           # with parents; existing dir is fine
     disk_usage(root) -> int                            # bytes of regular files under root
+    rmtree(path) -> bool                               # a host directory tree (destroy's workspace)
+    length_problem(rel) -> str | None                  # why a path is over the limits below
+    shorten(path) -> str                               # a path cut in the middle, for messages
 
 Entry dicts have ``name, path, size, is_dir, is_symlink, mtime, mode``.
+
+Limits: a path is at most :data:`MAX_PATH_BYTES` (4095, PATH_MAX less its NUL) bytes of UTF-8 and
+each component at most :data:`MAX_NAME_BYTES` (255, NAME_MAX); longer paths are refused
+(``OSError`` ``ENAMETOOLONG``) before anything is touched. So the file API names at most 2048
+levels. Sandbox code can still build deeper trees (by ``chdir``-ing down); every walk here is
+iterative and holds one directory descriptor at a time whatever the depth (down by name with
+``O_NOFOLLOW``, up through ``..`` checked against the device and inode it came from), so:
+``remove``/``rmtree`` delete trees of any depth; ``listdir(recursive=True)``, ``copy`` and
+``disk_usage`` walk them, and the first two raise ``ENAMETOOLONG`` naming the first path over the
+limit (``copy`` before it writes anything). A directory moved away while a walk is inside it stops
+the walk with ``ESTALE`` rather than continuing somewhere else.
 
 Errors:
 
@@ -28,6 +42,8 @@ Errors:
   device) where a regular file is needed.
 * ``FileNotFoundError``, ``IsADirectoryError``, ``NotADirectoryError``, ``FileExistsError``.
 * :class:`TooLarge` (an ``OSError`` with ``errno.EFBIG``) when ``max_size`` is exceeded.
+* ``OSError`` ``ENAMETOOLONG`` for a path over the limits, ``ESTALE`` for a walk whose directory
+  was moved away (the message says which; the path in it is cut in the middle by :func:`shorten`).
 
 Symlinks are never followed. ``remove`` deletes a symlink itself (that cannot touch its
 target); every other operation refuses a symlink anywhere in its path.
@@ -35,21 +51,28 @@ target); every other operation refuses a symlink anywhere in its path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat as _stat
-from typing import Any, Union
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Union
 
 __all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
     "PathEscape",
     "TooLarge",
     "copy",
     "disk_usage",
+    "length_problem",
     "listdir",
     "mkdir",
     "move",
     "read",
     "remove",
+    "rmtree",
+    "shorten",
     "split",
     "stat",
     "write",
@@ -60,6 +83,11 @@ Root = Union[int, str, "os.PathLike[str]"]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CHUNK = 1 << 20
+
+#: the longest workspace-relative path, in bytes of UTF-8 (PATH_MAX is 4096 with the final NUL)
+MAX_PATH_BYTES = 4095
+#: the longest path component, in bytes (NAME_MAX)
+MAX_NAME_BYTES = 255
 
 
 class PathEscape(ValueError):
@@ -78,17 +106,46 @@ class TooLarge(OSError):
         super().__init__(errno.EFBIG, f"file too large ({size} > {limit} bytes)", path)
 
 
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def shorten(path: str, keep: int = 48) -> str:
+    """``path`` cut in the middle for messages (a path over the limit may be megabytes long)."""
+    return path if len(path) <= 2 * keep + 1 else f"{path[:keep]}\u2026{path[-keep:]}"
+
+
+def length_problem(rel: str) -> str | None:
+    """Why the workspace-relative path ``rel`` is longer than the file API allows, or None."""
+    size = _nbytes(rel)
+    if size > MAX_PATH_BYTES:
+        return (f"path too long: {size} bytes in {rel.count('/') + 1} levels, the file API's limit is "
+                f"{MAX_PATH_BYTES} bytes per path (PATH_MAX)")
+    for part in rel.split("/"):
+        if _nbytes(part) > MAX_NAME_BYTES:
+            return (f"path component too long: {_nbytes(part)} bytes, the limit is {MAX_NAME_BYTES} bytes "
+                    "per file or folder name (NAME_MAX)")
+    return None
+
+
+def _check_length(rel: str) -> None:
+    problem = length_problem(rel)
+    if problem is not None:
+        raise OSError(errno.ENAMETOOLONG, problem, shorten(rel))
+
+
 def split(rel: str) -> list[str]:
-    """Check ``rel`` lexically and return its components (``[]`` for the root)."""
+    """Check ``rel`` lexically (and against the length limits) and return its components."""
     if not isinstance(rel, str):
         raise TypeError(f"path must be str, not {type(rel).__name__}")
     if "\x00" in rel:
-        raise PathEscape(rel, "NUL byte in path")
+        raise PathEscape(shorten(rel), "NUL byte in path")
     if rel.startswith("/"):
-        raise PathEscape(rel, "absolute path")
+        raise PathEscape(shorten(rel), "absolute path")
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise PathEscape(rel, "'..' in path")
+        raise PathEscape(shorten(rel), "'..' in path")
+    _check_length("/".join(parts))
     return parts
 
 
@@ -288,22 +345,98 @@ def stat(root: Root, rel: str) -> dict[str, Any] | None:
     return _entry(st, parts[-1], "/".join(parts))
 
 
-def _scan(dfd: int, prefix: str, recursive: bool, out: list[dict[str, Any]]) -> None:
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _up(fd: int, expected: tuple[int, int], where: str) -> int:
+    """The parent of directory ``fd`` (which is closed) through ``..``, checked to be the directory
+    the walk came down from: if sandbox code moved ``fd``'s directory meanwhile, ``..`` is some
+    other directory and the walk stops (ESTALE) instead of continuing there."""
+    try:
+        parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        same = _ident(os.fstat(parent)) == expected
+    except BaseException:
+        os.close(parent)
+        raise
+    if not same:
+        os.close(parent)
+        raise OSError(errno.ESTALE, "a directory was moved while it was being walked; try again", shorten(where))
+    return parent
+
+
+def _entries(dfd: int) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of the entries of ``dfd``, sorted by name; entries gone meanwhile are left out."""
+    out = []
     with os.scandir(dfd) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for e in entries:
-        st = e.stat(follow_symlinks=False)
-        path = f"{prefix}/{e.name}" if prefix else e.name
-        out.append(_entry(st, e.name, path))
-        if recursive and _stat.S_ISDIR(st.st_mode):
+        for e in it:
             try:
-                sub = os.open(e.name, _DIR_FLAGS, dir_fd=dfd)
-            except OSError:
-                continue  # replaced by a symlink or removed meanwhile: skip it
+                out.append((e.name, e.stat(follow_symlinks=False)))
+            except FileNotFoundError:
+                continue
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+_FILE, _DIR, _LEAVE = "file", "dir", "leave"
+if TYPE_CHECKING:  # (not evaluated at run time: the runner may run on an older python3)
+    _Step = tuple[str, str, str, os.stat_result, int]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _walk(start: int, base: str, *, strict: bool, paths: bool = True) -> Generator[_Step, None, None]:
+    """Every entry below the directory ``start`` (left open), depth-first, sorted by name, holding
+    one descriptor whatever the depth, never following a symlink.
+
+    Yields ``(kind, path, name, lstat, parent_fd)``: ``_FILE`` for anything but a directory;
+    ``_DIR`` for a directory, then its entries, then ``_LEAVE`` for it (``parent_fd`` is then the
+    directory's parent again). ``parent_fd`` is valid only until the next step. ``path`` is
+    ``base`` + the path below ``start``, checked against the length limits (ENAMETOOLONG), unless
+    ``paths`` is false (then it is ``""``). A directory that cannot be entered (removed or swapped
+    for a symlink meanwhile) is skipped, or raised with ``strict``."""
+    cur = os.dup(start)
+    try:
+        # a frame: [entries, next index, (dev, ino) of the directory, its path, its (name, lstat)]
+        frames: list[list[Any]] = [[_entries(cur), 0, _ident(os.fstat(cur)), base, None]]
+        while frames:
+            frame = frames[-1]
+            if frame[1] == len(frame[0]):
+                frames.pop()
+                if frames:
+                    fd, cur = cur, -1
+                    cur = _up(fd, frames[-1][2], frame[3])
+                    yield _LEAVE, frame[3], frame[4][0], frame[4][1], cur
+                continue
+            name, st = frame[0][frame[1]]
+            frame[1] += 1
+            path = ""
+            if paths:
+                path = _join(frame[3], name)
+                _check_length(path)
+            if not _stat.S_ISDIR(st.st_mode):
+                yield _FILE, path, name, st, cur
+                continue
+            yield _DIR, path, name, st, cur
             try:
-                _scan(sub, path, recursive, out)
-            finally:
-                os.close(sub)
+                sub = os.open(name, _DIR_FLAGS, dir_fd=cur)
+            except OSError as exc:
+                if not strict:
+                    continue
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise PathEscape(shorten(path), "symlink in path") from None
+                raise
+            os.close(cur)
+            cur = sub
+            frames.append([_entries(cur), 0, _ident(os.fstat(cur)), path, (name, st)])
+    finally:
+        if cur >= 0:
+            os.close(cur)
 
 
 def listdir(root: Root, rel: str = "", recursive: bool = False) -> list[dict[str, Any]]:
@@ -316,35 +449,127 @@ def listdir(root: Root, rel: str = "", recursive: bool = False) -> list[dict[str
         if owned:
             os.close(rfd)
     try:
-        out: list[dict[str, Any]] = []
-        _scan(dfd, "/".join(parts), recursive, out)
-        return out
+        base = "/".join(parts)
+        if not recursive:
+            out = []
+            for name, st in _entries(dfd):
+                path = _join(base, name)
+                _check_length(path)
+                out.append(_entry(st, name, path))
+            return out
+        with contextlib.closing(_walk(dfd, base, strict=False)) as walk:
+            return [_entry(st, name, path) for kind, path, name, st, _ in walk if kind != _LEAVE]
     finally:
         os.close(dfd)
 
 
-def _rmtree_at(dfd: int, name: str) -> None:
+def _chmod_dir(dfd: int, name: str) -> None:
+    """Give the owner rwx on directory ``name`` that cannot be opened (sandbox code may chmod 000
+    its own directories): through an O_PATH descriptor, so a symlink swapped in is never followed."""
+    o_path = getattr(os, "O_PATH", 0)
+    if not o_path:
+        raise PermissionError(errno.EACCES, "permission denied", name)
+    pfd = os.open(name, o_path | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
     try:
-        sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        os.chmod(f"/proc/self/fd/{pfd}", 0o700)
+    finally:
+        os.close(pfd)
+
+
+def _open_for_removal(dfd: int, name: str) -> int:
+    """Open directory ``name`` to empty it: made readable and writable for its owner if need be."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except PermissionError:
+        _chmod_dir(dfd, name)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    mode = os.fstat(fd).st_mode
+    if mode & 0o700 != 0o700:
+        try:
+            os.fchmod(fd, _stat.S_IMODE(mode) | 0o700)
+        except OSError:
+            pass  # not ours: the unlinks below say why
+    return fd
+
+
+def _clear(fd: int) -> list[str]:
+    """Unlink everything in directory ``fd`` except directories; return the directories' names."""
+    subdirs = []
+    with os.scandir(fd) as it:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
+        if is_dir:
+            subdirs.append(name)
+            continue
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:  # replaced by a directory meanwhile
+            subdirs.append(name)
+    return subdirs
+
+
+#: how often a removal empties a directory again when files keep appearing in it
+_RMDIR_RETRIES = 5
+
+
+def _rmtree_at(dfd: int, name: str) -> None:
+    """Remove directory ``name`` of ``dfd`` and everything below it: iterative, one descriptor
+    at a time whatever the depth (up through ``..``, checked), never following a symlink."""
+    try:
+        cur = _open_for_removal(dfd, name)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            os.unlink(name, dir_fd=dfd)
+            os.unlink(name, dir_fd=dfd)  # a symlink or file swapped in: remove that, not its target
             return
         raise
+    retries = 0
     try:
-        with os.scandir(sub) as it:
-            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        for child, is_dir in names:
-            if is_dir:
-                _rmtree_at(sub, child)
-            else:
+        # a frame: [name in its parent, (dev, ino), subdirectories still to remove]
+        frames: list[list[Any]] = [[name, _ident(os.fstat(cur)), _clear(cur)]]
+        while frames:
+            frame = frames[-1]
+            if frame[2]:
+                sub = frame[2].pop()
                 try:
-                    os.unlink(child, dir_fd=sub)
-                except IsADirectoryError:
-                    _rmtree_at(sub, child)
+                    nfd = _open_for_removal(cur, sub)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    os.unlink(sub, dir_fd=cur)
+                    continue
+                os.close(cur)
+                cur = nfd
+                frames.append([sub, _ident(os.fstat(cur)), _clear(cur)])
+                continue
+            frames.pop()
+            fd, cur = cur, -1
+            if frames:
+                cur = _up(fd, frames[-1][1], frame[0])
+                parent = cur
+            else:
+                os.close(fd)
+                parent = dfd
+            try:
+                os.rmdir(frame[0], dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                retries += 1
+                if exc.errno != errno.ENOTEMPTY or retries > _RMDIR_RETRIES:
+                    raise
+                # something was created in it meanwhile: empty it again
+                if frames:
+                    frames[-1][2].append(frame[0])
+                else:
+                    cur = _open_for_removal(dfd, frame[0])
+                    frames.append([frame[0], _ident(os.fstat(cur)), _clear(cur)])
     finally:
-        os.close(sub)
-    os.rmdir(name, dir_fd=dfd)
+        if cur >= 0:
+            os.close(cur)
 
 
 def remove(root: Root, rel: str) -> bool:
@@ -364,6 +589,32 @@ def remove(root: Root, rel: str) -> bool:
         return False
 
 
+def rmtree(path: str | os.PathLike[str]) -> bool:
+    """Remove the host directory ``path`` and everything below it, whatever its depth (destroy
+    removes a workspace with this). A symlink at ``path`` is removed, not followed. Directories
+    sandbox code made unreadable are made readable first. False if nothing was there."""
+    full = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(full.rstrip("/"))
+    if not name:
+        raise OSError(errno.EINVAL, "refusing to remove the root directory", full)
+    try:
+        pfd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        try:
+            st = os.lstat(name, dir_fd=pfd)
+        except FileNotFoundError:
+            return False
+        if _stat.S_ISDIR(st.st_mode):
+            _rmtree_at(pfd, name)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        return True
+    finally:
+        os.close(pfd)
+
+
 def _copy_file(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str) -> None:
     fd = _open_file(sdfd, sname, src)
     try:
@@ -379,27 +630,58 @@ def _copy_file(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str)
     _atomic_write(ddfd, dname, b"".join(chunks), dst, mode)
 
 
+def _refuse_in_copy(path: str, st: os.stat_result) -> None:
+    """What a tree copy would refuse half-way, refused before it writes anything."""
+    if _stat.S_ISLNK(st.st_mode):
+        raise PathEscape(shorten(path), "symlink in path")
+    if not _stat.S_ISDIR(st.st_mode):
+        if not _stat.S_ISREG(st.st_mode):
+            raise PathEscape(shorten(path), "not a regular file")
+        if st.st_nlink > 1:
+            raise PathEscape(shorten(path), "file has more than one hard link")
+
+
 def _copy_tree(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str) -> None:
-    try:
-        os.mkdir(dname, 0o755, dir_fd=ddfd)
-    except FileExistsError:
-        if not _stat.S_ISDIR(os.lstat(dname, dir_fd=ddfd).st_mode):
-            raise
+    src, dst = "/".join(split(src)), "/".join(split(dst))
     s = _open_dir(sdfd, [sname], src)
     try:
+        # first a dry walk: symlinks, FIFOs, hard links and paths over the limit (the source's
+        # or the copy's) fail the copy before anything is written
+        with contextlib.closing(_walk(s, src, strict=False)) as walk:
+            for kind, path, _name, st, _fd in walk:
+                if kind != _LEAVE:
+                    _refuse_in_copy(path, st)
+                    _check_length(dst + path[len(src):])
+        try:
+            os.mkdir(dname, 0o755, dir_fd=ddfd)
+        except FileExistsError:
+            if not _stat.S_ISDIR(os.lstat(dname, dir_fd=ddfd).st_mode):
+                raise
         d = _open_dir(ddfd, [dname], dst)
         try:
-            with os.scandir(s) as it:
-                entries = sorted((e.name, e.stat(follow_symlinks=False).st_mode) for e in it)
-            for name, mode in entries:
-                if _stat.S_ISLNK(mode):
-                    raise PathEscape(f"{src}/{name}", "symlink in path")
-                if _stat.S_ISDIR(mode):
-                    _copy_tree(s, name, d, name, f"{src}/{name}", f"{dst}/{name}")
-                else:
-                    _copy_file(s, name, d, name, f"{src}/{name}", f"{dst}/{name}")
+            above: list[tuple[int, int]] = []  # (dev, ino) of the destination directories above d
+            with contextlib.closing(_walk(s, src, strict=True)) as walk:
+                for kind, path, name, st, sfd in walk:
+                    target = dst + path[len(src):]
+                    if kind == _LEAVE:
+                        fd, d = d, -1
+                        d = _up(fd, above.pop(), target)
+                    elif kind == _DIR:
+                        _refuse_in_copy(path, st)
+                        try:
+                            os.mkdir(name, 0o755, dir_fd=d)
+                        except FileExistsError:
+                            pass
+                        nd = _open_dir(d, [name], target)
+                        above.append(_ident(os.fstat(d)))
+                        os.close(d)
+                        d = nd
+                    else:
+                        _refuse_in_copy(path, st)
+                        _copy_file(sfd, name, d, name, path, target)
         finally:
-            os.close(d)
+            if d >= 0:
+                os.close(d)
     finally:
         os.close(s)
 
@@ -454,29 +736,18 @@ def mkdir(root: Root, rel: str) -> None:
 
 
 def disk_usage(root: Root) -> int:
-    """Total size in bytes of the regular files below ``root`` (symlinks not followed)."""
+    """Total size in bytes of the regular files below ``root`` (symlinks not followed; a walk
+    disturbed by sandbox code moving directories returns what it counted until then)."""
     rfd, owned = _root_fd(root)
     total = 0
     try:
-        stack = [os.dup(rfd)]
-        while stack:
-            dfd = stack.pop()
-            try:
-                with os.scandir(dfd) as it:
-                    for e in it:
-                        try:
-                            st = e.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if _stat.S_ISDIR(st.st_mode):
-                            try:
-                                stack.append(os.open(e.name, _DIR_FLAGS, dir_fd=dfd))
-                            except OSError:
-                                pass
-                        elif _stat.S_ISREG(st.st_mode):
-                            total += st.st_blocks * 512 if st.st_blocks else st.st_size
-            finally:
-                os.close(dfd)
+        with contextlib.closing(_walk(rfd, "", strict=False, paths=False)) as walk:
+            for kind, _path, _name, st, _fd in walk:
+                if kind == _FILE and _stat.S_ISREG(st.st_mode):
+                    total += st.st_blocks * 512 if st.st_blocks else st.st_size
+    except OSError as exc:
+        if exc.errno != errno.ESTALE:
+            raise
     finally:
         if owned:
             os.close(rfd)

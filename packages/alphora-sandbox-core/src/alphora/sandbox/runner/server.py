@@ -42,6 +42,7 @@ else:  # imported as a module of the alphora package
         child_base,
         child_setup,
         encode,
+        proc_table,
         run_job,
         spare_main,
         write_all,
@@ -54,32 +55,12 @@ EXIT_GRACE = 0.1  # seconds to keep reading a call's pipes after its main proces
 # -- /proc --------------------------------------------------------------------------------------
 
 
-def proc_table() -> dict[int, tuple[int, int, int]]:
-    """pid -> (ppid, pgid, sid) of every visible process."""
-    table: dict[int, tuple[int, int, int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:  # no procfs (not Linux): only process groups can be killed
-        return table
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rfind(b")") + 2 :].split()
-        try:
-            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-        except (IndexError, ValueError):
-            continue
-    return table
-
-
-def descendants(root: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
+def descendants(root: int, table: dict[int, tuple[int, int, int, int]], skip: frozenset[tuple[int, int]] = frozenset()) -> set[int]:
+    """Every descendant of ``root``, leaving out the subtrees of the ``(pid, start time)`` in ``skip``."""
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
+    for pid, (ppid, _, _, start) in table.items():
+        if (pid, start) in skip:
+            continue
         children.setdefault(ppid, []).append(pid)
     out: set[int] = set()
     stack = [root]
@@ -91,19 +72,14 @@ def descendants(root: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
     return out
 
 
-def kill_tree(root: int, include_root: bool = True) -> set[int]:
-    """Freeze then SIGKILL ``root``'s process group and every descendant. Returns their pids."""
+def freeze_and_kill(select: Callable[[dict[int, tuple[int, int, int, int]]], set[int]]) -> set[int]:
+    """SIGSTOP the processes ``select`` picks from the process table, again and again until no new
+    one appears (a stopped process cannot fork), then SIGKILL them all. Returns their pids."""
     me = os.getpid()
     frozen: set[int] = set()
     for _ in range(50):
-        table = proc_table()
-        pids = descendants(root, table)
-        pids |= {p for p, (_, pg, sid) in table.items() if pg == root or sid == root}
-        if include_root and root in table:
-            pids.add(root)
+        pids = select(proc_table())
         pids.discard(me)
-        if not include_root:
-            pids.discard(root)
         new = pids - frozen
         for p in new:
             try:
@@ -118,6 +94,22 @@ def kill_tree(root: int, include_root: bool = True) -> set[int]:
             os.kill(p, signal.SIGKILL)
         except OSError:
             pass
+    return frozen
+
+
+def kill_tree(root: int, include_root: bool = True) -> set[int]:
+    """Freeze then SIGKILL ``root``'s process group, its session and every descendant. Returns their pids."""
+
+    def select(table: dict[int, tuple[int, int, int, int]]) -> set[int]:
+        pids = descendants(root, table)
+        pids |= {p for p, (_, pg, sid, _) in table.items() if pg == root or sid == root}
+        if include_root and root in table:
+            pids.add(root)
+        if not include_root:
+            pids.discard(root)
+        return pids
+
+    frozen = freeze_and_kill(select)
     if include_root:
         try:
             os.killpg(root, signal.SIGKILL)
@@ -125,7 +117,53 @@ def kill_tree(root: int, include_root: bool = True) -> set[int]:
             pass
     return frozen
 
+
+def kill_cell_tree(root: int, keep: frozenset[tuple[int, int]]) -> set[int]:
+    """Freeze then SIGKILL every descendant of the session interpreter ``root`` except the subtrees
+    of its children in ``keep`` (``(pid, start time)``: what it had before the cell began), so a
+    timed-out cell's processes die and those earlier cells left running do not. Whatever the cell
+    started is below a process it started (orphans come back to ``root``, a subreaper), and a
+    process started before the cell cannot be below one started by it."""
+    return freeze_and_kill(lambda table: descendants(root, table, keep))
+
+
+def _state(pid: int) -> bytes:
+    """The one-letter state of a process (``R``, ``S``, ``T``, ``Z`` …), ``b""`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return b""
+    return data[data.rfind(b")") + 2 :][:1]
+
+
+def _wait_states(pids: set[int], done: tuple[bytes, ...], within: float) -> set[int]:
+    deadline = time.monotonic() + within
+    while True:
+        pids = {p for p in pids if _state(p) not in done}
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(0.002)
+
+
+def wait_dead(pids: set[int], within: float) -> set[int]:
+    """Wait (at most ``within`` s) until every pid is a zombie or gone; returns those that are not."""
+    return _wait_states(pids, (b"", b"Z", b"X"), within)
+
+
+def wait_stopped(pid: int, within: float) -> bool:
+    """Wait (at most ``within`` s) until a SIGSTOPped process has really stopped (it cannot fork then)."""
+    return not _wait_states({pid}, (b"", b"T", b"t", b"Z", b"X"), within)
+
+
 # -- the runner ----------------------------------------------------------------------------------
+
+
+def required(req: dict[str, Any], key: str, kind: Callable[[Any], Any]) -> Any:
+    """A field the client always sends (the client validated it; the runner has no defaults)."""
+    if key not in req:
+        raise ValueError(f"{req.get('op')} request without {key!r}")
+    return kind(req[key])
 
 
 class Stream:
@@ -190,6 +228,9 @@ class Session:
         self.timeout = 0.0
         self.restarts = 0
         self.lost_pending = False
+        self.cell_started = False  # the interpreter said "started": user code may be running
+        self.keep: frozenset[tuple[int, int]] = frozenset()  # its children from before the cell
+        self.killed = 0  # processes of the running cell killed at its timeout
 
 
 class Runner:
@@ -204,6 +245,7 @@ class Runner:
         self.workspace = os.getcwd()
         self.env: dict[str, str] = dict(os.environ)
         self.limits: dict[str, Any] = {}
+        self.memory_cgroup = False  # the sandbox is the memory cgroup at /sys/fs/cgroup (a container)
         self.cpu_sample: tuple[float, float] | None = None
         self.preload: list[str] = []
         #: a pre-forked child waiting for the next exec: (pid, ctl_w, out_r, err_r, in_w)
@@ -318,6 +360,7 @@ class Runner:
         if "env" in req:
             self.env = dict(req["env"])
         self.limits = dict(req.get("limits") or {})
+        self.memory_cgroup = bool(req.get("memory_cgroup"))
         self.use_spares = bool(req.get("spares", True))
         self._drop_spare()
         # imported one per idle loop turn after this reply, so the first call need not wait
@@ -341,7 +384,7 @@ class Runner:
         env = self._env(req.get("env"))
         cwd = self._cwd(req.get("cwd", ""))
         stdin = base64.b64decode(req["stdin"]) if req.get("stdin") else b""
-        cap = int(req.get("max_output", 10 << 20))
+        timeout, cap = required(req, "timeout", float), required(req, "max_output", int)
         if kind not in ("python", "file", "shell", "argv"):
             raise ValueError(f"unknown kind {kind!r}")
         if kind in ("file", "argv") and not argv:
@@ -375,7 +418,7 @@ class Runner:
         streams = [Stream("stdout", out_r), Stream("stderr", err_r)]
         for s in streams:
             s.reset(cap)
-        call = Call(req.get("id"), pid, streams, float(req.get("timeout", 30)), in_w, stdin)
+        call = Call(req.get("id"), pid, streams, timeout, in_w, stdin)
         self.calls[pid] = call
         for s in streams:
             os.set_blocking(s.fd, False)
@@ -543,6 +586,13 @@ class Runner:
 
     def _session_reader(self, sess: Session) -> Callable[[int, int], None]:
         def on_readable(fd: int, mask: int) -> None:
+            self._session_read(sess, fd)
+
+        return on_readable
+
+    def _session_read(self, sess: Session, fd: int) -> None:
+        """Handle what the session's interpreter sent: ``started`` frames and cell replies."""
+        while sess.ctl_r == fd:
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
@@ -550,12 +600,17 @@ class Runner:
             except OSError:
                 data = b""
             if not data:
-                self.sel.unregister(fd)
+                try:
+                    self.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
                 return
-            for reply in sess.frames.feed(data):
-                self._session_done(sess, reply, state_lost=False)
-
-        return on_readable
+            for frame in sess.frames.feed(data):
+                if frame.get("ev") == "started":
+                    sess.cell_started = True
+                    sess.keep = frozenset((int(pid), int(start)) for pid, start in frame["keep"])
+                else:
+                    self._session_done(sess, frame, state_lost=False)
 
     def _session_done(self, sess: Session, reply: dict[str, Any], state_lost: bool) -> None:
         rid = sess.active
@@ -572,10 +627,11 @@ class Runner:
         sess.lost_pending = False
         self.send({
             "id": rid, "ev": "done", **reply, "timed_out": sess.interrupted_at is not None,
-            "state_lost": state_lost, "time": time.monotonic() - sess.started,
+            "state_lost": state_lost, "time": time.monotonic() - sess.started, "killed": sess.killed,
             "stdout_truncated": sess.streams[0].truncated, "stderr_truncated": sess.streams[1].truncated,
         })
         sess.interrupted_at = None
+        sess.cell_started = False
 
     def session_run(self, req: dict[str, Any]) -> None:
         name = req.get("name", "default")
@@ -586,26 +642,29 @@ class Runner:
             raise RuntimeError(f"session {name!r} is busy")
         if sess.pid == 0:
             self._session_spawn(sess)
+        timeout, grace = required(req, "timeout", float), required(req, "grace", float)
+        cap, code = required(req, "max_output", int), required(req, "code", str)
         sess.active = req.get("id")
         sess.started = time.monotonic()
-        sess.timeout = float(req.get("timeout", 30))
-        sess.deadline = sess.started + sess.timeout
-        sess.grace = float(req.get("grace", 2.0))
+        sess.timeout = timeout
+        sess.deadline = sess.started + timeout
+        sess.grace = grace
         sess.interrupted_at = None
+        sess.cell_started = False
+        sess.keep = frozenset()
+        sess.killed = 0
         for s in sess.streams:
-            s.reset(int(req.get("max_output", 10 << 20)))
+            s.reset(cap)
         try:
-            write_all(sess.ctl_w, encode({"code": req.get("code", "")}))
+            write_all(sess.ctl_w, encode({"code": code}))
         except OSError:
             self._session_lost(sess, "session process is gone")
 
     def _session_kill(self, sess: Session) -> None:
-        if sess.pid:
-            kill_tree(sess.pid)
-            try:
-                os.waitpid(sess.pid, 0)
-            except ChildProcessError:
-                pass
+        """End the session's interpreter and every process it has, background ones included."""
+        pid, sess.pid = sess.pid, 0
+        if pid:
+            self._kill_and_reap(pid)
         self._session_cleanup(sess)
 
     def _session_cleanup(self, sess: Session) -> None:
@@ -623,12 +682,9 @@ class Runner:
 
     def _session_lost(self, sess: Session, error: str, status: int | None = None) -> None:
         rid = sess.active
-        if sess.pid and status is None:
-            kill_tree(sess.pid)
-            try:
-                os.waitpid(sess.pid, 0)
-            except ChildProcessError:
-                pass
+        pid, sess.pid = sess.pid, 0
+        if pid and status is None:
+            self._kill_and_reap(pid)
         if rid is not None:
             for s in sess.streams:
                 if not s.eof:
@@ -642,6 +698,35 @@ class Runner:
             sess.lost_pending = True  # died while idle: the next cell reports state_lost
         self._session_cleanup(sess)
         sess.restarts += 1  # respawned lazily by the next session_run
+
+    def _session_timeout(self, sess: Session) -> None:
+        """The running cell is past its deadline: freeze the interpreter, kill every process the
+        cell started (children, grandchildren, daemons), then interrupt the cell with SIGINT. The
+        interpreter itself and what earlier cells left running are spared, so the state is kept
+        if the cell stops on the interrupt (see tick() for when it does not)."""
+        pid = sess.pid
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            return  # it is gone: reap() reports the loss
+        try:
+            if sess.ctl_r >= 0:
+                self._session_read(sess, sess.ctl_r)  # a reply already sent wins over the deadline
+            if sess.active is None:
+                return
+            sess.interrupted_at = time.monotonic()
+            if sess.cell_started:  # else no user code ran yet: nothing to kill
+                wait_stopped(pid, 0.2)
+                killed = kill_cell_tree(pid, sess.keep)
+                sess.killed = len(killed)
+                # dead before the interrupt, so the interpreter reaps them all when the cell stops
+                wait_dead(killed, 0.5)
+            os.kill(pid, signal.SIGINT)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
 
     # housekeeping
     def reap(self) -> None:
@@ -669,8 +754,8 @@ class Runner:
                     break
 
     def _kill_and_reap(self, pid: int, call: Call | None = None, within: float = 0.5) -> None:
-        """Kill a call's tree and wait (briefly) until every killed process is reaped, so that
-        nothing of it is visible, not even as a zombie, when the result goes out."""
+        """Kill a call's (or a session's) tree and wait (briefly) until every killed process is
+        reaped, so that nothing of it is visible, not even as a zombie, when the result goes out."""
         killed = kill_tree(pid)
         if call is not None:
             call.killed = max(call.killed, len(killed))
@@ -705,14 +790,12 @@ class Runner:
             if sess.active is None:
                 continue
             if sess.interrupted_at is None and now >= sess.deadline:
-                sess.interrupted_at = now
-                try:
-                    os.kill(sess.pid, signal.SIGINT)
-                except OSError:
-                    pass
+                self._session_timeout(sess)
+                if sess.active is None:  # its reply was already on the way
+                    continue
                 left = sess.grace
             elif sess.interrupted_at is not None and now >= sess.interrupted_at + sess.grace:
-                self._session_lost(sess, f"timed out after {sess.timeout:g}s and did not stop on interrupt; "
+                self._session_lost(sess, f"the cell did not stop within {sess.grace:g}s of KeyboardInterrupt; "
                                          "the session was restarted and its state was lost")
                 continue
             else:
@@ -780,9 +863,7 @@ class Runner:
         table = proc_table()
         me = os.getpid()
         pids = descendants(me, table) | {me}
-        page = os.sysconf("SC_PAGE_SIZE")
         tick = os.sysconf("SC_CLK_TCK")
-        rss = 0
         cpu = 0.0
         for pid in pids:
             try:
@@ -790,7 +871,6 @@ class Runner:
                     data = f.read()
                 fields = data[data.rfind(b")") + 2 :].split()
                 cpu += (int(fields[11]) + int(fields[12])) / tick
-                rss += int(fields[21]) * page
             except (OSError, IndexError, ValueError):
                 continue
         now = time.monotonic()
@@ -799,22 +879,86 @@ class Runner:
         percent = 0.0
         if prev is not None and now > prev[0]:
             percent = max(0.0, (cpu - prev[1]) / (now - prev[0]) * 100.0)
-        total = 0
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemTotal:"):
-                        total = int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-        limit = int(self.limits.get("memory_bytes") or 0) or total
+        found = cgroup_memory() if self.memory_cgroup else None
+        used, limit = found if found is not None else (sum(process_memory(pid) for pid in pids), 0)
+        limit = limit or int(self.limits.get("memory_bytes") or 0) or mem_total()
         try:
             disk = safefs.disk_usage(self.workspace)
         except OSError:
             disk = 0
-        return {"cpu_percent": percent, "memory_bytes": rss, "memory_percent": (rss / limit * 100) if limit else 0.0,
+        return {"cpu_percent": percent, "memory_bytes": used, "memory_percent": (used / limit * 100) if limit else 0.0,
                 "disk_bytes": disk, "process_count": len(pids)}
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+#: (usage, stat file, its inactive-file key, limit) of the memory cgroup seen at /sys/fs/cgroup: v2, v1
+CGROUP_MEMORY = (
+    ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file", "/sys/fs/cgroup/memory.max"),
+    ("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file",
+     "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def cgroup_memory() -> tuple[int, int] | None:
+    """(bytes used, limit or 0) of the memory cgroup mounted at /sys/fs/cgroup (a container's own):
+    its usage minus the inactive file cache the kernel can drop at once, which is what ``docker
+    stats`` shows. None when there is no readable memory cgroup."""
+    for usage_file, stat_file, inactive_key, limit_file in CGROUP_MEMORY:
+        try:
+            usage = int(_read(usage_file))
+        except (OSError, ValueError):
+            continue
+        inactive = 0
+        try:
+            for line in _read(stat_file).splitlines():
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    inactive = int(value)
+                    break
+        except (OSError, ValueError):
+            pass
+        try:
+            limit = int(_read(limit_file))
+        except (OSError, ValueError):  # "max": no limit
+            limit = 0
+        return max(usage - inactive, 0), (limit if 0 < limit < 1 << 60 else 0)
+    return None
+
+
+def process_memory(pid: int) -> int:
+    """The process's proportional set size (PSS): its private pages plus its share of the pages it
+    shares (a page shared by N processes counts 1/N in each), so summing over processes that fork
+    from one another counts every page once. Falls back to the resident set size."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[21]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def main() -> None:

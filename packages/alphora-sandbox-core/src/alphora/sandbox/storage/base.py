@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
-from ..errors import PathTraversalError, StorageError
+from ..errors import FileSystemError, StorageError
 from ..pathguard import normalize
 from ..rules import name_key
 from ..types import StorageType
@@ -120,7 +120,7 @@ def validate_key(key: str, *, allow_empty: bool = False) -> str:
         raise StorageError(f"storage key must be a str, got {type(key).__name__}", key=repr(key))
     try:
         norm = normalize(key)
-    except PathTraversalError as exc:
+    except FileSystemError as exc:  # PathTraversalError, or a key over the path length limits
         raise StorageError(f"invalid storage key {key!r}: {exc.message}", key=key) from exc
     if not norm and not allow_empty:
         raise StorageError(f"invalid storage key {key!r}: it is empty", key=key)

@@ -13,11 +13,30 @@ from typing import Any
 
 from ..backend import default_base_path
 from ..errors import StorageError, StorageNotFoundError
+from ..runner.safefs import shorten
 from .base import ObjectInfo, Storage, StorageConfig, validate_key, validate_prefix
 
 __all__ = ["LocalStorage"]
 
 _TMP = ".alphora-tmp-"
+
+
+def _makedirs(path: Path) -> None:
+    """``path`` and its missing parents, mode 0700; iterative (``Path.mkdir(parents=True)`` and
+    ``os.makedirs`` recurse once per missing level)."""
+    missing = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
 
 
 def default_storage_path() -> Path:
@@ -94,9 +113,11 @@ class LocalStorage(Storage):
         self._ensure_base()
         self._check_no_links(norm, upto_parent=True)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _makedirs(path.parent)
         except (FileExistsError, NotADirectoryError) as exc:
             raise StorageError(f"cannot store {norm!r}: a parent of it is an object", key=norm) from exc
+        except OSError as exc:  # e.g. ENAMETOOLONG: base path + key longer than the OS allows
+            raise StorageError(f"cannot store {shorten(norm)!r}: {exc.strerror}", key=norm) from exc
         if path.is_dir() and not path.is_symlink():
             raise StorageError(f"cannot store {norm!r}: other keys live under it", key=norm)
         tmp = path.parent / f"{_TMP}{secrets.token_hex(8)}"
@@ -138,16 +159,32 @@ class LocalStorage(Storage):
         return await asyncio.to_thread(self._list_sync, prefix, recursive)
 
     def _walk(self) -> builtins.list[str]:
+        """Every key: files below the base path (symlinks and temporary files left out). Iterative,
+        so a tree as deep as keys can be (about 2,000 levels) is no RecursionError (os.walk recurses
+        before Python 3.13)."""
         keys: builtins.list[str] = []
         if not self.base_path.is_dir():
             return keys
-        for root, dirs, files in os.walk(self.base_path, followlinks=False):
-            rel_root = os.path.relpath(root, self.base_path)
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-            for name in files:
-                if name.startswith(_TMP) or os.path.islink(os.path.join(root, name)):
-                    continue
-                keys.append(name if rel_root == "." else f"{rel_root.replace(os.sep, '/')}/{name}")
+        stack = [("", str(self.base_path))]
+        while stack:
+            rel, directory = stack.pop()
+            try:
+                it = os.scandir(directory)
+            except OSError:
+                continue  # vanished, or longer than the OS can name: nothing readable there
+            with it:
+                for entry in it:
+                    key = f"{rel}/{entry.name}" if rel else entry.name
+                    try:
+                        if entry.is_symlink():
+                            continue
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((key, entry.path))
+                            continue
+                    except OSError:
+                        continue
+                    if not entry.name.startswith(_TMP):
+                        keys.append(key)
         return keys
 
     def _list_sync(self, prefix: str, recursive: bool) -> builtins.list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,53 @@ import pytest
 from ..backend import Backend, OutputChunk, ProcessRequest
 from ..errors import FileNotFoundError as SandboxFileNotFoundError
 from ..errors import PathTraversalError
+from ..session import PythonSession
 from ..types import ExecutionStatus, FileType
+
+#: a session cell that starts a child, a grandchild (below a second Python) and a double-forked
+#: setsid daemon, all with ``MARKER`` in their argv, records their pids in ``cell.pids``, then sleeps
+_SPAWNING_CELL = """
+import os, subprocess, sys, time
+kept = 'set before the timeout'
+child = subprocess.Popen([MARKER + '-child', '300'], executable='sleep')
+parent = subprocess.Popen([sys.executable, '-c', 'import subprocess, sys; p = subprocess.Popen([sys.argv[1], "300"], '
+                           'executable="sleep"); print(p.pid, flush=True); p.wait()', MARKER + '-grandchild'],
+                          stdout=subprocess.PIPE)
+grandchild = int(parent.stdout.readline())
+r, w = os.pipe()
+if os.fork() == 0:
+    try:
+        os.close(r)
+        os.setsid()
+        pid = os.fork()
+        if pid == 0:
+            os.execvp('sleep', [MARKER + '-daemon', '300'])
+        os.write(w, str(pid).encode())
+    finally:
+        os._exit(0)
+os.close(w)
+daemon = int(os.read(r, 64))
+os.wait()
+with open('cell.pids', 'w') as f:
+    f.write(' '.join(map(str, [child.pid, parent.pid, grandchild, daemon])))
+print('all started', flush=True)
+time.sleep(300)
+"""
+
+#: prints the pids of ``cell.pids`` that still exist (zombies count) and of every process with
+#: ``MARKER`` in its argv
+_SURVIVORS = """
+import os
+found = {int(p) for p in open('cell.pids').read().split() if os.path.exists(f'/proc/{p}')}
+for name in os.listdir('/proc'):
+    if name.isdigit() and int(name) != os.getpid():
+        try:
+            if MARKER.encode() in open(f'/proc/{name}/cmdline', 'rb').read():
+                found.add(int(name))
+        except OSError:
+            pass
+print(sorted(found))
+"""
 
 
 class BackendContractTests:
@@ -191,3 +238,65 @@ class BackendContractTests:
         assert usage.disk_mb >= 1.5
         await backend.stop()
         assert not await backend.health_check()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    async def _session(self, backend: Backend, name: str = "contract") -> PythonSession:
+        try:
+            return await backend.open_session(name)
+        except NotImplementedError:
+            pytest.skip(f"backend {backend.name!r} has no stateful sessions")
+
+    async def test_session_timeout_kills_the_cells_processes_and_keeps_state(self, backend: Backend) -> None:
+        marker = f"MARKER = 'alphora-contract-{secrets.token_hex(4)}'\n"
+        py = await self._session(backend)
+        try:
+            await py.run("earlier = 1")
+            t0 = time.monotonic()
+            r = await py.run(marker + _SPAWNING_CELL, timeout=5)
+            assert r.status is ExecutionStatus.TIMEOUT, r
+            assert "all started" in r.stdout, r  # everything was running when the timeout hit
+            assert time.monotonic() - t0 < 5 + self.timeout_slack
+            survivors = await backend.execute_code(marker + _SURVIVORS)
+            assert survivors.stdout == "[]\n", survivors  # child, grandchild, daemon: none left, not even a zombie
+            assert not r.state_lost, r
+            state = await py.run("(earlier, kept, child.poll())")
+            assert state.value == "(1, 'set before the timeout', -9)", state  # the cell's own variables too
+        finally:
+            await py.close()
+
+    async def test_session_background_processes_of_completed_cells_keep_running(self, backend: Backend) -> None:
+        marker = f"MARKER = 'alphora-contract-{secrets.token_hex(4)}'\n"
+        py = await self._session(backend)
+        try:
+            started = await py.run(marker + "import subprocess\n"
+                                   "server = subprocess.Popen([MARKER + '-server', '300'], executable='sleep')\n"
+                                   "open('cell.pids', 'w').write(str(server.pid))")
+            assert started.success, started
+            r = await py.run("import time\ntime.sleep(300)", timeout=1)
+            assert r.status is ExecutionStatus.TIMEOUT, r
+            assert (await py.run("server.poll() is None")).value == "True"  # a server started earlier lives on
+            alive = await backend.execute_code(marker + _SURVIVORS)
+            assert alive.stdout != "[]\n", alive
+        finally:
+            await py.close()
+        gone = await backend.execute_code(marker + _SURVIVORS)
+        assert gone.stdout == "[]\n", gone  # closing the session ends it
+
+    async def test_memory_usage_counts_each_page_once(self, backend: Backend) -> None:
+        py = await self._session(backend)
+        try:
+            await py.run("import os, time")
+            before = (await backend.get_resource_usage()).memory_mb
+            assert (await py.run("blob = b'x' * (100 << 20)")).success
+            grown = (await backend.get_resource_usage()).memory_mb - before
+            assert 90 <= grown <= 130, grown
+            # a forked child shares the 100 MB with the session (copy-on-write): still counted once
+            fork = await py.run("pid = os.fork()\nif pid == 0:\n    time.sleep(300)\n    os._exit(0)")
+            assert fork.success, fork
+            await asyncio.sleep(0.2)
+            shared = (await backend.get_resource_usage()).memory_mb - before
+            await py.run("os.kill(pid, 9)\nos.waitpid(pid, 0)")
+            assert 90 <= shared <= grown + 15, (grown, shared)
+        finally:
+            await py.close()

@@ -20,7 +20,16 @@ from .exporters import (
 )
 from .results import ERROR_TYPES, truncate_middle
 from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, MAX_LISTED_FILES, SandboxTools
-from .specs import CATEGORIES, SESSION_NOTE, TOOL_SPECS, ToolSpec, get_spec, select_specs, with_session_note
+from .specs import (
+    CATEGORIES,
+    SESSION_NOTE,
+    TOOL_SPECS,
+    ToolSpec,
+    get_spec,
+    select_specs,
+    with_session_note,
+    with_timeout_cap,
+)
 from .validation import ArgumentError, validate_arguments
 
 __all__ = [
@@ -44,4 +53,5 @@ __all__ = [
     "truncate_middle",
     "validate_arguments",
     "with_session_note",
+    "with_timeout_cap",
 ]

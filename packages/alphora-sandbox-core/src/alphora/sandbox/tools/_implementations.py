@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..rules import resolve_timeout
 from ..types import ExecutionResult, FileInfo
 from .results import error_result, execution_result, truncate_middle
 
@@ -51,7 +52,7 @@ class ToolImplementations:
         raise NotImplementedError
 
     def _code(self, result: ExecutionResult, timeout: float | None) -> dict[str, Any]:
-        limit = timeout if timeout is not None else self.sandbox.resource_limits.timeout_seconds
+        limit = resolve_timeout(timeout, self.sandbox.resource_limits)
         return execution_result(result, self.max_output_chars, timeout=limit)
 
     async def _tool_run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
@@ -146,18 +147,18 @@ class ToolImplementations:
         return {"success": True, "package": package, "installed": await self.sandbox.package_installed(package)}
 
     async def _tool_set_environment_variable(self, key: str, value: str) -> dict[str, Any]:
-        self.sandbox.set_env(key, value)
+        await self.sandbox.set_env(key, value)
         return {"success": True, "key": key}
 
     async def _tool_get_environment_variable(self, key: str) -> dict[str, Any]:
-        value = self.sandbox.get_env(key)
+        value = await self.sandbox.get_env(key)
         return {"success": True, "key": key, "value": value, "is_set": value is not None}
 
     async def _tool_get_sandbox_status(self) -> dict[str, Any]:
         limits, policy = self.sandbox.resource_limits, self.sandbox.security_policy
         return {
             "success": True,
-            **self.sandbox.get_status(),
+            **(await self.sandbox.get_status()),
             "limits": {
                 "timeout_seconds": self.max_timeout,
                 "memory_mb": limits.memory_mb,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..cli import seconds_argument
 from ..plugins import install_hint
 from ..rules import DEFAULT_IMAGE
 from ..types import ResourceLimits, SecurityPolicy
@@ -175,7 +176,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", help="backend name: local (default), docker, or a plugin's")
     p.add_argument("--image", default=DEFAULT_IMAGE, help="Docker image (docker backend)")
     p.add_argument("--base-path", default=None, help="parent folder of sandbox workspaces")
-    p.add_argument("--timeout", type=float, default=None, help="default per-call timeout in seconds")
+    p.add_argument("--timeout", type=seconds_argument, default=None, help="default per-call timeout in seconds")
     p.add_argument("--memory-mb", type=int, default=None, help="memory limit (backends that enforce it)")
     p.add_argument("--network", action="store_true", help="allow network access from sandbox code")
     p.add_argument("--policy", choices=("default", "strict", "permissive"), default="default",

@@ -18,10 +18,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..plugins import PluginRegistry, get_registry
+from ..rules import resolve_timeout
 from ._implementations import MAX_LISTED_FILES, ToolImplementations
 from .results import error_result, exception_result
-from .specs import TOOL_SPECS, ToolSpec, select_specs, with_session_note
-from .validation import ArgumentError, validate_arguments
+from .specs import TOOL_SPECS, ToolSpec, select_specs, with_session_note, with_timeout_cap
+from .validation import ArgumentError, allowed_range, validate_arguments
 
 if TYPE_CHECKING:
     from ..sandbox import Sandbox
@@ -36,6 +37,18 @@ DEFAULT_MAX_OUTPUT_CHARS = 20_000
 
 
 _Impl = Callable[..., Awaitable[dict[str, Any]]]
+
+
+class _NonFiniteNumber(ValueError):
+    """``NaN``/``Infinity``/``-Infinity`` in a model's JSON text (not JSON, though ``json`` takes it)."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(f"{constant} is not a JSON number")
+        self.constant = constant
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise _NonFiniteNumber(constant)
 
 
 class SandboxTools(ToolImplementations):
@@ -60,7 +73,9 @@ class SandboxTools(ToolImplementations):
         max_output_chars: cut longer output and file content in the middle (None: never cut).
         max_timeout: the longest ``timeout`` a model may ask for, in seconds; default: the
             sandbox's ``resource_limits.timeout_seconds`` (a model can shorten a run, not extend
-            it past what the application configured). Longer requests are ``invalid_arguments``.
+            it past what the application configured). It is written into the exported schemas
+            (``maximum``); longer requests are ``invalid_arguments``. A value that is not a finite
+            positive number raises ConfigurationError.
         registry: plugin registry for the exporters (default: the process-wide one).
     """
 
@@ -83,10 +98,12 @@ class SandboxTools(ToolImplementations):
         self.use_session = use_session
         self.session_name = session_name
         self.max_output_chars = max_output_chars
-        self._max_timeout = max_timeout
+        self._max_timeout = resolve_timeout(max_timeout, sandbox.resource_limits, field="max_timeout")
         specs = select_specs(TOOL_SPECS, include=include, exclude=exclude, read_only=read_only)
         if use_session:  # tell the model that state persists (every export and MCP use self.specs)
             specs = tuple(with_session_note(s) if s.name == "run_python_code" else s for s in specs)
+        # the model sees (and the validator enforces) the allowed timeout range: 0 < timeout <= cap
+        specs = tuple(with_timeout_cap(s, self._max_timeout) for s in specs)
         self.specs: tuple[ToolSpec, ...] = specs
         self._by_name: dict[str, ToolSpec] = {s.name: s for s in self.specs}
         self._registry = registry
@@ -123,9 +140,7 @@ class SandboxTools(ToolImplementations):
     @property
     def max_timeout(self) -> float:
         """The longest timeout a model may request (see the constructor)."""
-        if self._max_timeout is not None:
-            return self._max_timeout
-        return float(self.sandbox.resource_limits.timeout_seconds)
+        return self._max_timeout
 
     # -- definitions and export ------------------------------------------------------------------
 
@@ -192,20 +207,27 @@ class SandboxTools(ToolImplementations):
     async def execute_tool_json(self, tool_name: str, arguments_json: str | None) -> dict[str, Any]:
         """Like :meth:`execute_tool`, for APIs that hand over the arguments as JSON text (OpenAI's
         ``tool_call.function.arguments``). Text that is not valid JSON, or that decodes to anything
-        but an object, comes back as an ``invalid_arguments`` result."""
+        but an object, comes back as an ``invalid_arguments`` result; so do ``NaN``, ``Infinity``
+        and ``-Infinity``, which Python's ``json`` would otherwise accept but JSON does not have."""
         if arguments_json is None or not str(arguments_json).strip():
             return await self._call(tool_name, {})
         try:
-            parameters = json.loads(arguments_json)
+            parameters = json.loads(arguments_json, parse_constant=_refuse_constant)
         except (TypeError, ValueError, RecursionError) as exc:
             spec = self._by_name.get(tool_name) if isinstance(tool_name, str) else None
             if spec is None:
                 return self._unknown_tool(tool_name)
-            why = "are nested too deeply" if isinstance(exc, RecursionError) else f"are not valid JSON ({exc})"
-            return self._shape(spec, error_result(
-                "invalid_arguments",
-                f"invalid arguments for {spec.name}: the arguments {why}; send one JSON object with the named arguments.",
-            ))
+            if isinstance(exc, _NonFiniteNumber):
+                msg = (f"invalid arguments for {spec.name}: the arguments contain {exc.constant}, which is not a "
+                       f"JSON number; numbers must be finite{self._numeric_ranges(spec)}. Send the call again with "
+                       "a finite number, or leave the argument out to use its default.")
+            elif isinstance(exc, RecursionError):
+                msg = (f"invalid arguments for {spec.name}: the arguments are nested too deeply; "
+                       "send one JSON object with the named arguments.")
+            else:
+                msg = (f"invalid arguments for {spec.name}: the arguments are not valid JSON ({exc}); "
+                       "send one JSON object with the named arguments.")
+            return self._shape(spec, error_result("invalid_arguments", msg))
         return await self._call(tool_name, parameters)
 
     async def _call(self, tool_name: Any, parameters: Any) -> dict[str, Any]:
@@ -214,13 +236,10 @@ class SandboxTools(ToolImplementations):
             return self._unknown_tool(tool_name)
         try:
             args = validate_arguments(parameters, spec.parameters)
-            timeout = args.get("timeout")
-            if timeout is not None and timeout > self.max_timeout:
-                raise ArgumentError([
-                    f"argument 'timeout' must be at most {self.max_timeout:g} seconds (this sandbox's limit), "
-                    f"got {timeout:g}; omit it to use the limit"
-                ])
         except ArgumentError as exc:
+            if any(p.startswith("argument 'timeout' ") for p in exc.problems):
+                exc.problems.append(f"'timeout' is in seconds, at most {self.max_timeout:g} (this sandbox's limit); "
+                                    "omit it to use the limit")
             return self._shape(spec, error_result("invalid_arguments", self._argument_message(spec, exc)))
         except Exception as exc:  # hostile input the validator did not foresee (e.g. RecursionError)
             log.debug("validating arguments of %s failed", spec.name, exc_info=True)
@@ -250,6 +269,13 @@ class SandboxTools(ToolImplementations):
             if close:
                 msg += f"; did you mean '{close[0]}'?"
         return error_result("unknown_tool", f"{msg} Available tools: {', '.join(available)}.")
+
+    @staticmethod
+    def _numeric_ranges(spec: ToolSpec) -> str:
+        """`` (here: 'timeout' greater than 0 and at most 30)`` for a spec's numeric arguments."""
+        ranges = [f"'{key}' {allowed_range(prop)}" for key, prop in spec.properties.items()
+                  if prop.get("type") in ("number", "integer") and allowed_range(prop)]
+        return f" (here: {', '.join(ranges)})" if ranges else ""
 
     @staticmethod
     def _argument_message(spec: ToolSpec, exc: ArgumentError) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "get_spec",
     "select_specs",
     "with_session_note",
+    "with_timeout_cap",
 ]
 
 #: categories a tool belongs to (used to pick subsets)
@@ -93,6 +94,8 @@ def _obj(properties: dict[str, Any] | None = None, required: Sequence[str] = ())
 
 
 _PATH = "Path relative to the sandbox workspace root (e.g. 'data/input.csv'). Absolute paths and '..' are refused."
+#: every numeric argument has a lower bound here; ``timeout``'s upper bound is the sandbox's own
+#: limit, written into the schema per sandbox by :func:`with_timeout_cap` (SandboxTools does)
 _TIMEOUT = {
     "type": "number",
     "exclusiveMinimum": 0,
@@ -371,6 +374,23 @@ _BY_NAME: Mapping[str, ToolSpec] = MappingProxyType({s.name: s for s in TOOL_SPE
 def with_session_note(spec: ToolSpec) -> ToolSpec:
     """run_python_code as described to a model when code runs in a stateful session."""
     return attrs.evolve(spec, description=spec.description.replace(_FRESH, SESSION_NOTE))
+
+
+def with_timeout_cap(spec: ToolSpec, seconds: float) -> ToolSpec:
+    """``spec`` with its ``timeout`` argument (if any) capped at ``seconds``: the schema gets
+    ``maximum`` (so the model sees the allowed range and the validator enforces it) and the
+    description names the number."""
+    if "timeout" not in spec.properties:
+        return spec
+    params = _thaw(spec.parameters)
+    shown = f"{seconds:g}"
+    params["properties"]["timeout"] = {
+        **params["properties"]["timeout"],
+        "maximum": seconds,
+        "description": params["properties"]["timeout"]["description"]
+        + f" This sandbox's limit: {shown} seconds.",
+    }
+    return attrs.evolve(spec, parameters=params)
 
 
 def get_spec(name: str) -> ToolSpec | None:

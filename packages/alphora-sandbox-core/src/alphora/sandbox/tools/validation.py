@@ -3,7 +3,10 @@
 It covers the subset the tool specs use: ``type`` (string, integer, number, boolean, array,
 object, null, or a list of them), ``properties``, ``required``, ``additionalProperties: false``,
 ``items``, ``enum``, ``minimum``/``maximum``, ``exclusiveMinimum``/``exclusiveMaximum``,
-``minLength``/``maxLength``, ``minItems``/``maxItems`` and ``default``. A full validator
+``minLength``/``maxLength``, ``minItems``/``maxItems`` and ``default``. Numbers must be finite
+whatever the schema says: NaN and ±Infinity (which Python's ``json`` accepts, and a Python caller
+can pass) are refused for every ``number``/``integer`` argument, because every comparison with NaN
+is false and would slip past ``minimum``/``maximum``. A full validator
 (``jsonschema``) would add a dependency for features we don't use and messages written for
 programmers ("'10s' is not of type 'number'"), not for a model fixing its call.
 """
@@ -12,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ArgumentError", "json_type_name", "validate_arguments"]
+__all__ = ["ArgumentError", "allowed_range", "json_type_name", "validate_arguments"]
 
 
 class ArgumentError(ValueError):
@@ -71,6 +75,33 @@ def _matches(value: Any, type_name: str) -> bool:
     return json_type_name(value) == type_name
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def allowed_range(schema: Mapping[str, Any]) -> str:
+    """The bounds of a numeric schema in words (``greater than 0 and at most 30``), or ``""``."""
+    words = []
+    if "minimum" in schema:
+        words.append(f"at least {_num(schema['minimum'])}")
+    if "exclusiveMinimum" in schema:
+        words.append(f"greater than {_num(schema['exclusiveMinimum'])}")
+    if "maximum" in schema:
+        words.append(f"at most {_num(schema['maximum'])}")
+    if "exclusiveMaximum" in schema:
+        words.append(f"less than {_num(schema['exclusiveMaximum'])}")
+    return " and ".join(words)
+
+
+def _out_of_range(value: float, schema: Mapping[str, Any]) -> bool:
+    return (
+        ("minimum" in schema and value < schema["minimum"])
+        or ("exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"])
+        or ("maximum" in schema and value > schema["maximum"])
+        or ("exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"])
+    )
+
+
 def _check(value: Any, schema: Mapping[str, Any], where: str, problems: list[str]) -> Any:
     """Check one value; return it normalised (integral floats → int for integer)."""
     declared = schema.get("type")
@@ -87,15 +118,12 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, problems: list[str
         options = ", ".join(_show(o) for o in schema["enum"])
         problems.append(f"argument '{where}' must be one of {options}; got {_show(value)}")
 
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            problems.append(f"argument '{where}' must be at least {schema['minimum']}, got {_show(value)}")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            problems.append(f"argument '{where}' must be greater than {schema['exclusiveMinimum']}, got {_show(value)}")
-        if "maximum" in schema and value > schema["maximum"]:
-            problems.append(f"argument '{where}' must be at most {schema['maximum']}, got {_show(value)}")
-        if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-            problems.append(f"argument '{where}' must be less than {schema['exclusiveMaximum']}, got {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        bounds = allowed_range(schema)
+        problems.append(f"argument '{where}' must be a finite number{' ' + bounds if bounds else ''}, "
+                        f"got {_show(value)} (NaN and Infinity are not numbers)")
+    elif isinstance(value, int | float) and not isinstance(value, bool) and _out_of_range(value, schema):
+        problems.append(f"argument '{where}' must be {allowed_range(schema)}, got {_show(value)}")
 
     if isinstance(value, str):
         if schema.get("minLength", 0) > len(value):
