@@ -125,21 +125,31 @@ def test_isolated_tier_network_and_processes_hold(card: tuple[int, dict[str, Any
     assert "none of the host's" in evidence(data, "isolated", "host-processes")
 
 
-def test_isolated_tier_holes_1_and_2_are_reported(card: tuple[int, dict[str, Any]]) -> None:
-    """Issue 9, holes 1 and 2, as they are today. When the isolated-tier fix lands (no sys.path[0]
-    bind; an unprivileged host uid; /proc/sys read-only) these three verdicts flip to "held"."""
+def test_isolated_tier_hides_the_agents_files(card: tuple[int, dict[str, Any]]) -> None:
+    """Issue 9, hole 1, closed: the isolated tier used to bind every entry of the agent's sys.path,
+    its script directory included (this probe was FAILED then); now it binds only the base
+    interpreter's installation."""
+    _, data = card
+    assert verdicts(data, "isolated")["agent-files"] == "held", evidence(data, "isolated", "agent-files")
+    ev = evidence(data, "isolated", "agent-files")
+    assert "agent/.env: FileNotFoundError" in ev
+    assert "project/.env: FileNotFoundError" in ev
+
+
+def test_isolated_tier_hole_2_is_reported(card: tuple[int, dict[str, Any]]) -> None:
+    """Issue 9, hole 2, as it is today. When the isolated-tier fix lands (an unprivileged host uid;
+    /proc/sys read-only) these verdicts flip to "held"."""
     _, data = card
     v = verdicts(data, "isolated")
-    # hole 1: the agent's script directory (sys.path[0]) is bound into the sandbox; its cwd is not
-    assert v["agent-files"] == "FAILED"
-    assert "agent/.env (the agent's script directory)" in evidence(data, "isolated", "agent-files")
-    assert "project/.env" not in evidence(data, "isolated", "agent-files")
     if ROOT:
-        # hole 2: the host sees the sandbox's processes as root, and /proc/sys is writable
+        # the host sees the sandbox's processes as root, and /proc/sys is writable
         assert v["host-uid"] == "FAILED"
         assert "uid 0 (root)" in evidence(data, "isolated", "host-uid")
         assert v["proc-sys-write"] == "FAILED"
         assert "succeeded" in evidence(data, "isolated", "proc-sys-write")
+    else:
+        assert v["host-uid"] == "held"
+        assert v["proc-sys-write"] == "held"
 
 
 def test_fork_bomb_whose_first_process_exits_is_reported(card: tuple[int, dict[str, Any]]) -> None:
