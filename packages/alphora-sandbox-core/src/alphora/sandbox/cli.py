@@ -9,6 +9,7 @@
     alphora-sandbox plugins                      # what is registered
     alphora-sandbox mcp                          # the MCP server over stdio
     alphora-sandbox docker build|images|prune    # Docker plugin: build images, list them, reap orphans
+    alphora-sandbox doctor [--tier T] [--json]   # hostile probes on this machine: a scorecard per tier
 
 Exit codes (docs/cli.md has the table): the code's own exit status; 124 on timeout (like
 ``timeout(1)``); 125 when the sandbox itself fails (no engine, no image); 126 when the security
@@ -164,6 +165,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list registered plugins, backends, storages and tool formats")
     sub.add_parser("mcp", help="serve the sandbox tools over MCP (stdio); see 'alphora-sandbox mcp --help'")
     sub.add_parser("docker", help="Docker plugin commands: build (alias build-images), images, prune")
+    sub.add_parser("doctor", help="attack the sandbox on this machine, every tier, and print a scorecard")
     return parser
 
 
@@ -413,6 +415,7 @@ def _silence_stdout() -> None:
 def _dispatch(argv: list[str], debug: bool) -> int:
     # sub-commands owned by other modules take the rest of the command line as is
     delegated = {"mcp": ("alphora.sandbox.tools.mcp_server", None),
+                 "doctor": ("alphora.sandbox.doctor", None),
                  "docker": ("alphora.sandbox_docker.cli", "docker")}
     if argv and argv[0] in delegated:
         _setup_logging(debug)
