@@ -177,8 +177,11 @@ class SandboxVenv:
             else:  # another interpreter (maybe another version): only it knows its layout
                 argv = [self.base, "-m", "venv", "--without-pip", *(["--system-site-packages"]
                                                                       if self.system_site_packages else []), str(tmp)]
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"})
+                try:
+                    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+                                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"})
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    raise BackendError(f"cannot start {self.base!r} to create the sandbox environment: {exc}") from exc
                 if proc.returncode != 0:
                     raise BackendError(f"could not create the sandbox environment with {self.base}: "
                                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
