@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from alphora.sandbox import Sandbox
 from alphora.sandbox_docker import BuildOptions, build_images
@@ -34,15 +36,26 @@ def test_build_is_reused_when_up_to_date(docker_client: Any) -> None:
     assert image.attrs["Config"]["User"] == "1000:1000"
 
 
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def our_sandbox(our_image: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+    sandbox = Sandbox.create_docker(base_path=tmp_path_factory.mktemp("ours"), docker_image=our_image)
+    await sandbox.start()
+    try:
+        yield sandbox
+    finally:
+        await sandbox.destroy()
+
+
 @pytest.mark.asyncio(loop_scope="module")
-async def test_extra_ca_certificates_are_trusted_inside(shared_sandbox: Sandbox) -> None:
+async def test_extra_ca_certificates_are_trusted_inside(our_sandbox: Sandbox) -> None:
+    # needs our image: the CA certificates are what our builder bakes in
     host = {c.strip() for c in split_pem_bundle(_host_bundle().read_bytes())}
-    result = await shared_sandbox.run("print(open('/etc/ssl/certs/ca-certificates.crt').read())")
+    result = await our_sandbox.run("print(open('/etc/ssl/certs/ca-certificates.crt').read())")
     assert result.success, result.stderr
     inside = {c.strip() for c in split_pem_bundle(result.stdout.encode())}
     assert host
     assert host <= inside, f"{len(host - inside)} of the host's certificates are not trusted in the image"
-    pip_env = await shared_sandbox.run("import os; print(os.environ.get('PIP_CERT'), os.environ.get('SSL_CERT_FILE'))")
+    pip_env = await our_sandbox.run("import os; print(os.environ.get('PIP_CERT'), os.environ.get('SSL_CERT_FILE'))")
     assert pip_env.stdout.split() == ["/etc/ssl/certs/ca-certificates.crt"] * 2
 
 
