@@ -120,6 +120,7 @@ async def test_host_config_seen_from_the_engine(shared_sandbox: Sandbox, docker_
     assert sorted(hc["CapAdd"]) == sorted(SETUP_CAPS)
     assert attrs["Config"]["User"] == "0:0"
     assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert hc["LogConfig"] == {"Type": "none", "Config": {}}  # no engine log of the runner's traffic
     assert hc["ReadonlyRootfs"] is True
     assert hc["NetworkMode"] == "none"
     assert hc["PidsLimit"] == 66

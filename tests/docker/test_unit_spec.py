@@ -34,6 +34,7 @@ def test_defaults_are_hardened() -> None:
     assert hc["cap_drop"] == ["ALL"]
     assert hc["security_opt"] == ["no-new-privileges:true"]
     assert hc["read_only"] is True
+    assert hc["log_config"] == {"type": "none"}
     # starts as root with the setup step's capabilities only; the setup step drops to the sandbox user
     assert spec.user == "0:0"
     assert spec.sandbox_user == "1000:1000"

@@ -46,6 +46,10 @@ MiB = 1024 * 1024
 RUNNER_PROCESSES = 2
 #: the engine's PATH for an image that sets none
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: the engine's log of the container: none. Everything the container prints is the runner's protocol
+#: (every byte of output and of every file read or written); it reaches the backend over the attach
+#: stream, and a json-file log would keep all of it on the engine's disk until the container is removed.
+LOG_CONFIG = {"type": "none"}
 
 
 def search_path(image_env: Sequence[str] | None) -> str:
@@ -113,7 +117,7 @@ def container_spec(
 
     * no network unless enabled; no-new-privileges; read-only root filesystem; writable
       ``/workspace`` and ``/home/sandbox`` (named volumes of this sandbox) and ``/tmp`` (a
-      size-capped tmpfs); private IPC.
+      size-capped tmpfs); private IPC; no engine log (see :data:`LOG_CONFIG`).
     * code runs as the non-root ``user`` option with no capability: the container starts as root
       with only :data:`~._setup.SETUP_CAPS`, and the setup step gives the volumes to that user and
       drops every privilege for good before the runner starts (any image with python3 works, see
@@ -148,6 +152,7 @@ def container_spec(
         ],
         "ipc_mode": "private",
         "init": False,
+        "log_config": dict(LOG_CONFIG),
         "binds": {name: {"bind": target, "mode": "rw"} for name, target in volumes.items()},
     }
     if opts.runtime:
