@@ -13,7 +13,7 @@ from alphora.sandbox_docker import DockerOptions
 from alphora.sandbox_docker._setup import SETUP_CAPS
 from alphora.sandbox_docker._spec import LABEL, container_spec, search_path
 from alphora.sandbox_docker._stream import Demux
-from alphora.sandbox_docker.images import _order, recipe_for_tag, split_pem_bundle
+from alphora.sandbox_docker.images import RECIPES, UPSTREAM_TAGS, _order, recipe_for_tag, split_pem_bundle
 
 BOOT = ["python3", "-u", "-c", "pass"]
 
@@ -109,10 +109,18 @@ def test_pem_bundle_split_dedupes() -> None:
     assert split_pem_bundle(b"no certs") == []
 
 
+def test_builder_never_takes_the_upstream_tags() -> None:
+    for recipe in RECIPES.values():
+        assert not set(UPSTREAM_TAGS) & {recipe.tag, *recipe.aliases}, recipe
+    for tag in UPSTREAM_TAGS:
+        assert recipe_for_tag(tag) is None
+        with pytest.raises(ConfigurationError, match="upstream image's tag: the builder does not make it"):
+            _order([tag])
+
+
 def test_recipes_resolve_names_tags_and_parents() -> None:
-    assert recipe_for_tag("python:3.11-slim").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:minimal").name == "base"  # type: ignore[union-attr]
-    assert recipe_for_tag("python:3.11").name == "base"  # type: ignore[union-attr]
+    assert recipe_for_tag("minimal").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:datascience").pip_packages == (  # type: ignore[union-attr]
         "numpy", "pandas", "scikit-learn")
     assert recipe_for_tag("nope:1") is None

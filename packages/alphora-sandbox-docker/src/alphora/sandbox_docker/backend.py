@@ -159,8 +159,7 @@ class DockerBackend(RunnerBackend):
                 info = self.client.api.inspect_image(self.image)
             except docker.errors.ImageNotFound:
                 raise DockerError(
-                    f"docker image {self.image!r} is not on the engine (images are built locally, no registry "
-                    f"is used). Build it with: {build_hint(self.image)}",
+                    f"docker image {self.image!r} is not on the engine. {build_hint(self.image)}",
                     sandbox_id=self.sandbox_id,
                     image=self.image,
                 ) from None
