@@ -89,3 +89,17 @@ def test_a_name_that_resolves_to_root_is_refused(tmp_path: Path) -> None:
     out = _run("root:0", [tmp_path])  # the host side runs "root" without the setup step; here it is refused
     assert out.returncode == SETUP_EXIT
     assert "is root; the sandbox user must not be" in out.stderr
+
+
+def test_an_old_python3_is_refused_with_the_floor(tmp_path: Path) -> None:
+    # the setup program with a floor above this interpreter's version: the message an image with an old
+    # python3 gets (the program itself parses on any Python 3)
+    from alphora.sandbox_docker import _setup
+
+    assert PYTHON is not None
+    program = _setup.setup_program("4321", [str(tmp_path)], [PYTHON, "-c", "pass"]).replace(
+        f"_MIN = {_setup.MIN_PYTHON!r}", "_MIN = (3, 99)")
+    out = subprocess.run([PYTHON, "-I", "-S", "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == SETUP_EXIT
+    assert out.stderr.startswith(f"{SETUP_ERROR} python3 is 3.")
+    assert out.stderr.endswith("; the sandbox runner needs Python 3.99 or newer\n")

@@ -38,7 +38,7 @@ from alphora.sandbox.types import ExecutionResult, ExecutionStatus, ResourceUsag
 
 from ._client import in_thread, make_client
 from ._errors import build_hint, map_docker_errors
-from ._setup import SETUP_ERROR
+from ._setup import MIN_PYTHON, SETUP_ERROR
 from ._spec import HOME_DIR, L_ID, L_ROLE, WORKSPACE_DIR, ContainerSpec, container_spec, owner_labels
 from ._stream import DockerConnection
 from .options import DockerOptions
@@ -169,9 +169,10 @@ class DockerBackend(RunnerBackend):
         """The engine could not start the entrypoint: the image has no python3."""
         if "executable file not found" in explanation or "no such file or directory" in explanation:
             path = self.spec.environment.get("PATH", "")
+            floor = ".".join(map(str, MIN_PYTHON))
             return DockerError(
                 f"image {self.image!r} has no python3 (looked in PATH={path}): the sandbox runs a small "
-                f"stdlib-only Python program in the container, so the image needs python3 (3.8 or newer) on "
+                f"stdlib-only Python program in the container, so the image needs python3 ({floor} or newer) on "
                 f"its PATH. Use an image that has it, e.g. python:3.11-slim, or alphora/sandbox:base "
                 f"(alphora-sandbox docker build base)",
                 sandbox_id=self.sandbox_id,
