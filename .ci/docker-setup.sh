@@ -18,7 +18,7 @@
 # (no sandbox user, no /workspace, no extra CA), Debian's EXTERNALLY-MANAGED marker removed as
 # upstream has none, `docker import`ed as $FOREIGN_IMAGE. It then holds each tag of $FOREIGN_TAGS
 # that is absent or that an old alphora builder took (our recipe label); a real foreign image under
-# that tag is never touched.
+# that tag is never touched. The stand-in is built once per machine (`docker rmi` it to rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -141,4 +141,6 @@ for tag in $FOREIGN_TAGS; do
   fi
   docker tag "$FOREIGN_IMAGE" "$tag"
 done
-docker image inspect alphora/sandbox:base "$FOREIGN_IMAGE" $FOREIGN_TAGS --format '{{index .RepoTags 0}} {{.Id}}' >&2
+for tag in alphora/sandbox:base "$FOREIGN_IMAGE" $FOREIGN_TAGS; do
+  log "$tag $(docker image inspect "$tag" --format '{{.Id}}')"
+done
