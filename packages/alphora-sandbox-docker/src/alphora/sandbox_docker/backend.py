@@ -166,8 +166,10 @@ class DockerBackend(RunnerBackend):
         self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
 
     def _no_python(self, explanation: str) -> DockerError | None:
-        """The engine could not start the entrypoint: the image has no python3."""
-        if "executable file not found" in explanation or "no such file or directory" in explanation:
+        """The engine could not start the entrypoint because the image has no python3 (runc: ``exec:
+        "python3": executable file not found in $PATH``, or ``…: no such file or directory``)."""
+        missing = "executable file not found" in explanation or "no such file or directory" in explanation
+        if missing and f'exec: "{self.spec.command[0]}"' in explanation:
             path = self.spec.environment.get("PATH", "")
             floor = ".".join(map(str, MIN_PYTHON))
             return DockerError(
