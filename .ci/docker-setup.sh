@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Make a Docker engine and the sandbox base image available, on a fresh Debian machine or a warm one.
+# Make a Docker engine, the sandbox base image and a foreign python:3.11-slim available, on a fresh
+# Debian machine or a warm one.
 #
-#   bash .ci/docker-setup.sh            # engine + alphora/sandbox:base (also python:3.11-slim, :minimal)
+#   bash .ci/docker-setup.sh            # engine + alphora/sandbox:base (also :minimal) + the foreign stand-in
 #   IMAGES="base datascience" bash .ci/docker-setup.sh
+#   FOREIGN_TAGS="" bash .ci/docker-setup.sh   # build the stand-in, but give it no upstream tag
 #
 # Idempotent: installs Debian's docker.io and mmdebstrap only when missing, starts dockerd only when
 # no engine answers (log: $DOCKERD_LOG), and builds images only when they are missing or their
 # recipe changed (the builder reuses up-to-date images; the Debian root filesystem is built once per
 # machine and kept as alphora/sandbox-rootfs:bookworm). No image registry is needed.
-# The host's CA bundle is trusted inside the images, so pip works behind a TLS-intercepting proxy.
+# The host's CA bundle is trusted inside our images, so pip works behind a TLS-intercepting proxy.
+#
+# The foreign stand-in: users run the sandbox on images this project did not build (the spec's
+# default is the upstream python:3.11-slim). Without a registry, CI makes one the way a user would
+# have one: a plain Debian bookworm root filesystem (python3 3.11, pip, venv) with nothing of ours
+# (no sandbox user, no /workspace, no extra CA), Debian's EXTERNALLY-MANAGED marker removed as
+# upstream has none, `docker import`ed as $FOREIGN_IMAGE. It then holds each tag of $FOREIGN_TAGS
+# that is absent or that an old alphora builder took (our recipe label); a real foreign image under
+# that tag is never touched. The stand-in is built once per machine (`docker rmi` it to rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 IMAGES="${IMAGES:-base}"
+FOREIGN_IMAGE="${FOREIGN_IMAGE:-alphora/test-foreign:py311}"
+FOREIGN_TAGS="${FOREIGN_TAGS-python:3.11-slim python:3.11}"
+RECIPE_LABEL="org.alphora.sandbox.recipe"
 VENV="${DOCKER_SETUP_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/alphora-sandbox/docker-builder-venv}"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -89,6 +102,45 @@ CA_ARGS=()
 for bundle in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
   if [ -n "$bundle" ] && [ -f "$bundle" ]; then CA_ARGS=(--ca-cert "$bundle"); break; fi
 done
+# --source debian: our base never starts FROM the foreign stand-in below (a warm machine has it under
+# python:3.11-slim), so CI builds the same image on a cold and a warm machine
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m alphora.sandbox_docker build $IMAGES "${CA_ARGS[@]}"
-docker image inspect alphora/sandbox:base python:3.11-slim --format '{{index .RepoTags 0}} {{.Id}}' >&2
+"$VENV/bin/python" -m alphora.sandbox_docker build $IMAGES --source debian "${CA_ARGS[@]}"
+
+# 4. the foreign stand-in for the upstream python:3.11-slim ------------------------------------------
+build_foreign() {
+  local mirror=() aptopts=() key value
+  for src in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+    if [ -f "$src" ] && grep -qw bookworm "$src"; then mirror=("$src"); break; fi
+  done
+  for key in Acquire::http::Proxy Acquire::https::Proxy; do
+    value="$(apt-config shell V "$key" 2>/dev/null | sed -n "s/^V='\(.*\)'\$/\1/p")"
+    if [ -n "$value" ]; then aptopts+=("--aptopt=$key \"$value\""); fi
+  done
+  log "building the foreign stand-in $FOREIGN_IMAGE (mmdebstrap bookworm: python3 python3-pip python3-venv)"
+  # shellcheck disable=SC2016
+  mmdebstrap --quiet --variant=minbase --include=python3,python3-pip,python3-venv \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --aptopt='Acquire::Check-Valid-Until "false"' "${aptopts[@]}" \
+    --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
+    --format=tar bookworm - "${mirror[@]}" \
+  | docker import \
+      -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'ENV LANG=C.UTF-8' \
+      -c 'CMD ["python3"]' -m "plain Debian bookworm with python3 (stand-in for python:3.11-slim)" \
+      - "$FOREIGN_IMAGE" >/dev/null
+}
+
+if ! docker image inspect "$FOREIGN_IMAGE" >/dev/null 2>&1; then build_foreign; fi
+for tag in $FOREIGN_TAGS; do
+  if labels="$(docker image inspect "$tag" --format '{{json .Config.Labels}}' 2>/dev/null)"; then
+    if ! grep -q "\"$RECIPE_LABEL\"" <<<"$labels"; then
+      log "keeping $tag: a foreign image ($(docker image inspect "$tag" --format '{{.Id}}'))"
+      continue
+    fi
+    log "$tag is an image an old alphora builder tagged; giving the tag to the foreign stand-in"
+  fi
+  docker tag "$FOREIGN_IMAGE" "$tag"
+done
+for tag in alphora/sandbox:base "$FOREIGN_IMAGE" $FOREIGN_TAGS; do
+  log "$tag $(docker image inspect "$tag" --format '{{.Id}}')"
+done

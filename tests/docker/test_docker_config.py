@@ -1,4 +1,5 @@
-"""The spec's configuration examples that name the Docker backend, run for real."""
+"""The spec's configuration examples that name the Docker backend, run for real (on the images the spec
+names: python:3.11-slim and python:3.11, see the ``spec_images`` fixture)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ async def _python_version(sandbox: Sandbox) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.usefixtures("spec_images")
 async def test_spec_sandbox_json(tmp_path: Path) -> None:
     # base_path names a directory this test cannot create: the docker backend never touches it
     path = tmp_path / "sandbox.json"
@@ -36,6 +38,7 @@ async def test_spec_sandbox_json(tmp_path: Path) -> None:
     assert await _python_version(sandbox) == "(3, 11)"
 
 
+@pytest.mark.usefixtures("spec_images")
 async def test_spec_env_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key, value in {"SANDBOX_BASE_PATH": str(tmp_path), "SANDBOX_BACKEND": "docker",
                        "SANDBOX_DOCKER_IMAGE": "python:3.11", "SANDBOX_TIMEOUT": "60",
@@ -48,6 +51,7 @@ async def test_spec_env_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert await _python_version(sandbox) == "(3, 11)"
 
 
+@pytest.mark.usefixtures("spec_images")
 async def test_spec_factory_config_with_network(tmp_path: Path) -> None:
     config = SandboxConfig.docker(image="python:3.11", network_enabled=True)
     sandbox = Sandbox.from_config(config, base_path=tmp_path)

@@ -1,4 +1,5 @@
-"""The Docker examples in examples/ run as documented, against the real engine."""
+"""The Docker examples in examples/ run as documented, against the real engine (on the image they name,
+python:3.11-slim: in CI the foreign stand-in, see conftest)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def _run(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
                           check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.usefixtures("spec_images")
 def test_docker_quickstart_example() -> None:
     out = _run("examples/docker_quickstart.py")
     assert out.returncode == 0, out.stderr
@@ -26,6 +28,7 @@ def test_docker_quickstart_example() -> None:
     assert "network interfaces with the network enabled: ['eth0', 'lo']" in out.stdout
 
 
+@pytest.mark.usefixtures("spec_images")
 def test_docker_hostile_example() -> None:
     out = _run("examples/docker_hostile.py")
     assert out.returncode == 0, out.stderr

@@ -1,5 +1,6 @@
 """Hostile code and lifecycle on real containers: timeouts, fork and memory bombs, outside kills,
-no leaks, orphan reaping, missing images."""
+no leaks, orphan reaping, missing images, bounded engine logs. Each test that takes ``image`` runs on a
+foreign image and on ours (see conftest)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pytest
 from alphora.sandbox import DockerBackend, DockerError, ExecutionStatus, ResourceLimits, Sandbox, SandboxStatus
 from alphora.sandbox_docker import prune_orphans
 
-BASE_IMAGE = "python:3.11-slim"
 Objects = Callable[[str], tuple[list[str], list[str]]]
 
 
@@ -35,13 +35,13 @@ for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):
 """
 
 
-def _docker(tmp_path: Path, **limits: Any) -> Sandbox:
-    return Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+def _docker(tmp_path: Path, image: str, **limits: Any) -> Sandbox:
+    return Sandbox.create_docker(base_path=tmp_path, docker_image=image,
                                  resource_limits=ResourceLimits(**limits))
 
 
-async def test_timeout_kills_the_tree_and_the_sandbox_stays_usable(tmp_path: Path) -> None:
-    async with _docker(tmp_path, timeout_seconds=30) as sandbox:
+async def test_timeout_kills_the_tree_and_the_sandbox_stays_usable(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, timeout_seconds=30) as sandbox:
         code = (
             "import subprocess, time\n"
             "subprocess.Popen(['sh', '-c', 'sleep 1000 & sleep 1000; echo late > late.txt'])\n"
@@ -61,8 +61,8 @@ async def test_timeout_kills_the_tree_and_the_sandbox_stays_usable(tmp_path: Pat
         await sandbox.destroy()
 
 
-async def test_fork_bomb_is_contained(tmp_path: Path) -> None:
-    async with _docker(tmp_path, max_processes=32, timeout_seconds=10) as sandbox:
+async def test_fork_bomb_is_contained(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, max_processes=32, timeout_seconds=10) as sandbox:
         bomb = (
             "import os\n"
             "root, told = os.getpid(), False\n"
@@ -91,8 +91,8 @@ async def test_fork_bomb_is_contained(tmp_path: Path) -> None:
         await sandbox.destroy()
 
 
-async def test_memory_bomb_is_reported_as_oom_and_the_sandbox_recovers(tmp_path: Path) -> None:
-    async with _docker(tmp_path, memory_mb=128, timeout_seconds=30) as sandbox:
+async def test_memory_bomb_is_reported_as_oom_and_the_sandbox_recovers(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, memory_mb=128, timeout_seconds=30) as sandbox:
         bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
         result = await sandbox.run(bomb)
         assert result.status is ExecutionStatus.FAILED
@@ -108,8 +108,8 @@ async def test_memory_bomb_is_reported_as_oom_and_the_sandbox_recovers(tmp_path:
         await sandbox.destroy()
 
 
-async def test_outside_kill_is_detected_and_restart_recovers(tmp_path: Path, docker_client: Any) -> None:
-    sandbox = _docker(tmp_path)
+async def test_outside_kill_is_detected_and_restart_recovers(tmp_path: Path, image: str, docker_client: Any) -> None:
+    sandbox = _docker(tmp_path, image)
     await sandbox.start()
     try:
         await sandbox.write_file("keep.txt", "kept")
@@ -130,8 +130,8 @@ async def test_outside_kill_is_detected_and_restart_recovers(tmp_path: Path, doc
         await sandbox.destroy()
 
 
-async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_path: Path, objects_of: Objects) -> None:
-    sandbox = _docker(tmp_path)
+async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_path: Path, image: str, objects_of: Objects) -> None:
+    sandbox = _docker(tmp_path, image)
     await sandbox.start()
     try:
         await sandbox.write_file("a.txt", "A")
@@ -146,20 +146,20 @@ async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_pa
     assert objects_of(sandbox.sandbox_id) == ([], [])
 
 
-async def test_async_with_leaves_nothing_behind(tmp_path: Path, objects_of: Objects) -> None:
-    sandbox = _docker(tmp_path)
+async def test_async_with_leaves_nothing_behind(tmp_path: Path, image: str, objects_of: Objects) -> None:
+    sandbox = _docker(tmp_path, image)
     async with sandbox:
         await sandbox.write_file("x.txt", "x")
         assert len(objects_of(sandbox.sandbox_id)[0]) == 1
     assert objects_of(sandbox.sandbox_id) == ([], [])
 
 
-async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, objects_of: Objects) -> None:
+async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, image: str, objects_of: Objects) -> None:
     """20 sandboxes, 4 at a time; some time out, some are OOM-killed; then nothing is left."""
     ids: list[str] = []
 
     async def one(i: int) -> None:
-        sandbox = _docker(tmp_path, memory_mb=96, timeout_seconds=20)
+        sandbox = _docker(tmp_path, image, memory_mb=96, timeout_seconds=20)
         ids.append(sandbox.sandbox_id)
         async with sandbox:
             if i % 5 == 1:
@@ -185,9 +185,9 @@ async def test_twenty_sandboxes_leave_nothing_behind(tmp_path: Path, objects_of:
         assert objects_of(sid) == ([], []), sid
 
 
-async def test_forgotten_sandbox_is_cleaned_when_collected(tmp_path: Path, objects_of: Objects) -> None:
+async def test_forgotten_sandbox_is_cleaned_when_collected(tmp_path: Path, image: str, objects_of: Objects) -> None:
     # the spec's manual lifecycle (start ... stop), then the object is dropped without destroy()
-    sandbox = _docker(tmp_path)
+    sandbox = _docker(tmp_path, image)
     await sandbox.start()
     await sandbox.run("print(1)")
     await sandbox.stop()
@@ -200,12 +200,12 @@ async def test_forgotten_sandbox_is_cleaned_when_collected(tmp_path: Path, objec
     assert objects_of(sid) == ([], [])
 
 
-async def test_reaper_removes_what_a_crashed_process_left(tmp_path: Path, objects_of: Objects) -> None:
+async def test_reaper_removes_what_a_crashed_process_left(tmp_path: Path, image: str, objects_of: Objects) -> None:
     script = (
         "import asyncio, os\n"
         "from alphora.sandbox import Sandbox\n"
         "async def main():\n"
-        f"    sb = Sandbox.create_docker(base_path={str(tmp_path)!r}, docker_image={BASE_IMAGE!r})\n"
+        f"    sb = Sandbox.create_docker(base_path={str(tmp_path)!r}, docker_image={image!r})\n"
         "    await sb.start()\n"
         "    print(sb.sandbox_id, flush=True)\n"
         "    os._exit(1)  # a crash: no stop, no finalizers\n"
@@ -218,7 +218,7 @@ async def test_reaper_removes_what_a_crashed_process_left(tmp_path: Path, object
     assert len(containers) == 1
     assert len(volumes) == 2
     # a live owner is protected: our own sandbox survives a prune
-    async with _docker(tmp_path) as mine:
+    async with _docker(tmp_path, image) as mine:
         report = prune_orphans(sandbox_id=mine.sandbox_id)
         assert report.containers == ()
         assert report.skipped_alive == 1
@@ -251,8 +251,8 @@ def test_cli_images_lists_the_base() -> None:
     assert "present" in line
 
 
-async def test_disk_limit_caps_file_size_and_tmp(tmp_path: Path) -> None:
-    async with _docker(tmp_path, disk_mb=20, memory_mb=128) as sandbox:
+async def test_disk_limit_caps_file_size_and_tmp(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, disk_mb=20, memory_mb=128) as sandbox:
         big = await sandbox.run("open('big.bin', 'wb').write(b'x' * (21 << 20))")
         assert not big.success
         assert "File too large" in big.stderr or big.return_code == -25, big
@@ -263,8 +263,8 @@ async def test_disk_limit_caps_file_size_and_tmp(tmp_path: Path) -> None:
         await sandbox.destroy()
 
 
-async def test_session_killed_by_oom_is_reported(tmp_path: Path) -> None:
-    async with _docker(tmp_path, memory_mb=128) as sandbox:
+async def test_session_killed_by_oom_is_reported(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, memory_mb=128) as sandbox:
         async with sandbox.session() as py:
             await py.run("x = 1")
             bomb = await py.run("chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))\n")
@@ -275,24 +275,24 @@ async def test_session_killed_by_oom_is_reported(tmp_path: Path) -> None:
         await sandbox.destroy()
 
 
-async def test_workspace_saved_to_storage_and_restored_in_a_new_container(tmp_path: Path) -> None:
+async def test_workspace_saved_to_storage_and_restored_in_a_new_container(tmp_path: Path, image: str) -> None:
     from alphora.sandbox.storage import LocalStorage, StorageConfig
 
     async with LocalStorage(StorageConfig.local(str(tmp_path / "store"))) as storage:
-        async with _docker(tmp_path) as first:
+        async with _docker(tmp_path, image) as first:
             await first.run("import os; os.makedirs('d'); open('d/made.txt', 'w').write('from code')")
             await first.write_file_bytes("blob.bin", bytes(range(256)))
             saved = await first.save_workspace(storage, "ws/demo")
             assert set(saved) >= {"d/made.txt", "blob.bin"}
-        async with _docker(tmp_path) as second:
+        async with _docker(tmp_path, image) as second:
             restored = await second.restore_workspace(storage, "ws/demo")
             assert set(restored) == set(saved)
             check = await second.run("print(open('d/made.txt').read(), len(open('blob.bin','rb').read()))")
             assert check.stdout == "from code 256\n"
 
 
-async def test_cancelled_call_is_killed_in_the_container(tmp_path: Path) -> None:
-    async with _docker(tmp_path) as sandbox:
+async def test_cancelled_call_is_killed_in_the_container(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image) as sandbox:
         task = asyncio.ensure_future(sandbox.execute_shell("sleep 300 & sleep 300"))
         await asyncio.sleep(1.0)
         task.cancel()
@@ -307,11 +307,40 @@ async def test_cancelled_call_is_killed_in_the_container(tmp_path: Path) -> None
         assert (await sandbox.run("print('usable')")).stdout == "usable\n"
 
 
-async def test_concurrent_memory_bombs_are_all_reported(tmp_path: Path) -> None:
-    async with _docker(tmp_path, memory_mb=128) as sandbox:
+async def test_concurrent_memory_bombs_are_all_reported(tmp_path: Path, image: str) -> None:
+    async with _docker(tmp_path, image, memory_mb=128) as sandbox:
         bomb = "import time\nchunks = []\nwhile True:\n    chunks.append(bytearray(4 << 20)); time.sleep(0.005)\n"
         results = await asyncio.gather(*(sandbox.run(bomb) for _ in range(3)))
         killed = [r for r in results if r.return_code == -9]
         assert killed, results
         assert all(r.oom_killed for r in killed), [r.error for r in results]
         assert (await sandbox.run("print('ok')")).stdout == "ok\n"
+
+
+async def test_engine_keeps_no_growing_log_of_the_traffic(tmp_path: Path, image: str, docker_client: Any) -> None:
+    """Everything the container prints is the runner's protocol: a json-file log on the engine would keep
+    every byte of output and of every file moved until the container is removed."""
+    import docker.errors
+
+    async with _docker(tmp_path, image, memory_mb=256) as sandbox:
+        backend = sandbox.backend
+        assert isinstance(backend, DockerBackend)
+        blob = os.urandom(4 << 20)
+        await sandbox.write_file_bytes("blob.bin", blob)
+        for _ in range(4):
+            assert await sandbox.download_file("blob.bin") == blob
+        flood = await sandbox.run("import sys\nfor _ in range(8): sys.stdout.write('x' * (1 << 20))")
+        assert flood.success
+        assert len(flood.stdout) == 8 << 20  # the flood reached us over the attach stream
+        attrs = docker_client.api.inspect_container(backend.container_name)
+        log_path = attrs["LogPath"]
+        if log_path:  # a capped json-file log would be fine too: what counts is its size
+            assert os.path.getsize(log_path) < 1 << 20, (attrs["HostConfig"]["LogConfig"], os.path.getsize(log_path))
+        try:
+            logs = docker_client.api.logs(backend.container_name, stdout=True, stderr=True)
+        except docker.errors.APIError as exc:
+            logs = str(exc).encode()  # the "none" driver keeps nothing: "... does not support reading"
+            assert b"does not support reading" in logs
+        assert len(logs) < 1 << 20
+        assert (await sandbox.run("print('attached')")).stdout == "attached\n"
+        await sandbox.destroy()

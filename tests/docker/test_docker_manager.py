@@ -1,4 +1,5 @@
-"""The spec's SandboxManager on the Docker backend: 8 concurrent docker sandboxes, nothing left after."""
+"""The spec's SandboxManager on the Docker backend: 8 concurrent docker sandboxes, nothing left after (on a
+foreign image and on ours)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from alphora.sandbox import BackendType, SandboxManager
 
 
 async def test_manager_runs_eight_docker_sandboxes_concurrently(
-    tmp_path: Path, objects_of: Callable[[str], tuple[list[str], list[str]]]
+    tmp_path: Path, image: str, objects_of: Callable[[str], tuple[list[str], list[str]]]
 ) -> None:
     manager = SandboxManager(base_path=str(tmp_path), default_backend=BackendType.DOCKER, max_sandboxes=100,
-                             auto_cleanup=True)
+                             auto_cleanup=True, docker_image=image)
     await manager.start()
     try:
         sandboxes = await asyncio.gather(*(manager.create_sandbox(f"worker-{i}") for i in range(8)))

@@ -1,4 +1,5 @@
-"""Network egress: off by default (not even the host is reachable), on when enabled; pip inside."""
+"""Network egress: off by default (not even the host is reachable), on when enabled (on a foreign image and
+on ours); pip inside."""
 
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import pytest
 import pytest_asyncio
 
 from alphora.sandbox import ResourceLimits, Sandbox, SandboxConfig, SecurityPolicy
-
-BASE_IMAGE = "python:3.11-slim"
 
 CONNECT = """
 import socket, sys
@@ -45,9 +44,9 @@ async def host_server(docker_client: Any) -> AsyncIterator[tuple[str, int]]:
         await server.wait_closed()
 
 
-async def test_no_network_by_default(tmp_path: Path, host_server: tuple[str, int]) -> None:
+async def test_no_network_by_default(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
     host, port = host_server
-    async with Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE) as sandbox:
+    async with Sandbox.create_docker(base_path=tmp_path, docker_image=image) as sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
         assert result.stdout.startswith("refused"), result.stdout
         dns = await sandbox.run("import socket\ntry:\n    socket.getaddrinfo('localhost', 80); print('ok')\n"
@@ -56,9 +55,9 @@ async def test_no_network_by_default(tmp_path: Path, host_server: tuple[str, int
         await sandbox.destroy()
 
 
-async def test_network_enabled_reaches_the_host_server(tmp_path: Path, host_server: tuple[str, int]) -> None:
+async def test_network_enabled_reaches_the_host_server(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
     host, port = host_server
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
                                     resource_limits=ResourceLimits(network_enabled=True),
                                     security_policy=SecurityPolicy(allow_network=True))
     async with sandbox:
@@ -67,9 +66,9 @@ async def test_network_enabled_reaches_the_host_server(tmp_path: Path, host_serv
         await sandbox.destroy()
 
 
-async def test_half_enabled_network_fails_closed(tmp_path: Path, host_server: tuple[str, int]) -> None:
+async def test_half_enabled_network_fails_closed(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
     host, port = host_server
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
                                     resource_limits=ResourceLimits(network_enabled=True))
     async with sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
@@ -77,9 +76,9 @@ async def test_half_enabled_network_fails_closed(tmp_path: Path, host_server: tu
         await sandbox.destroy()
 
 
-async def test_config_network_mode_none_wins(tmp_path: Path, host_server: tuple[str, int]) -> None:
+async def test_config_network_mode_none_wins(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
     host, port = host_server
-    config = SandboxConfig.docker(path=str(tmp_path), image=BASE_IMAGE)
+    config = SandboxConfig.docker(path=str(tmp_path), image=image)
     sandbox = Sandbox.from_config(config, resource_limits=ResourceLimits(network_enabled=True))
     async with sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
@@ -88,9 +87,11 @@ async def test_config_network_mode_none_wins(tmp_path: Path, host_server: tuple[
 
 
 @pytest.mark.network
-async def test_install_package_inside_the_container(tmp_path: Path) -> None:
-    # the spec's SandboxConfig.docker(..., network_enabled=True); pip trusts the CA bundle baked in
-    config = SandboxConfig.docker(path=str(tmp_path), image=BASE_IMAGE, network_enabled=True)
+async def test_install_package_inside_the_container(tmp_path: Path, our_image: str) -> None:
+    # the spec's SandboxConfig.docker(..., network_enabled=True). Needs our image: pip reaches the index
+    # through this host's TLS-intercepting proxy only with the CA bundle our builder bakes in (pip --user
+    # on a foreign image is tested offline in test_docker_sandbox.py)
+    config = SandboxConfig.docker(path=str(tmp_path), image=our_image, network_enabled=True)
     sandbox = Sandbox.from_config(config, security_policy=SecurityPolicy(allow_network=True),
                                   resource_limits=ResourceLimits(network_enabled=True, timeout_seconds=240))
     async with sandbox:

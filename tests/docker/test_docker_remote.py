@@ -15,8 +15,6 @@ import pytest
 from alphora.sandbox import DockerBackend, ResourceLimits, Sandbox
 from alphora.sandbox_docker import is_docker_available
 
-BASE_IMAGE = "python:3.11-slim"
-
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     try:
@@ -63,9 +61,9 @@ def tcp_engine() -> Iterator[str]:
             c.close()
 
 
-async def test_sandbox_on_a_tcp_engine(tmp_path: Path, tcp_engine: str) -> None:
+async def test_sandbox_on_a_tcp_engine(tmp_path: Path, image: str, tcp_engine: str) -> None:
     assert is_docker_available(tcp_engine)
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=BASE_IMAGE,
+    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
                                     resource_limits=ResourceLimits(timeout_seconds=20),
                                     backend_options={"docker_host": tcp_engine})
     async with sandbox:

@@ -1,4 +1,5 @@
-"""A docker sandbox as the spec uses it: examples, hardening seen from inside and from the engine, files."""
+"""A docker sandbox as the spec uses it: examples, hardening seen from inside and from the engine, files,
+packages; on a foreign image (no sandbox user, no /workspace) and on ours."""
 
 from __future__ import annotations
 
@@ -9,20 +10,27 @@ import pytest
 
 from alphora.sandbox import DockerBackend, PathTraversalError, Sandbox, is_docker_available
 from alphora.sandbox import FileNotFoundError as SandboxFileNotFoundError
+from alphora.sandbox_docker._setup import SETUP_CAPS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-async def test_spec_docker_example() -> None:
-    # the spec's 执行后端 / Docker 后端 example, verbatim
+async def test_spec_docker_example(foreign_image: str) -> None:
+    # the spec's 执行后端 / Docker 后端 example, verbatim but for the image name: ``foreign_image`` is
+    # python:3.11-slim (the spec's) unless ALPHORA_TEST_FOREIGN_IMAGE names another image we did not build
     if is_docker_available():
         sandbox = Sandbox.create_docker(
-            docker_image="python:3.11-slim"
+            docker_image=foreign_image
         )
         async with sandbox:
             result = await sandbox.run("import sys; print(sys.version)")
+            await sandbox.write_file("data.txt", "Hello, World!")
+            content = await sandbox.read_file("data.txt")
+            seen = await sandbox.run("print(open('data.txt').read())")
         assert result.success, result
         assert result.stdout.startswith("3.11")
+        assert content == "Hello, World!"
+        assert seen.stdout == "Hello, World!\n"
         assert isinstance(sandbox.backend, DockerBackend)
         await sandbox.destroy()
     else:  # pragma: no cover - the conftest skips or fails before this
@@ -48,33 +56,46 @@ async def test_spec_execution_examples(shared_sandbox: Sandbox) -> None:
 
 async def test_hardening_seen_from_inside(shared_sandbox: Sandbox) -> None:
     code = r"""
-import os, json
+import os, json, pwd
 status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+pid1 = dict(l.split(":\t", 1) for l in open("/proc/1/status").read().splitlines() if ":\t" in l)
+def regain_root():
+    try:
+        os.setuid(0); return True
+    except OSError:
+        return False
 def can_write(p):
     try:
         open(p, "w").close(); os.unlink(p); return True
     except OSError:
         return False
 print(json.dumps({
-    "uid": os.getuid(), "gid": os.getgid(),
-    "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(), "nnp": status["NoNewPrivs"].strip(),
+    "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+    "uids": status["Uid"].split(), "gids": status["Gid"].split(), "pid1_uids": pid1["Uid"].split(),
+    "caps": {k: int(status[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+    "pid1_caps": {k: int(pid1[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+    "nnp": status["NoNewPrivs"].strip(), "regain_root": regain_root(),
     "rootfs_writable": can_write("/usr/evil"), "etc_writable": can_write("/etc/evil"),
     "tmp_writable": can_write("/tmp/ok"), "ws_writable": can_write("/workspace/ok"),
     "home_writable": can_write(os.path.expanduser("~/ok")),
     "pids_max": open("/sys/fs/cgroup/pids/pids.max").read().strip(),
     "mem_limit": int(open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read()),
     "ifaces": sorted(os.listdir("/sys/class/net")),
-    "cwd": os.getcwd(), "home": os.environ.get("HOME"),
+    "cwd": os.getcwd(), "home": os.environ.get("HOME"), "expanduser": os.path.expanduser("~"),
+    "ws_owner": os.stat("/workspace").st_uid, "home_owner": os.stat(os.path.expanduser("~")).st_uid,
 }))
 """
     result = await shared_sandbox.run(code)
     assert result.success, result.stderr
     info = json.loads(result.stdout)
+    # the setup step dropped root for good before the runner (PID 1) served anything
     assert info["uid"] == 1000
     assert info["gid"] == 1000
-    assert int(info["cap_eff"], 16) == 0
-    assert int(info["cap_bnd"], 16) == 0
+    assert info["groups"] == [1000]
+    assert info["uids"] == info["gids"] == info["pid1_uids"] == ["1000"] * 4  # real, effective, saved, fs
+    assert info["caps"] == info["pid1_caps"] == dict.fromkeys(("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), 0)
     assert info["nnp"] == "1"
+    assert info["regain_root"] is False
     assert not info["rootfs_writable"]
     assert not info["etc_writable"]
     assert info["tmp_writable"]
@@ -84,7 +105,8 @@ print(json.dumps({
     assert info["mem_limit"] == 256 * 1024 * 1024
     assert info["ifaces"] == ["lo"]  # network off: loopback only
     assert info["cwd"] == "/workspace"
-    assert info["home"] == "/home/sandbox"
+    assert info["home"] == info["expanduser"] == "/home/sandbox"  # also where /etc/passwd has no uid 1000
+    assert info["ws_owner"] == info["home_owner"] == 1000
 
 
 async def test_host_config_seen_from_the_engine(shared_sandbox: Sandbox, docker_client: Any) -> None:
@@ -93,14 +115,18 @@ async def test_host_config_seen_from_the_engine(shared_sandbox: Sandbox, docker_
     attrs = docker_client.api.inspect_container(backend.container_name)
     hc = attrs["HostConfig"]
     assert hc["CapDrop"] == ["ALL"]
+    # the container starts as root with only what the setup step needs; none of it reaches the runner
+    # (test_hardening_seen_from_inside)
+    assert sorted(hc["CapAdd"]) == sorted(SETUP_CAPS)
+    assert attrs["Config"]["User"] == "0:0"
     assert "no-new-privileges:true" in hc["SecurityOpt"]
+    assert hc["LogConfig"] == {"Type": "none", "Config": {}}  # no engine log of the runner's traffic
     assert hc["ReadonlyRootfs"] is True
     assert hc["NetworkMode"] == "none"
     assert hc["PidsLimit"] == 66
     assert hc["Memory"] == hc["MemorySwap"] == 256 * 1024 * 1024
     assert hc["NanoCpus"] == 1_000_000_000
     assert hc["Privileged"] is False
-    assert attrs["Config"]["User"] == "1000:1000"
     labels = attrs["Config"]["Labels"]
     assert labels["org.alphora.sandbox.id"] == shared_sandbox.sandbox_id
     assert labels["org.alphora.sandbox.pid"].isdigit()
@@ -108,9 +134,9 @@ async def test_host_config_seen_from_the_engine(shared_sandbox: Sandbox, docker_
     assert mounts["/workspace"]["Type"] == "volume"
     assert mounts["/home/sandbox"]["Type"] == "volume"
     assert not any(m["Type"] == "bind" for m in attrs["Mounts"])
-    # the runner is the main process: no docker exec per call
+    # the setup step, then the runner, is the main process: no docker exec per call
     assert attrs["Path"] == "python3"
-    assert attrs["Args"][:2] == ["-u", "-c"]
+    assert attrs["Args"][:3] == ["-I", "-S", "-c"]
     before = attrs["ExecIDs"]
     await shared_sandbox.run("print(1)")
     assert docker_client.api.inspect_container(backend.container_name)["ExecIDs"] == before
@@ -182,3 +208,41 @@ async def test_env_vars_and_clean_environment(shared_sandbox: Sandbox) -> None:
     assert result.stdout.split() == ["hi", "False"]
     leaked = await shared_sandbox.run("import os; print(sorted(os.environ))")
     assert "PYTEST_CURRENT_TEST" not in leaked.stdout
+
+
+WHEEL = r"""
+import base64, hashlib, os, zipfile
+files = {
+    "alphora_demo/__init__.py": b"VALUE = 42\n",
+    "alphora_demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: alphora-demo\nVersion: 1.0\n",
+    "alphora_demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+def digest(data):
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+record = "".join(f"{name},sha256={digest(data)},{len(data)}\n" for name, data in files.items())
+os.makedirs("wheels", exist_ok=True)
+with zipfile.ZipFile("wheels/alphora_demo-1.0-py3-none-any.whl", "w") as whl:
+    for name, data in files.items():
+        whl.writestr(name, data)
+    whl.writestr("alphora_demo-1.0.dist-info/RECORD", record + "alphora_demo-1.0.dist-info/RECORD,,\n")
+# pip's user configuration: this wheel directory instead of an index (the sandbox has no network)
+os.makedirs(os.path.expanduser("~/.config/pip"), exist_ok=True)
+with open(os.path.expanduser("~/.config/pip/pip.conf"), "w") as fh:
+    fh.write("[global]\nno-index = true\nfind-links = /workspace/wheels\n")
+"""
+
+
+async def test_pip_user_installs_land_in_the_home_volume(shared_sandbox: Sandbox) -> None:
+    made = await shared_sandbox.run(WHEEL)
+    assert made.success, made.stderr
+    assert not await shared_sandbox.package_installed("alphora-demo")
+    installed = await shared_sandbox.install_package("alphora-demo")
+    assert installed.success, installed.stderr[-2000:]
+    used = await shared_sandbox.run("import alphora_demo; print(alphora_demo.VALUE, alphora_demo.__file__)")
+    assert used.stdout.split()[0] == "42", used
+    assert used.stdout.split()[1].startswith("/home/sandbox/.local/lib/python3"), used.stdout
+    assert await shared_sandbox.package_installed("alphora-demo")
+    removed = await shared_sandbox.uninstall_package("alphora-demo")
+    assert removed.success, removed.stderr
+    assert not await shared_sandbox.package_installed("alphora-demo")
+    await shared_sandbox.run("import os; os.remove(os.path.expanduser('~/.config/pip/pip.conf'))")

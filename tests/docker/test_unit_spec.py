@@ -10,14 +10,18 @@ import pytest
 
 from alphora.sandbox import ConfigurationError, ResourceLimits, SecurityPolicy
 from alphora.sandbox_docker import DockerOptions
-from alphora.sandbox_docker._spec import LABEL, container_spec
+from alphora.sandbox_docker._setup import SETUP_CAPS
+from alphora.sandbox_docker._spec import LABEL, container_spec, search_path
 from alphora.sandbox_docker._stream import Demux
-from alphora.sandbox_docker.images import _order, recipe_for_tag, split_pem_bundle
+from alphora.sandbox_docker.images import RECIPES, UPSTREAM_TAGS, _order, recipe_for_tag, split_pem_bundle
+
+BOOT = ["python3", "-u", "-c", "pass"]
 
 
-def _spec(limits: ResourceLimits | None = None, policy: SecurityPolicy | None = None, **opts: object):  # type: ignore[no-untyped-def]
+def _spec(limits: ResourceLimits | None = None, policy: SecurityPolicy | None = None,  # type: ignore[no-untyped-def]
+          image_env: list[str] | None = None, **opts: object):
     return container_spec(
-        sandbox_id="sb1", instance="abc123", command=["python3", "-c", "pass"],
+        sandbox_id="sb1", instance="abc123", command=BOOT, image_env=image_env,
         limits=limits or ResourceLimits(), policy=policy or SecurityPolicy(), opts=DockerOptions.from_mapping(opts),
     )
 
@@ -30,7 +34,15 @@ def test_defaults_are_hardened() -> None:
     assert hc["cap_drop"] == ["ALL"]
     assert hc["security_opt"] == ["no-new-privileges:true"]
     assert hc["read_only"] is True
-    assert spec.user == "1000:1000"
+    assert hc["log_config"] == {"type": "none"}
+    # starts as root with the setup step's capabilities only; the setup step drops to the sandbox user
+    assert spec.user == "0:0"
+    assert spec.sandbox_user == "1000:1000"
+    assert spec.setup is True
+    assert hc["cap_add"] == list(SETUP_CAPS)
+    assert spec.command[:4] == ("python3", "-I", "-S", "-c")
+    assert "_USER = '1000:1000'" in spec.command[4]
+    assert repr(BOOT) in spec.command[4]
     assert hc["mem_limit"] == hc["memswap_limit"] == 300 * 1024 * 1024
     assert hc["nano_cpus"] == 1_500_000_000
     assert hc["pids_limit"] == 12  # max_processes + the runner and its spare
@@ -63,6 +75,24 @@ def test_network_switches(limits: ResourceLimits, policy: SecurityPolicy, mode: 
     assert (spec.host_config["network_mode"] != "none") is expected
 
 
+@pytest.mark.parametrize("user", ["0:0", "root", "0"])
+def test_root_on_purpose_has_no_setup_step_and_no_capability(user: str) -> None:
+    spec = _spec(user=user)
+    assert spec.setup is False
+    assert spec.user == user
+    assert spec.host_config["cap_add"] == []
+    assert spec.command == tuple(BOOT)
+
+
+def test_path_is_the_images_own_plus_the_users_local_bin() -> None:
+    default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert search_path(None) == f"/home/sandbox/.local/bin:{default}"
+    assert search_path(["LANG=C", "PATH=/opt/conda/bin:/usr/bin"]) == "/home/sandbox/.local/bin:/opt/conda/bin:/usr/bin"
+    assert search_path(["PATH=/home/sandbox/.local/bin:/bin"]) == "/home/sandbox/.local/bin:/bin"
+    assert _spec(image_env=["PATH=/opt/py/bin"]).environment["PATH"] == "/home/sandbox/.local/bin:/opt/py/bin"
+    assert _spec(image_env=["PATH=/opt/py/bin"], environment={"PATH": "/mine"}).environment["PATH"] == "/mine"
+
+
 def test_options_reject_unknown_keys_by_name() -> None:
     with pytest.raises(ConfigurationError) as err:
         DockerOptions.from_mapping({"imgae": "x"})
@@ -79,10 +109,18 @@ def test_pem_bundle_split_dedupes() -> None:
     assert split_pem_bundle(b"no certs") == []
 
 
+def test_builder_never_takes_the_upstream_tags() -> None:
+    for recipe in RECIPES.values():
+        assert not set(UPSTREAM_TAGS) & {recipe.tag, *recipe.aliases}, recipe
+    for tag in UPSTREAM_TAGS:
+        assert recipe_for_tag(tag) is None
+        with pytest.raises(ConfigurationError, match="upstream image's tag: the builder does not make it"):
+            _order([tag])
+
+
 def test_recipes_resolve_names_tags_and_parents() -> None:
-    assert recipe_for_tag("python:3.11-slim").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:minimal").name == "base"  # type: ignore[union-attr]
-    assert recipe_for_tag("python:3.11").name == "base"  # type: ignore[union-attr]
+    assert recipe_for_tag("minimal").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:datascience").pip_packages == (  # type: ignore[union-attr]
         "numpy", "pandas", "scikit-learn")
     assert recipe_for_tag("nope:1") is None

@@ -14,12 +14,10 @@ __all__ = ["build_hint", "engine_address", "engine_unreachable", "map_docker_err
 
 
 def build_hint(image: str) -> str:
-    """The command that builds a missing image locally (no registry needed)."""
-    from .images import recipe_for_tag
+    """What to do about a missing image: build it locally (ours) or pull it (anything else)."""
+    from .images import missing_image_hint
 
-    recipe = recipe_for_tag(image)
-    name = recipe.name if recipe is not None else "base"
-    return f"alphora-sandbox docker build {name}  (or: python -m alphora.sandbox_docker build {name})"
+    return missing_image_hint(image)
 
 
 def engine_address(base_url: str | None = None) -> str:
@@ -93,8 +91,7 @@ def map_docker_errors(what: str, *, sandbox_id: str | None = None, image: str | 
     except docker.errors.ImageNotFound as exc:
         img = image or "?"
         raise DockerError(
-            f"{what}: docker image {img!r} is not present on the engine and no registry is used. "
-            f"Build it locally with: {build_hint(img)}",
+            f"{what}: docker image {img!r} is not on the engine. {build_hint(img)}",
             sandbox_id=sandbox_id,
             image=img,
         ) from exc

@@ -17,15 +17,18 @@ import attrs
 from alphora.sandbox.rules import network_mode
 from alphora.sandbox.types import ResourceLimits, SecurityPolicy
 
+from ._setup import SETUP_CAPS, is_root_user, setup_argv
 from .options import DockerOptions
 
 __all__ = [
+    "DEFAULT_PATH",
     "HOME_DIR",
     "LABEL",
     "WORKSPACE_DIR",
     "ContainerSpec",
     "container_spec",
     "owner_labels",
+    "search_path",
 ]
 
 LABEL = "org.alphora.sandbox"
@@ -41,6 +44,20 @@ HOME_DIR = "/home/sandbox"
 MiB = 1024 * 1024
 #: processes of the runner itself (the runner and one pre-forked spare child), on top of max_processes
 RUNNER_PROCESSES = 2
+#: the engine's PATH for an image that sets none
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: the engine's log of the container: none. Everything the container prints is the runner's protocol
+#: (every byte of output and of every file read or written); it reaches the backend over the attach
+#: stream, and a json-file log would keep all of it on the engine's disk until the container is removed.
+LOG_CONFIG = {"type": "none"}
+
+
+def search_path(image_env: Sequence[str] | None) -> str:
+    """PATH inside the sandbox: the user's ``~/.local/bin`` (pip ``--user`` scripts), then the image's
+    own PATH (python3 may live anywhere, e.g. ``/opt/conda/bin``), else the engine's default."""
+    image_path = next((e.partition("=")[2] for e in image_env or () if e.startswith("PATH=")), "") or DEFAULT_PATH
+    local_bin = f"{HOME_DIR}/.local/bin"
+    return image_path if local_bin in image_path.split(":") else f"{local_bin}:{image_path}"
 
 
 def _process_start_time(pid: int) -> str:
@@ -70,8 +87,14 @@ class ContainerSpec:
 
     name: str
     image: str
+    #: the container's entrypoint (the image's own ENTRYPOINT and CMD are replaced)
     command: tuple[str, ...]
+    #: the user the container starts as: root for the setup step, which then drops to ``sandbox_user``
     user: str
+    #: who runs the runner and the sandbox's code
+    sandbox_user: str
+    #: True: the container starts with the setup step (see :mod:`._setup`)
+    setup: bool
     labels: dict[str, str]
     environment: dict[str, str]
     volumes: dict[str, str]  # volume name -> mount point
@@ -87,12 +110,19 @@ def container_spec(
     limits: ResourceLimits,
     policy: SecurityPolicy,
     opts: DockerOptions,
+    image_env: Sequence[str] | None = None,
 ) -> ContainerSpec:
-    """The hardened container of one sandbox.
+    """The hardened container of one sandbox. ``command``: the runner's bootstrap argv;
+    ``image_env``: the image's ``Config.Env`` (for its PATH).
 
-    * no network unless enabled; every capability dropped; no-new-privileges; non-root user;
-      read-only root filesystem; writable ``/workspace`` and ``/home/sandbox`` (named volumes of
-      this sandbox) and ``/tmp`` (a size-capped tmpfs); private IPC.
+    * no network unless enabled; no-new-privileges; read-only root filesystem; writable
+      ``/workspace`` and ``/home/sandbox`` (named volumes of this sandbox) and ``/tmp`` (a
+      size-capped tmpfs); private IPC; no engine log (see :data:`LOG_CONFIG`).
+    * code runs as the non-root ``user`` option with no capability: the container starts as root
+      with only :data:`~._setup.SETUP_CAPS`, and the setup step gives the volumes to that user and
+      drops every privilege for good before the runner starts (any image with python3 works, see
+      :mod:`._setup`). A ``user`` option of root (``0:0``) runs as such, without the setup step and
+      without any capability.
     * memory (swap off), CPU, pids (``max_processes`` + 2: the runner and its pre-forked spare), open files, and
       the largest file a process may write (``disk_mb``: RLIMIT_FSIZE) from ResourceLimits.
     """
@@ -103,9 +133,11 @@ def container_spec(
     tmp_mb = opts.tmp_size_mb or max(16, min(limits.disk_mb, limits.memory_mb))
     file_limit = limits.disk_mb * MiB
     volumes = {f"{base}-workspace": WORKSPACE_DIR, f"{base}-home": HOME_DIR}
+    setup = not is_root_user(opts.user)
     host_config: dict[str, Any] = {
         "network_mode": mode,
         "cap_drop": ["ALL"],
+        "cap_add": list(SETUP_CAPS) if setup else [],
         "security_opt": ["no-new-privileges:true"],
         "read_only": opts.read_only_rootfs,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777"},
@@ -120,6 +152,7 @@ def container_spec(
         ],
         "ipc_mode": "private",
         "init": False,
+        "log_config": dict(LOG_CONFIG),
         "binds": {name: {"bind": target, "mode": "rw"} for name, target in volumes.items()},
     }
     if opts.runtime:
@@ -129,14 +162,17 @@ def container_spec(
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "LANG": "C.UTF-8",
-        "PATH": f"{HOME_DIR}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": search_path(image_env),
         **opts.environment,
     }
+    entry = setup_argv(command[0], opts.user, (WORKSPACE_DIR, HOME_DIR), command) if setup else list(command)
     return ContainerSpec(
         name=base,
         image=opts.image,
-        command=tuple(command),
-        user=opts.user,
+        command=tuple(entry),
+        user="0:0" if setup else opts.user,
+        sandbox_user=opts.user,
+        setup=setup,
         labels=labels,
         environment=env,
         volumes=volumes,

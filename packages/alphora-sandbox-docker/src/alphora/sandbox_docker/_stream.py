@@ -154,6 +154,10 @@ class DockerConnection(RunnerConnection):
                 if asyncio.iscoroutine(res):
                     await res
 
+    def stderr_lines(self) -> list[str]:
+        """The last lines the container wrote to stderr (the runner's or the setup step's own)."""
+        return list(self._stderr)
+
     def diagnostics(self) -> str:
         parts = [self.exit_info] if self.exit_info else []
         tail = [line for line in self._stderr if line][-5:]

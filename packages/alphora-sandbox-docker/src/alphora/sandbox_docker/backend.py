@@ -1,6 +1,8 @@
 """DockerBackend: one hardened container per sandbox, with the alphora runner as its main process.
 
-The container's PID 1 is ``python3 -u -c BOOT`` (the runner bootstrap); the backend attaches to
+The container's PID 1 is ``python3 -u -c BOOT`` (the runner bootstrap), reached through a short
+setup step that starts as root, gives the sandbox's volumes to the sandbox user and drops every
+privilege for good (see :mod:`._setup`): so any image with python3 works. The backend attaches to
 its stdin/stdout before starting it and speaks the runner protocol over that one socket, so a
 call costs a round trip on an open stream, never a ``docker exec``. Every primitive (processes,
 files, sessions, usage) goes through the runner, which is why the backend works the same against
@@ -28,14 +30,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from alphora.sandbox.backend import OutputCallback, ProcessRequest
-from alphora.sandbox.errors import DockerError
+from alphora.sandbox.errors import BackendError, DockerError
 from alphora.sandbox.runner import bootstrap_argv
-from alphora.sandbox.runner.client import RunnerBackend, RunnerConnection, RunnerSession
+from alphora.sandbox.runner.client import RunnerBackend, RunnerClient, RunnerConnection, RunnerSession
 from alphora.sandbox.session import PythonSession
 from alphora.sandbox.types import ExecutionResult, ExecutionStatus
 
 from ._client import in_thread, make_client
 from ._errors import build_hint, map_docker_errors
+from ._setup import MIN_PYTHON, SETUP_ERROR
 from ._spec import HOME_DIR, L_ID, L_ROLE, WORKSPACE_DIR, ContainerSpec, container_spec, owner_labels
 from ._stream import DockerConnection
 from .options import DockerOptions
@@ -105,14 +108,19 @@ class DockerBackend(RunnerBackend):
         self._oom_count = 0
         self._oom_seen_at: float | None = None
         self._container_id: str | None = None
+        self._conn: DockerConnection | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self.spec: ContainerSpec = container_spec(
-            sandbox_id=sandbox_id,
+        self.spec: ContainerSpec = self._make_spec(None)
+
+    def _make_spec(self, image_env: list[str] | None) -> ContainerSpec:
+        return container_spec(
+            sandbox_id=self.sandbox_id,
             instance=self._instance,
             command=bootstrap_argv(self.python),
             limits=self.resource_limits,
             policy=self.security_policy,
             opts=self.docker_options,
+            image_env=image_env,
         )
 
     # -- engine access ---------------------------------------------------------------------------
@@ -143,18 +151,36 @@ class DockerBackend(RunnerBackend):
         self._initialized = True
 
     def _check_image(self) -> None:
+        """The image exists; the container's PATH is built on the image's own."""
         import docker.errors
 
         with map_docker_errors("checking the sandbox image", sandbox_id=self.sandbox_id, image=self.image):
             try:
-                self.client.api.inspect_image(self.image)
+                info = self.client.api.inspect_image(self.image)
             except docker.errors.ImageNotFound:
                 raise DockerError(
-                    f"docker image {self.image!r} is not on the engine (images are built locally, no registry "
-                    f"is used). Build it with: {build_hint(self.image)}",
+                    f"docker image {self.image!r} is not on the engine. {build_hint(self.image)}",
                     sandbox_id=self.sandbox_id,
                     image=self.image,
                 ) from None
+        self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
+
+    def _no_python(self, explanation: str) -> DockerError | None:
+        """The engine could not start the entrypoint because the image has no python3 (runc: ``exec:
+        "python3": executable file not found in $PATH``, or ``…: no such file or directory``)."""
+        missing = "executable file not found" in explanation or "no such file or directory" in explanation
+        if missing and f'exec: "{self.spec.command[0]}"' in explanation:
+            path = self.spec.environment.get("PATH", "")
+            floor = ".".join(map(str, MIN_PYTHON))
+            return DockerError(
+                f"image {self.image!r} has no python3 (looked in PATH={path}): the sandbox runs a small "
+                f"stdlib-only Python program in the container, so the image needs python3 ({floor} or newer) on "
+                f"its PATH. Use an image that has it, e.g. python:3.11-slim, or alphora/sandbox:base "
+                f"(alphora-sandbox docker build base)",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            )
+        return None
 
     def _create_and_attach(self) -> tuple[str, Any]:
         """(Re)create the container on the sandbox's volumes, attach to it, start it."""
@@ -177,7 +203,7 @@ class DockerBackend(RunnerBackend):
             host_config = api.create_host_config(**hc)
             created = api.create_container(
                 spec.image,
-                command=list(spec.command),
+                entrypoint=list(spec.command),
                 user=spec.user,
                 stdin_open=True,
                 tty=False,
@@ -193,8 +219,12 @@ class DockerBackend(RunnerBackend):
             sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             try:
                 api.start(cid)
-            except BaseException:
+            except BaseException as exc:
                 sock.close()
+                no_python = self._no_python(str(getattr(exc, "explanation", "") or ""))
+                if no_python is not None:
+                    api.remove_container(cid, force=True)
+                    raise no_python from None
                 raise
             return cid, sock
 
@@ -221,7 +251,24 @@ class DockerBackend(RunnerBackend):
         self._container_id = cid
         self._oom_count = 0  # a new container is a new memory cgroup
         self._oom_seen_at = None
-        return DockerConnection(sock)
+        self._conn = DockerConnection(sock)
+        return self._conn
+
+    async def _connect(self) -> RunnerClient:
+        """Start the container and handshake with its runner; a setup step that refused (old
+        python3, unknown user, a privilege drop that did not hold) is one DockerError naming the image."""
+        try:
+            return await super()._connect()
+        except BackendError as exc:
+            lines = self._conn.stderr_lines() if self._conn is not None else []
+            refusal = next((line for line in lines if line.startswith(SETUP_ERROR)), None)
+            if refusal is None:
+                raise
+            raise DockerError(
+                f"the sandbox cannot start in image {self.image!r}: {refusal[len(SETUP_ERROR):].strip()}",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            ) from exc
 
     def _remove_container_sync(self) -> None:
         import docker.errors
@@ -276,7 +323,7 @@ class DockerBackend(RunnerBackend):
 
     def _runner_env(self) -> dict[str, str]:
         return {
-            "PATH": f"{HOME_DIR}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": self.spec.environment["PATH"],
             "HOME": HOME_DIR,
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",

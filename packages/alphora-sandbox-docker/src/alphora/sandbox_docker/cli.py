@@ -75,6 +75,11 @@ class _RichReporter(Reporter):
         self._finish_task()
         self.console.print(f"[green]✓[/green] {text}")
 
+    def note(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]![/yellow] {escape(text)}")
+
     def upload(self, total: int) -> Callable[[int], None]:
         task = self._task if self._task is not None else self.progress.add_task("uploading", total=None)
         self.progress.update(task, total=total, completed=0)
@@ -102,6 +107,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from .images import BuildOptions, build_images
 
     certs = [Path(p) for p in args.ca_cert]
+    if args.drop_ca_certs and (certs or args.host_ca):
+        print("error: --drop-ca-certs builds without extra CA certificates; do not also give --ca-cert/--host-ca",
+              file=sys.stderr)
+        return 2
     if args.host_ca:
         bundle = _host_ca_bundle()
         if bundle is None:
@@ -116,6 +125,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         pip_index_url=args.pip_index_url,
         pip_extra_args=tuple(args.pip_arg),
         build_network=args.network,
+        keep_ca_certs=not args.drop_ca_certs,
     )
     with _RichReporter(verbose=args.verbose) as rep:
         reports = build_images(args.images or ["base"], options=opts, reporter=rep)
@@ -168,8 +178,12 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--ca-cert", action="append", default=[], metavar="PEM",
                    help="extra CA certificate(s) (a bundle is fine) trusted inside the images; repeatable")
     b.add_argument("--host-ca", action="store_true", help="trust this host's CA bundle inside the images")
+    b.add_argument("--drop-ca-certs", action="store_true",
+                   help="build without extra CA certificates (without this, a build that names none keeps those "
+                   "the existing base image has)")
     b.add_argument("--source", choices=["auto", "debian", "registry"], default="auto",
-                   help="auto: FROM python:3.11-slim when a registry answers, else Debian packages (mmdebstrap)")
+                   help="auto: FROM the upstream python:3.11-slim when the engine has it or a registry gives it, "
+                   "else Debian packages (mmdebstrap)")
     b.add_argument("--force", action="store_true", help="rebuild even when an up-to-date image exists")
     b.add_argument("--mirror", help="Debian mirror URL or apt sources file for mmdebstrap (default: the host's)")
     b.add_argument("--pip-index-url", help="package index for the pip steps (e.g. a CPU-only torch index for ml)")

@@ -1,19 +1,21 @@
 """Build the sandbox images locally, with or without an image registry.
 
-The spec's images (``python:3.11-slim``, ``alphora/sandbox:minimal``, ``alphora/sandbox:datascience``,
+The spec's preset images (``alphora/sandbox:minimal``, ``alphora/sandbox:datascience``,
 ``alphora/sandbox:ml``) are built on the engine itself:
 
-* **base** (also tagged ``alphora/sandbox:minimal``, and ``python:3.11-slim`` / ``python:3.11``
-  — the names the spec's examples use — when no real image holds those tags): a Debian bookworm root filesystem with Python 3.11, pip, venv and CA
-  certificates. When a registry answers it starts ``FROM python:3.11-slim``; when none does, the
-  root filesystem is made from Debian packages with ``mmdebstrap`` and ``docker import``-ed. A
-  small build step on top adds the non-root ``sandbox`` user (uid 1000), ``/workspace``, the
-  ``python`` name, extra CA certificates (so pip works behind a TLS-intercepting proxy) and the
-  environment.
+* **base** (also tagged ``alphora/sandbox:minimal``): a Debian bookworm root filesystem with
+  Python 3.11, pip, venv and CA certificates. It starts ``FROM python:3.11-slim`` when the engine
+  has the upstream image or a registry gives it; otherwise the root filesystem is made from Debian
+  packages with ``mmdebstrap`` and ``docker import``-ed. A small build step on top adds the
+  non-root ``sandbox`` user (uid 1000), ``/workspace``, the ``python`` name, extra CA certificates
+  (so pip works behind a TLS-intercepting proxy) and the environment.
 * **datascience** / **ml**: ``FROM`` the base, with pip packages installed at build time.
 
-Every image carries the label ``org.alphora.sandbox.recipe`` (a hash of everything that went into
-it); an image whose label matches is reused, not rebuilt.
+The builder never tags an image ``python:3.11-slim`` or ``python:3.11``: those names belong to the
+upstream images (the spec's default image is the real ``python:3.11-slim``, which the Docker backend
+runs as it is). Every image carries the label ``org.alphora.sandbox.recipe`` (a hash of everything
+that went into it); an image whose label matches is reused, not rebuilt. Extra CA certificates
+stick: a build that names none keeps those the existing base was built with (``keep_ca_certs``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ __all__ = [
     "Reporter",
     "build_images",
     "image_status",
+    "missing_image_hint",
     "recipe_for_tag",
     "split_pem_bundle",
 ]
@@ -64,6 +67,9 @@ SANDBOX_UID = 1000
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 UPSTREAM_BASE = "python:3.11-slim"
+#: tags of upstream images: the builder never gives them to an image of its own
+UPSTREAM_TAGS = ("python:3.11-slim", "python:3.11")
+CA_DIR = "/usr/local/share/ca-certificates/alphora"
 
 Source = Literal["auto", "debian", "registry"]
 
@@ -77,7 +83,7 @@ class ImageRecipe:
     description: str
     parent: str | None = None
     pip_packages: tuple[str, ...] = ()
-    #: extra tags given to the same image (``python:3.11-slim`` only when no foreign image has it)
+    #: extra tags given to the same image (never over an image the builder did not make)
     aliases: tuple[str, ...] = ()
 
 
@@ -86,7 +92,7 @@ RECIPES: dict[str, ImageRecipe] = {
         name="base",
         tag="alphora/sandbox:base",
         description="Debian bookworm, Python 3.11, pip, venv, CA certificates; non-root user",
-        aliases=("alphora/sandbox:minimal", UPSTREAM_BASE, "python:3.11"),
+        aliases=("alphora/sandbox:minimal",),
     ),
     "datascience": ImageRecipe(
         name="datascience",
@@ -104,7 +110,7 @@ RECIPES: dict[str, ImageRecipe] = {
     ),
 }
 #: ``minimal`` is the base image under another tag (it is already minimal: no compilers, no docs)
-_NAME_ALIASES = {"minimal": "base", "python:3.11-slim": "base", "python:3.11": "base"}
+_NAME_ALIASES = {"minimal": "base"}
 
 
 def recipe_for_tag(tag: str) -> ImageRecipe | None:
@@ -116,6 +122,17 @@ def recipe_for_tag(tag: str) -> ImageRecipe | None:
         if tag == recipe.tag or tag in recipe.aliases:
             return recipe
     return None
+
+
+def missing_image_hint(image: str) -> str:
+    """What to do about a sandbox image the engine does not have."""
+    recipe = recipe_for_tag(image)
+    if recipe is not None:
+        return (f"Build it locally (no registry needed): alphora-sandbox docker build {recipe.name}  "
+                f"(or: python -m alphora.sandbox_docker build {recipe.name})")
+    return (f"Pull it where a registry answers (docker pull {image}), or use an image the engine has (any image "
+            f"with python3 works); without a registry, `alphora-sandbox docker build base` makes "
+            f"alphora/sandbox:base (then docker_image='alphora/sandbox:base')")
 
 
 def _paths(values: Iterable[str | os.PathLike[str]]) -> tuple[Path, ...]:
@@ -134,6 +151,9 @@ class BuildOptions:
     pip_extra_args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: network mode of build steps (pip needs one); None: the engine's default bridge
     build_network: str | None = None
+    #: with no ``ca_certs``, build the base with the extra CA certificates the existing base has (so a
+    #: plain rebuild never silently drops a proxy's CA); False builds without any
+    keep_ca_certs: bool = True
 
 
 class Reporter:
@@ -147,6 +167,9 @@ class Reporter:
 
     def done(self, text: str) -> None:
         """A phase finished."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know (shown even when not verbose)."""
 
     def upload(self, total: int) -> Callable[[int], None]:
         """Start a byte-count progress; returns the advance callback."""
@@ -314,23 +337,25 @@ def _labels(image: Any) -> dict[str, str]:
 
 
 def image_status(client: docker.DockerClient) -> list[dict[str, Any]]:
-    """Which recipe images (and aliases) exist on the engine."""
+    """Which recipe images (and aliases) exist on the engine, and what holds the upstream tags
+    (``ours`` True there means an older builder of ours took the tag)."""
     rows: list[dict[str, Any]] = []
+    wanted = [(recipe.name, tag) for recipe in RECIPES.values() for tag in (recipe.tag, *recipe.aliases)]
+    wanted += [("upstream", tag) for tag in UPSTREAM_TAGS]
     with map_docker_errors("listing images"):
-        for recipe in RECIPES.values():
-            for tag in (recipe.tag, *recipe.aliases):
-                img = _get_image(client, tag)
-                labels = _labels(img) if img is not None else {}
-                rows.append(
-                    {
-                        "recipe": recipe.name,
-                        "tag": tag,
-                        "present": img is not None,
-                        "ours": LABEL_RECIPE in labels,
-                        "id": img.short_id if img is not None else "",
-                        "size_mb": round(img.attrs.get("Size", 0) / 1e6, 1) if img is not None else 0.0,
-                    }
-                )
+        for name, tag in wanted:
+            img = _get_image(client, tag)
+            labels = _labels(img) if img is not None else {}
+            rows.append(
+                {
+                    "recipe": name,
+                    "tag": tag,
+                    "present": img is not None,
+                    "ours": LABEL_RECIPE in labels,
+                    "id": img.short_id if img is not None else "",
+                    "size_mb": round(img.attrs.get("Size", 0) / 1e6, 1) if img is not None else 0.0,
+                }
+            )
     return rows
 
 
@@ -481,32 +506,37 @@ def _import_rootfs(client: docker.DockerClient, tarball: Path, reporter: Reporte
     return m.group(0)
 
 
-def _registry_base(client: docker.DockerClient, reporter: Reporter) -> str | None:
-    """``python:3.11-slim`` from a registry (present and foreign, or pulled), else None."""
+def _upstream_base(client: docker.DockerClient, reporter: Reporter) -> str | None:
+    """Where ``python:3.11-slim`` came from: ``"local"`` (the engine has the upstream image: not one
+    of ours), ``"pulled"`` (a registry gave it now), or None."""
     import docker.errors
 
     img = _get_image(client, UPSTREAM_BASE)
     if img is not None and LABEL_RECIPE not in _labels(img):
-        return UPSTREAM_BASE
+        return "local"
+    reporter.step(f"pulling {UPSTREAM_BASE} from a registry")
     try:
         repo, _, tag = UPSTREAM_BASE.rpartition(":")
         client.api.pull(repo, tag=tag)
     except (docker.errors.APIError, docker.errors.DockerException) as exc:
         reporter.log(f"no registry: pulling {UPSTREAM_BASE} failed ({str(exc).splitlines()[0][:160]})")
         return None
-    return UPSTREAM_BASE
+    return "pulled"
 
 
 def _root_image(client: docker.DockerClient, opts: BuildOptions, reporter: Reporter) -> tuple[str, str]:
-    """(image reference to build FROM, source name)."""
+    """(image reference to build FROM, where it came from)."""
     if opts.source in ("auto", "registry"):
-        reporter.step(f"looking for {UPSTREAM_BASE} in a registry")
-        ref = _registry_base(client, reporter)
-        if ref is not None:
-            reporter.done(f"using {UPSTREAM_BASE} from a registry")
-            return ref, "registry"
+        how = _upstream_base(client, reporter)
+        if how == "local":
+            reporter.done(f"using the engine's {UPSTREAM_BASE} (not built by alphora-sandbox; no registry used)")
+            return UPSTREAM_BASE, f"{UPSTREAM_BASE} (local)"
+        if how == "pulled":
+            reporter.done(f"pulled {UPSTREAM_BASE} from a registry")
+            return UPSTREAM_BASE, f"{UPSTREAM_BASE} (pulled)"
         if opts.source == "registry":
-            raise DockerError(f"no registry answered for {UPSTREAM_BASE} (use --source debian)")
+            raise DockerError(f"the engine has no upstream {UPSTREAM_BASE} and no registry answered "
+                              f"(use --source debian)")
     existing = _get_image(client, ROOTFS_TAG)
     if existing is not None and not opts.force:
         reporter.done(f"reusing the Debian root filesystem {ROOTFS_TAG}")
@@ -540,6 +570,12 @@ def _order(names: Iterable[str]) -> list[ImageRecipe]:
                 add(r)
             continue
         recipe = recipe_for_tag(name)
+        if recipe is None and name in UPSTREAM_TAGS:
+            raise ConfigurationError(
+                f"{name} is the upstream image's tag: the builder does not make it (and never tags over it). "
+                f"Pull it where a registry answers, or build 'base' (alphora/sandbox:base) and use that",
+                field="image", value=name,
+            )
         if recipe is None:
             known = sorted({*RECIPES, *_NAME_ALIASES, "all"})
             raise ConfigurationError(f"unknown image {name!r}; known: {known}", field="image", value=name)
@@ -562,11 +598,18 @@ def build_images(
     rep = reporter or Reporter()
     with map_docker_errors("building images"):
         cli = client or docker_mod.from_env()
+        recipes = _order(names)
         certs = _load_certs(opts.ca_certs)
+        base = RECIPES["base"]
+        if not certs and opts.keep_ca_certs and base in recipes:
+            certs = _existing_certs(cli, base.tag)
+            if certs:
+                rep.note(f"keeping the {len(certs)} extra CA certificate(s) {base.tag} was built with "
+                         f"(give --ca-cert/--host-ca to change them, --drop-ca-certs to build without)")
         cert_files = {f"ca/alphora-extra-{i:03d}.crt": c for i, c in enumerate(certs)}
         reports: list[BuildReport] = []
         built_ids: dict[str, str] = {}
-        for recipe in _order(names):
+        for recipe in recipes:
             t0 = time.monotonic()
             if recipe.parent is None:
                 recipe_hash = _hash(_base_dockerfile("ROOT", ""), *certs, opts.source if opts.source != "auto" else "")
@@ -607,7 +650,35 @@ def build_images(
                 BuildReport(name=recipe.name, tag=recipe.tag, image_id=image_id, reused=False,
                             seconds=time.monotonic() - t0, tags=(recipe.tag, *tags), source=source)
             )
+        for tag in UPSTREAM_TAGS:
+            img = _get_image(cli, tag)
+            if img is not None and LABEL_RECIPE in _labels(img):
+                rep.note(f"{tag} on this engine is an alphora-sandbox image an older builder tagged; it hides "
+                         f"the upstream image: `docker rmi {tag}` (then pull the real one where a registry "
+                         f"answers, or use alphora/sandbox:base)")
         return reports
+
+
+def _existing_certs(client: docker.DockerClient, tag: str) -> list[bytes]:
+    """The extra CA certificates an existing image of ours was built with, in their build order."""
+    import docker.errors
+
+    img = _get_image(client, tag)
+    if img is None or LABEL_RECIPE not in _labels(img):
+        return []
+    cid = client.api.create_container(img.id, entrypoint=["/bin/true"], network_disabled=True)["Id"]
+    try:
+        try:
+            stream, _ = client.api.get_archive(cid, CA_DIR)
+        except docker.errors.NotFound:
+            return []
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".crt")),
+                             key=lambda m: m.name)
+            found = [tar.extractfile(m) for m in members]
+            return [fh.read() for fh in found if fh is not None]
+    finally:
+        client.api.remove_container(cid, force=True)
 
 
 def _image_id(client: docker.DockerClient, tag: str) -> str:
