@@ -55,10 +55,9 @@ def test_docker_tier_scorecard(docker_client: Any) -> None:
     assert "still running" in evidence(data, "docker", "fork-bomb")
     assert "(2 before, 18 after)" in evidence(data, "docker", "fork-bomb")  # max_processes 16 + the runner's 2
     assert "container and 2 volumes removed" in evidence(data, "docker", "leftovers")
-    # Issue 9, hole 6, as it is today: the container has no log config, so the engine's json-file
-    # log keeps every byte of the protocol stream. Flips to "held" when the engine log is bounded.
-    assert v["engine-log"] == "FAILED", evidence(data, "docker", "engine-log")
-    assert "json-file" in evidence(data, "docker", "engine-log")
+    # Issue 9, hole 6 (closed): the container's log driver is 'none', the engine keeps nothing
+    assert v["engine-log"] == "held", evidence(data, "docker", "engine-log")
+    assert "log driver 'none'" in evidence(data, "docker", "engine-log")
     assert code == data["exit_code"] == 1
     # the doctor removed everything it made (containers and volumes carry its run label)
     flt = {"label": [f"org.alphora.doctor={data['run']}"]}
