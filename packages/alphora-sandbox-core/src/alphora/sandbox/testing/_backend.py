@@ -326,12 +326,14 @@ class BackendContractTests:
     async def _outside_dir(self, backend: Backend, tag: str) -> str:
         """Make a fresh directory outside the workspace, writable by user code; its path as user
         code sees it."""
-        return await self._code_json(backend, _MAKE_OUTSIDE.replace("TAG", repr(tag)))  # type: ignore[no-any-return]
+        path: str = await self._code_json(backend, _MAKE_OUTSIDE.replace("TAG", repr(tag)))
+        return path
 
     async def _snapshot(self, backend: Backend, outside: str) -> dict[str, str]:
         code = ("import json, os\nd = OUT\nprint(json.dumps({n: open(os.path.join(d, n)).read() "
                 "for n in sorted(os.listdir(d))}))").replace("OUT", repr(outside))
-        return await self._code_json(backend, code)  # type: ignore[no-any-return]
+        files: dict[str, str] = await self._code_json(backend, code)
+        return files
 
     async def test_hard_link_to_an_outside_file_is_never_read_or_written_through(self, backend: Backend) -> None:
         outside = await self._outside_dir(backend, "hardlink")
