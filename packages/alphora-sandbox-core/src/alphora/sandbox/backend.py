@@ -241,24 +241,25 @@ class Backend(abc.ABC):
 
     #: the registry name (``local``, ``docker``, …)
     name: ClassVar[str] = ""
+    # The attributes below may be set on the class or per instance (e.g. from ``options``).
     #: the Python interpreter inside the sandbox, as an argv[0]
     python: str = "python3"
     #: workspace entries (top-level names) the backend itself keeps: scratch dirs, package
     #: environments. ``Sandbox.list_files`` and the ``list_files`` tool hide them unless asked for by
     #: path, ``save_workspace`` leaves them out by default, and the ``reset_sandbox`` tool keeps
     #: them (emptying those also named in :attr:`scratch_paths`). The local backend: ``.tmp``, ``.venv``.
-    internal_paths: ClassVar[tuple[str, ...]] = ()
+    internal_paths: tuple[str, ...] = ()
     #: the subset of :attr:`internal_paths` that is scratch space (e.g. the ``TMPDIR`` of user code):
     #: ``reset_sandbox`` empties these directories and keeps them
-    scratch_paths: ClassVar[tuple[str, ...]] = ()
+    scratch_paths: tuple[str, ...] = ()
     #: absolute POSIX names under which *user code* sees the workspace, other than
     #: :attr:`workspace_path` itself (Docker: ``("/workspace",)``). The facade accepts a path under one
     #: of them as naming the workspace (``read_file("/workspace/a.txt")`` is ``a.txt``).
-    workspace_aliases: ClassVar[tuple[str, ...]] = ()
+    workspace_aliases: tuple[str, ...] = ()
     #: True if pip inside this backend reaches the network as the host does (the local backend), so
     #: the facade passes the host's index, certificate and proxy settings (:data:`HOST_PACKAGE_ENV`)
     #: to it; False (the default) for backends whose network is their own (containers, VMs)
-    pip_host_env: ClassVar[bool] = False
+    pip_host_env: bool = False
 
     def __init__(
         self,
