@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -60,42 +60,8 @@ def test_every_hook_is_documented_and_tested() -> None:
     assert "sandbox_register_backends" in here
 
 
-PLUGIN_PYPROJECT = """
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "tiny-alphora-backend"
-version = "0.0.1"
-
-[project.entry-points.alphora_sandbox]
-tiny = "tiny_backend"
-
-[tool.setuptools]
-py-modules = ["tiny_backend"]
-"""
-
-PLUGIN_MODULE = '''
-from alphora.sandbox import hookimpl
-from alphora.sandbox.builtin.local_backend import LocalBackend
-
-
-class TinyBackend(LocalBackend):
-    """A third-party backend: the local one, marking its results."""
-
-    name = "tiny"
-
-    async def run(self, request, on_output=None):
-        env = {**request.env, "TINY_BACKEND": "yes"}
-        import attrs
-        return await super().run(attrs.evolve(request, env=env), on_output)
-
-
-@hookimpl
-def sandbox_register_backends(register):
-    register("tiny", TinyBackend)
-'''
+#: the documented example plugin (docs/plugins.md): its own distribution, a backend from scratch
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugin-backend"
 
 USE_IT = """
 import asyncio
@@ -104,9 +70,9 @@ from alphora.sandbox.plugins import get_registry
 
 async def main():
     print(sorted(get_registry().backends))
-    async with Sandbox.create("tiny") as sandbox:
-        r = await sandbox.run("import os; print('via', os.environ['TINY_BACKEND'])")
-        print(r.stdout.strip())
+    async with Sandbox.create("example") as sandbox:
+        r = await sandbox.run("import os; print('via', os.environ['TMPDIR'].rsplit('/', 1)[-1])")
+        print(type(sandbox.backend).__module__, r.stdout.strip())
 
 asyncio.run(main())
 """
@@ -114,17 +80,39 @@ asyncio.run(main())
 
 @pytest.mark.slow
 def test_third_party_backend_distribution(tmp_path: Path) -> None:
-    """Build a real distribution with an entry point, install it, and create a sandbox with it."""
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "pyproject.toml").write_text(textwrap.dedent(PLUGIN_PYPROJECT))
-    (src / "tiny_backend.py").write_text(textwrap.dedent(PLUGIN_MODULE))
+    """Build the example plugin as a real distribution, install it, create a sandbox with it."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(src)],
-                   check=True, timeout=300)
-    assert list(target.glob("tiny_alphora_backend-*.dist-info/entry_points.txt"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(EXAMPLE_PLUGIN)], check=True, timeout=300)
+    (entry_points,) = target.glob("alphora_sandbox_example_backend-*.dist-info/entry_points.txt")
+    assert "[alphora_sandbox]\nexample = alphora_example_backend" in entry_points.read_text()
     env = {**os.environ, "PYTHONPATH": str(target), "ALPHORA_SANDBOX_HOME": str(tmp_path / "home")}
     out = subprocess.run([sys.executable, "-c", USE_IT], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "'tiny'" in out.stdout.splitlines()[0]
-    assert out.stdout.splitlines()[-1] == "via yes"
+    assert "'example'" in out.stdout.splitlines()[0]
+    assert out.stdout.splitlines()[-1] == "alphora_example_backend via .tmp"
+
+
+def test_the_example_plugin_uses_public_names_only() -> None:
+    """The documented example imports nothing internal: no builtin backend, no runner client."""
+    source = (EXAMPLE_PLUGIN / "src" / "alphora_example_backend" / "__init__.py").read_text()
+    imports = [line for line in source.splitlines() if line.startswith(("from alphora", "import alphora"))]
+    assert imports, source
+    assert not [line for line in imports if "builtin" in line or "runner.client" in line or "._" in line], imports
+
+
+async def test_the_runner_backend_example_in_the_docs_runs(tmp_path: Path) -> None:
+    """docs/plugins.md's RunnerBackend example, executed as written."""
+    doc = (DOCS / "plugins.md").read_text()
+    match = re.search(r"```python\n(import asyncio\n\nfrom alphora\.sandbox\.runner import bootstrap_argv.*?)```", doc, re.S)
+    assert match, "the RunnerBackend example is missing from docs/plugins.md"
+    namespace: dict[str, object] = {}
+    exec(match.group(1), namespace)
+    backend = namespace["SubprocessRunnerBackend"]("docs", tmp_path / "ws")  # type: ignore[operator]
+    await backend.initialize()
+    await backend.start()
+    try:
+        result = await backend.execute_code("print(6 * 7)")
+        assert result.stdout == "42\n", result
+    finally:
+        await backend.destroy()

@@ -10,6 +10,14 @@ Paths given to the file primitives are workspace-relative POSIX strings that
 escape, not absolute); ``""`` is the workspace root. Backends must still refuse symlinks and hard
 links at open time (race-safe); :mod:`alphora.sandbox.runner.safefs` does that and every
 first-party backend uses it.
+
+The public contract for a backend author is this module: :class:`Backend` (every attribute the
+facade reads is declared on it, with its meaning), :class:`ProcessRequest`, the output helpers,
+:func:`fileinfo_from_stat` / :func:`entry_to_fileinfo` to build :class:`~alphora.sandbox.types.FileInfo`,
+:func:`map_fs_error` / :func:`map_os_error` to turn OS errors into the errors the facade expects,
+:func:`minimal_env` for the base environment of user code, and
+:class:`alphora.sandbox.testing.BackendContractTests` to prove it. Register the class with
+``alphora.sandbox.hookimpl`` (see docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ import asyncio
 import contextlib
 import inspect
 import os
+import stat as _stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
-from .errors import FileSystemError
+from .errors import BackendError, FileNotFoundError, FileSystemError, PathTraversalError
 from .runner.safefs import rmtree
 from .types import ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
@@ -33,14 +43,28 @@ if TYPE_CHECKING:
     from .session import PythonSession
 
 __all__ = [
+    "HOST_PACKAGE_ENV",
     "Backend",
     "OutputCallback",
     "OutputChunk",
     "ProcessRequest",
     "default_base_path",
     "emit",
+    "entry_to_fileinfo",
+    "fileinfo_from_stat",
     "iterate_output",
+    "map_fs_error",
+    "map_os_error",
+    "minimal_env",
 ]
+
+#: host variables that configure pip's index, certificates and proxy; passed to pip inside a
+#: backend whose :attr:`Backend.pip_host_env` is True (its pip runs on the host's network)
+HOST_PACKAGE_ENV: tuple[str, ...] = (
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS",
+    "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
 
 
 def default_base_path() -> Path:
@@ -50,6 +74,77 @@ def default_base_path() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(xdg) / "alphora-sandbox" / "sandboxes"
+
+
+def minimal_env(workspace: str, *, home: str | None = None, tmpdir: str | None = None) -> dict[str, str]:
+    """The minimal safe base environment of user code: a standard ``PATH``, ``HOME`` (default: the
+    workspace), UTF-8 locale, ``TMPDIR`` (default: ``<workspace>/.tmp``) and unbuffered Python.
+    Nothing comes from the host's environment; :attr:`ProcessRequest.env` is added on top."""
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": home or workspace,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TMPDIR": tmpdir or f"{workspace}/.tmp",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def map_fs_error(etype: str, msg: str, path: str | None, sandbox_id: str | None = None) -> Exception:
+    """The alphora error for a failed file operation, by the *name* of the exception class (so it
+    works for errors that crossed a wire): ``PathEscape`` (safefs' refusal of a symlink, hard link,
+    FIFO or device) → :class:`~alphora.sandbox.errors.PathTraversalError`; ``FileNotFoundError`` →
+    :class:`~alphora.sandbox.errors.FileNotFoundError`; other OS and value errors →
+    :class:`~alphora.sandbox.errors.FileSystemError`; anything else →
+    :class:`~alphora.sandbox.errors.BackendError`. Raise what it returns."""
+    if etype == "PathEscape":
+        return PathTraversalError(f"path refused: {msg}", path=path, sandbox_id=sandbox_id)
+    if etype == "FileNotFoundError":
+        return FileNotFoundError(f"not found in the workspace: {path}", path=path, sandbox_id=sandbox_id)
+    if etype in ("IsADirectoryError", "NotADirectoryError", "FileExistsError", "TooLarge", "PermissionError",
+                 "OSError", "ValueError", "TypeError"):
+        return FileSystemError(f"{msg}: {path}" if path else msg, path=path, sandbox_id=sandbox_id)
+    return BackendError(f"{etype}: {msg}", sandbox_id=sandbox_id)
+
+
+def map_os_error(exc: BaseException, path: str | None, sandbox_id: str | None = None) -> Exception:
+    """:func:`map_fs_error` for an exception object: ``raise map_os_error(exc, rel, sandbox_id) from exc``.
+    OSError subclasses it does not name (``BlockingIOError``, ``InterruptedError`` …) count as ``OSError``."""
+    etype = type(exc).__name__
+    if isinstance(exc, OSError) and etype not in _NAMED_OS_ERRORS:
+        etype = "OSError"
+    msg = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    return map_fs_error(etype, msg, path, sandbox_id)
+
+
+_NAMED_OS_ERRORS = frozenset({"PathEscape", "TooLarge", "FileNotFoundError", "IsADirectoryError",
+                              "NotADirectoryError", "FileExistsError", "PermissionError"})
+
+
+def entry_to_fileinfo(e: Mapping[str, Any]) -> FileInfo:
+    """A :class:`~alphora.sandbox.types.FileInfo` from a safefs entry dict (``name``, ``path``,
+    ``size``, ``mode``, ``mtime``, ``is_dir``, ``is_symlink``), as safefs' ``stat``/``listdir`` and
+    the runner return them."""
+    mode = int(e.get("mode", 0)) | (_stat.S_IFDIR if e.get("is_dir") else
+                                    _stat.S_IFLNK if e.get("is_symlink") else _stat.S_IFREG)
+    mtime = e.get("mtime")
+    return FileInfo(
+        name=e["name"],
+        path=e["path"],
+        size=int(e.get("size", 0)),
+        is_directory=bool(e.get("is_dir")),
+        modified_time=datetime.fromtimestamp(mtime, timezone.utc) if mtime is not None else None,
+        permissions=_stat.filemode(mode),
+    )
+
+
+def fileinfo_from_stat(path: str, st: os.stat_result) -> FileInfo:
+    """A :class:`~alphora.sandbox.types.FileInfo` for the workspace-relative ``path`` from an
+    ``os.stat_result`` (take it with ``os.lstat``/``os.fstat``, never a following ``os.stat``)."""
+    return entry_to_fileinfo({
+        "name": path.rsplit("/", 1)[-1], "path": path, "size": st.st_size, "mode": _stat.S_IMODE(st.st_mode),
+        "mtime": st.st_mtime, "is_dir": _stat.S_ISDIR(st.st_mode), "is_symlink": _stat.S_ISLNK(st.st_mode),
+    })
 
 
 @attrs.frozen(kw_only=True)
@@ -133,16 +228,38 @@ class ProcessRequest:
 
 class Backend(abc.ABC):
     """Base class of execution backends. Subclass it, implement the abstract primitives, register
-    the class with the ``sandbox_register_backends`` hook and run
-    :class:`alphora.sandbox.testing.BackendContractTests` against it."""
+    the class with the ``sandbox_register_backends`` hook (``from alphora.sandbox import hookimpl``)
+    and run :class:`alphora.sandbox.testing.BackendContractTests` against it.
+
+    The facade (``Sandbox``, the tools, the manager, workspace persistence) uses a backend only
+    through what is declared here: the class attributes below, :attr:`sandbox_id`,
+    :attr:`workspace_path`, :attr:`resource_limits`, :attr:`security_policy`, :attr:`options`, and
+    the methods. File primitives raise :class:`~alphora.sandbox.errors.FileNotFoundError`,
+    :class:`~alphora.sandbox.errors.PathTraversalError` (a symlink, hard link, FIFO or device met on
+    the way: refused, never followed) or :class:`~alphora.sandbox.errors.FileSystemError`
+    (:func:`map_os_error` maps OS errors to them)."""
 
     #: the registry name (``local``, ``docker``, …)
     name: ClassVar[str] = ""
+    # The attributes below may be set on the class or per instance (e.g. from ``options``).
     #: the Python interpreter inside the sandbox, as an argv[0]
     python: str = "python3"
-    #: workspace entries the backend itself keeps (scratch dirs, environments); list_files hides
-    #: them unless asked for by path
-    internal_paths: ClassVar[tuple[str, ...]] = ()
+    #: workspace entries (top-level names) the backend itself keeps: scratch dirs, package
+    #: environments. ``Sandbox.list_files`` and the ``list_files`` tool hide them unless asked for by
+    #: path, ``save_workspace`` leaves them out by default, and the ``reset_sandbox`` tool keeps
+    #: them (emptying those also named in :attr:`scratch_paths`). The local backend: ``.tmp``, ``.venv``.
+    internal_paths: tuple[str, ...] = ()
+    #: the subset of :attr:`internal_paths` that is scratch space (e.g. the ``TMPDIR`` of user code):
+    #: ``reset_sandbox`` empties these directories and keeps them
+    scratch_paths: tuple[str, ...] = ()
+    #: absolute POSIX names under which *user code* sees the workspace, other than
+    #: :attr:`workspace_path` itself (Docker: ``("/workspace",)``). The facade accepts a path under one
+    #: of them as naming the workspace (``read_file("/workspace/a.txt")`` is ``a.txt``).
+    workspace_aliases: tuple[str, ...] = ()
+    #: True if pip inside this backend reaches the network as the host does (the local backend), so
+    #: the facade passes the host's index, certificate and proxy settings (:data:`HOST_PACKAGE_ENV`)
+    #: to it; False (the default) for backends whose network is their own (containers, VMs)
+    pip_host_env: bool = False
 
     def __init__(
         self,
@@ -196,8 +313,27 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
-        """Run one request in its own process group. On timeout, kill the whole tree and return a
-        TIMEOUT result holding the output produced before the kill; never raise for user errors."""
+        """Run one request and return its :class:`~alphora.sandbox.types.ExecutionResult`.
+
+        * **Environment**: exactly a minimal safe base (:func:`minimal_env` or your environment's
+          equivalent) plus ``request.env``; never the host's environment. ``cwd`` is the
+          workspace-relative ``request.cwd``; stdin is ``request.stdin`` or empty.
+        * **Output**: stdout and stderr decoded as UTF-8 (undecodable bytes replaced), each capped at
+          ``request.max_output`` bytes *while streaming* (``stdout_truncated``/``stderr_truncated``
+          set when the cap cut); each piece is passed to ``on_output`` (:func:`emit`) as it arrives.
+        * **Result**: ``SUCCESS`` with ``return_code == 0``; ``FAILED`` with the exit code
+          (negative: the signal) and ``error`` naming it; user errors are data, never raised.
+        * **Timeout**: after ``request.timeout`` seconds kill the *whole* process tree (everything
+          the call started, grandchildren and ``setsid`` daemons included) and return
+          ``status=TIMEOUT``, the stdout/stderr produced before the kill, ``return_code=None`` and an
+          ``error`` like ``"execution timed out after 2s"``.
+        * **Reaping**: every child is waited for. A zombie counts as alive: the contract suite checks
+          with ``kill -0`` and ``/proc/<pid>``, so a killed tree must be reaped (by you, or by a
+          subreaper/init inside your environment), not left ``<defunct>``.
+        * **Errors**: raise :class:`~alphora.sandbox.errors.SandboxNotRunningError` when not started,
+          :class:`~alphora.sandbox.errors.BackendError` when the environment itself fails (it died,
+          cannot spawn); :class:`~alphora.sandbox.errors.SecurityViolationError` is the facade's job.
+        """
 
     async def open_session(
         self, name: str = "default", *, env: Mapping[str, str] | None = None, cwd: str = ""
@@ -216,7 +352,9 @@ class Backend(abc.ABC):
     # -- files (workspace-relative, already normalised) ------------------------------------------
 
     @abc.abstractmethod
-    async def read_bytes(self, path: str) -> bytes: ...
+    async def read_bytes(self, path: str) -> bytes:
+        """The file's bytes. Must not follow a symlink anywhere in the path, read through a file
+        with more than one hard link, or block on a FIFO/device: PathTraversalError instead."""
 
     @abc.abstractmethod
     async def write_bytes(self, path: str, data: bytes) -> None:

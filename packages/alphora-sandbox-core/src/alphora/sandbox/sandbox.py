@@ -27,7 +27,15 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import pathguard
-from .backend import Backend, OutputCallback, OutputChunk, ProcessRequest, default_base_path, iterate_output
+from .backend import (
+    HOST_PACKAGE_ENV,
+    Backend,
+    OutputCallback,
+    OutputChunk,
+    ProcessRequest,
+    default_base_path,
+    iterate_output,
+)
 from .errors import (
     ConfigurationError,
     FileNotFoundError,
@@ -64,13 +72,9 @@ log = logging.getLogger("alphora.sandbox")
 audit_log = logging.getLogger("alphora.sandbox.audit")
 
 #: host variables passed to *pip* (never to user code) so package installs work behind proxies
-_PIP_HOST_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS",
-                 "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE", "SSL_CERT_DIR",
-                 "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-                 "no_proxy")
 _PIP_TIMEOUT = 600.0
-#: workspace paths save_workspace skips by default
-DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = (".venv", ".venv/*", "__pycache__/*", "*/__pycache__/*")
+#: workspace paths save_workspace skips by default, besides the backend's ``internal_paths``
+DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 #: run in the sandbox: where distribution NAME is found and whether that is the sandbox's own
 #: environment (its venv or its user site) or the base one (base interpreter, image)
@@ -466,7 +470,7 @@ class Sandbox:
     # -- files -----------------------------------------------------------------------------------
 
     def _path(self, path: str | os.PathLike[str]) -> str:
-        aliases = [str(self.workspace_path), *getattr(self.backend, "workspace_aliases", ())]
+        aliases = [str(self.workspace_path), *self.backend.workspace_aliases]
         return pathguard.normalize(path, workspace_aliases=aliases)
 
     async def read_file(self, path: str, encoding: str = "utf-8") -> str:
@@ -568,7 +572,8 @@ class Sandbox:
     async def list_files(self, path: str = "", recursive: bool = False, pattern: str | None = None) -> list[FileInfo]:
         """Files under ``path`` (workspace root by default), optionally recursive and filtered by a
         glob ``pattern`` matched against the file name (``"*.py"``). The backend's own entries
-        (the local backend's ``.tmp`` and ``.venv``) are left out unless ``path`` names them."""
+        (its ``internal_paths``, e.g. the local backend's ``.tmp`` and ``.venv``) are left out unless
+        ``path`` names them."""
         self._require_running()
         rel = self._path(path)
         self._touch()
@@ -583,13 +588,17 @@ class Sandbox:
     # -- workspace persistence ------------------------------------------------------------------
 
     async def save_workspace(self, storage: Storage, prefix: str | None = None, *,
-                             exclude: Sequence[str] = DEFAULT_PERSIST_EXCLUDE) -> list[str]:
+                             exclude: Sequence[str] | None = None) -> list[str]:
         """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
-        return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (the local
-        local backends' ``.venv`` by default: rebuild it with install_requirements)."""
+        return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (by default
+        the backend's ``internal_paths``, e.g. the local backends' ``.venv``: rebuild it with
+        install_requirements, and ``__pycache__``)."""
         from .storage.persist import save_workspace
 
         self._require_running()
+        if exclude is None:
+            internal = self.backend.internal_paths
+            exclude = (*internal, *(f"{p}/*" for p in internal), *DEFAULT_PERSIST_EXCLUDE)
         saved = await save_workspace(self, storage, self._persist_prefix(prefix), exclude=exclude)
         self._audit("save_workspace", prefix=self._persist_prefix(prefix), files=len(saved))
         return saved
@@ -613,7 +622,8 @@ class Sandbox:
         self._require_running()
         await self._check("package", content=" ".join(args))
         prefix, pip_env = await self.backend.pip_command()
-        host = {k: v for k in _PIP_HOST_ENV if (v := os.environ.get(k)) is not None} if self.backend_type == "local" else {}
+        host = ({k: v for k in HOST_PACKAGE_ENV if (v := os.environ.get(k)) is not None}
+                if self.backend.pip_host_env else {})
         # precedence: host pip settings < the sandbox's own env vars < what the backend requires
         env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **self._env, **pip_env}
         self._audit("pip", args=list(args))

@@ -49,6 +49,8 @@ class IsolatedLocalBackend(LocalBackend):
     the workspace and the Python installation, no host processes, an unprivileged user."""
 
     name = "isolated"
+    #: pip runs inside bubblewrap, where the host's certificate and config paths may not exist
+    pip_host_env = False
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)

@@ -49,6 +49,8 @@ class LocalBackend(RunnerBackend):
 
     name = "local"
     internal_paths = (".tmp", VENV_DIR)
+    scratch_paths = (".tmp",)
+    pip_host_env = True
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)

@@ -42,17 +42,21 @@ import contextlib
 import itertools
 import json
 import signal
-import stat as _stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, emit, iterate_output
+from ..backend import (
+    Backend,
+    OutputCallback,
+    OutputChunk,
+    ProcessRequest,
+    emit,
+    entry_to_fileinfo,
+    iterate_output,
+    map_fs_error,
+)
 from ..errors import (
     BackendError,
-    FileNotFoundError,
-    FileSystemError,
-    PathTraversalError,
     SandboxNotRunningError,
 )
 from ..rules import resolve_timeout
@@ -153,32 +157,6 @@ class ProcessConnection(RunnerConnection):
 def encode(msg: Mapping[str, Any]) -> bytes:
     body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     return len(body).to_bytes(4, "big") + body
-
-
-def map_fs_error(etype: str, msg: str, path: str | None, sandbox_id: str | None = None) -> Exception:
-    """The alphora error for a safefs / OS error (by exception class name)."""
-    if etype == "PathEscape":
-        return PathTraversalError(f"path refused: {msg}", path=path, sandbox_id=sandbox_id)
-    if etype == "FileNotFoundError":
-        return FileNotFoundError(f"not found in the workspace: {path}", path=path, sandbox_id=sandbox_id)
-    if etype in ("IsADirectoryError", "NotADirectoryError", "FileExistsError", "TooLarge", "PermissionError",
-                 "OSError", "ValueError", "TypeError"):
-        return FileSystemError(f"{msg}: {path}" if path else msg, path=path, sandbox_id=sandbox_id)
-    return BackendError(f"{etype}: {msg}", sandbox_id=sandbox_id)
-
-
-def entry_to_fileinfo(e: Mapping[str, Any]) -> FileInfo:
-    mode = int(e.get("mode", 0)) | (_stat.S_IFDIR if e.get("is_dir") else
-                                    _stat.S_IFLNK if e.get("is_symlink") else _stat.S_IFREG)
-    mtime = e.get("mtime")
-    return FileInfo(
-        name=e["name"],
-        path=e["path"],
-        size=int(e.get("size", 0)),
-        is_directory=bool(e.get("is_dir")),
-        modified_time=datetime.fromtimestamp(mtime, timezone.utc) if mtime is not None else None,
-        permissions=_stat.filemode(mode),
-    )
 
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]

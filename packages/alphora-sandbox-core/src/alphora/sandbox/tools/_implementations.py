@@ -18,10 +18,6 @@ __all__ = ["MAX_LISTED_FILES", "ToolImplementations"]
 
 #: list_files returns at most this many entries
 MAX_LISTED_FILES = 500
-#: workspace entries reset_sandbox keeps: the sandbox's own package environment (local backend)
-_KEEP_ON_RESET = frozenset({".venv"})
-#: emptied but kept: the backend's scratch folder (TMPDIR)
-_EMPTY_ON_RESET = frozenset({".tmp"})
 
 
 def _file_entry(info: FileInfo) -> dict[str, Any]:
@@ -100,7 +96,7 @@ class ToolImplementations:
     async def _tool_list_files(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
         entries = await self.sandbox.list_files(path, recursive)
         if path.strip("./") == "":  # the root: leave out the sandbox's own folders (a venv is thousands of files)
-            internal = _KEEP_ON_RESET | _EMPTY_ON_RESET
+            internal = set(self.sandbox.backend.internal_paths)
             entries = [e for e in entries if e.path.split("/", 1)[0] not in internal]
         out: dict[str, Any] = {
             "success": True,
@@ -183,14 +179,14 @@ class ToolImplementations:
         await self.aclose()  # the session dies with the restart; a new one opens on next use
         await self.sandbox.restart()
         deleted = 0
+        # list_files("") leaves out the backend's internal_paths (its package environment, scratch
+        # space): those are kept; its scratch_paths are emptied
         for entry in await self.sandbox.list_files(""):
-            if entry.name in _KEEP_ON_RESET:
-                continue
-            if entry.name in _EMPTY_ON_RESET and entry.is_directory:
-                for child in await self.sandbox.list_files(entry.path):
-                    await self.sandbox.delete_file(child.path)
-                continue
             if await self.sandbox.delete_file(entry.path):
                 deleted += 1
+        for scratch in self.sandbox.backend.scratch_paths:
+            if await self.sandbox.file_exists(scratch):
+                for child in await self.sandbox.list_files(scratch):
+                    await self.sandbox.delete_file(child.path)
         return {"success": True, "status": self.sandbox.status.value, "files_deleted": deleted}
 
