@@ -143,6 +143,9 @@ class Backend(abc.ABC):
     #: workspace entries the backend itself keeps (scratch dirs, environments); list_files hides
     #: them unless asked for by path
     internal_paths: ClassVar[tuple[str, ...]] = ()
+    #: the attrs class of this backend's options: ``SandboxConfig.backends[name]`` (a config file's
+    #: section) is validated by it, field by field; None: options are passed on unchecked
+    options_class: ClassVar[type[Any] | None] = None
 
     def __init__(
         self,
