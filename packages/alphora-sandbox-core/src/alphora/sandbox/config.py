@@ -21,6 +21,7 @@ chooses which network and can never turn it on.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -544,10 +545,15 @@ def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException]]:
 
 
 def _lookup(data: Any, path: str) -> Any:
-    """The value at a ``$.a.b[0]`` path of ``data`` (None when absent)."""
+    """The value at a ``$.a.b[0]`` / ``$.a['k']`` path of ``data`` (None when absent)."""
     cur = data
     for token in re.findall(r"\.([^.\[]+)|\[([^\]]+)\]", path):
-        key = token[0] if token[0] else token[1]
+        key: Any = token[0]
+        if not key:
+            try:
+                key = ast.literal_eval(token[1])  # an index or a quoted mapping key
+            except (ValueError, SyntaxError):
+                key = token[1]
         try:
             cur = cur[key] if isinstance(cur, Mapping) else cur[int(key)]
         except (KeyError, IndexError, TypeError, ValueError):
