@@ -27,7 +27,15 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import pathguard
-from .backend import Backend, OutputCallback, OutputChunk, ProcessRequest, default_base_path, iterate_output
+from .backend import (
+    Backend,
+    OutputCallback,
+    OutputChunk,
+    ProcessRequest,
+    build_request,
+    default_base_path,
+    iterate_output,
+)
 from .errors import (
     ConfigurationError,
     FileNotFoundError,
@@ -396,13 +404,7 @@ class Sandbox:
             self._touch()
 
     def _request(self, kind: Any, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
-        return ProcessRequest(
-            kind=kind,
-            timeout=resolve_timeout(timeout, self.resource_limits),
-            max_output=self.resource_limits.max_output_size,
-            env=self._env_for(env),
-            **kw,
-        )
+        return build_request(kind, self.resource_limits, timeout=timeout, env=self._env_for(env), **kw)
 
     async def run(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
                   env: Mapping[str, str] | None = None) -> ExecutionResult:
