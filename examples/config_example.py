@@ -34,7 +34,7 @@ async def main() -> None:
     from_json = config_from_file(HERE / "sandbox.json")
     from_yaml = config_from_file(HERE / "sandbox.yaml")
     assert from_json == from_yaml
-    print("sandbox.json:", from_json.backend_type, from_json.docker.image, from_json.resource_limits.timeout_seconds)
+    print("sandbox.json:", from_json.backend_type, from_json.options_for("docker").image, from_json.resource_limits.timeout_seconds)
 
     # environment
     os.environ.update({"SANDBOX_BASE_PATH": tempfile.mkdtemp(prefix="alphora-config-"), "SANDBOX_BACKEND": "local",

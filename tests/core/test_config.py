@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -16,15 +18,64 @@ from alphora.sandbox import (
     BackendType,
     ConfigurationError,
     ResourceLimits,
+    Sandbox,
     SandboxConfig,
+    SandboxManager,
     SecurityPolicy,
     config_from_env,
     config_from_file,
 )
-from alphora.sandbox.config import ENV_VARS, DockerConfig
+from alphora.sandbox.backend import Backend
+from alphora.sandbox.config import ENV_VARS, backend_env_vars
+from alphora.sandbox.plugins import PluginRegistry, hookimpl, make_plugin_manager, set_registry
 from alphora.sandbox.storage import StorageConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- a third-party backend that declares its own options class ---------------------------------
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TinyOptions:
+    kernel: str = "vmlinux"
+    vcpus: int = attrs.field(default=1, validator=_positive)
+    debug: bool = False
+    tags: dict[str, str] = attrs.field(factory=dict)
+
+
+class TinyBackend(Backend):
+    """Registered only to be looked up (and constructed): its primitives are never called here."""
+
+    name = "tiny"
+    options_class = TinyOptions
+
+
+TinyBackend.__abstractmethods__ = frozenset()  # constructible without the primitives this test never calls
+
+
+class _TinyPlugin:
+    @hookimpl
+    def sandbox_register_backends(self, register: Any) -> None:
+        register("tiny", TinyBackend)
+
+
+#: the default registry for this module: built-ins, installed plugins (docker) and the tiny backend
+REGISTRY = PluginRegistry(make_plugin_manager(extra_plugins=[_TinyPlugin()]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_registry() -> Iterator[None]:
+    previous = set_registry(REGISTRY)
+    try:
+        yield
+    finally:
+        set_registry(previous)
 SPEC = Path("/work/shared/seed/alphora-sandbox-README.zh.md")
 
 
@@ -48,16 +99,19 @@ def test_spec_local_config() -> None:
     assert config.base_path == "/data/sandboxes"
     assert config.resource_limits.timeout_seconds == 60
     assert config.backend_options() == {}
+    assert SandboxConfig.from_dict(config.to_dict()) == config
 
 
 def test_spec_docker_config_with_network_turns_it_on_everywhere() -> None:
     config = SandboxConfig.docker(path="/data/sandboxes", image="python:3.11-slim", network_enabled=True)
     assert config.backend_type == BackendType.DOCKER.value
-    assert config.docker.image == "python:3.11-slim"
+    assert config.options_for("docker").image == "python:3.11-slim"
     assert config.resource_limits.network_enabled is True
     assert config.security_policy.allow_network is True
     assert config.network_enabled is True
-    assert config.backend_options() == {"image": "python:3.11-slim", "network_mode": "bridge"}
+    assert config.backend_options()["image"] == "python:3.11-slim"
+    assert config.backend_options()["network_mode"] == "bridge"
+    assert SandboxConfig.from_dict(config.to_dict()) == config
 
 
 def test_docker_config_without_network_is_isolated() -> None:
@@ -67,15 +121,6 @@ def test_docker_config_without_network_is_isolated() -> None:
     assert config.resource_limits.network_enabled is False
     assert config.security_policy.allow_network is False
     assert config.backend_options()["network_mode"] == "none"
-
-
-def test_network_mode_is_none_unless_limits_and_policy_agree() -> None:
-    half = SandboxConfig.from_dict({"backend_type": "docker", "docker": {"network_mode": "bridge"},
-                                    "resource_limits": {"network_enabled": True}})
-    assert half.backend_options()["network_mode"] == "none"
-    both = SandboxConfig.from_dict({"backend_type": "docker", "resource_limits": {"network_enabled": True},
-                                    "security_policy": {"allow_network": True}})
-    assert both.backend_options()["network_mode"] == "bridge"
 
 
 def test_spec_minio_config() -> None:
@@ -108,8 +153,9 @@ def test_spec_sandbox_json_loads_as_written(tmp_path: Path) -> None:
                                                     network_enabled=False)
     assert config.security_policy.allow_shell is True
     assert config.security_policy.allow_network is False
-    assert config.docker == DockerConfig(image="python:3.11-slim", network_mode="none")
-    assert config.backend_options() == {"image": "python:3.11-slim", "network_mode": "none"}
+    assert config.options_for("docker").image == "python:3.11-slim"
+    assert config.options_for("docker").network_mode == "none"
+    assert config.backend_options()["image"] == "python:3.11-slim"
 
 
 def test_examples_files_are_the_spec_and_agree() -> None:
@@ -129,7 +175,7 @@ def test_config_from_env_spec_variables() -> None:
     config = config_from_env(environ=env)
     assert config.base_path == "/data/sandboxes"
     assert config.backend_type == "docker"
-    assert config.docker.image == "python:3.11"
+    assert config.options_for().image == "python:3.11"
     assert config.resource_limits.timeout_seconds == 60
     assert config.resource_limits.memory_mb == 512
     assert config.network_enabled is False
@@ -148,7 +194,7 @@ def test_config_from_env_network_and_storage() -> None:
            "SANDBOX_STORAGE_BUCKET": "b", "SANDBOX_STORAGE_ACCESS_KEY": "k", "SANDBOX_STORAGE_SECRET_KEY": "s"}
     config = config_from_env(environ=env)
     assert config.network_enabled is True
-    assert config.backend_options()["network_mode"] == "bridge"
+    assert config.security_policy.allow_network is True
     assert config.resource_limits.cpu_cores == 2.5
     assert config.storage == StorageConfig(storage_type="minio", endpoint="localhost:9000", bucket="b",
                                            access_key="k", secret_key="s")
@@ -169,7 +215,7 @@ def test_config_from_env_errors_name_the_variable(var: str, value: str) -> None:
 
 def test_every_documented_env_var_is_in_the_docs() -> None:
     docs = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
-    for suffix in ENV_VARS:
+    for suffix in [*ENV_VARS, *(v for v in backend_env_vars() if not v.startswith("TINY_"))]:
         assert f"SANDBOX_{suffix}" in docs
 
 
@@ -192,6 +238,12 @@ def test_every_documented_env_var_is_in_the_docs() -> None:
         ({"security_policy": {"max_file_size_mb": -1}}, "$.security_policy.max_file_size_mb", -1),
         ({"docker": {"image": ""}}, "$.docker.image", ""),
         ({"docker": {"imag": "x"}}, "$.docker.imag", "x"),
+        ({"backend_type": "docker", "docker": {"image": 5}}, "$.docker.image", 5),
+        ({"backends": {"docker": {"image": 5}}}, "$.backends.docker.image", 5),
+        ({"backends": {"dokcer": {"image": "x"}}}, "$.backends.dokcer", {"image": "x"}),
+        ({"backends": ["docker"]}, "$.backends", ["docker"]),
+        ({"backends": {"local": 3}}, "$.backends.local", 3),
+        ({"dokcer": {"image": "x"}}, "$.dokcer", {"image": "x"}),
         ({"backend_type": "Not A Name"}, "$.backend_type", "Not A Name"),
         ({"backend_type": 7}, "$.backend_type", 7),
         ({"sandbox_id": "../../etc"}, "$.sandbox_id", "../../etc"),
@@ -278,8 +330,85 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_backend_type_accepts_enum_and_plugin_names() -> None:
     assert SandboxConfig(backend_type=BackendType.DOCKER).backend_type == "docker"
     assert SandboxConfig(backend_type="Firecracker").backend_type == "firecracker"
-    config = SandboxConfig(backend_type="firecracker", options={"kernel": "vmlinux"})
-    assert config.backend_options() == {"kernel": "vmlinux"}
+    config = SandboxConfig(backend_type="firecracker", backends={"firecracker": {"kernel": "vmlinux"}})
+    assert config.backend_options() == {"kernel": "vmlinux"}  # no such backend here: kept as given
+    assert config.options_for() == {"kernel": "vmlinux"}
+
+
+# -- a third-party backend's options ------------------------------------------------------------
+
+
+def test_third_party_section_is_validated_by_its_options_class() -> None:
+    config = SandboxConfig.from_dict({"backend_type": "tiny", "tiny": {"kernel": "bzImage", "vcpus": "2"}})
+    assert config.backends == {"tiny": TinyOptions(kernel="bzImage", vcpus=2)}
+    assert config.options_for().vcpus == 2
+    assert config.backend_options() == {"kernel": "bzImage", "vcpus": 2, "debug": False, "tags": {}}
+    assert SandboxConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["backends"] == {"tiny": config.backend_options()}
+    # the same section under "backends", and given in code as a mapping or an instance
+    assert SandboxConfig.from_dict({"backend_type": "tiny", "backends": {"tiny": {"kernel": "bzImage", "vcpus": 2}}}) \
+        == config == SandboxConfig(backend_type="tiny", backends={"tiny": {"kernel": "bzImage", "vcpus": 2}}) \
+        == SandboxConfig(backend_type="tiny", backends={"tiny": TinyOptions(kernel="bzImage", vcpus=2)})
+    assert SandboxConfig(backend_type="tiny").options_for() == TinyOptions()  # no section: the class's defaults
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "value"),
+    [
+        ({"tiny": {"vcpus": 0}}, "$.tiny.vcpus", 0),
+        ({"tiny": {"vcpus": "many"}}, "$.tiny.vcpus", "many"),
+        ({"tiny": {"kernel": 5}}, "$.tiny.kernel", 5),
+        ({"tiny": {"debug": "perhaps"}}, "$.tiny.debug", "perhaps"),
+        ({"tiny": {"tags": {"a": 1}}}, "$.tiny.tags['a']", 1),
+        ({"tiny": {"cpus": 2}}, "$.tiny.cpus", 2),
+        ({"tiny": [1]}, "$.tiny", [1]),
+        ({"backends": {"tiny": {"vcpus": -1}}}, "$.backends.tiny.vcpus", -1),
+        ({"tiny": {}, "backends": {"tiny": {}}}, "$.tiny", {}),
+    ],
+)
+def test_third_party_options_errors_name_the_field(data: dict[str, Any], field: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SandboxConfig.from_dict(data)
+    assert (info.value.field, info.value.value) == (field, value)
+    assert str(info.value).count("got ") == 1
+
+
+def test_third_party_options_errors_in_code_yaml_and_env(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SandboxConfig(backend_type="tiny", backends={"tiny": {"vcpus": 0}})
+    assert info.value.field == "$.backends.tiny.vcpus"
+    path = tmp_path / "sandbox.yaml"
+    path.write_text("backend_type: tiny\ntiny:\n  kernel: bzImage\n  vcpus: lots\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        config_from_file(path)
+    assert (info.value.field, info.value.value) == ("$.tiny.vcpus", "lots")
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        config_from_env(environ={"SANDBOX_BACKEND": "tiny", "SANDBOX_TINY_VCPUS": "0"})
+    assert (info.value.field, info.value.value) == ("SANDBOX_TINY_VCPUS", "0")
+    config = config_from_env(environ={"SANDBOX_BACKEND": "tiny", "SANDBOX_TINY_VCPUS": "4", "SANDBOX_TINY_DEBUG": "yes"})
+    assert config.backends == {"tiny": TinyOptions(vcpus=4, debug=True)}
+    assert "TINY_TAGS" not in backend_env_vars()  # a mapping is no variable
+
+
+def test_section_without_options_class_is_kept_as_given() -> None:
+    config = SandboxConfig.from_dict({"local": {"system_site_packages": True}})
+    assert config.backends == {"local": {"system_site_packages": True}}
+    assert config.backend_options() == {"system_site_packages": True}
+    assert SandboxConfig.from_dict(config.to_dict()) == config
+
+
+async def test_sandbox_and_manager_give_each_backend_its_section(tmp_path: Path) -> None:
+    config = SandboxConfig.from_dict({"backend_type": "tiny", "base_path": str(tmp_path),
+                                      "tiny": {"vcpus": 3}, "local": {"system_site_packages": False}})
+    sandbox = Sandbox.from_config(config)
+    assert isinstance(sandbox.backend, TinyBackend)
+    assert sandbox.backend.options == config.backend_options() == {**config.backend_options("tiny")}
+    async with SandboxManager(config=config, auto_cleanup=False) as manager:
+        tiny = await manager.create_sandbox("t", auto_start=False)
+        local = await manager.create_sandbox("l", backend_type="local", auto_start=False)
+        assert tiny.backend.options["vcpus"] == 3
+        assert local.backend.options == {"system_site_packages": False}
 
 
 # -- round trip -------------------------------------------------------------------------------
@@ -310,9 +439,9 @@ _policy = st.builds(
     max_file_size_mb=st.one_of(st.integers(1, 10_000), st.floats(min_value=0.001, max_value=1e4)),
     audit_enabled=st.booleans(),
 )
-_docker = st.builds(DockerConfig, image=_text.filter(str.strip), network_mode=_text.filter(str.strip),
-                    user=st.none() | _text, runtime=st.none() | _text,
-                    labels=st.dictionaries(_text, _text, max_size=3))
+_tiny = st.builds(lambda **kw: TinyOptions(**kw), kernel=_text, vcpus=st.integers(1, 64), debug=st.booleans(),
+                  tags=st.dictionaries(_text, _text, max_size=3))
+_raw_section = st.dictionaries(_name, st.one_of(st.integers(), _text, st.booleans(), st.none()), max_size=3)
 _storage = st.builds(
     StorageConfig,
     storage_type=st.sampled_from(["local", "s3", "minio", "my-store"]),
@@ -327,24 +456,35 @@ _storage = st.builds(
     create_bucket=st.booleans(),
     options=st.dictionaries(_name, st.one_of(st.integers(), _text, st.booleans()), max_size=3),
 )
-_configs = st.builds(
-    SandboxConfig,
-    base_path=st.none() | _text,
-    backend_type=st.sampled_from(["local", "docker"]) | _name,
-    sandbox_id=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True),
-    name=st.none() | _text,
-    resource_limits=_limits,
-    security_policy=_policy,
-    docker=_docker,
-    storage=st.none() | _storage,
-    env_vars=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True),
-                             _text.filter(lambda s: "\x00" not in s), max_size=4),
-    options=st.dictionaries(_name, st.one_of(st.integers(), _text, st.booleans(), st.none()), max_size=3),
-)
+
+
+@st.composite
+def _configs(draw: st.DrawFn) -> SandboxConfig:
+    backend_type = draw(st.sampled_from(["local", "tiny"]) | _name)
+    backends: dict[str, Any] = {}
+    if draw(st.booleans()):
+        backends["tiny"] = draw(_tiny)
+    if draw(st.booleans()):
+        backends["local"] = draw(_raw_section)
+    if backend_type not in ("local", "tiny") and draw(st.booleans()):
+        backends[backend_type] = draw(_raw_section)  # a backend that is not installed here: kept as given
+    return draw(st.builds(
+        SandboxConfig,
+        base_path=st.none() | _text,
+        backend_type=st.just(backend_type),
+        sandbox_id=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True),
+        name=st.none() | _text,
+        resource_limits=_limits,
+        security_policy=_policy,
+        backends=st.just(backends),
+        storage=st.none() | _storage,
+        env_vars=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True),
+                                 _text.filter(lambda s: "\x00" not in s), max_size=4),
+    ))
 
 
 @settings(max_examples=300, deadline=None)
-@given(_configs)
+@given(_configs())
 def test_round_trip_dict_json_yaml(config: SandboxConfig) -> None:
     data = config.to_dict()
     assert SandboxConfig.from_dict(data) == config
@@ -353,7 +493,7 @@ def test_round_trip_dict_json_yaml(config: SandboxConfig) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(_configs)
+@given(_configs())
 def test_round_trip_through_files(tmp_path_factory: pytest.TempPathFactory, config: SandboxConfig) -> None:
     d = tmp_path_factory.mktemp("cfg")
     (d / "c.json").write_text(config.to_json(), encoding="utf-8")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import attrs
 
 from .errors import BackendError, FileNotFoundError, FileSystemError, PathTraversalError
+from .rules import resolve_timeout
 from .runner.safefs import rmtree
 from .types import ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
@@ -48,6 +49,7 @@ __all__ = [
     "OutputCallback",
     "OutputChunk",
     "ProcessRequest",
+    "build_request",
     "default_base_path",
     "emit",
     "entry_to_fileinfo",
@@ -202,6 +204,10 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: the call defaults of a request built without a sandbox's limits
+_DEFAULT_LIMITS = ResourceLimits()
+
+
 @attrs.frozen(kw_only=True)
 class ProcessRequest:
     """One thing to run in the sandbox.
@@ -213,7 +219,8 @@ class ProcessRequest:
       * ``argv``:   ``argv`` is executed directly (no shell)
     ``env`` is the *complete* environment added on top of the backend's minimal safe base (the host's
     environment is never inherited). ``cwd`` is workspace-relative. ``max_output`` caps stdout and
-    stderr each, in bytes, while they stream.
+    stderr each, in bytes, while they stream. Their defaults are :class:`ResourceLimits`'
+    (build requests with :func:`build_request` to get a sandbox's own).
     """
 
     kind: Literal["python", "file", "shell", "argv"]
@@ -221,9 +228,18 @@ class ProcessRequest:
     argv: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     env: Mapping[str, str] = attrs.field(factory=dict)
     cwd: str = ""
-    timeout: float = 30.0
-    max_output: int = 10 * 1024 * 1024
+    timeout: float = _DEFAULT_LIMITS.timeout_seconds
+    max_output: int = _DEFAULT_LIMITS.max_output_size
     stdin: bytes | None = None
+
+
+def build_request(kind: Any, limits: ResourceLimits, *, timeout: Any = None, env: Mapping[str, str] | None = None,
+                  **kw: Any) -> ProcessRequest:
+    """The one request builder of a call (the facade's and the backends' template methods): the
+    timeout through :func:`~alphora.sandbox.rules.resolve_timeout` (None: ``limits.timeout_seconds``),
+    the output cap from ``limits``, ``env`` as given."""
+    return ProcessRequest(kind=kind, timeout=resolve_timeout(timeout, limits), max_output=limits.max_output_size,
+                          env=dict(env or {}), **kw)
 
 
 class Backend(abc.ABC):
@@ -260,6 +276,9 @@ class Backend(abc.ABC):
     #: the facade passes the host's index, certificate and proxy settings (:data:`HOST_PACKAGE_ENV`)
     #: to it; False (the default) for backends whose network is their own (containers, VMs)
     pip_host_env: bool = False
+    #: the attrs class of this backend's options: ``SandboxConfig.backends[name]`` (a config file's
+    #: section) is validated by it, field by field; None: options are passed on unchecked
+    options_class: ClassVar[type[Any] | None] = None
 
     def __init__(
         self,
@@ -388,13 +407,7 @@ class Backend(abc.ABC):
     # -- template methods (the spec's backend API) ------------------------------------------------
 
     def _request(self, kind: Any, *, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
-        return ProcessRequest(
-            kind=kind,
-            timeout=float(timeout if timeout is not None else self.resource_limits.timeout_seconds),
-            max_output=self.resource_limits.max_output_size,
-            env=dict(env or {}),
-            **kw,
-        )
+        return build_request(kind, self.resource_limits, timeout=timeout, env=env, **kw)
 
     async def execute_code(
         self,

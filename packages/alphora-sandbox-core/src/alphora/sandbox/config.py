@@ -6,26 +6,35 @@ every failure becomes one :class:`~alphora.sandbox.errors.ConfigurationError` wh
 the path of the first bad field (``$.resource_limits.memory_mb``, or the environment variable's
 name for :func:`config_from_env`) and ``.value`` the bad value; ``.context["errors"]`` lists all.
 
-Network (Docker): :func:`alphora.sandbox.rules.network_mode` decides: a sandbox has network
-only when ``resource_limits.network_enabled`` *and* ``security_policy.allow_network`` are true;
-then the container uses ``docker.network_mode`` (``"none"`` there means ``"bridge"``). Otherwise
-the container's network mode is ``"none"``, whatever ``docker.network_mode`` says. :meth:`SandboxConfig.docker` with
-``network_enabled=True`` turns on all three.
+Backend options belong to their backend. ``SandboxConfig.backends`` maps a backend name to that
+backend's options section; a backend declares the attrs class of its options as
+:attr:`Backend.options_class <alphora.sandbox.backend.Backend.options_class>`, and the section
+is validated by that class through this module's converter (``$.backends.docker.image: expected
+a string, got 5``). Core knows no backend's options: the only backend names below are the spec's
+thin constructors (:meth:`SandboxConfig.docker`).
+
+Network: :func:`alphora.sandbox.rules.network_mode` decides, in the backend that makes the
+network: a sandbox has a network only when ``resource_limits.network_enabled`` *and*
+``security_policy.allow_network`` are true; a backend option (Docker's ``network_mode``) only
+chooses which network and can never turn it on.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import threading
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Union
 
 import attrs
 import cattrs
 import cattrs.gen
-from attrs import validators as v
 from cattrs.errors import (
     AttributeValidationNote,
     BaseValidationError,
@@ -35,24 +44,24 @@ from cattrs.errors import (
 )
 
 from .errors import ConfigurationError
-from .rules import DEFAULT_IMAGE, name_key, network_allowed, network_mode, sandbox_id_problem
+from .rules import name_key, network_allowed, sandbox_id_problem
 from .storage.base import StorageConfig
 from .types import BackendType, ResourceLimits, SecurityPolicy
 
 __all__ = [
-    "DockerConfig",
+    "ENV_VARS",
     "SandboxConfig",
+    "backend_env_vars",
     "config_from_env",
     "config_from_file",
     "converter",
     "structure",
+    "structure_options",
 ]
 
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-
-
 
 
 def _valid_backend(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -66,11 +75,6 @@ def _valid_id(_inst: Any, attribute: attrs.Attribute[Any], value: str | None) ->
         raise ValueError(f"{attribute.name} {problem}")
 
 
-def _non_empty(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
-
-
 def _env_names(_inst: Any, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
     for key, val in value.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
@@ -80,48 +84,15 @@ def _env_names(_inst: Any, attribute: attrs.Attribute[Any], value: Mapping[str, 
 
 
 @attrs.frozen(kw_only=True)
-class DockerConfig:
-    """Options of the Docker backend (read through :meth:`SandboxConfig.backend_options`).
-
-    ``user`` None means the image's unprivileged sandbox user; ``runtime`` e.g. ``"runsc"``
-    (gVisor) when installed; ``labels`` are added to the container (the backend adds its own).
-    """
-
-    image: str = attrs.field(default=DEFAULT_IMAGE, validator=[v.instance_of(str), _non_empty])
-    network_mode: str = attrs.field(default="none", validator=[v.instance_of(str), _non_empty])
-    user: str | None = None
-    runtime: str | None = None
-    labels: dict[str, str] = attrs.field(factory=dict)
-
-
-class _ClassOrInstance:
-    """On the class: the named classmethod; on an instance: the named attribute.
-
-    ``SandboxConfig.docker(image=...)`` (the spec's factory) and ``config.docker.image`` (the
-    config file's ``docker`` section) share one name; a slotted attrs class cannot have both.
-    """
-
-    def __init__(self, factory: str, attribute: str) -> None:
-        self.factory = factory
-        self.attribute = attribute
-
-    @overload
-    def __get__(self, obj: None, objtype: type[Any]) -> Callable[..., SandboxConfig]: ...
-    @overload
-    def __get__(self, obj: SandboxConfig, objtype: type[Any] | None = None) -> DockerConfig: ...
-
-    def __get__(self, obj: Any, objtype: type[Any] | None = None) -> Any:
-        if obj is None:
-            return getattr(objtype, self.factory)
-        return getattr(obj, self.attribute)
-
-
-@attrs.frozen(kw_only=True)
 class SandboxConfig:
     """What a sandbox is made of; :meth:`alphora.sandbox.Sandbox.from_config` builds it.
 
     ``backend_type`` is a registered backend name (``BackendType`` values or a plugin's).
-    ``options`` are extra backend options (for third-party backends), merged over the Docker ones.
+    ``backends`` maps backend names to their options: each section is an instance of the backend's
+    ``options_class`` (a plain mapping given here is validated into one) or, for a backend without
+    one, a plain dict. A name must be ``backend_type`` or a registered backend. The sandbox gets
+    the section of its backend (:meth:`backend_options`); :class:`~alphora.sandbox.SandboxManager`
+    uses the section of whichever backend it creates.
     ``storage`` configures where the workspace is persisted (``StorageFactory.create(config.storage)``).
     """
 
@@ -132,11 +103,19 @@ class SandboxConfig:
     name: str | None = None
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
     security_policy: SecurityPolicy = attrs.field(factory=SecurityPolicy)
-    #: the ``docker`` section (``config.docker`` on an instance; ``docker=`` in ``__init__``)
-    docker_config: DockerConfig = attrs.field(factory=DockerConfig, alias="docker")
+    backends: dict[str, Any] = attrs.field(factory=dict)
     storage: StorageConfig | None = None
     env_vars: dict[str, str] = attrs.field(factory=dict, validator=_env_names)
-    options: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.backends:  # plain mappings become the backends' options objects (errors name the field)
+            try:
+                sections = _structure_backends(self.backends, self.backend_type)
+            except (BaseValidationError, ValueError, TypeError) as exc:
+                _note(exc, "backends")
+                raise _configuration_error(ClassValidationError("While structuring SandboxConfig", [exc], type(self)),
+                                           {"backends": self.backends}, type(self).__name__) from exc
+            object.__setattr__(self, "backends", sections)
 
     # -- named constructors (the spec's examples) -------------------------------------------------
 
@@ -154,32 +133,38 @@ class SandboxConfig:
                    security_policy=security_policy or SecurityPolicy(), **kw)
 
     @classmethod
-    def _docker(
+    def docker(
         cls,
         path: str | None = None,
-        image: str = DEFAULT_IMAGE,
+        image: str | None = None,
         network_enabled: bool = False,
         resource_limits: ResourceLimits | None = None,
         security_policy: SecurityPolicy | None = None,
         **kw: Any,
     ) -> SandboxConfig:
-        """A Docker sandbox running ``image``.
+        """A Docker sandbox running ``image`` (the spec's constructor; default: the Docker plugin's
+        default image, :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`).
 
-        ``network_enabled=True`` turns network on consistently: ``resource_limits.network_enabled``,
-        ``security_policy.allow_network`` and ``docker.network_mode="bridge"``. False turns it off
-        in all three (the default).
+        A thin alias: ``image`` and the network mode go into ``backends["docker"]``, validated by
+        the Docker plugin's options class like any other section. ``network_enabled=True`` turns
+        the network on consistently: ``resource_limits.network_enabled``,
+        ``security_policy.allow_network`` and ``network_mode="bridge"``; False turns it off in all
+        three (the default).
         """
+        docker = BackendType.DOCKER.value
         limits = (resource_limits or ResourceLimits()).evolve(network_enabled=bool(network_enabled))
         policy = attrs.evolve(security_policy or SecurityPolicy(), allow_network=bool(network_enabled))
-        docker = kw.pop("docker", None) or DockerConfig()
-        if isinstance(docker, Mapping):
-            docker = DockerConfig(**docker)
-        docker = attrs.evolve(docker, image=image, network_mode="bridge" if network_enabled else "none")
-        return cls(base_path=_opt_path(path), backend_type=BackendType.DOCKER.value, resource_limits=limits,
-                   security_policy=policy, docker=docker, **kw)
-
-    #: ``SandboxConfig.docker(...)`` builds a Docker config; ``config.docker`` is its DockerConfig
-    docker = _ClassOrInstance("_docker", "docker_config")
+        spec: dict[str, Any] = {"network_mode": "bridge" if network_enabled else "none"}
+        if image is not None:
+            spec["image"] = image
+        backends = dict(kw.pop("backends", None) or {})
+        given = backends.get(docker)
+        if given is None or isinstance(given, Mapping):
+            backends[docker] = {**(given or {}), **spec}
+        else:
+            backends[docker] = attrs.evolve(given, **spec)
+        return cls(base_path=_opt_path(path), backend_type=docker, resource_limits=limits,
+                   security_policy=policy, backends=backends, **kw)
 
     @classmethod
     def minio(cls, endpoint: str, access_key: str, secret_key: str, bucket: str, **kw: Any) -> SandboxConfig:
@@ -201,21 +186,23 @@ class SandboxConfig:
         """Effective network switch: both the limits and the policy must allow it."""
         return network_allowed(self.resource_limits, self.security_policy)
 
-    def backend_options(self) -> dict[str, Any]:
-        """Options for the chosen backend: the Docker options for ``docker``, plus ``options``."""
-        opts: dict[str, Any] = {}
-        if self.backend_type == BackendType.DOCKER.value:
-            docker = self.docker_config
-            opts = {"image": docker.image,
-                    "network_mode": network_mode(self.resource_limits, self.security_policy, docker.network_mode)}
-            if docker.user is not None:
-                opts["user"] = docker.user
-            if docker.runtime is not None:
-                opts["runtime"] = docker.runtime
-            if docker.labels:
-                opts["labels"] = dict(docker.labels)
-        opts.update(self.options)
-        return opts
+    def options_for(self, backend: str | None = None) -> Any:
+        """The options object of ``backend`` (default: ``backend_type``): its section, else the
+        defaults of its ``options_class``, else an empty dict (``config.options_for("docker").image``)."""
+        key = self.backend_type if backend is None else name_key(backend)
+        if key in self.backends:
+            return self.backends[key]
+        cls = _options_class(key)
+        return cls() if cls is not None else {}
+
+    def backend_options(self, backend: str | None = None) -> dict[str, Any]:
+        """The section of ``backend`` (default: ``backend_type``) as the plain dict the backend's
+        constructor receives (``Backend(options=...)``); empty when there is none."""
+        section = self.backends.get(self.backend_type if backend is None else name_key(backend))
+        if section is None:
+            return {}
+        plain: dict[str, Any] = converter.unstructure(section)
+        return plain
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-able dict that :meth:`from_dict` turns back into an equal config."""
@@ -238,6 +225,117 @@ def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
     return None if path is None else os.fspath(path)
 
 
+# -- backend options sections -------------------------------------------------------------------
+
+#: the keys of SandboxConfig's dict form; any other top-level key may be a backend's section
+_CONFIG_KEYS = frozenset(f.name for f in attrs.fields(SandboxConfig))
+
+
+def _registered_backends() -> dict[str, Any]:
+    from .plugins import get_registry
+
+    return get_registry().backends
+
+
+def _options_class(backend: str) -> type[Any] | None:
+    """The ``options_class`` the registered backend declares (None: none, or not registered)."""
+    cls = _registered_backends().get(backend)
+    options_class: type[Any] | None = getattr(cls, "options_class", None)
+    return options_class
+
+
+def _note(exc: BaseException, name: str) -> None:
+    """Mark ``exc`` as the failure of attribute/key ``name`` (how :func:`_walk` builds paths)."""
+    note = AttributeValidationNote(f"Structuring @ {name}", name, Any)
+    setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010 - add_note() is 3.11+
+
+
+def _section_name(name: Any, chosen: str | None) -> str:
+    if not isinstance(name, str) or not _NAME.match(name_key(name)):
+        raise _BadValue(f"expected a backend name like 'local' or 'docker', got {name!r}")
+    key = name_key(name)
+    registered = _registered_backends()
+    if key != chosen and key not in registered:
+        raise _BadValue(f"no backend {key!r} is registered (registered: {', '.join(sorted(registered))}); "
+                        "a section must name backend_type or a registered backend")
+    return key
+
+
+def _structure_section(name: str, section: Any) -> Any:
+    cls = _options_class(name)
+    if cls is None:
+        if not isinstance(section, Mapping) or not all(isinstance(k, str) for k in section):
+            raise _BadValue(f"expected a mapping of option names to values, got {section!r}")
+        return dict(section)
+    if isinstance(section, cls):
+        return section
+    _ensure_registered(cls)
+    return converter.structure(section, cls)
+
+
+def _structure_backends(data: Any, chosen: str | None) -> dict[str, Any]:
+    """``backends`` of the dict form: each section validated by its backend's options class.
+    Raises cattrs-style errors whose notes name the section (and, below it, the field)."""
+    if not isinstance(data, Mapping):
+        raise _BadValue(f"expected a mapping of backend names to their options, got {data!r}")
+    out: dict[str, Any] = {}
+    errors: list[Exception] = []
+    for name, section in data.items():
+        try:
+            key = _section_name(name, chosen)
+            out[key] = _structure_section(key, section)
+        except (BaseValidationError, ValueError, TypeError) as exc:
+            _note(exc, str(name))
+            errors.append(exc)
+    if errors:
+        raise ClassValidationError("While structuring backends", errors, dict)
+    return out
+
+
+def _chosen_backend(data: Mapping[str, Any]) -> str | None:
+    value = data.get("backend_type", BackendType.LOCAL.value)
+    return name_key(value) if isinstance(value, (str, BackendType)) else None
+
+
+def _top_level_sections(data: Mapping[str, Any]) -> list[str]:
+    """Top-level keys of the dict form that are a backend's section: the spec's ``"docker": {...}``
+    next to ``backend_type``. A key that is no field counts when it names ``backend_type`` or a
+    registered backend; any other unknown key stays an error."""
+    extra = [k for k in data if isinstance(k, str) and k not in _CONFIG_KEYS]
+    if not extra:
+        return []
+    chosen = _chosen_backend(data)
+    registered = _registered_backends()
+    return [k for k in extra if _NAME.match(name_key(k)) and name_key(k) in {chosen, *registered}]
+
+
+_registered: set[type[Any]] = set()
+_registered_lock = threading.Lock()
+
+
+def _ensure_registered(cls: type[Any]) -> None:
+    """Give a backend's options class the converter's strict, field-naming structure hook."""
+    if cls in _registered:
+        return
+    if not attrs.has(cls):
+        raise TypeError(f"options_class {cls!r} must be an attrs class")
+    with _registered_lock:
+        if cls not in _registered:
+            _register_class(converter, cls)
+            _registered.add(cls)
+
+
+def structure_options(cls: type[T], options: Mapping[str, Any] | None, *, section: str) -> T:
+    """A backend's options object from a plain mapping, through the config converter: unknown keys,
+    wrong types and validator failures raise :class:`ConfigurationError` whose ``.field`` is
+    ``section.field`` (``docker.image``). What a backend's constructor uses for ``options=``."""
+    _ensure_registered(cls)
+    prefix = section
+
+    def rename(path: str) -> str:
+        return prefix + path[1:] if path != "$" else prefix
+
+    return structure(dict(options or {}), cls, rename=rename)
 # -- the converter ------------------------------------------------------------------------------
 
 
@@ -314,19 +412,17 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
     conv.register_unstructure_hook(tuple, list)
-    for cls in (ResourceLimits, SecurityPolicy, DockerConfig, StorageConfig, SandboxConfig):
+    for cls in (ResourceLimits, SecurityPolicy, StorageConfig):
         _register_class(conv, cls)
+    conv.register_structure_hook(SandboxConfig, _sandbox_config_hook(_register_class(conv, SandboxConfig)))
     return conv
 
 
-def _register_class(conv: cattrs.Converter, cls: type[Any]) -> None:
+def _register_class(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any, Any], Any]:
     """Structure ``cls`` with cattrs, and turn an attrs *validator* failure into an error that
-    names its attribute (cattrs only names attributes whose structuring failed)."""
+    names its attribute (cattrs only names attributes whose structuring failed). Returns the hook."""
     attrs.resolve_types(cls)
-    overrides: dict[str, Any] = {"docker_config": cattrs.gen.override(rename="docker")} if cls is SandboxConfig else {}
-    base = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
-    if overrides:
-        conv.register_unstructure_hook(cls, cattrs.gen.make_dict_unstructure_fn(cls, conv, **overrides))
+    base = cattrs.gen.make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
 
     def hook(data: Any, _t: Any) -> Any:
         if not isinstance(data, Mapping):
@@ -353,6 +449,53 @@ def _register_class(conv: cattrs.Converter, cls: type[Any]) -> None:
             raise
 
     conv.register_structure_hook(cls, hook)
+    return hook
+
+
+def _sandbox_config_hook(base: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """SandboxConfig's hook: the spec's top-level sections (``"docker": {...}``) go into
+    ``backends``, and each section is validated by its backend's options class (knowing
+    ``backend_type``) before the fields; every error found is reported together."""
+
+    def hook(data: Any, t: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise _BadValue(f"expected a mapping for SandboxConfig, got {data!r}")
+        data = dict(data)
+        errors: list[Exception] = []
+        moved = _top_level_sections(data)
+        backends = data.get("backends", {})
+        if moved and isinstance(backends, Mapping):
+            backends = dict(backends)
+            for key in moved:
+                section = data.pop(key)
+                if name_key(key) in {name_key(k) for k in backends if isinstance(k, str)}:
+                    twice = _BadValue(f"the {key!r} options are given twice, here and under 'backends'")
+                    _note(twice, key)
+                    errors.append(twice)
+                else:
+                    backends[key] = section
+            data["backends"] = backends
+        if "backends" in data:
+            try:
+                data["backends"] = _structure_backends(data["backends"], _chosen_backend(data))
+            except (BaseValidationError, ValueError, TypeError) as exc:
+                _note(exc, "backends")
+                errors.append(exc)
+                del data["backends"]
+        try:
+            result = base(data, t)
+        except BaseValidationError as exc:
+            raise ClassValidationError("While structuring SandboxConfig", [*errors, *exc.exceptions],
+                                       SandboxConfig) from None
+        except (ValueError, TypeError) as exc:
+            if errors:
+                raise ClassValidationError("While structuring SandboxConfig", [*errors, exc], SandboxConfig) from None
+            raise
+        if errors:
+            raise ClassValidationError("While structuring SandboxConfig", errors, SandboxConfig)
+        return result
+
+    return hook
 
 
 def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mapping[str, Any],
@@ -360,7 +503,7 @@ def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mappin
     """Re-run each field's converter and validator alone to find the ones that reject their value."""
     errors: list[Exception] = []
     for field in attrs.fields(cls):
-        key = "docker" if field.name == "docker_config" else field.name
+        key = field.name
         if key not in data or key in skip or field.name in skip:
             continue
         try:
@@ -383,15 +526,11 @@ def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mappin
 converter: cattrs.Converter = _make_converter()
 
 
-#: attribute name → key in the dict form, where they differ
-_DICT_NAMES = {"docker_config": "docker"}
-
-
 def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException]]:
     if isinstance(exc, ClassValidationError):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
-            yield from _walk(sub, f"{path}.{_DICT_NAMES.get(note.name, note.name)}")
+            yield from _walk(sub, f"{path}.{note.name}")
         for sub in without:
             yield from _walk(sub, path)
     elif isinstance(exc, BaseValidationError):
@@ -406,10 +545,15 @@ def _walk(exc: BaseException, path: str) -> Iterator[tuple[str, BaseException]]:
 
 
 def _lookup(data: Any, path: str) -> Any:
-    """The value at a ``$.a.b[0]`` path of ``data`` (None when absent)."""
+    """The value at a ``$.a.b[0]`` / ``$.a['k']`` path of ``data`` (None when absent)."""
     cur = data
     for token in re.findall(r"\.([^.\[]+)|\[([^\]]+)\]", path):
-        key = token[0] if token[0] else token[1]
+        key: Any = token[0]
+        if not key:
+            try:
+                key = ast.literal_eval(token[1])  # an index or a quoted mapping key
+            except (ValueError, SyntaxError):
+                key = token[1]
         try:
             cur = cur[key] if isinstance(cur, Mapping) else cur[int(key)]
         except (KeyError, IndexError, TypeError, ValueError):
@@ -419,7 +563,12 @@ def _lookup(data: Any, path: str) -> Any:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ForbiddenExtraKeysError):
-        return "unknown key"
+        if not attrs.has(exc.cl):
+            return "unknown key"
+        known = ", ".join(sorted(f.name for f in attrs.fields(exc.cl)))
+        if exc.cl is SandboxConfig:
+            known += "; or a registered backend's name for its options"
+        return f"unknown key (known: {known})"
     if isinstance(exc, KeyError):
         return "required field is missing"
     msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
@@ -437,19 +586,32 @@ def structure(data: Any, cls: type[T], *, rename: Callable[[str], str] | None = 
     try:
         return converter.structure(data, cls)
     except (BaseValidationError, ValueError, TypeError) as exc:
-        problems = [(p, e) for p, e in _walk(exc, "$")] or [("$", exc)]
-        errors = []
-        for path, err in problems:
-            shown = rename(path) if rename else path
-            value = _lookup(data, path)
-            errors.append({"field": shown, "value": value, "message": _describe(err)})
-        first = errors[0]
-        # a validator's message that already shows the value ("…, got -5") is not repeated
-        lines = [f"{e['field']}: {e['message']}" + ("" if re.search(r"\bgot\b", e["message"]) else f" (got {e['value']!r})")
-                 for e in errors]
-        raise ConfigurationError(
-            f"invalid {cls.__name__}: " + "; ".join(lines), field=first["field"], value=first["value"], errors=errors
-        ) from exc
+        sections = _top_level_sections(data) if cls is SandboxConfig else []
+        raise _configuration_error(exc, data, cls.__name__, rename, sections) from exc
+
+
+def _configuration_error(exc: BaseException, data: Mapping[str, Any], what: str,
+                         rename: Callable[[str], str] | None = None, sections: list[str] | None = None,
+                         ) -> ConfigurationError:
+    """One ConfigurationError for everything ``exc`` found; ``sections`` are top-level backend
+    sections of ``data``, reported where the user wrote them (``$.docker.image``)."""
+    problems = [(p, e) for p, e in _walk(exc, "$")] or [("$", exc)]
+    errors = []
+    for path, err in problems:
+        for key in sections or ():
+            inner = f"$.backends.{key}"
+            if path == inner or path.startswith((inner + ".", inner + "[")):
+                path = f"$.{key}{path[len(inner):]}"
+        shown = rename(path) if rename else path
+        value = _lookup(data, path)
+        errors.append({"field": shown, "value": value, "message": _describe(err)})
+    first = errors[0]
+    # a validator's message that already shows the value ("…, got -5") is not repeated
+    lines = [f"{e['field']}: {e['message']}" + ("" if re.search(r"\bgot\b", e["message"]) else f" (got {e['value']!r})")
+             for e in errors]
+    return ConfigurationError(
+        f"invalid {what}: " + "; ".join(lines), field=first["field"], value=first["value"], errors=errors
+    )
 
 
 # -- loaders ------------------------------------------------------------------------------------
@@ -460,10 +622,6 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "BACKEND": (("backend_type",), "backend name: local, docker, or a plugin's"),
     "SANDBOX_ID": (("sandbox_id",), "fixed sandbox id"),
     "NAME": (("name",), "sandbox name"),
-    "DOCKER_IMAGE": (("docker", "image"), "Docker image"),
-    "DOCKER_NETWORK_MODE": (("docker", "network_mode"), "Docker network mode when network is enabled"),
-    "DOCKER_USER": (("docker", "user"), "user inside the container"),
-    "DOCKER_RUNTIME": (("docker", "runtime"), "container runtime, e.g. runsc"),
     "TIMEOUT": (("resource_limits", "timeout_seconds"), "default per-call timeout, seconds"),
     "MEMORY_MB": (("resource_limits", "memory_mb"), "memory limit, MB"),
     "CPU_CORES": (("resource_limits", "cpu_cores"), "CPU cores"),
@@ -471,7 +629,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "MAX_PROCESSES": (("resource_limits", "max_processes"), "process limit"),
     "MAX_OUTPUT_SIZE": (("resource_limits", "max_output_size"), "output cap per stream, bytes"),
     "NETWORK_ENABLED": (("resource_limits", "network_enabled"),
-                        "true turns network on (limits, policy and Docker network mode together)"),
+                        "true turns network on (limits and policy together)"),
     "ALLOW_SHELL": (("security_policy", "allow_shell"), "allow shell commands"),
     "ALLOW_FILE_WRITE": (("security_policy", "allow_file_write"), "allow file writes"),
     "ALLOW_SUBPROCESS": (("security_policy", "allow_subprocess"), "allow subprocesses"),
@@ -486,15 +644,49 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+_SCALARS: tuple[type[Any], ...] = (str, int, float, bool)
+
+
+def _scalar(tp: Any) -> bool:
+    """A type an environment variable can hold: str, int, float, bool, or one of them or None."""
+    if tp in _SCALARS:
+        return True
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return len(args) == 1 and args[0] in _SCALARS
+    return False
+
+
+def backend_env_vars() -> dict[str, tuple[tuple[str, ...], str]]:
+    """The backends' variables, named like :data:`ENV_VARS`: ``<BACKEND>_<OPTION>`` (the spec's
+    ``SANDBOX_DOCKER_IMAGE``) for every scalar field of every registered backend's options class,
+    mapped to ``backends.<backend>.<option>``. A name that collides with :data:`ENV_VARS` is left out."""
+    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    for name, backend in sorted(_registered_backends().items()):
+        options = getattr(backend, "options_class", None)
+        if options is None or not attrs.has(options):
+            continue
+        attrs.resolve_types(options)
+        for field in attrs.fields(options):
+            var = re.sub(r"[^A-Z0-9]", "_", f"{name}_{field.name}".upper())
+            if _scalar(field.type) and var not in ENV_VARS:
+                out[var] = (("backends", name, field.name), f"option {field.name!r} of the {name} backend")
+    return out
+
+
 def config_from_env(prefix: str = "SANDBOX_", environ: Mapping[str, str] | None = None) -> SandboxConfig:
-    """A config from ``SANDBOX_*`` environment variables (see :data:`ENV_VARS`); unset ones keep defaults.
+    """A config from ``SANDBOX_*`` environment variables (see :data:`ENV_VARS` and
+    :func:`backend_env_vars`); unset ones keep defaults.
 
     Errors name the variable: ``ConfigurationError.field == "SANDBOX_MEMORY_MB"``.
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     path_to_var: dict[str, str] = {}
-    for suffix, (path, _doc) in ENV_VARS.items():
+    wanted = ENV_VARS
+    if any(k.startswith(prefix) and k[len(prefix):] not in ENV_VARS for k in env):
+        wanted = {**ENV_VARS, **backend_env_vars()}
+    for suffix, (path, _doc) in wanted.items():
         name = prefix + suffix
         raw = env.get(name)
         if raw is None or raw == "":

@@ -23,7 +23,7 @@ from .errors import (
     SandboxError,
     SandboxNotFoundError,
 )
-from .rules import DEFAULT_IMAGE, name_key
+from .rules import name_key
 from .types import BackendType, ResourceLimits, ResourceUsage, SandboxInfo, SandboxStatus, SecurityPolicy
 
 if TYPE_CHECKING:
@@ -51,7 +51,9 @@ class SandboxManager:
     * ``default_backend`` (``BackendType`` or a plugin's name), ``resource_limits``,
       ``security_policy`` (also accepted under the original's names ``default_limits`` and
       ``default_policy``), ``docker_image`` and ``env_vars`` are the defaults for new sandboxes;
-      ``config`` (a :class:`~alphora.sandbox.config.SandboxConfig`) may provide all of them at once.
+      ``config`` (a :class:`~alphora.sandbox.config.SandboxConfig`) may provide all of them at once,
+      and its ``backends`` sections are the options of each backend the manager creates.
+      ``docker_image`` is the spec's thin alias of the Docker backend's ``image`` option.
     * ``max_sandboxes`` caps how many sandboxes the manager holds (any status but destroyed);
       one more raises :class:`SandboxLimitError`.
     * ``auto_cleanup=True``: a background task destroys sandboxes idle for more than
@@ -211,9 +213,8 @@ class SandboxManager:
         if not self._running:
             await self.start()
         backend = _backend_name(backend_type) if backend_type is not None else self.default_backend
-        options: dict[str, Any] = {}
-        if self.config is not None and backend == _backend_name(self.config.backend_type):
-            options.update(self.config.backend_options())
+        # precedence: the config's section for this backend < the docker_image alias < backend_options
+        options = self.config.backend_options(backend) if self.config is not None else {}
         image = docker_image or self.docker_image
         if image and backend == BackendType.DOCKER.value:
             options["image"] = image
@@ -274,10 +275,9 @@ class SandboxManager:
 
     async def create_docker_sandbox(self, name: str | None = None, docker_image: str | None = None,
                                     **kwargs: Any) -> Sandbox:
-        """A sandbox on the Docker backend (``docker_image`` defaults to the manager's or :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`)."""
-        return await self.create_sandbox(name, backend_type=BackendType.DOCKER,
-                                         docker_image=docker_image or self.docker_image or DEFAULT_IMAGE,
-                                         **kwargs)
+        """A sandbox on the Docker backend; ``docker_image`` defaults to the manager's, else the
+        config's ``docker`` section, else the plugin's default image."""
+        return await self.create_sandbox(name, backend_type=BackendType.DOCKER, docker_image=docker_image, **kwargs)
 
     async def get_or_create(self, sandbox_id: str, **kwargs: Any) -> Sandbox:
         """The sandbox with this id (or name), started if it was stopped; else a new one with that id."""

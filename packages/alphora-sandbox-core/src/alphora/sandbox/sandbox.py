@@ -33,6 +33,7 @@ from .backend import (
     OutputCallback,
     OutputChunk,
     ProcessRequest,
+    build_request,
     default_base_path,
     iterate_output,
 )
@@ -46,7 +47,7 @@ from .errors import (
     SandboxNotRunningError,
 )
 from .plugins import PluginRegistry, get_registry
-from .rules import DEFAULT_IMAGE, name_key, resolve_timeout, validate_sandbox_id
+from .rules import name_key, resolve_timeout, validate_sandbox_id
 from .security import CheckRequest, run_checks
 from .session import PythonSession
 from .types import (
@@ -196,19 +197,26 @@ class Sandbox:
     def create_docker(
         cls,
         base_path: str | os.PathLike[str] | None = None,
-        docker_image: str = DEFAULT_IMAGE,
+        docker_image: str | None = None,
         resource_limits: ResourceLimits | None = None,
         security_policy: SecurityPolicy | None = None,
         **kwargs: Any,
     ) -> Sandbox:
-        """A sandbox in its own hardened Docker container (needs ``alphora-sandbox[docker]``)."""
-        options = {"image": docker_image, **dict(kwargs.pop("backend_options", None) or {})}
+        """A sandbox in its own hardened Docker container (needs ``alphora-sandbox[docker]``).
+
+        The spec's constructor, a thin alias: ``docker_image`` is the Docker backend's ``image``
+        option (default: the plugin's, :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`); other options
+        go in ``backend_options``."""
+        options = dict(kwargs.pop("backend_options", None) or {})
+        if docker_image is not None:
+            options["image"] = docker_image
         return cls(BackendType.DOCKER, base_path=base_path, resource_limits=resource_limits,
                    security_policy=security_policy, backend_options=options, **kwargs)
 
     @classmethod
     def from_config(cls, config: SandboxConfig, **kwargs: Any) -> Sandbox:
-        """A sandbox as a :class:`~alphora.sandbox.config.SandboxConfig` describes it."""
+        """A sandbox as a :class:`~alphora.sandbox.config.SandboxConfig` describes it: its backend
+        gets the config's section for that backend (``config.backend_options()``)."""
         params: dict[str, Any] = {
             "base_path": config.base_path,
             "resource_limits": config.resource_limits,
@@ -393,13 +401,7 @@ class Sandbox:
             self._touch()
 
     def _request(self, kind: Any, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
-        return ProcessRequest(
-            kind=kind,
-            timeout=resolve_timeout(timeout, self.resource_limits),
-            max_output=self.resource_limits.max_output_size,
-            env=self._env_for(env),
-            **kw,
-        )
+        return build_request(kind, self.resource_limits, timeout=timeout, env=self._env_for(env), **kw)
 
     async def run(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
                   env: Mapping[str, str] | None = None) -> ExecutionResult:

@@ -89,6 +89,7 @@ class DockerBackend(RunnerBackend):
     """Runs each sandbox in its own hardened container (see :mod:`alphora.sandbox_docker`)."""
 
     name = "docker"
+    options_class = DockerOptions
     python = "python3"
     #: absolute names of the workspace that the path guard maps back to relative paths
     workspace_aliases: tuple[str, ...] = (WORKSPACE_DIR,)

@@ -1,39 +1,49 @@
-"""DockerOptions: what a Docker sandbox's container looks like beyond ResourceLimits."""
+"""DockerOptions: what a Docker sandbox's container looks like beyond ResourceLimits.
+
+The Docker backend declares it as its ``options_class``, so the ``docker`` section of a
+SandboxConfig (``backends.docker``, or the spec's top-level ``"docker": {...}``) and the
+``SANDBOX_DOCKER_*`` variables are validated by this class through core's config converter, and
+errors name the field (``$.docker.image: expected a string, got 5``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
-from attrs import validators as v
 
-from alphora.sandbox.errors import ConfigurationError
+from alphora.sandbox.config import structure_options
 from alphora.sandbox.rules import DEFAULT_IMAGE
 
 __all__ = ["DockerOptions"]
 
 
 def _opt_str(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and value):
-        raise ConfigurationError(f"docker.{a.name} must be a non-empty string, got {value!r}",
-                                 field=f"docker.{a.name}", value=value)
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise ValueError(f"{a.name} must be a non-empty string, got {value!r}")
 
 
 def _opt_pos(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0):
-        raise ConfigurationError(f"docker.{a.name} must be a positive number, got {value!r}",
-                                 field=f"docker.{a.name}", value=value)
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
+                              or value == float("inf")):
+        raise ValueError(f"{a.name} must be a finite positive number, got {value!r}")
 
 
-def _str_map(value: Mapping[str, Any] | None) -> dict[str, str]:
-    return {str(k): str(val) for k, val in (value or {}).items()}
+def _is_bool(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{a.name} must be true or false, got {value!r}")
+
+
+def _str_map(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{a.name} must map strings to strings, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
 class DockerOptions:
     """Options of the Docker backend (``Sandbox.create_docker(..., backend_options={...})`` or the
-    ``docker:`` section of a config file). Limits come from ResourceLimits, not from here."""
+    ``docker`` section of a config). Limits come from ResourceLimits, not from here."""
 
     #: the image; must exist on the engine (``alphora-sandbox docker build`` makes the spec's images)
     image: str = attrs.field(default=DEFAULT_IMAGE, validator=_opt_str)
@@ -49,34 +59,22 @@ class DockerOptions:
     #: an OCI runtime other than the engine's default (e.g. ``runsc`` for gVisor)
     runtime: str | None = attrs.field(default=None, validator=_opt_str)
     #: extra container labels (ours are added on top)
-    labels: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
+    labels: dict[str, str] = attrs.field(factory=dict, validator=_str_map)
     #: extra environment of the container (the host's is never passed through)
-    environment: dict[str, str] = attrs.field(factory=dict, converter=_str_map)
+    environment: dict[str, str] = attrs.field(factory=dict, validator=_str_map)
     #: seconds to wait for the container and its runner to come up
     start_timeout: float = attrs.field(default=60.0, validator=_opt_pos)
     #: seconds the docker SDK waits for one engine API call
     api_timeout: float = attrs.field(default=120.0, validator=_opt_pos)
-    read_only_rootfs: bool = attrs.field(default=True, validator=v.instance_of(bool))
+    read_only_rootfs: bool = attrs.field(default=True, validator=_is_bool)
 
-    _ALIASES = {"docker_image": "image", "base_url": "docker_host", "env": "environment"}
+    #: other names accepted by :meth:`from_mapping` (the original alphora's and the SDK's)
+    ALIASES: ClassVar[dict[str, str]] = {"docker_image": "image", "base_url": "docker_host", "env": "environment"}
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any] | None) -> DockerOptions:
-        """Build from a plain mapping; unknown keys are an error naming the key. ``None`` values
-        mean "default"."""
-        fields = {a.name for a in attrs.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in (options or {}).items():
-            name = cls._ALIASES.get(key, key)
-            if name not in fields:
-                raise ConfigurationError(
-                    f"unknown docker option {key!r}; known: {sorted(fields)}", field=f"docker.{key}", value=value
-                )
-            if value is not None:
-                kwargs[name] = value
-        try:
-            return cls(**kwargs)
-        except ConfigurationError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"invalid docker options: {exc}", field="docker") from exc
+        """Build from a plain mapping (a backend's ``options``), through core's config converter:
+        unknown keys, wrong types and validator failures are a ConfigurationError whose field is
+        ``docker.<key>``. ``None`` values mean "default"; :attr:`ALIASES` are accepted."""
+        plain = {cls.ALIASES.get(k, k): v for k, v in (options or {}).items() if v is not None}
+        return structure_options(cls, plain, section="docker")

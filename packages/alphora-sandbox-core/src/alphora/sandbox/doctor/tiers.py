@@ -34,7 +34,7 @@ def detect_tiers(config: SandboxConfig, image: str | None, run_label: str) -> di
 
     backends = get_registry().backends
     out: dict[str, TierInfo] = {}
-    local_opts = config.evolve(backend_type="local").backend_options()
+    local_opts = config.backend_options("local")
     out["local"] = TierInfo(name="local", available="local" in backends, backend="local", options=local_opts,
                             detail=f"{platform.system()} {platform.release()}, runner on this host")
     out["isolated"] = _isolated(config, backends)
@@ -58,7 +58,7 @@ def _isolated(config: SandboxConfig, backends: Any) -> TierInfo:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     return TierInfo(name="isolated", available=True, backend="isolated",
-                    options=config.evolve(backend_type="isolated").backend_options(),
+                    options=config.backend_options("isolated"),
                     detail=f"{version or bwrap}")
 
 
@@ -71,7 +71,7 @@ def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: 
         return off("the Docker plugin is not installed: pip install 'alphora-sandbox[docker]'")
     from alphora.sandbox_docker import DockerOptions, is_docker_available
 
-    opts: dict[str, Any] = config.evolve(backend_type="docker").backend_options()
+    opts: dict[str, Any] = config.backend_options("docker")
     if image:
         opts["image"] = image
     opts.setdefault("image", DEFAULT_IMAGE)
