@@ -4,7 +4,7 @@
     python bench/run.py --quick    # smoke mode for CI: a few iterations, asserts nothing about time
     python bench/run.py --json results.json
 
-Rows: cold start of a local sandbox (create + start + first run + stop), warm per-call latency
+Rows: cold start of a local and of an isolated sandbox (create + start + first run + stop), warm per-call latency
 of ``print(1)`` in fresh-process mode and in session mode, 8 concurrent sandboxes x 10 calls, a
 1 MiB file round trip; floors: a raw ``python -c`` spawn, a persistent raw Python REPL over a pipe,
 and (when a Docker engine answers and an image with python3 exists) a raw ``docker exec`` and a
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alphora.sandbox import LocalBackend
+from alphora.sandbox.builtin.isolated_backend import IsolatedLocalBackend, bwrap_available
 
 REPL = (
     "import sys\n"
@@ -183,12 +184,12 @@ async def docker_backend_rows(base: Path, n: int) -> list[Row]:
 # -- the library ----------------------------------------------------------------------------------
 
 
-async def cold_starts(base: Path, n: int) -> tuple[list[float], list[float]]:
+async def cold_starts(base: Path, n: int, backend: type[LocalBackend] = LocalBackend) -> tuple[list[float], list[float]]:
     """(create+start+first run+stop, create+start+first run) per sandbox, fresh workspace each."""
     full, first = [], []
     for i in range(n + 1):
         t0 = time.perf_counter()
-        b = LocalBackend(sandbox_id=f"cold{i}", workspace_path=base / f"cold{i}")
+        b = backend(sandbox_id=f"cold{i}", workspace_path=base / f"{backend.name}-cold{i}")
         await b.initialize()
         await b.start()
         r = await b.execute_code("print(1)")
@@ -231,6 +232,12 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
         full, first = await cold_starts(base, 3 if quick else 20)
         rows["cold"] = Row("cold start: create+start+first run+stop", full)
         rows["cold_first"] = Row("cold start: create+start+first run", first)
+        if bwrap_available():
+            full, first = await cold_starts(base, 3 if quick else 20, IsolatedLocalBackend)
+            rows["iso_cold"] = Row("isolated cold start: create+start+first run+stop", full)
+            rows["iso_cold_first"] = Row("isolated cold start: create+start+first run", first)
+        else:
+            rows["iso_cold"] = Row("isolated cold start: create+start+first run+stop", None, "skipped (no bwrap)")
 
         b = LocalBackend(sandbox_id="warm", workspace_path=base / "warm")
         await b.start()
@@ -272,6 +279,7 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
 
     ratios = {
         "fresh": ("pyc", "x python -c"), "session": ("repl", "x REPL floor"), "cold_first": ("pyc", "x python -c"),
+        "iso_cold_first": ("cold_first", "x local"),
         "drepl": ("repl", "x REPL floor"), "docker1": ("dexec", "x docker exec"),
         "docker2": ("drepl", "x exec -i REPL"),
     }

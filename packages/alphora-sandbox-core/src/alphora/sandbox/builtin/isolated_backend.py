@@ -22,6 +22,8 @@ from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
 from ..rules import network_allowed
+from ..runner.client import RunnerBackend
+from ._host_uid import RUN_DIR, UidLease, chown_tree, parse_uid_range
 from ._python_env import base_prefixes, host_pip_root
 from .local_backend import LocalBackend
 
@@ -35,6 +37,14 @@ ETC_ALLOW: tuple[str, ...] = (
 )
 #: where the pip package that manages the sandbox's venv appears inside the sandbox
 PIP_MOUNT = "/run/alphora-sandbox/pip"
+#: where, as root, the runner's wrapper mounts what bwrap (then unprivileged) binds into the sandbox
+STAGE = RUN_DIR / "stage"
+#: run in a private mount namespace while still root: a tmpfs at $1, then each <name> <dir> pair bound
+#: at $1/<name> (world-traversable, even when <dir> is under a 0700 directory), then exec the rest
+STAGE_SCRIPT = (
+    'set -e; s=$1; shift; mount -t tmpfs -o mode=0755,size=16k alphora-stage "$s"; '
+    'while [ "$1" != -- ]; do mkdir "$s/$1"; mount --bind "$2" "$s/$1"; shift 2; done; shift; exec "$@"'
+)
 #: extra /etc files only when the network is enabled
 ETC_NETWORK: tuple[str, ...] = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 
@@ -46,30 +56,72 @@ def bwrap_available() -> bool:
 
 class IsolatedLocalBackend(LocalBackend):
     """The local backend in a bubblewrap sandbox: no network unless enabled, no host files outside
-    the workspace and the Python installation, no host processes, an unprivileged user."""
+    the workspace and the Python installation, no host processes, an unprivileged user.
+
+    As root, each sandbox runs as a host uid of its own (backend option ``uid_range=(start, count)``,
+    default 100000–165535; see :mod:`._host_uid`), so sandbox code never runs as host root,
+    ``RLIMIT_NPROC`` counts this sandbox alone and its files are its own. Not as root, it runs as
+    you (already unprivileged)."""
 
     name = "isolated"
     #: pip runs inside bubblewrap, where the host's certificate and config paths may not exist
     pip_host_env = False
+    #: the runner and its spare, plus bubblewrap's monitor and its PID 1
+    runner_tasks = 4
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)
+        #: root on the host: drop to a leased unprivileged host uid before bubblewrap
+        self.drop_root = os.geteuid() == 0
+        self.uid_range = parse_uid_range(self.options.get("uid_range"))
         #: uid/gid inside the sandbox (as root on the host: 1000; otherwise your own)
-        default_id = 1000 if os.geteuid() == 0 else os.geteuid()
+        default_id = 1000 if self.drop_root else os.geteuid()
         self.uid = int(self.options.get("uid", default_id))
-        self.gid = int(self.options.get("gid", default_id if os.geteuid() == 0 else os.getegid()))
+        self.gid = int(self.options.get("gid", default_id if self.drop_root else os.getegid()))
+        self._lease: UidLease | None = None
+
+    @property
+    def host_uid(self) -> int:
+        """The host uid sandbox code runs as (the leased uid as root, else yours)."""
+        return self._lease.uid if self._lease is not None else os.geteuid()
 
     @property
     def network_enabled(self) -> bool:
         """Both the limits and the policy must enable the network (fails closed, like Docker)."""
         return network_allowed(self.resource_limits, self.security_policy)
 
-    def bwrap_argv(self) -> list[str]:
-        """The bubblewrap command line that wraps the runner."""
+    def _prepare_spawn(self) -> None:
+        super()._prepare_spawn()
+        if not self.drop_root:
+            return
+        if self._lease is None:
+            self._lease = UidLease.acquire(self.sandbox_id, self.uid_range)
+        # the workspace (venv included) belongs to the sandbox's uid; the host side, root, still manages it
+        chown_tree(self.workspace_path, self._lease.uid, self._lease.uid)
+        STAGE.mkdir(parents=True, exist_ok=True, mode=0o755)
+
+    def _release_environment(self) -> None:
+        super()._release_environment()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
+
+    def _binds(self) -> list[tuple[str, str]]:
+        """(host dir, path inside) of the read-only Python binds: the base installation and pip alone."""
+        out = [(path, path) for path in self._python_paths()]
+        pip = host_pip_root()
+        if pip is not None:
+            out.append((os.path.join(pip, "pip"), f"{PIP_MOUNT}/pip"))
+        return out
+
+    def bwrap_argv(self, sources: dict[str, str] | None = None) -> list[str]:
+        """The bubblewrap command line that wraps the runner; ``sources`` maps host directories to where
+        the root wrapper staged them (as root: bwrap, unprivileged, may not reach the originals)."""
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise BackendError("the 'isolated' backend needs bubblewrap: apt install bubblewrap",
                                sandbox_id=self.sandbox_id)
+        src = sources or {}
         argv = [bwrap, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
                 "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--hostname", "sandbox"]
@@ -84,16 +136,34 @@ class IsolatedLocalBackend(LocalBackend):
         for path in (*ETC_ALLOW, *(ETC_NETWORK if self.network_enabled else ())):
             if os.path.exists(path):
                 argv += ["--ro-bind", path, path]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        # the base interpreter's installation and the host's pip package (alone), read-only
-        for path in self._python_paths():
-            argv += ["--ro-bind", path, path]
-        pip = host_pip_root()
-        if pip is not None:
-            argv += ["--ro-bind", os.path.join(pip, "pip"), f"{PIP_MOUNT}/pip"]
+        # /proc/sys read-only: no sysctl (core_pattern, drop_caches …) is writable whatever the uid
+        argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for host, inside in self._binds():
+            argv += ["--ro-bind", src.get(host, host), inside]
         ws = str(self.workspace_path)
-        argv += ["--bind", ws, ws, "--chdir", ws, "--"]
+        argv += ["--bind", src.get(ws, ws), ws, "--chdir", ws, "--"]
         return argv
+
+    def _drop_root_argv(self, runner: list[str]) -> list[str]:
+        """As root: a private mount namespace that stages the binds at STAGE, then ``setpriv`` to the
+        leased uid (no groups, no capabilities), then bubblewrap, then ``runner``."""
+        assert self._lease is not None
+        tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount")}
+        missing = [name for name, path in tools.items() if path is None]
+        if missing:
+            raise BackendError(f"the 'isolated' backend as root needs {', '.join(missing)} (util-linux)",
+                               sandbox_id=self.sandbox_id)
+        ws = str(self.workspace_path)
+        dirs = list(dict.fromkeys([host for host, _ in self._binds()] + [ws]))
+        pairs: list[str] = []
+        for i, host in enumerate(dirs):
+            pairs += [str(i), host]
+        sources = {host: str(STAGE / str(i)) for i, host in enumerate(dirs)}
+        uid = str(self._lease.uid)
+        return [str(tools["unshare"]), "--mount", "--propagation", "private", "/bin/sh", "-c", STAGE_SCRIPT, "sh",
+                str(STAGE), *pairs, "--",
+                str(tools["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                "--bounding-set=-all", *self.bwrap_argv(sources), *runner]
 
     def _python_paths(self) -> list[str]:
         """The base interpreter's installation, which the venv's ``bin/python`` points to; never the
@@ -115,7 +185,36 @@ class IsolatedLocalBackend(LocalBackend):
         return PIP_MOUNT if root == host_pip_root() else root
 
     def _runner_argv(self) -> list[str]:
-        return [*self.bwrap_argv(), *super()._runner_argv()]
+        runner = super()._runner_argv()
+        if self._lease is not None:
+            return self._drop_root_argv(runner)
+        return [*self.bwrap_argv(), *runner]
+
+    # -- files: written by the sandbox's own uid while it runs ------------------------------------
+    # (as root, files the host side creates in-process would belong to root and stay read-only for
+    # sandbox code; through the runner they are the sandbox's. Before start they are re-owned by
+    # the chown at the next start.)
+
+    def _as_sandbox(self) -> bool:
+        return self._lease is not None and self._started
+
+    async def write_bytes(self, path: str, data: bytes) -> None:
+        if self._as_sandbox():
+            await RunnerBackend.write_bytes(self, path, data)
+        else:
+            await super().write_bytes(path, data)
+
+    async def copy(self, source: str, dest: str) -> None:
+        if self._as_sandbox():
+            await RunnerBackend.copy(self, source, dest)
+        else:
+            await super().copy(source, dest)
+
+    async def mkdir(self, path: str) -> None:
+        if self._as_sandbox():
+            await RunnerBackend.mkdir(self, path)
+        else:
+            await super().mkdir(path)
 
 
 @hookimpl

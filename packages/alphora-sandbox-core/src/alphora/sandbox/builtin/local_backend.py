@@ -31,6 +31,7 @@ from ..plugins import hookimpl
 from ..runner import bootstrap_argv, safefs
 from ..runner.client import ProcessConnection, RunnerBackend, RunnerConnection, entry_to_fileinfo, map_fs_error
 from ..types import FileInfo
+from ._cgroup import PidsCgroup, create_pids_cgroup, wrap_argv
 from ._python_env import PIP_BOOT, VENV_DIR, SandboxVenv, base_interpreter, pip_root
 
 __all__ = ["LocalBackend", "base_interpreter", "sandbox_register_backends"]
@@ -90,7 +91,10 @@ class LocalBackend(RunnerBackend):
 
     async def _spawn_runner(self) -> RunnerConnection:
         await self._ensure_venv()
+        await asyncio.to_thread(self._prepare_spawn)
         argv = self._runner_argv()
+        if self.pids_cgroup is not None:  # the runner enters it before its first instruction
+            argv = wrap_argv(self.pids_cgroup, argv)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -104,6 +108,27 @@ class LocalBackend(RunnerBackend):
         except OSError as exc:
             raise BackendError(f"cannot start {self.python!r}: {exc}", sandbox_id=self.sandbox_id) from exc
         return ProcessConnection(proc)
+
+    # -- the pids cgroup (see ._cgroup) ----------------------------------------------------------
+
+    #: tasks the runner itself keeps besides the calls' processes (the runner and its pre-forked spare)
+    runner_tasks = 2
+    pids_cgroup: PidsCgroup | None = None
+
+    def _prepare_spawn(self) -> None:
+        """Before the runner starts (blocking): make the sandbox's pids cgroup once, when one can be made."""
+        if self.pids_cgroup is None:
+            self.pids_cgroup = create_pids_cgroup(self.sandbox_id, self.resource_limits.max_processes + self.runner_tasks)
+
+    def _release_environment(self) -> None:
+        """After the runner is gone (blocking): kill what is left in the pids cgroup and remove it."""
+        cgroup, self.pids_cgroup = self.pids_cgroup, None
+        if cgroup is not None:
+            cgroup.remove()
+
+    async def _stop_environment(self) -> None:
+        await super()._stop_environment()
+        await asyncio.to_thread(self._release_environment)
 
     def _same_interpreter(self) -> bool:
         # the venv runs this interpreter's own base binary: same version, so the runner goes pre-compiled
