@@ -37,16 +37,29 @@ ETC_ALLOW: tuple[str, ...] = (
 )
 #: where the pip package that manages the sandbox's venv appears inside the sandbox
 PIP_MOUNT = "/run/alphora-sandbox/pip"
-#: where, as root, the runner's wrapper mounts what bwrap (then unprivileged) binds into the sandbox
+#: as root, mount points (empty directories of the host) where the runner's wrapper, in a private
+#: mount namespace of its own, binds the directories bwrap (then unprivileged) cannot reach
 STAGE = RUN_DIR / "stage"
-#: run in a private mount namespace while still root: a tmpfs at $1, then each <name> <dir> pair bound
-#: at $1/<name> (world-traversable, even when <dir> is under a 0700 directory), then exec the rest
-STAGE_SCRIPT = (
-    'set -e; s=$1; shift; mount -t tmpfs -o mode=0755,size=16k alphora-stage "$s"; '
-    'while [ "$1" != -- ]; do mkdir "$s/$1"; mount --bind "$2" "$s/$1"; shift 2; done; shift; exec "$@"'
-)
+#: ``sh -c STAGE_SCRIPT sh <mount point> <dir> … -- <command>``: bind each <dir> at its mount point, exec the rest
+STAGE_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$2" "$1" || exit 126; shift 2; done; shift; exec "$@"'
 #: extra /etc files only when the network is enabled
 ETC_NETWORK: tuple[str, ...] = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
+
+
+def _world_reachable(path: str) -> bool:
+    """True if any uid can reach directory ``path`` (every ancestor searchable by others) and list it."""
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o005 != 0o005:
+            return False
+        parent = os.path.dirname(path)
+        while parent != path:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            path, parent = parent, os.path.dirname(parent)
+    except OSError:
+        return False
+    return True
 
 
 def bwrap_available() -> bool:
@@ -98,7 +111,6 @@ class IsolatedLocalBackend(LocalBackend):
             self._lease = UidLease.acquire(self.sandbox_id, self.uid_range)
         # the workspace (venv included) belongs to the sandbox's uid; the host side, root, still manages it
         chown_tree(self.workspace_path, self._lease.uid, self._lease.uid)
-        STAGE.mkdir(parents=True, exist_ok=True, mode=0o755)
 
     def _release_environment(self) -> None:
         super()._release_environment()
@@ -153,17 +165,21 @@ class IsolatedLocalBackend(LocalBackend):
         if missing:
             raise BackendError(f"the 'isolated' backend as root needs {', '.join(missing)} (util-linux)",
                                sandbox_id=self.sandbox_id)
-        ws = str(self.workspace_path)
-        dirs = list(dict.fromkeys([host for host, _ in self._binds()] + [ws]))
-        pairs: list[str] = []
-        for i, host in enumerate(dirs):
-            pairs += [str(i), host]
-        sources = {host: str(STAGE / str(i)) for i, host in enumerate(dirs)}
         uid = str(self._lease.uid)
+        ws = str(self.workspace_path)
+        hidden = [d for d in dict.fromkeys([host for host, _ in self._binds()] + [ws]) if not _world_reachable(d)]
+        sources, pairs = {}, []
+        for i, host in enumerate(hidden):
+            point = STAGE / str(i)
+            point.mkdir(parents=True, exist_ok=True, mode=0o755)
+            sources[host] = str(point)
+            pairs += [str(point), host]
+        setpriv = [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", *self.bwrap_argv(sources), *runner]
+        if not pairs:
+            return setpriv
         return [str(tools["unshare"]), "--mount", "--propagation", "private", "/bin/sh", "-c", STAGE_SCRIPT, "sh",
-                str(STAGE), *pairs, "--",
-                str(tools["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-                "--bounding-set=-all", *self.bwrap_argv(sources), *runner]
+                *pairs, "--", *setpriv]
 
     def _python_paths(self) -> list[str]:
         """The base interpreter's installation, which the venv's ``bin/python`` points to; never the
