@@ -1,15 +1,20 @@
 """Built-in plugin: the isolated local tier (``"isolated"``): the local backend inside bubblewrap.
 
 The runner runs under ``bwrap`` in new user, PID, IPC, UTS and network namespaces, as an
-unprivileged user with no capabilities, and sees only what it needs: ``/usr`` (and its ``/bin``,
-``/lib`` links), a few files of ``/etc`` (CA certificates, the loader cache), the base Python
-installation read-only (not the agent's virtualenv: sandbox code runs on the workspace's ``.venv``), a private ``/tmp``, and the workspace read-write. The host's home, other
+unprivileged user with no capabilities — as root, a host uid leased for this sandbox alone
+(:mod:`._host_uid`; never host root, so ``/proc/sys`` stays unwritable, and it is mounted read-only
+too), otherwise your own — in a pids cgroup of its own where one can be made (:mod:`._cgroup`), and
+sees only what it needs: ``/usr`` (and its ``/bin``, ``/lib`` links), a few files of ``/etc`` (CA
+certificates, the loader cache), the base Python installation read-only (not the agent's
+virtualenv, script directory or cwd: sandbox code runs on the workspace's ``.venv``), a private
+``/tmp``, and the workspace read-write. The host's home, other
 projects, other sandboxes, its processes and its network are invisible. When the host process
 dies, bubblewrap takes every process of the sandbox with it (``--die-with-parent`` and the PID
 namespace).
 
-Needs ``bwrap`` (Debian: ``apt install bubblewrap``) and either root or unprivileged user
-namespaces. Starting costs a few milliseconds more than ``local``; calls cost the same.
+Needs ``bwrap`` (Debian: ``apt install bubblewrap``) and either root (then also ``unshare``,
+``setpriv`` and ``mount`` from util-linux) or unprivileged user namespaces. Starting costs a few
+exec()s more than ``local``; calls cost the same.
 """
 
 from __future__ import annotations

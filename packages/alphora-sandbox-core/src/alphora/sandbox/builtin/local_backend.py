@@ -10,7 +10,9 @@
 
 Every call is forked by the runner in its own session/process group with a minimal environment
 (never the host's), rlimits (memory via RLIMIT_DATA, file size, open files, processes) and a
-timeout that kills the whole tree. Isolation is weaker than Docker: user code runs as the host
+timeout that kills the whole tree. The runner lives in a pids cgroup of its own where one can be
+made (:mod:`._cgroup`: ``max_processes`` enforced also for root; ``stop()`` kills what is left in
+it). Isolation is weaker than Docker: user code runs as the host
 user and can read whatever that user can. File primitives run in-process through
 :mod:`alphora.sandbox.runner.safefs` (race-safe, no symlinks, no hard links).
 
