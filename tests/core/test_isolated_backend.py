@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ import pytest
 from alphora.sandbox import ResourceLimits, Sandbox, SecurityPolicy
 from alphora.sandbox.backend import Backend
 from alphora.sandbox.builtin.isolated_backend import IsolatedLocalBackend, bwrap_available
+from alphora.sandbox.errors import BackendError, ConfigurationError
 from alphora.sandbox.testing import BackendContractTests
 
 if not bwrap_available():
@@ -103,3 +105,26 @@ async def test_workspace_is_shared_with_the_file_api(isolated: Sandbox) -> None:
 async def test_root_filesystem_is_read_only(isolated: Sandbox) -> None:
     r = await isolated.execute_shell("touch /usr/evil 2>&1; echo rc=$?")
     assert "rc=1" in r.stdout
+
+
+@pytest.mark.parametrize("bad", [(0, 10), (100000, 0), "100000-165535", (100000,), (100000.0, 5), (True, 5)])
+def test_uid_range_is_validated(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="uid_range"):
+        IsolatedLocalBackend(sandbox_id="u", workspace_path=tmp_path, uid_range=bad)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="host uids are leased only when the host process is root")
+async def test_a_full_uid_range_is_a_clear_error_and_a_stopped_sandbox_frees_its_uid(tmp_path: Path) -> None:
+    uid_range = (150000 + secrets.randbelow(10000), 1)
+    first = Sandbox.create("isolated", base_path=tmp_path / "a", backend_options={"uid_range": uid_range})
+    second = Sandbox.create("isolated", base_path=tmp_path / "b", backend_options={"uid_range": uid_range})
+    async with first:
+        assert (await first.execute_shell("id -u")).stdout.strip() == "1000"  # inside: 1000 either way
+        with pytest.raises(BackendError, match="uid_range"):
+            await second.start()
+    async with second:  # the uid is free again
+        r = await second.run("open('f', 'w').write('x'); print('ok')")
+        assert r.stdout == "ok\n", r
+    assert (tmp_path / "b").exists()
+    await second.destroy()
+    assert not any((tmp_path / "b").iterdir())
