@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -60,6 +61,7 @@ def host_server() -> Iterator[int]:
 
 PROBE = """
 import socket
+import tempfile
 s = socket.socket(); s.settimeout(3)
 try:
     s.connect(('127.0.0.1', {port})); print('reached', s.recv(4).decode())
@@ -128,3 +130,28 @@ async def test_a_full_uid_range_is_a_clear_error_and_a_stopped_sandbox_frees_its
     assert (tmp_path / "b").exists()
     await second.destroy()
     assert not any((tmp_path / "b").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="staging happens only when the host process is root")
+async def test_reachable_directories_need_no_staging(tmp_path: Path) -> None:
+    """With a system interpreter under /usr and a workspace every uid can reach, no private mount
+    namespace is needed: setpriv + bwrap alone, still as the leased uid and inside the pids cgroup."""
+    system_python = "/usr/bin/python3"
+    if not os.path.exists(system_python):
+        pytest.skip("no system interpreter at /usr/bin/python3")
+    base = Path(tempfile.mkdtemp(prefix="alphora-reachable-", dir="/var/tmp"))
+    base.chmod(0o755)
+    sandbox = Sandbox.create("isolated", base_path=base, backend_options={"python": system_python})
+    try:
+        async with sandbox:
+            backend = sandbox.backend
+            assert isinstance(backend, IsolatedLocalBackend)
+            argv = backend._runner_argv()
+            assert "--bounding-set=-all" in argv
+            assert not any(arg.endswith("unshare") for arg in argv)
+            r = await sandbox.run("import os; print(os.getuid())")
+            assert r.stdout == "1000\n", r
+            assert backend.pids_cgroup is None or len(backend.pids_cgroup.pids()) >= 3
+    finally:
+        await sandbox.destroy()
+        base.rmdir()

@@ -28,6 +28,7 @@ from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
 from ..rules import network_allowed
 from ..runner.client import RunnerBackend
+from ._cgroup import wrap_argv
 from ._host_uid import RUN_DIR, UidLease, chown_tree, parse_uid_range
 from ._python_env import base_prefixes, host_pip_root
 from .local_backend import LocalBackend
@@ -45,17 +46,20 @@ PIP_MOUNT = "/run/alphora-sandbox/pip"
 #: as root, mount points (empty directories of the host) where the runner's wrapper, in a private
 #: mount namespace of its own, binds the directories bwrap (then unprivileged) cannot reach
 STAGE = RUN_DIR / "stage"
-#: ``sh -c STAGE_SCRIPT sh <mount point> <dir> … -- <command>``: bind each <dir> at its mount point, exec the rest
-STAGE_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$2" "$1" || exit 126; shift 2; done; shift; exec "$@"'
+#: ``sh -c STAGE_SCRIPT sh <cgroup.procs or /dev/null> <mount point> <dir> … -- <command>``: enter the
+#: pids cgroup, bind each <dir> at its mount point, exec the rest
+STAGE_SCRIPT = ('echo $$ > "$1" || exit 126; shift; '
+                'while [ "$1" != -- ]; do mount --bind "$2" "$1" || exit 126; shift 2; done; shift; exec "$@"')
 #: extra /etc files only when the network is enabled
 ETC_NETWORK: tuple[str, ...] = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 
 
-def _world_reachable(path: str) -> bool:
-    """True if any uid can reach directory ``path`` (every ancestor searchable by others) and list it."""
+def _reachable(path: str, uid: int) -> bool:
+    """True if ``uid`` (not root, in no group) can reach directory ``path`` (every ancestor searchable
+    by others) and list it (as its owner or as others)."""
     try:
         st = os.stat(path)
-        if st.st_mode & 0o005 != 0o005:
+        if st.st_mode & (0o500 if st.st_uid == uid else 0o005) not in (0o500, 0o005):
             return False
         parent = os.path.dirname(path)
         while parent != path:
@@ -86,6 +90,8 @@ class IsolatedLocalBackend(LocalBackend):
     pip_host_env = False
     #: the runner and its spare, plus bubblewrap's monitor and its PID 1
     runner_tasks = 4
+    #: bubblewrap forks at once: a shell enters the cgroup before it starts (see _runner_argv)
+    argv_enters_cgroup = True
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)
@@ -172,7 +178,7 @@ class IsolatedLocalBackend(LocalBackend):
                                sandbox_id=self.sandbox_id)
         uid = str(self._lease.uid)
         ws = str(self.workspace_path)
-        hidden = [d for d in dict.fromkeys([host for host, _ in self._binds()] + [ws]) if not _world_reachable(d)]
+        hidden = [d for d in dict.fromkeys([host for host, _ in self._binds()] + [ws]) if not _reachable(d, self._lease.uid)]
         sources, pairs = {}, []
         for i, host in enumerate(hidden):
             point = STAGE / str(i)
@@ -182,9 +188,14 @@ class IsolatedLocalBackend(LocalBackend):
         setpriv = [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                    "--bounding-set=-all", *self.bwrap_argv(sources), *runner]
         if not pairs:
-            return setpriv
+            return self._in_cgroup(setpriv)
+        procs = self.pids_cgroup.procs_file if self.pids_cgroup is not None else "/dev/null"
+        # unshare execs the shell in the same process, which enters the cgroup before anything forks
         return [str(tools["unshare"]), "--mount", "--propagation", "private", "/bin/sh", "-c", STAGE_SCRIPT, "sh",
-                *pairs, "--", *setpriv]
+                procs, *pairs, "--", *setpriv]
+
+    def _in_cgroup(self, argv: list[str]) -> list[str]:
+        return wrap_argv(self.pids_cgroup, argv) if self.pids_cgroup is not None else argv
 
     def _python_paths(self) -> list[str]:
         """The base interpreter's installation, which the venv's ``bin/python`` points to; never the
@@ -209,7 +220,7 @@ class IsolatedLocalBackend(LocalBackend):
         runner = super()._runner_argv()
         if self._lease is not None:
             return self._drop_root_argv(runner)
-        return [*self.bwrap_argv(), *runner]
+        return self._in_cgroup([*self.bwrap_argv(), *runner])
 
     # -- files: written by the sandbox's own uid while it runs ------------------------------------
     # (as root, files the host side creates in-process would belong to root and stay read-only for

@@ -33,7 +33,7 @@ from ..plugins import hookimpl
 from ..runner import bootstrap_argv, safefs
 from ..runner.client import ProcessConnection, RunnerBackend, RunnerConnection, entry_to_fileinfo, map_fs_error
 from ..types import FileInfo
-from ._cgroup import PidsCgroup, create_pids_cgroup, wrap_argv
+from ._cgroup import PidsCgroup, create_pids_cgroup
 from ._python_env import PIP_BOOT, VENV_DIR, SandboxVenv, base_interpreter, pip_root
 
 __all__ = ["LocalBackend", "base_interpreter", "sandbox_register_backends"]
@@ -95,8 +95,6 @@ class LocalBackend(RunnerBackend):
         await self._ensure_venv()
         await asyncio.to_thread(self._prepare_spawn)
         argv = self._runner_argv()
-        if self.pids_cgroup is not None:  # the runner enters it before its first instruction
-            argv = wrap_argv(self.pids_cgroup, argv)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -109,6 +107,8 @@ class LocalBackend(RunnerBackend):
             )
         except OSError as exc:
             raise BackendError(f"cannot start {self.python!r}: {exc}", sandbox_id=self.sandbox_id) from exc
+        if self.pids_cgroup is not None and not self.argv_enters_cgroup:
+            self._enter_cgroup(proc.pid)
         return ProcessConnection(proc)
 
     # -- the pids cgroup (see ._cgroup) ----------------------------------------------------------
@@ -116,6 +116,19 @@ class LocalBackend(RunnerBackend):
     #: tasks the runner itself keeps besides the calls' processes (the runner and its pre-forked spare)
     runner_tasks = 2
     pids_cgroup: PidsCgroup | None = None
+
+    #: the runner's command line moves itself into the cgroup (a wrapper that forks before the runner
+    #: does); else the host moves the runner's pid right after spawning it, before the first request
+    #: (the runner forks nothing before it gets one, and Python's startup forks nothing)
+    argv_enters_cgroup = False
+
+    def _enter_cgroup(self, pid: int) -> None:
+        assert self.pids_cgroup is not None
+        try:
+            self.pids_cgroup.add(pid)
+        except OSError as exc:
+            raise BackendError(f"cannot move the runner into its pids cgroup {self.pids_cgroup.path}: {exc}",
+                               sandbox_id=self.sandbox_id) from exc
 
     def _prepare_spawn(self) -> None:
         """Before the runner starts (blocking): make the sandbox's pids cgroup once, when one can be made."""
