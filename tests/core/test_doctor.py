@@ -136,20 +136,16 @@ def test_isolated_tier_hides_the_agents_files(card: tuple[int, dict[str, Any]]) 
     assert "project/.env: FileNotFoundError" in ev
 
 
-def test_isolated_tier_hole_2_is_reported(card: tuple[int, dict[str, Any]]) -> None:
-    """Issue 9, hole 2, as it is today. When the isolated-tier fix lands (an unprivileged host uid;
-    /proc/sys read-only) these verdicts flip to "held"."""
+def test_isolated_tier_hole_2_is_closed(card: tuple[int, dict[str, Any]]) -> None:
+    """Issue 9, hole 2: as root, isolated sandbox code runs as a leased unprivileged host uid and
+    /proc/sys is read-only; not as root, it runs as you. Either way both probes hold."""
     _, data = card
     v = verdicts(data, "isolated")
+    assert v["host-uid"] == "held", evidence(data, "isolated", "host-uid")
+    assert v["proc-sys-write"] == "held", evidence(data, "isolated", "proc-sys-write")
     if ROOT:
-        # the host sees the sandbox's processes as root, and /proc/sys is writable
-        assert v["host-uid"] == "FAILED"
-        assert "uid 0 (root)" in evidence(data, "isolated", "host-uid")
-        assert v["proc-sys-write"] == "FAILED"
-        assert "succeeded" in evidence(data, "isolated", "proc-sys-write")
-    else:
-        assert v["host-uid"] == "held"
-        assert v["proc-sys-write"] == "held"
+        assert "uid 0 (root)" not in evidence(data, "isolated", "host-uid")
+        assert "refused" in evidence(data, "isolated", "proc-sys-write")
 
 
 def test_fork_bomb_whose_first_process_exits_is_reported(card: tuple[int, dict[str, Any]]) -> None:
