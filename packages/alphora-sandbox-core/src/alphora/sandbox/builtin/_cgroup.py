@@ -4,8 +4,9 @@
 tasks (processes and threads) of a *group of processes*, whoever runs them, and every fork beyond
 ``pids.max`` fails with ``EAGAIN``. Each sandbox gets one, named
 ``<pids root>/alphora-sandbox/<sandbox-id>-<random>``, and its runner is put into it before it
-serves any call (a ``sh`` wrapper writes its own pid into ``cgroup.procs`` and then ``exec``\\ s
-the runner), so everything the sandbox ever starts is inside it. ``kill_all()`` + ``remove()``
+serves any call (local: its pid right after the spawn, before it forks anything; isolated: a ``sh``
+wrapper writes its own pid into ``cgroup.procs`` and then ``exec``\\ s bubblewrap, see
+:func:`wrap_argv`), so everything the sandbox ever starts is inside it. ``kill_all()`` + ``remove()``
 at stop/destroy kill what is left and delete it.
 
 Where the cgroup is made:
