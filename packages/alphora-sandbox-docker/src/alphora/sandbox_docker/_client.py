@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ T = TypeVar("T")
 #: HTTP connections kept per engine (sandboxes share one client; calls run in worker threads)
 _POOL = 32
 
-_clients: dict[tuple[str | None, float], docker.DockerClient] = {}
+_clients: dict[tuple[str | None, tuple[str | None, ...], float], docker.DockerClient] = {}
 _clients_lock = threading.Lock()
 
 
@@ -32,7 +33,9 @@ def make_client(base_url: str | None = None, *, timeout: float = 120.0) -> docke
     Docker engine at <address>: <reason>. <fix>" (negotiating the version is the first contact)."""
     import docker as docker_mod
 
-    key = (base_url, timeout)
+    # without base_url the address comes from the environment, which may change within a process
+    env = () if base_url else tuple(os.environ.get(v) for v in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"))
+    key = (base_url, env, timeout)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
