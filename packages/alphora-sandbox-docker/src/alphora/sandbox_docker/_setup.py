@@ -130,6 +130,15 @@ def _status():
     return out
 
 
+def _no_new_privs(st):
+    if "NoNewPrivs" in st:
+        return st["NoNewPrivs"] == "1"
+    # gVisor (runsc) shows no NoNewPrivs line in /proc/self/status: ask the kernel itself
+    if _libc is None:
+        return False
+    return _libc.prctl(ctypes.c_ulong(39), *[ctypes.c_ulong(0)] * 4) == 1  # PR_GET_NO_NEW_PRIVS
+
+
 def _prctl(*args):
     if _libc is None:
         return errno.ENOSYS
@@ -178,8 +187,8 @@ def _setup():
     st = _status()
     kept = [k for k in ("CapEff", "CapPrm", "CapAmb") if int(st.get(k, "0"), 16)]
     ids = (os.getresuid(), os.getresgid())
-    if kept or ids != ((uid,) * 3, (gid,) * 3) or st.get("NoNewPrivs") != "1":
-        _fail("dropping privileges did not hold: %r %r NoNewPrivs=%s" % (kept, ids, st.get("NoNewPrivs")))
+    if kept or ids != ((uid,) * 3, (gid,) * 3) or not _no_new_privs(st):
+        _fail("dropping privileges did not hold: %r %r NoNewPrivs=%s" % (kept, ids, st.get("NoNewPrivs", "?")))
     try:
         os.setuid(0)
     except OSError:
