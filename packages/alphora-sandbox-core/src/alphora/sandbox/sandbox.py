@@ -200,16 +200,19 @@ class Sandbox:
         docker_image: str | None = None,
         resource_limits: ResourceLimits | None = None,
         security_policy: SecurityPolicy | None = None,
+        runtime: str | None = None,
         **kwargs: Any,
     ) -> Sandbox:
         """A sandbox in its own hardened Docker container (needs ``alphora-sandbox[docker]``).
 
         The spec's constructor, a thin alias: ``docker_image`` is the Docker backend's ``image``
-        option (default: the plugin's, :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`); other options
-        go in ``backend_options``."""
+        option (default: the plugin's, :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`), ``runtime``
+        its ``runtime`` option (e.g. ``"runsc"`` for gVisor); other options go in ``backend_options``."""
         options = dict(kwargs.pop("backend_options", None) or {})
         if docker_image is not None:
             options["image"] = docker_image
+        if runtime is not None:
+            options["runtime"] = runtime
         return cls(BackendType.DOCKER, base_path=base_path, resource_limits=resource_limits,
                    security_policy=security_policy, backend_options=options, **kwargs)
 

@@ -165,6 +165,32 @@ class DockerBackend(RunnerBackend):
                     image=self.image,
                 ) from None
         self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
+        if self.docker_options.runtime:
+            self._check_runtime(self.docker_options.runtime)
+
+    def _check_runtime(self, runtime: str) -> None:
+        """The runtime option names a runtime the engine has, and one that gives the network the
+        sandbox asks for: a runtime registered with ``--network=none`` (gVisor's ``runsc`` on hosts
+        where its own network stack cannot start, see docs/docker.md) would silently run without it."""
+        with map_docker_errors("checking the container runtime", sandbox_id=self.sandbox_id, image=self.image):
+            runtimes = self.client.info().get("Runtimes") or {}
+        if runtime not in runtimes:
+            raise DockerError(
+                f"container runtime {runtime!r} is not registered with the Docker engine (it has: "
+                f"{', '.join(sorted(runtimes)) or 'none'}); for gVisor install runsc and add it to "
+                f"/etc/docker/daemon.json \"runtimes\" (see the gVisor section of docs/docker.md)",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            )
+        args = [str(a) for a in (runtimes[runtime] or {}).get("runtimeArgs") or []]
+        if self.network_enabled and ("--network=none" in args or "--network" in args and "none" in args):
+            raise DockerError(
+                f"network access was asked for, but container runtime {runtime!r} is registered with "
+                f"--network=none, so its containers have no network; run without network, or register "
+                f"a runtime that has one (see the gVisor section of docs/docker.md)",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            )
 
     def _no_python(self, explanation: str) -> DockerError | None:
         """The engine could not start the entrypoint because the image has no python3 (runc: ``exec:
