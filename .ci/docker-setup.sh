@@ -5,6 +5,13 @@
 #   bash .ci/docker-setup.sh            # engine + alphora/sandbox:base (also :minimal) + the foreign stand-in
 #   IMAGES="base datascience" bash .ci/docker-setup.sh
 #   FOREIGN_TAGS="" bash .ci/docker-setup.sh   # build the stand-in, but give it no upstream tag
+#   RUNSC=0 bash .ci/docker-setup.sh            # do not install/register gVisor's runsc
+#
+# gVisor: installs Debian's runsc and registers it with dockerd as the runtime "runsc" in
+# /etc/docker/daemon.json "runtimes" (merged into what the file holds), with --network=none among its
+# runtime arguments: on hosts like CI's, runsc's own network stack refuses to start ("cannot run with
+# network enabled in root network namespace"), so the sandbox refuses network under it (docs/docker.md).
+# A running dockerd reloads "runtimes" on SIGHUP; it is never restarted for this.
 #
 # Idempotent: installs Debian's docker.io and mmdebstrap only when missing, starts dockerd only when
 # no engine answers (log: $DOCKERD_LOG), and builds images only when they are missing or their
@@ -39,6 +46,8 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+RUNSC="${RUNSC:-1}"
+if [ "$RUNSC" = 1 ]; then command -v runsc >/dev/null 2>&1 || missing+=(runsc); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -47,6 +56,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # 2. the engine ------------------------------------------------------------------------------------
+# gVisor's runsc as the runtime "runsc": merged into daemon.json before dockerd starts (it reads the
+# file), or followed by SIGHUP when it runs (it reloads "runtimes"); prints "changed" when it wrote
+register_runsc() {
+  $SUDO python3 - "$(command -v runsc)" <<'PY'
+import json, os, sys
+path = "/etc/docker/daemon.json"
+conf = {}
+if os.path.exists(path):
+    with open(path) as fh:
+        text = fh.read().strip()
+    conf = json.loads(text) if text else {}
+want = {"path": sys.argv[1], "runtimeArgs": ["--network=none"]}
+if conf.get("runtimes", {}).get("runsc") != want:
+    conf.setdefault("runtimes", {})["runsc"] = want
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(conf, fh, indent=2)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+    print("changed")
+PY
+}
+if [ "$RUNSC" = 1 ]; then runsc_changed="$(register_runsc)"; else runsc_changed=""; fi
+
+# start dockerd when no engine answers
 engine_up() { docker info >/dev/null 2>&1; }
 
 start_dockerd() {  # $@: extra dockerd flags
@@ -86,6 +120,16 @@ else
       fi
     fi
   fi
+fi
+if [ "$RUNSC" = 1 ]; then
+  has_runsc() { docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; }
+  if [ -n "$runsc_changed" ] || ! has_runsc; then
+    log "registering runsc with the running dockerd (SIGHUP: it reloads \"runtimes\", nothing restarts)"
+    $SUDO kill -HUP "$(cat /var/run/docker.pid)"
+    for _ in $(seq 1 10); do has_runsc && break; sleep 1; done
+  fi
+  has_runsc || { log "runsc is not registered with dockerd; see $DOCKERD_LOG"; exit 1; }
+  log "runtimes: $(docker info --format '{{json .Runtimes}}')"
 fi
 log "engine: $(docker info --format '{{.ServerVersion}} storage={{.Driver}} cgroup={{.CgroupVersion}}' 2>/dev/null)"
 
