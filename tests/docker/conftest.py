@@ -12,6 +12,11 @@ Tests that take the ``image`` fixture (and ``shared_sandbox``, and the contract 
 tests that need our image's extras (the baked CA certificates, the builder itself) use
 ``our_image`` and say why.
 
+The **runtime** dimension: the contract suite and the hostile tests of ``test_docker_runsc.py`` run
+again under gVisor (``runtime="runsc"``) on our image (one image, to keep CI time modest), through the
+``runsc_image`` fixture. Without a ``runsc`` runtime registered with the engine they are skipped with
+the reason, and fail under ``CI`` (``.ci/docker-setup.sh`` installs and registers it).
+
 Every test here except the ``test_unit_*`` modules is marked ``docker``. Without an engine or an
 image they are skipped with the reason shown, *unless* the environment variable ``CI`` is set: in CI
 a missing engine or image fails loudly.
@@ -36,6 +41,8 @@ OUR_IMAGE = "alphora/sandbox:base"
 RECIPE_LABEL = "org.alphora.sandbox.recipe"
 #: ``image`` fixture parameters: every test that takes it runs on both images
 IMAGE_PARAMS = [pytest.param(FOREIGN_IMAGE, id="foreign"), pytest.param(OUR_IMAGE, id="ours")]
+#: gVisor's runtime name, as .ci/docker-setup.sh registers it with dockerd
+RUNSC = "runsc"
 _HERE = Path(__file__).parent
 
 
@@ -113,6 +120,34 @@ def require_image(image: str, *, foreign: bool | None = None) -> str:
     if problem is not None:
         _fail_or_skip(problem)
     return image
+
+
+def require_runtime(runtime: str) -> str:
+    """``runtime`` if it is registered with the engine (``docker info`` Runtimes), else skip (CI: fail)."""
+    _gate()
+    key = (f"runtime:{runtime}", None)
+    if key not in _problems:
+        import docker
+
+        client = docker.from_env()
+        try:
+            runtimes = client.info().get("Runtimes") or {}
+        finally:
+            client.close()
+        _problems[key] = None if runtime in runtimes else (
+            f"no {runtime!r} runtime is registered with the Docker engine (it has: {', '.join(sorted(runtimes))}); "
+            f"run .ci/docker-setup.sh, which installs gVisor's runsc and registers it")
+    problem = _problems[key]
+    if problem is not None:
+        _fail_or_skip(problem)
+    return runtime
+
+
+@pytest.fixture(scope="session")
+def runsc_image() -> str:
+    """Our image, on an engine that has the ``runsc`` (gVisor) runtime: the runtime dimension's image."""
+    require_runtime(RUNSC)
+    return require_image(OUR_IMAGE, foreign=False)
 
 
 @pytest.fixture(autouse=True)

@@ -44,6 +44,13 @@ HOME_DIR = "/home/sandbox"
 MiB = 1024 * 1024
 #: processes of the runner itself (the runner and one pre-forked spare child), on top of max_processes
 RUNNER_PROCESSES = 2
+#: under gVisor the container's pids cgroup counts the Sentry's own host threads, not the sandbox's
+#: processes: about 45 with one process, 190 with 30 idle ones, a peak of 779 under a fork bomb held at
+#: RLIMIT_NPROC 32 (Debian's runsc 0.0~20221219, ptrace platform), and the whole sandbox dies (exit 2)
+#: when the Sentry hits the limit. So ``max_processes`` is an RLIMIT_NPROC inside gVisor's kernel
+#: (which counts only this sandbox's processes) and the pids cgroup a host backstop sized for the Sentry.
+GVISOR_SENTRY_PIDS = 256
+GVISOR_PIDS_PER_PROCESS = 32
 #: the engine's PATH for an image that sets none
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: the engine's log of the container: none. Everything the container prints is the runner's protocol
@@ -102,6 +109,12 @@ class ContainerSpec:
     network_disabled: bool
 
 
+def pids_limit(max_processes: int, gvisor: bool = False) -> int:
+    """The container's pids cgroup limit for ``max_processes`` (see :data:`GVISOR_SENTRY_PIDS`)."""
+    processes = max_processes + RUNNER_PROCESSES
+    return GVISOR_SENTRY_PIDS + GVISOR_PIDS_PER_PROCESS * processes if gvisor else processes
+
+
 def container_spec(
     *,
     sandbox_id: str,
@@ -111,6 +124,7 @@ def container_spec(
     policy: SecurityPolicy,
     opts: DockerOptions,
     image_env: Sequence[str] | None = None,
+    gvisor: bool = False,
 ) -> ContainerSpec:
     """The hardened container of one sandbox. ``command``: the runner's bootstrap argv;
     ``image_env``: the image's ``Config.Env`` (for its PATH).
@@ -125,6 +139,8 @@ def container_spec(
       without any capability.
     * memory (swap off), CPU, pids (``max_processes`` + 2: the runner and its pre-forked spare), open files, and
       the largest file a process may write (``disk_mb``: RLIMIT_FSIZE) from ResourceLimits.
+    * ``gvisor`` (the runtime is gVisor's runsc): the pids limit leaves room for the Sentry's threads
+      (:data:`GVISOR_SENTRY_PIDS`); the runner enforces ``max_processes`` as RLIMIT_NPROC instead.
     """
     base = f"alphora-{sandbox_id}-{instance}"
     labels = {**opts.labels, **owner_labels(), L_ID: sandbox_id, L_ROLE: "sandbox"}
@@ -144,7 +160,7 @@ def container_spec(
         "mem_limit": limits.memory_mb * MiB,
         "memswap_limit": limits.memory_mb * MiB,
         "nano_cpus": int(limits.cpu_cores * 1e9),
-        "pids_limit": limits.max_processes + RUNNER_PROCESSES,
+        "pids_limit": pids_limit(limits.max_processes, gvisor),
         "ulimits": [
             {"Name": "nofile", "Soft": limits.max_open_files, "Hard": limits.max_open_files},
             {"Name": "fsize", "Soft": file_limit, "Hard": file_limit},

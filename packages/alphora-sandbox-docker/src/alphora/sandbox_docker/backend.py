@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 import weakref
@@ -111,6 +112,8 @@ class DockerBackend(RunnerBackend):
         self._container_id: str | None = None
         self._conn: DockerConnection | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        #: the runtime is gVisor's runsc (by name until the engine's runtimes are read at initialize)
+        self.gvisor = "runsc" in (self.docker_options.runtime or "")
         self.spec: ContainerSpec = self._make_spec(None)
 
     def _make_spec(self, image_env: list[str] | None) -> ContainerSpec:
@@ -122,6 +125,7 @@ class DockerBackend(RunnerBackend):
             policy=self.security_policy,
             opts=self.docker_options,
             image_env=image_env,
+            gvisor=self.gvisor,
         )
 
     # -- engine access ---------------------------------------------------------------------------
@@ -164,9 +168,9 @@ class DockerBackend(RunnerBackend):
                     sandbox_id=self.sandbox_id,
                     image=self.image,
                 ) from None
-        self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
         if self.docker_options.runtime:
             self._check_runtime(self.docker_options.runtime)
+        self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
 
     def _check_runtime(self, runtime: str) -> None:
         """The runtime option names a runtime the engine has, and one that gives the network the
@@ -182,8 +186,12 @@ class DockerBackend(RunnerBackend):
                 sandbox_id=self.sandbox_id,
                 image=self.image,
             )
-        args = [str(a) for a in (runtimes[runtime] or {}).get("runtimeArgs") or []]
-        if self.network_enabled and ("--network=none" in args or "--network" in args and "none" in args):
+        entry = runtimes[runtime] or {}
+        self.gvisor = os.path.basename(str(entry.get("path") or runtime)) == "runsc"
+        args = [str(a) for a in entry.get("runtimeArgs") or []]
+        flags = [a.lstrip("-") for a in args]  # runsc takes -flag and --flag, "=value" or a separate value
+        no_net = any(f == "network=none" or (f == "network" and v == "none") for f, v in zip(flags, [*args[1:], ""], strict=True))
+        if self.network_enabled and no_net:
             raise DockerError(
                 f"network access was asked for, but container runtime {runtime!r} is registered with "
                 f"--network=none, so its containers have no network; run without network, or register "
@@ -364,8 +372,13 @@ class DockerBackend(RunnerBackend):
     def _runner_limits(self) -> dict[str, int]:
         # memory and process counts are the container's cgroup limits (an RLIMIT_NPROC would count
         # every uid-1000 process on the host); per-file size and open files are rlimits as well.
+        # Under gVisor the kernel is the sandbox's own, so RLIMIT_NPROC counts only this sandbox's
+        # processes: it holds max_processes, as the pids cgroup must leave room for gVisor's threads.
         rl = self.resource_limits
-        return {"fsize_bytes": rl.disk_mb * 1024 * 1024, "nofile": rl.max_open_files}
+        limits = {"fsize_bytes": rl.disk_mb * 1024 * 1024, "nofile": rl.max_open_files}
+        if self.gvisor:
+            limits["nproc"] = rl.max_processes
+        return limits
 
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:
         # the image's site-packages is read-only: pip installs into ~/.local (the home volume)

@@ -84,6 +84,23 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CHUNK = 1 << 20
 
+
+def _open_subdir(name: str, dfd: int) -> int:
+    """``os.open(name, _DIR_FLAGS, dir_fd=dfd)``, checked: gVisor (runsc, at least Debian's 2022
+    release) follows a symlink to a directory despite ``O_NOFOLLOW | O_DIRECTORY``, so the entry
+    must be that very directory (same device and inode), else ELOOP as Linux would say."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    try:
+        st, entry = os.fstat(fd), os.lstat(name, dir_fd=dfd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not _stat.S_ISDIR(entry.st_mode) or (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino):
+        os.close(fd)
+        raise OSError(errno.ELOOP, "symlink in path (or the entry changed while opened)", name)
+    return fd
+
+
 #: the longest workspace-relative path, in bytes of UTF-8 (PATH_MAX is 4096 with the final NUL)
 MAX_PATH_BYTES = 4095
 #: the longest path component, in bytes (NAME_MAX)
@@ -168,7 +185,7 @@ def _open_dir(rootfd: int, parts: list[str], rel: str, create: bool = False) -> 
     try:
         for part in parts:
             try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = _open_subdir(part, fd)
             except FileNotFoundError:
                 if not create:
                     raise FileNotFoundError(errno.ENOENT, "no such directory", rel) from None
@@ -176,7 +193,7 @@ def _open_dir(rootfd: int, parts: list[str], rel: str, create: bool = False) -> 
                     os.mkdir(part, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = _open_subdir(part, fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
                     if _is_link(part, fd):
@@ -424,7 +441,7 @@ def _walk(start: int, base: str, *, strict: bool, paths: bool = True) -> Generat
                 continue
             yield _DIR, path, name, st, cur
             try:
-                sub = os.open(name, _DIR_FLAGS, dir_fd=cur)
+                sub = _open_subdir(name, cur)
             except OSError as exc:
                 if not strict:
                     continue
@@ -479,10 +496,10 @@ def _chmod_dir(dfd: int, name: str) -> None:
 def _open_for_removal(dfd: int, name: str) -> int:
     """Open directory ``name`` to empty it: made readable and writable for its owner if need be."""
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        fd = _open_subdir(name, dfd)
     except PermissionError:
         _chmod_dir(dfd, name)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        fd = _open_subdir(name, dfd)
     mode = os.fstat(fd).st_mode
     if mode & 0o700 != 0o700:
         try:
