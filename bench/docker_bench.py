@@ -1,9 +1,12 @@
 """Docker backend numbers: container create + first run, warm per-call latency next to a raw
-``docker exec``, and 8 concurrent docker sandboxes.
+``docker exec``, and 8 concurrent docker sandboxes; then start and warm-call latency under each container
+runtime (runc, and gVisor's runsc when the engine has it) with medians and ratios to runc.
 
     python bench/docker_bench.py [--image python:3.11-slim] [--calls 200] [--json out.json]
+    python bench/docker_bench.py --image alphora/sandbox:base --runtimes-only   # just runc vs runsc
 
-Needs a running engine and the base image (``alphora-sandbox docker build base``).
+Needs a running engine and the base image (``alphora-sandbox docker build base``); runsc is measured
+when it is registered with the engine (``.ci/docker-setup.sh`` does it; see docs/docker.md).
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ async def _timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return out
 
 
-async def create_and_first_run(image: str, n: int) -> dict[str, Any]:
+async def create_and_first_run(image: str, n: int, runtime: str | None = None) -> dict[str, Any]:
     starts, firsts, destroys = [], [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        sandbox = Sandbox.create_docker(docker_image=image)
+        sandbox = Sandbox.create_docker(docker_image=image, runtime=runtime)
         await sandbox.start()
         t1 = time.perf_counter()
         result = await sandbox.run("print('hi')")
@@ -54,8 +57,8 @@ async def create_and_first_run(image: str, n: int) -> dict[str, Any]:
     return {"start": _stats(starts), "create_plus_first_run": _stats(firsts), "destroy": _stats(destroys)}
 
 
-async def warm_calls(image: str, calls: int) -> dict[str, Any]:
-    sandbox = Sandbox.create_docker(docker_image=image)
+async def warm_calls(image: str, calls: int, runtime: str | None = None) -> dict[str, Any]:
+    sandbox = Sandbox.create_docker(docker_image=image, runtime=runtime)
     await sandbox.start()
     try:
         for _ in range(10):
@@ -140,16 +143,68 @@ async def concurrent(image: str, k: int, calls_each: int) -> dict[str, Any]:
     }
 
 
+def registered_runtimes() -> list[str]:
+    """runc, and runsc when the engine has a runtime of that name."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    finally:
+        client.close()
+    return ["runc"] + (["runsc"] if "runsc" in runtimes else [])
+
+
+async def per_runtime(image: str, runtimes: list[str], starts: int, calls: int) -> dict[str, Any]:
+    """Start and warm-call latency of the same sandbox under each runtime."""
+    out: dict[str, Any] = {}
+    for runtime in runtimes:
+        out[runtime] = {"create_first_run": await create_and_first_run(image, starts, runtime),
+                        "warm": await warm_calls(image, calls, runtime)}
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"image": args.image}
-    results["create_first_run"] = await create_and_first_run(args.image, args.starts)
-    results["warm"] = await warm_calls(args.image, args.calls)
-    results["raw_docker_exec"] = await asyncio.to_thread(raw_docker_exec, args.image, args.calls)
-    results["concurrent"] = await concurrent(args.image, args.concurrency, args.calls_each)
+    if not args.runtimes_only:
+        results["create_first_run"] = await create_and_first_run(args.image, args.starts)
+        results["warm"] = await warm_calls(args.image, args.calls)
+        results["raw_docker_exec"] = await asyncio.to_thread(raw_docker_exec, args.image, args.calls)
+        results["concurrent"] = await concurrent(args.image, args.concurrency, args.calls_each)
+    runtimes = args.runtime or await asyncio.to_thread(registered_runtimes)
+    results["runtimes"] = await per_runtime(args.image, runtimes, args.starts, args.calls)
     return results
 
 
+#: (label, section, key) of the per-runtime table
+_RUNTIME_ROWS = [
+    ("create + start", "create_first_run", "start"),
+    ("create + first run", "create_first_run", "create_plus_first_run"),
+    ("destroy", "create_first_run", "destroy"),
+    ("warm run('pass')", "warm", "run_python_pass"),
+    ("warm execute_shell('true')", "warm", "execute_shell_true"),
+    ("warm write_file (small)", "warm", "write_file_small"),
+]
+
+
+def _print_runtimes(per: dict[str, Any]) -> None:
+    names = list(per)
+    base = names[0]
+    head = f"{'median ms':<28}" + "".join(f"{n:>10}" for n in names)
+    head += "".join(f"{n + '/' + base:>14}" for n in names[1:])
+    print(head)
+    for label, section, key in _RUNTIME_ROWS:
+        meds = [per[n][section][key]["median_ms"] for n in names]
+        row = f"{label:<28}" + "".join(f"{m:>10.1f}" for m in meds)
+        row += "".join(f"{m / meds[0]:>13.1f}x" for m in meds[1:])
+        print(row)
+
+
 def _print(results: dict[str, Any]) -> None:
+    if "create_first_run" not in results:
+        print(f"image: {results['image']}")
+        _print_runtimes(results["runtimes"])
+        return
     cf = results["create_first_run"]
     w = results["warm"]
     raw = results["raw_docker_exec"]
@@ -170,6 +225,8 @@ def _print(results: dict[str, Any]) -> None:
           f"{c['start_all_plus_first_run_s']:.2f} s; {c['calls_total']} calls in {c['calls_wall_s']:.2f} s "
           f"({c['calls_per_s']:.0f}/s, median {c['per_call_under_load']['median_ms']:.1f} ms); "
           f"8 CPU-bound calls {c['cpu_bound_8x_wall_s']:.2f} s; destroy all {c['destroy_all_s']:.2f} s")
+    print("per container runtime (same image):")
+    _print_runtimes(results["runtimes"])
 
 
 def main() -> None:
@@ -179,6 +236,9 @@ def main() -> None:
     p.add_argument("--starts", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--calls-each", type=int, default=25)
+    p.add_argument("--runtime", action="append", help="container runtime to compare (repeatable; default: runc, "
+                   "and runsc when the engine has it); the first is the ratios' base")
+    p.add_argument("--runtimes-only", action="store_true", help="only the per-runtime start and warm-call table")
     p.add_argument("--json", help="write the raw numbers here")
     args = p.parse_args()
     results = asyncio.run(main_async(args))

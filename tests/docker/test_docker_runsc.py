@@ -100,6 +100,13 @@ async def test_network_under_a_network_none_runtime_is_refused(tmp_path: Path, r
     await sandbox.destroy()
 
 
+async def test_runc_named_as_the_runtime_works(tmp_path: Path, our_image: str, docker_client: Any) -> None:
+    async with Sandbox.create_docker(base_path=tmp_path, docker_image=our_image, runtime="runc") as sandbox:
+        assert (await sandbox.run("print('on runc')")).stdout == "on runc\n"
+        assert isinstance(sandbox.backend, DockerBackend)
+        assert docker_client.api.inspect_container(sandbox.backend.spec.name)["HostConfig"]["Runtime"] == "runc"
+
+
 async def test_an_unregistered_runtime_is_a_clear_error(tmp_path: Path, our_image: str) -> None:
     sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=our_image, runtime="alphora-no-such-runtime")
     with pytest.raises(DockerError, match="'alphora-no-such-runtime' is not registered with the Docker engine"):

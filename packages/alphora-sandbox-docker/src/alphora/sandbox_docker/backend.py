@@ -190,7 +190,8 @@ class DockerBackend(RunnerBackend):
         self.gvisor = os.path.basename(str(entry.get("path") or runtime)) == "runsc"
         args = [str(a) for a in entry.get("runtimeArgs") or []]
         flags = [a.lstrip("-") for a in args]  # runsc takes -flag and --flag, "=value" or a separate value
-        no_net = any(f == "network=none" or (f == "network" and v == "none") for f, v in zip(flags, [*args[1:], ""], strict=True))
+        no_net = any(f == "network=none" or (f == "network" and args[i + 1:i + 2] == ["none"])
+                     for i, f in enumerate(flags))
         if self.network_enabled and no_net:
             raise DockerError(
                 f"network access was asked for, but container runtime {runtime!r} is registered with "

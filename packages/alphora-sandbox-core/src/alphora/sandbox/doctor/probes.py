@@ -328,9 +328,11 @@ async def _docker_pids(sb: Sandbox, ctx: ProbeContext) -> tuple[int, int]:
         return int((stats.get("pids_stats") or {}).get("current", -1)), limit
 
     current, limit = await asyncio.to_thread(read)
-    if current >= 0:
+    if current >= 0 and ctx.tier != "docker+runsc":
         return current, limit
-    # the runtime reports no pids count (gVisor may not): count from inside, minus the counting call
+    # gVisor: the container's pids cgroup counts the Sentry's host threads (45 and more when idle), not
+    # the sandbox's processes; they are in gVisor's own /proc. Count there (also when the runtime
+    # reports no pids count), minus the counting call
     r = await sb.run("import os\nprint(sum(p.isdigit() for p in os.listdir('/proc')) - 1)", timeout=15)
     if not r.stdout.strip().isdigit():
         raise ProbeError(f"cannot count the container's processes: {r.status.value} {r.error[-160:]}")
