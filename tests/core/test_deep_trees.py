@@ -140,13 +140,17 @@ async def test_1500_levels_list_copy_save_and_restore_work(sandbox: Sandbox, tmp
     assert await sandbox.read_file("e/" + chain(1_499) + "/leaf.txt") == "leaf"
 
     storage = _storage(tmp_path)
-    saved = await sandbox.save_workspace(storage, "deep")
-    assert saved == sorted([leaf, "e/" + chain(1_499) + "/leaf.txt", "keep/top.txt"])
+    try:
+        saved = await sandbox.save_workspace(storage, "deep")
+        assert saved == sorted([leaf, "e/" + chain(1_499) + "/leaf.txt", "keep/top.txt"])
 
-    assert await sandbox.delete_file("d") is True
-    assert await sandbox.delete_file("e") is True
-    assert sorted(await sandbox.restore_workspace(storage, "deep")) == saved
-    assert await sandbox.read_file(leaf) == "leaf"
+        assert await sandbox.delete_file("d") is True
+        assert await sandbox.delete_file("e") is True
+        assert sorted(await sandbox.restore_workspace(storage, "deep")) == saved
+        assert await sandbox.read_file(leaf) == "leaf"
+    finally:
+        # pytest's own clean-up of old tmp dirs recurses (shutil.rmtree): leave no deep tree behind
+        safefs.rmtree(tmp_path / "storage")
 
 
 async def test_make_dir_refuses_paths_over_the_limit_and_accepts_up_to_it(sandbox: Sandbox) -> None:
