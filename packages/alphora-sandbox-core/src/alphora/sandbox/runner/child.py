@@ -161,10 +161,12 @@ def _finish(code: int) -> None:
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback as ``python -c`` would print it: the runner's own frames left out."""
-    hidden = {user_traceback.__code__.co_filename, runpy.__file__}
+    """The traceback as ``python -c`` would print it: the runner's own frames (of any of its modules,
+    which share this one's directory) left out."""
+    ours = os.path.dirname(user_traceback.__code__.co_filename)
     te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in hidden])
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if f.filename != runpy.__file__ and os.path.dirname(f.filename) != ours])
     text = "".join(te.format())
     if not te.stack:
         text = text.replace("Traceback (most recent call last):\n", "", 1)
