@@ -25,6 +25,8 @@ import functools
 import marshal
 from pathlib import Path
 
+from .protocol import header
+
 __all__ = ["BOOT", "RUNNER_MODULES", "RUNNER_PACKAGE", "bootstrap_argv", "runner_source", "source_frame"]
 
 _HERE = Path(__file__).resolve().parent
@@ -137,7 +139,7 @@ def source_frame(same_interpreter: bool = False) -> bytes:
     local backend) the program and its modules are sent pre-compiled (marshal), which saves
     compiling them at every start; otherwise as source, which any python3 can run."""
     blob = _compiled_blob() if same_interpreter else runner_source()
-    return len(blob).to_bytes(4, "big") + blob
+    return header(len(blob)) + blob
 
 
 def bootstrap_argv(python: str = "python3") -> list[str]:

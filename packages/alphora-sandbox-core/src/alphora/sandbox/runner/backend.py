@@ -162,15 +162,16 @@ class RunnerBackend(Backend):
             if self._started:
                 self._client = await self._connect()
 
-    # The names of earlier versions, for callers (overrides are mapped by __init_subclass__). An old
-    # override's ``super()._runner_env()`` reaches the next implementation that is not itself such
-    # an override.
+    # The names of earlier versions, for callers (overrides are mapped by __init_subclass__). The
+    # implementation used is the first one below the last class that overrides the old name, so an
+    # old override's ``super()._runner_env()`` reaches the implementation it extends.
     def _hook(self, new: str) -> Any:
         old = "_" + new
-        for klass in type(self).__mro__:
-            impl = klass.__dict__.get(new)
-            if impl is not None and impl is not klass.__dict__.get(old):
-                return impl.__get__(self, type(self))
+        mro = type(self).__mro__
+        start = max((i + 1 for i, k in enumerate(mro) if k is not RunnerBackend and old in k.__dict__), default=0)
+        for klass in mro[start:]:
+            if new in klass.__dict__:
+                return klass.__dict__[new].__get__(self, type(self))
         raise AttributeError(new)  # pragma: no cover - RunnerBackend defines them all
 
     async def _spawn_runner(self) -> RunnerConnection:

@@ -22,8 +22,8 @@ from typing import Any
 
 __all__ = [
     "EV_DONE", "EV_ERROR", "EV_LOST", "EV_OUT", "EV_STARTED", "FS_FUNCTIONS", "HEADER", "MAX_FRAME", "OPS",
-    "PATH_ESCAPE", "PROTOCOL_VERSION", "FrameBuffer", "decode_body", "encode", "frame_size", "read_frame_blocking",
-    "write_all",
+    "PATH_ESCAPE", "PROTOCOL_VERSION", "FrameBuffer", "decode_body", "encode", "frame_size", "header", "read_exact",
+    "read_frame_blocking", "write_all",
 ]
 
 #: bumped when a request or reply changes incompatibly; the runner reports it in its ``hello`` reply
@@ -52,10 +52,15 @@ EV_STARTED = "started"
 PATH_ESCAPE = "PathEscape"
 
 
+def header(size: int) -> bytes:
+    """The length prefix of a frame whose body has ``size`` bytes."""
+    return size.to_bytes(HEADER, "big")
+
+
 def encode(msg: dict[str, Any]) -> bytes:
     """One frame: length prefix + JSON body."""
     body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return len(body).to_bytes(HEADER, "big") + body
+    return header(len(body)) + body
 
 
 def frame_size(head: bytes) -> int:
