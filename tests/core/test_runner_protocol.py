@@ -40,7 +40,7 @@ def _frame_code(path: Path) -> list[str]:
 
 
 def test_protocol_py_is_the_only_place_frames_are_encoded_or_decoded() -> None:
-    files = sorted(RUNNER_DIR.glob("*.py")) + [Path(local_backend.__file__)]
+    files = [*sorted(RUNNER_DIR.glob("*.py")), Path(local_backend.__file__)]
     offenders = [hit for f in files if f.name != "protocol.py" for hit in _frame_code(f)]
     assert offenders == []
     assert _frame_code(RUNNER_DIR / "protocol.py")  # (the check does see frame code where it is)
