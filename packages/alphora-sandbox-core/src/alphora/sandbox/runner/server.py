@@ -35,26 +35,9 @@ from .child import child_base, run_job, spare_main
 from .proctree import exit_code, kill_tree, prctl_subreaper, usage_of
 from .protocol import EV_DONE, EV_ERROR, EV_OUT, PROTOCOL_VERSION, FrameBuffer, encode, write_all
 from .sessions import Sessions
-from .streams import READ_SIZE, Stream, required
+from .streams import READ_SIZE, Call, Stream, required
 
 EXIT_GRACE = 0.1  # seconds to keep reading a call's pipes after its main process exited
-
-
-class Call:
-    def __init__(self, rid: Any, pid: int, streams: list[Stream], timeout: float, stdin_fd: int, stdin: bytes) -> None:
-        self.id = rid
-        self.pid = pid
-        self.streams = streams
-        self.started = time.monotonic()
-        self.deadline = self.started + timeout
-        self.timeout = timeout
-        self.status: int | None = None
-        self.ended_at: float | None = None
-        self.timed_out = False
-        self.cancelled = False
-        self.killed = 0
-        self.stdin_fd = stdin_fd
-        self.stdin = memoryview(stdin)
 
 
 class Runner:

@@ -1,4 +1,4 @@
-"""Per-call plumbing of the runner: the capped, incrementally decoded output pipes.
+"""Per-call plumbing of the runner: a call in flight and its capped, incrementally decoded output pipes.
 
 Part of the runner program (stdlib only).
 """
@@ -6,6 +6,7 @@ Part of the runner program (stdlib only).
 from __future__ import annotations
 
 import codecs
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -45,3 +46,22 @@ class Stream:
 
     def flush(self) -> str:
         return self.decoder.decode(b"", True)
+
+
+class Call:
+    """One ``exec`` request in flight: its process, pipes, deadline and outcome."""
+
+    def __init__(self, rid: Any, pid: int, streams: list[Stream], timeout: float, stdin_fd: int, stdin: bytes) -> None:
+        self.id = rid
+        self.pid = pid
+        self.streams = streams
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timeout = timeout
+        self.status: int | None = None
+        self.ended_at: float | None = None
+        self.timed_out = False
+        self.cancelled = False
+        self.killed = 0
+        self.stdin_fd = stdin_fd
+        self.stdin = memoryview(stdin)
