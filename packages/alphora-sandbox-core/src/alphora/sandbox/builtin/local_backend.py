@@ -93,6 +93,10 @@ class LocalBackend(RunnerBackend):
         """The command that starts the runner (a subclass may wrap it, e.g. in bubblewrap)."""
         return bootstrap_argv(self.python)
 
+    def _runner_argv(self) -> list[str]:
+        """The name of earlier versions, for callers (a subclass overrides ``runner_argv``)."""
+        return self.runner_argv()
+
     async def spawn_runner(self) -> RunnerConnection:
         await self._ensure_venv()
         await asyncio.to_thread(self._prepare_spawn)
