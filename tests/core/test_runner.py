@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from alphora.sandbox.backend import Backend
-from alphora.sandbox.runner import BOOT, bootstrap_argv, runner_source, safefs, source_frame
+from alphora.sandbox.runner import (
+    BOOT,
+    RUNNER_MODULES,
+    RUNNER_PACKAGE,
+    _module_sources,
+    bootstrap_argv,
+    runner_source,
+    safefs,
+    source_frame,
+)
 from alphora.sandbox.runner.client import ProcessConnection, RunnerBackend, RunnerConnection
 from alphora.sandbox.testing import BackendContractTests
 
@@ -89,20 +98,27 @@ class RawRunner:
 
 
 def test_runner_source_is_self_contained_stdlib_only() -> None:
-    tree = ast.parse(runner_source())
+    """Every shipped module (and the loader around them) imports the stdlib or, relatively, another
+    shipped module; nothing of alphora."""
     stdlib = set(sys.stdlib_module_names)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        for name in names:
-            top = name.split(".")[0]
-            assert top in stdlib or top == "__future__" or top == "alphora", name
-    # the only alphora import is the fallback for module use, skipped when safefs is inlined
-    assert "_ALPHORA_SAFEFS = " in runner_source().decode()
+    trees = {"<loader>": ast.parse(runner_source())}
+    trees.update({name: ast.parse(src) for name, src in _module_sources().items()})
+    for where, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.ImportFrom):  # relative: another shipped module
+                assert node.level == 1, (where, node.module)
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                assert all(t in RUNNER_MODULES for t in targets), (where, targets)
+                continue
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in stdlib or top == "__future__" or (where == "<loader>" and top == RUNNER_PACKAGE), name
     assert len(BOOT) < 400
 
 

@@ -22,13 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
-
+from . import packages as _pkg
 from . import pathguard
 from .backend import (
-    HOST_PACKAGE_ENV,
     Backend,
     OutputCallback,
     OutputChunk,
@@ -72,58 +68,9 @@ __all__ = ["Sandbox"]
 log = logging.getLogger("alphora.sandbox")
 audit_log = logging.getLogger("alphora.sandbox.audit")
 
-#: host variables passed to *pip* (never to user code) so package installs work behind proxies
-_PIP_TIMEOUT = 600.0
 #: workspace paths save_workspace skips by default, besides the backend's ``internal_paths``
 DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-#: run in the sandbox: where distribution NAME is found and whether that is the sandbox's own
-#: environment (its venv or its user site) or the base one (base interpreter, image)
-_LOCATE_DISTRIBUTION = """\
-import importlib.metadata as m, json, os, site, sys, sysconfig
-own = set()
-if sys.prefix != sys.base_prefix:
-    own.update(os.path.realpath(sysconfig.get_path(k)) for k in ("purelib", "platlib"))
-if site.ENABLE_USER_SITE:
-    own.add(os.path.realpath(site.getusersitepackages()))
-try:
-    d = m.distribution(NAME)
-except m.PackageNotFoundError:
-    print("null")
-else:
-    where = os.path.realpath(str(d.locate_file("")))
-    print(json.dumps({"name": d.metadata["Name"], "version": d.version, "location": where, "own": where in own}))
-"""
-
-
-def _validate_requirement(package: str, version: str | None = None) -> str:
-    """Return a pip requirement string, or raise PackageError: never an option, never a shell word."""
-    if not isinstance(package, str) or not package.strip():
-        raise PackageError(f"invalid package name: {package!r}", package=str(package))
-    package = package.strip()
-    if package.startswith("-") or any(c in package for c in "\n\r\0"):
-        raise PackageError(f"invalid package name: {package!r} (options are not accepted)", package=package)
-    try:
-        req = Requirement(package)
-    except InvalidRequirement as exc:
-        raise PackageError(f"invalid package requirement {package!r}: {exc}", package=package) from None
-    if req.url:
-        raise PackageError(f"URL requirements are not accepted: {package!r}", package=package)
-    if version is not None:
-        version = str(version).strip()
-        if req.specifier:
-            raise PackageError(f"give the version either in {package!r} or as version=, not both", package=package)
-        try:
-            if version[:1].isdigit():
-                Version(version)
-                return f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}=={version}"
-            SpecifierSet(version)
-        except (InvalidVersion, InvalidSpecifier):
-            raise PackageError(f"invalid version {version!r} for {package!r}", package=package) from None
-        return f"{package}{version}"
-    return str(req)
-
-
 class Sandbox:
     """A sandboxed workspace with its own processes, files, env vars and packages.
 
@@ -627,44 +574,33 @@ class Sandbox:
         self._require_running()
         await self._check("package", content=" ".join(args))
         prefix, pip_env = await self.backend.pip_command()
-        host = ({k: v for k in HOST_PACKAGE_ENV if (v := os.environ.get(k)) is not None}
-                if self.backend.pip_host_env else {})
-        # precedence: host pip settings < the sandbox's own env vars < what the backend requires
-        env = {**host, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", **self._env, **pip_env}
+        env = _pkg.pip_env(_pkg.host_pip_env() if self.backend.pip_host_env else {}, self._env, pip_env)
         self._audit("pip", args=list(args))
         request = ProcessRequest(kind="argv", argv=(*prefix, *args), env=env,
-                                 timeout=float(timeout or max(_PIP_TIMEOUT, self.resource_limits.timeout_seconds)),
+                                 timeout=_pkg.pip_timeout(timeout, self.resource_limits),
                                  max_output=self.resource_limits.max_output_size)
         return await self._run(request, None)
 
     async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
         """pip-install a package into the sandbox's own environment (never the host's)."""
-        req = _validate_requirement(package, version)
+        req = _pkg.validate_requirement(package, version)
         return await self._pip(["install", *(["--upgrade"] if upgrade else []), "--", req])
 
     async def install_packages(self, packages: Sequence[str]) -> ExecutionResult:
-        if isinstance(packages, str) or not packages:
-            raise PackageError("packages must be a non-empty list of requirement strings", package=str(packages))
-        reqs = [_validate_requirement(p) for p in packages]
+        reqs = _pkg.validate_requirements(packages)
         return await self._pip(["install", "--", *reqs])
 
     async def install_requirements(self, path: str = "requirements.txt") -> ExecutionResult:
         """Install a requirements file of the workspace; each line is validated like install_package."""
         text = await self.read_file(path)
-        reqs = []
-        for raw in text.splitlines():
-            line = raw.split("#", 1)[0].strip()
-            if line:
-                reqs.append(_validate_requirement(line))
-        if not reqs:
-            raise PackageError(f"{path} lists no requirements", package=path)
+        reqs = _pkg.requirements_file(text, path)
         return await self._pip(["install", "--", *reqs])
 
     async def uninstall_package(self, package: str) -> ExecutionResult:
         """pip-uninstall a package the sandbox installed. A package that is not installed, or that
         comes from the sandbox's base environment (the base interpreter's site-packages with
         ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
-        name = Requirement(_validate_requirement(package)).name
+        name = _pkg.requirement_name(package)
         self._require_running()
         await self._check("package", content=f"uninstall {name}")
         started = time.monotonic()
@@ -686,7 +622,7 @@ class Sandbox:
     async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
         """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
         own environment (its venv, or its user site) rather than the base environment."""
-        result = await self._python_internal(_LOCATE_DISTRIBUTION.replace("NAME", repr(name)))
+        result = await self._python_internal(_pkg.locate_distribution_code(name))
         if not result.success:
             raise PackageError(f"could not look up {name}: {result.stderr.strip()[-500:]}", package=name)
         found: dict[str, Any] | None = json.loads(result.stdout)
@@ -694,26 +630,19 @@ class Sandbox:
 
     async def list_packages(self) -> list[PackageInfo]:
         """The distributions sandbox code can import (its own and, if visible, its base environment's)."""
-        code = ("import importlib.metadata as m, json, os\n"
-                "print(json.dumps(sorted({(d.metadata['Name'] or '', d.version, os.path.realpath(str(d.locate_file(''))))"
-                " for d in m.distributions() if d.metadata['Name']})))")
-        result = await self._python_internal(code)
+        result = await self._python_internal(_pkg.LIST_DISTRIBUTIONS)
         if not result.success:
             raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
         return [PackageInfo(name=n, version=v, location=loc) for n, v, loc in json.loads(result.stdout)]
 
     async def package_installed(self, package: str) -> bool:
         """True when sandbox code can import distribution ``package``."""
-        name = Requirement(_validate_requirement(package)).name
-        code = ("import importlib.metadata as m, sys\n"
-                f"try:\n    m.version({name!r})\nexcept m.PackageNotFoundError:\n    sys.exit(1)")
-        return (await self._python_internal(code)).success
+        name = _pkg.requirement_name(package)
+        return (await self._python_internal(_pkg.installed_code(name))).success
 
     async def get_package_version(self, package: str) -> str | None:
-        name = Requirement(_validate_requirement(package)).name
-        code = ("import importlib.metadata as m\n"
-                f"try:\n    print(m.version({name!r}))\nexcept m.PackageNotFoundError:\n    pass")
-        out = (await self._python_internal(code)).stdout.strip()
+        name = _pkg.requirement_name(package)
+        out = (await self._python_internal(_pkg.version_code(name))).stdout.strip()
         return out or None
 
     async def _python_internal(self, code: str) -> ExecutionResult:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from alphora.sandbox.runner.client import RunnerConnection
+from alphora.sandbox.runner.transport import RunnerConnection
 
 __all__ = ["Demux", "DockerConnection", "raw_socket"]
 

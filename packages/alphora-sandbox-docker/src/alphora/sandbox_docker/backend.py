@@ -33,7 +33,10 @@ import attrs
 from alphora.sandbox.backend import OutputCallback, ProcessRequest
 from alphora.sandbox.errors import BackendError, DockerError
 from alphora.sandbox.runner import bootstrap_argv
-from alphora.sandbox.runner.client import RunnerBackend, RunnerClient, RunnerConnection, RunnerSession
+from alphora.sandbox.runner.backend import RunnerBackend
+from alphora.sandbox.runner.client import RunnerClient
+from alphora.sandbox.runner.session import RunnerSession
+from alphora.sandbox.runner.transport import RunnerConnection
 from alphora.sandbox.session import PythonSession
 from alphora.sandbox.types import ExecutionResult, ExecutionStatus
 
@@ -270,7 +273,7 @@ class DockerBackend(RunnerBackend):
                 self, _cleanup, self.docker_options.docker_host, self.spec.name, tuple(self.spec.volumes)
             )
 
-    async def _spawn_runner(self) -> RunnerConnection:
+    async def spawn_runner(self) -> RunnerConnection:
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, self._create_and_attach)
         try:
@@ -326,7 +329,7 @@ class DockerBackend(RunnerBackend):
                 except docker.errors.NotFound:
                     pass
 
-    async def _stop_environment(self) -> None:
+    async def stop_environment(self) -> None:
         await in_thread(self._remove_container_sync)
 
     async def destroy(self) -> None:
@@ -354,10 +357,10 @@ class DockerBackend(RunnerBackend):
 
     # -- the runner's environment ----------------------------------------------------------------
 
-    def _runner_workspace(self) -> str | None:
+    def runner_workspace(self) -> str | None:
         return WORKSPACE_DIR
 
-    def _runner_env(self) -> dict[str, str]:
+    def runner_env(self) -> dict[str, str]:
         return {
             "PATH": self.spec.environment["PATH"],
             "HOME": HOME_DIR,
@@ -370,7 +373,7 @@ class DockerBackend(RunnerBackend):
             "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
         }
 
-    def _runner_limits(self) -> dict[str, int]:
+    def runner_limits(self) -> dict[str, int]:
         # memory and process counts are the container's cgroup limits (an RLIMIT_NPROC would count
         # every uid-1000 process on the host); per-file size and open files are rlimits as well.
         # Under gVisor the kernel is the sandbox's own, so RLIMIT_NPROC counts only this sandbox's

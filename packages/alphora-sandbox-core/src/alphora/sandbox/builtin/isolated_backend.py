@@ -27,7 +27,7 @@ from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
 from ..rules import network_allowed
-from ..runner.client import RunnerBackend
+from ..runner.backend import RunnerBackend
 from ._cgroup import wrap_argv
 from ._host_uid import RUN_DIR, UidLease, chown_tree, parse_uid_range
 from ._python_env import base_prefixes, host_pip_root
@@ -90,7 +90,7 @@ class IsolatedLocalBackend(LocalBackend):
     pip_host_env = False
     #: the runner and its spare, plus bubblewrap's monitor and its PID 1
     runner_tasks = 4
-    #: bubblewrap forks at once: a shell enters the cgroup before it starts (see _runner_argv)
+    #: bubblewrap forks at once: a shell enters the cgroup before it starts (see runner_argv)
     argv_enters_cgroup = True
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
@@ -216,8 +216,8 @@ class IsolatedLocalBackend(LocalBackend):
         # the agent's pip is mounted alone at PIP_MOUNT (its site-packages stay outside)
         return PIP_MOUNT if root == host_pip_root() else root
 
-    def _runner_argv(self) -> list[str]:
-        runner = super()._runner_argv()
+    def runner_argv(self) -> list[str]:
+        runner = super().runner_argv()
         if self._lease is not None:
             return self._drop_root_argv(runner)
         return self._in_cgroup([*self.bwrap_argv(), *runner])

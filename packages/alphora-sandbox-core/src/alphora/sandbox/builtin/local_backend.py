@@ -28,10 +28,12 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..backend import entry_to_fileinfo, map_fs_error
 from ..errors import BackendError, ConfigurationError
 from ..plugins import hookimpl
 from ..runner import bootstrap_argv, safefs
-from ..runner.client import ProcessConnection, RunnerBackend, RunnerConnection, entry_to_fileinfo, map_fs_error
+from ..runner.backend import RunnerBackend
+from ..runner.transport import ProcessConnection, RunnerConnection
 from ..types import FileInfo
 from ._cgroup import PidsCgroup, create_pids_cgroup
 from ._python_env import PIP_BOOT, VENV_DIR, SandboxVenv, base_interpreter, pip_root
@@ -87,14 +89,18 @@ class LocalBackend(RunnerBackend):
             await asyncio.to_thread(self.venv.ensure)
             self._venv_synced = True
 
-    def _runner_argv(self) -> list[str]:
+    def runner_argv(self) -> list[str]:
         """The command that starts the runner (a subclass may wrap it, e.g. in bubblewrap)."""
         return bootstrap_argv(self.python)
 
-    async def _spawn_runner(self) -> RunnerConnection:
+    def _runner_argv(self) -> list[str]:
+        """The name of earlier versions, for callers (a subclass overrides ``runner_argv``)."""
+        return self.runner_argv()
+
+    async def spawn_runner(self) -> RunnerConnection:
         await self._ensure_venv()
         await asyncio.to_thread(self._prepare_spawn)
-        argv = self._runner_argv()
+        argv = self.runner_argv()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -102,7 +108,7 @@ class LocalBackend(RunnerBackend):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=str(self.workspace_path),
-                env=self._runner_env(),
+                env=self.runner_env(),
                 start_new_session=True,
             )
         except OSError as exc:
@@ -141,16 +147,16 @@ class LocalBackend(RunnerBackend):
         if cgroup is not None:
             cgroup.remove()
 
-    async def _stop_environment(self) -> None:
-        await super()._stop_environment()
+    async def stop_environment(self) -> None:
+        await super().stop_environment()
         await asyncio.to_thread(self._release_environment)
 
-    def _same_interpreter(self) -> bool:
+    def same_interpreter(self) -> bool:
         # the venv runs this interpreter's own base binary: same version, so the runner goes pre-compiled
         return os.path.realpath(self.base_python) == os.path.realpath(sys.executable)
 
-    def _runner_env(self) -> dict[str, str]:
-        env = super()._runner_env()
+    def runner_env(self) -> dict[str, str]:
+        env = super().runner_env()
         env["PATH"] = f"{self.venv.path / 'bin'}:{env['PATH']}"
         env["VIRTUAL_ENV"] = str(self.venv.path)
         return env

@@ -1,15 +1,22 @@
 """The in-sandbox runner and its host-side client.
 
-* :mod:`.server` (the request loop) and :mod:`.child` (what runs in forked children: calls,
-  the session kernel) are the program that runs *inside* the sandbox (stdlib only). A backend starts it
-  with :func:`bootstrap_argv` and sends :func:`runner_source` as the first frame on its stdin;
-  no file has to be copied into the environment.
-* :mod:`.safefs` holds race-safe workspace file operations (shipped with the runner, also used
-  in-process by the local backend).
-* :mod:`.client` has the asyncio client and :class:`~.client.RunnerBackend`, the base class of
-  backends built on the runner.
+Module map (docs/runner.md has the picture and the protocol table):
 
-See docs/runner.md for the protocol.
+* shared by both ends: :mod:`.protocol` (frames, limits, op names, error kinds; stdlib only).
+* the program that runs *inside* the sandbox (stdlib only, relative imports only):
+  :mod:`.server` (the request loop and calls), :mod:`.sessions` (the runner's side of sessions),
+  :mod:`.kernel` (the session interpreter), :mod:`.child` (set-up and execution in forked children),
+  :mod:`.proctree` (process trees and memory through /proc), :mod:`.streams` (capped output pipes)
+  and :mod:`.safefs` (race-safe workspace file operations, also used in-process by the local backend).
+* the host side: :mod:`.transport` (byte streams to a started runner), :mod:`.client` (the asyncio
+  protocol client), :mod:`.backend` (:class:`~.backend.RunnerBackend`, the base class of backends
+  built on the runner) and :mod:`.session` (:class:`~.session.RunnerSession`).
+
+Boot: a backend starts :func:`bootstrap_argv` (``python3 -u -c BOOT``) in the environment and writes
+:func:`source_frame` to its stdin. The frame holds a small loader program with the sources of
+:data:`RUNNER_MODULES`; the loader installs a meta-path finder that imports them from that dict as
+the package ``_alphora_runner`` (so they are ordinary modules with ordinary relative imports, as on
+the host) and runs ``_alphora_runner.server.main()``. No file is copied into the environment.
 """
 
 from __future__ import annotations
@@ -18,13 +25,20 @@ import functools
 import marshal
 from pathlib import Path
 
-__all__ = ["BOOT", "bootstrap_argv", "runner_source"]
+from .protocol import header
+
+__all__ = ["BOOT", "RUNNER_MODULES", "RUNNER_PACKAGE", "bootstrap_argv", "runner_source", "source_frame"]
 
 _HERE = Path(__file__).resolve().parent
 
-#: A tiny program for ``python -c``: reads one length-prefixed blob (the runner's source) from
-#: fd 0 with unbuffered reads (so nothing after it is swallowed) and execs it; the runner then
-#: speaks the protocol over the same stdin/stdout.
+#: the modules shipped into the sandbox (stdlib imports and relative imports among these only)
+RUNNER_MODULES = ("protocol", "proctree", "streams", "safefs", "child", "kernel", "sessions", "server")
+#: the package name the shipped modules get inside the sandbox
+RUNNER_PACKAGE = "_alphora_runner"
+
+#: A tiny program for ``python -c``: reads one length-prefixed blob (the loader, see
+#: :func:`runner_source`) from fd 0 with unbuffered reads (so nothing after it is swallowed) and
+#: execs it; the runner then speaks the protocol over the same stdin/stdout.
 BOOT = (
     "import os\n"
     "def _r(n):\n"
@@ -44,38 +58,88 @@ BOOT = (
     "exec(_s,{'__name__':'__alphora_runner__'})\n"
 )
 
-_FUTURE = "from __future__ import annotations\n"
+#: The loader (Python 3.8+, stdlib only). ``_M`` maps a module's short name to its source (str) or,
+#: when the runner's Python is the host's own version, its marshalled code (bytes).
+_LOADER = '''
+import sys
+from importlib.machinery import ModuleSpec
+_P = {package!r}
+_M = {modules}
+
+
+class _Finder:
+    """Imports {package}.<name> from _M (meta-path finder and loader in one)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == _P:
+            return ModuleSpec(name, self, is_package=True)
+        if name.startswith(_P + ".") and name[len(_P) + 1:] in _M:
+            return ModuleSpec(name, self, origin="<alphora-runner>/" + name[len(_P) + 1:] + ".py")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        if module.__name__ == _P:
+            return
+        short = module.__name__[len(_P) + 1:]
+        src = _M[short]
+        if isinstance(src, bytes):
+            import marshal
+            code = marshal.loads(src)
+        else:
+            code = compile(src, "<alphora-runner>/" + short + ".py", "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+
+    def get_source(self, name):
+        src = _M.get(name[len(_P) + 1:])
+        return src if isinstance(src, str) else None
+
+
+_finder = _Finder()
+sys.meta_path.insert(0, _finder)
+try:
+    from {package}.server import main
+finally:
+    sys.meta_path.remove(_finder)
+del _finder
+main()
+'''
+
+
+def _module_sources() -> dict[str, str]:
+    return {name: (_HERE / f"{name}.py").read_text(encoding="utf-8") for name in RUNNER_MODULES}
+
+
+def _loader(modules: dict[str, str] | dict[str, bytes]) -> str:
+    return _LOADER.format(package=RUNNER_PACKAGE, modules=repr(modules))
 
 
 @functools.cache
 def runner_source() -> bytes:
-    """The complete runner program: safefs.py (as a module object), then child.py and server.py
-    as one text; it needs only a plain python3."""
-    safefs_src = (_HERE / "safefs.py").read_text(encoding="utf-8")
-    parts = [(_HERE / name).read_text(encoding="utf-8").replace(_FUTURE, "", 1) for name in ("child.py", "server.py")]
-    prelude = (
-        _FUTURE
-        + "import types as _alphora_types\n"
-        + "_ALPHORA_INLINED = True\n"
-        + "_ALPHORA_SAFEFS = _alphora_types.ModuleType('alphora_runner_safefs')\n"
-        + f"exec(compile({safefs_src!r}, '<alphora-runner-safefs>', 'exec'), _ALPHORA_SAFEFS.__dict__)\n"
-    )
-    return (prelude + "\n".join(parts)).encode("utf-8")
+    """The program a bootstrapped runner execs: the loader with the runner modules' sources; it
+    needs only a plain python3 (3.8 or later)."""
+    return _loader(_module_sources()).encode("utf-8")
 
 
 @functools.cache
 def _compiled_blob() -> bytes:
-    return b"\x01" + marshal.dumps(compile(runner_source(), "<alphora-runner>", "exec"))
+    codes = {
+        name: marshal.dumps(compile(src, f"<alphora-runner>/{name}.py", "exec", dont_inherit=True))
+        for name, src in _module_sources().items()
+    }
+    return b"\x01" + marshal.dumps(compile(_loader(codes), "<alphora-runner>", "exec", dont_inherit=True))
 
 
 def source_frame(same_interpreter: bool = False) -> bytes:
     """The first frame a backend writes to a bootstrapped runner: length + program.
 
     With ``same_interpreter`` (the runner's Python is this very interpreter version, e.g. the
-    local backend) the program is sent pre-compiled (marshal), which saves compiling it at every
-    start; otherwise as source, which any python3 can run."""
+    local backend) the program and its modules are sent pre-compiled (marshal), which saves
+    compiling them at every start; otherwise as source, which any python3 can run."""
     blob = _compiled_blob() if same_interpreter else runner_source()
-    return len(blob).to_bytes(4, "big") + blob
+    return header(len(blob)) + blob
 
 
 def bootstrap_argv(python: str = "python3") -> list[str]:

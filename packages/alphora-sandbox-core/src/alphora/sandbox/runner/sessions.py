@@ -1,0 +1,280 @@
+"""Stateful sessions, the runner's side: each is a long-lived forked interpreter (:mod:`.kernel`)
+that the runner feeds cells, times out, interrupts and restarts.
+
+Part of the runner program (stdlib only). The host's side is :mod:`.session` (``RunnerSession``).
+"""
+
+# The runner must survive a session interpreter that fails to start, so it catches everything there.
+# ruff: noqa: BLE001
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .child import child_setup
+from .kernel import Kernel
+from .proctree import exit_code, kill_cell_tree, wait_dead, wait_stopped
+from .protocol import EV_DONE, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
+from .streams import READ_SIZE, Stream, required
+
+if TYPE_CHECKING:
+    from .server import Runner
+
+
+class Session:
+    def __init__(self, name: str, env: dict[str, str], cwd: str) -> None:
+        self.name = name
+        self.env = env
+        self.cwd = cwd
+        self.pid = 0
+        self.ctl_w = -1
+        self.ctl_r = -1
+        self.frames = FrameBuffer()
+        self.streams: list[Stream] = []
+        self.active: Any = None  # request id of the running cell
+        self.deadline = 0.0
+        self.started = 0.0
+        self.interrupted_at: float | None = None
+        self.grace = 2.0
+        self.timeout = 0.0
+        self.restarts = 0
+        self.lost_pending = False
+        self.cell_started = False  # the interpreter said "started": user code may be running
+        self.keep: frozenset[tuple[int, int]] = frozenset()  # its children from before the cell
+        self.killed = 0  # processes of the running cell killed at its timeout
+
+
+class Sessions:
+    """The runner's sessions by name (``session_open`` / ``session_run`` / ``session_close``)."""
+
+    def __init__(self, host: Runner) -> None:
+        self.host = host
+        self.table: dict[str, Session] = {}
+
+    def close(self, req: dict[str, Any]) -> bool:
+        """``session_close``: end the session's interpreter and its processes; False if it did not exist."""
+        sess = self.table.pop(req.get("name", "default"), None)
+        if sess is not None:
+            self.kill(sess)
+        return sess is not None
+
+    def shutdown(self) -> None:
+        for sess in list(self.table.values()):
+            self.kill(sess)
+        self.table.clear()
+
+    def exited(self, pid: int, status: int) -> bool:
+        """A child was reaped: if it was a session's interpreter, report the loss. True if it was."""
+        for sess in self.table.values():
+            if sess.pid == pid:
+                code = exit_code(status)
+                sess.pid = 0
+                self.lost(sess, f"the session's Python process died (exit code {code}); state was lost", status)
+                return True
+        return False
+
+    def tick(self, now: float) -> float | None:
+        """Enforce the cells' deadlines; the time until the next one."""
+        wait: float | None = None
+        for sess in list(self.table.values()):
+            if sess.active is None:
+                continue
+            if sess.interrupted_at is None and now >= sess.deadline:
+                self.timeout(sess)
+                if sess.active is None:  # its reply was already on the way
+                    continue
+                left = sess.grace
+            elif sess.interrupted_at is not None and now >= sess.interrupted_at + sess.grace:
+                self.lost(sess, f"the cell did not stop within {sess.grace:g}s of KeyboardInterrupt; "
+                                "the session was restarted and its state was lost")
+                continue
+            else:
+                left = (sess.deadline if sess.interrupted_at is None else sess.interrupted_at + sess.grace) - now
+            wait = left if wait is None else min(wait, left)
+        return wait
+
+    def open(self, req: dict[str, Any]) -> None:
+        name = req.get("name", "default")
+        sess = self.table.get(name)
+        if sess is None:
+            sess = Session(name, self.host.call_env(req.get("env")), self.host.call_cwd(req.get("cwd", "")))
+            self.table[name] = sess
+            self._spawn(sess)
+        self.host.send({"id": req.get("id"), "ev": EV_DONE, "pid": sess.pid})
+
+    def _spawn(self, sess: Session) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        req_r, req_w = os.pipe()
+        res_r, res_w = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child_setup(null, out_w, err_w, (req_r, res_w), sess.cwd, sess.env, self.host.limits)
+                Kernel().serve()
+            except BaseException:
+                traceback.print_exc()
+            os._exit(1)
+        for fd in (out_w, err_w, req_r, res_w, null):
+            os.close(fd)
+        sess.pid = pid
+        sess.ctl_w = req_w
+        sess.ctl_r = res_r
+        sess.frames = FrameBuffer()
+        sess.streams = [Stream("stdout", out_r), Stream("stderr", err_r)]
+        for s in sess.streams:
+            os.set_blocking(s.fd, False)
+            self.host.sel.register(s.fd, selectors.EVENT_READ, self.host.reader(sess, s))
+        os.set_blocking(res_r, False)
+        self.host.sel.register(res_r, selectors.EVENT_READ, self._reader(sess))
+
+    def _reader(self, sess: Session) -> Callable[[int, int], None]:
+        def on_readable(fd: int, mask: int) -> None:
+            self._read(sess, fd)
+
+        return on_readable
+
+    def _read(self, sess: Session, fd: int) -> None:
+        """Handle what the session's interpreter sent: ``started`` frames and cell replies."""
+        while sess.ctl_r == fd:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    self.host.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                return
+            for frame in sess.frames.feed(data):
+                if frame.get("ev") == EV_STARTED:
+                    sess.cell_started = True
+                    sess.keep = frozenset((int(pid), int(start)) for pid, start in frame["keep"])
+                else:
+                    self._done(sess, frame, state_lost=False)
+
+    def _done(self, sess: Session, reply: dict[str, Any], state_lost: bool) -> None:
+        rid = sess.active
+        if rid is None:
+            return
+        for s in sess.streams:
+            if not s.eof:
+                self.host.read_stream(sess, s, drain=True)
+            tail = s.flush()
+            if tail:
+                self.host.send({"id": rid, "ev": EV_OUT, "s": s.name, "d": tail})
+        sess.active = None
+        state_lost = state_lost or sess.lost_pending
+        sess.lost_pending = False
+        self.host.send({
+            "id": rid, "ev": EV_DONE, **reply, "timed_out": sess.interrupted_at is not None,
+            "state_lost": state_lost, "time": time.monotonic() - sess.started, "killed": sess.killed,
+            "stdout_truncated": sess.streams[0].truncated, "stderr_truncated": sess.streams[1].truncated,
+        })
+        sess.interrupted_at = None
+        sess.cell_started = False
+
+    def run(self, req: dict[str, Any]) -> None:
+        name = req.get("name", "default")
+        sess = self.table.get(name)
+        if sess is None:
+            raise KeyError(f"no session {name!r}")
+        if sess.active is not None:
+            raise RuntimeError(f"session {name!r} is busy")
+        if sess.pid == 0:
+            self._spawn(sess)
+        timeout, grace = required(req, "timeout", float), required(req, "grace", float)
+        cap, code = required(req, "max_output", int), required(req, "code", str)
+        sess.active = req.get("id")
+        sess.started = time.monotonic()
+        sess.timeout = timeout
+        sess.deadline = sess.started + timeout
+        sess.grace = grace
+        sess.interrupted_at = None
+        sess.cell_started = False
+        sess.keep = frozenset()
+        sess.killed = 0
+        for s in sess.streams:
+            s.reset(cap)
+        try:
+            write_all(sess.ctl_w, encode({"code": code}))
+        except OSError:
+            self.lost(sess, "session process is gone")
+
+    def kill(self, sess: Session) -> None:
+        """End the session's interpreter and every process it has, background ones included."""
+        pid, sess.pid = sess.pid, 0
+        if pid:
+            self.host.kill_and_reap(pid)
+        self._cleanup(sess)
+
+    def _cleanup(self, sess: Session) -> None:
+        for s in sess.streams:
+            self.host.close_stream(s)
+        for fd in (sess.ctl_w, sess.ctl_r):
+            if fd >= 0:
+                try:
+                    self.host.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+                os.close(fd)
+        sess.ctl_w = sess.ctl_r = -1
+        sess.pid = 0
+
+    def lost(self, sess: Session, error: str, status: int | None = None) -> None:
+        rid = sess.active
+        pid, sess.pid = sess.pid, 0
+        if pid and status is None:
+            self.host.kill_and_reap(pid)
+        if rid is not None:
+            for s in sess.streams:
+                if not s.eof:
+                    self.host.read_stream(sess, s, drain=True)
+        timed_out = sess.interrupted_at is not None
+        if rid is not None:
+            self._done(sess, {"ok": False, "value": None, "error": error, "interrupted": timed_out,
+                                      "attachments": [], "rc": None if status is None else
+                                      exit_code(status)}, state_lost=True)
+        else:
+            sess.lost_pending = True  # died while idle: the next cell reports state_lost
+        self._cleanup(sess)
+        sess.restarts += 1  # respawned lazily by the next session_run
+
+    def timeout(self, sess: Session) -> None:
+        """The running cell is past its deadline: freeze the interpreter, kill every process the
+        cell started (children, grandchildren, daemons), then interrupt the cell with SIGINT. The
+        interpreter itself and what earlier cells left running are spared, so the state is kept
+        if the cell stops on the interrupt (see tick() for when it does not)."""
+        pid = sess.pid
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            return  # it is gone: reap() reports the loss
+        try:
+            if sess.ctl_r >= 0:
+                self._read(sess, sess.ctl_r)  # a reply already sent wins over the deadline
+            if sess.active is None:
+                return
+            sess.interrupted_at = time.monotonic()
+            if sess.cell_started:  # else no user code ran yet: nothing to kill
+                wait_stopped(pid, 0.2)
+                killed = kill_cell_tree(pid, sess.keep)
+                sess.killed = len(killed)
+                # dead before the interrupt, so the interpreter reaps them all when the cell stops
+                wait_dead(killed, 0.5)
+            os.kill(pid, signal.SIGINT)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
