@@ -78,7 +78,7 @@ async def test_image_without_python3_is_one_clear_error(tmp_path: Path, made_ima
         await sandbox.start()
     message = str(err.value)
     assert message.startswith(f"image {image!r} has no python3"), message
-    assert "3.9 or newer" in message
+    assert "3.8 or newer" in message
     await sandbox.destroy()
     assert objects_of(sandbox.sandbox_id) == ([], [])
 

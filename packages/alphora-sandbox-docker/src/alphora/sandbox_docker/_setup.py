@@ -35,10 +35,9 @@ from collections.abc import Sequence
 
 __all__ = ["MIN_PYTHON", "SETUP_CAPS", "SETUP_ERROR", "SETUP_EXIT", "is_root_user", "setup_argv", "setup_program"]
 
-#: the oldest python3 the runner works on: it calls os.waitstatus_to_exitcode (3.9). Measured on images
-#: with CPython 3.9, 3.10, 3.11, 3.12 and 3.13; 3.8 passes the contract suite too once that call has a
-#: fallback in the runner (alphora/sandbox/runner/server.py), then this can be (3, 8).
-MIN_PYTHON = (3, 9)
+#: the oldest python3 the runner works on (proctree.exit_code stands in for 3.9's
+#: os.waitstatus_to_exitcode). Run on images with CPython 3.8, 3.9, 3.10, 3.11, 3.12 and 3.13.
+MIN_PYTHON = (3, 8)
 
 #: capabilities the container starts with; all of them are gone before the runner starts
 #: CHOWN: give the volumes to the user; DAC_READ_SEARCH: walk image content copied into a fresh
