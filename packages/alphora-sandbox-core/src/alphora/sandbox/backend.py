@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HOST_PACKAGE_ENV",
+    "STANDARD_PATH",
     "Backend",
     "OutputCallback",
     "OutputChunk",
@@ -78,12 +79,18 @@ def default_base_path() -> Path:
     return Path(xdg) / "alphora-sandbox" / "sandboxes"
 
 
-def minimal_env(workspace: str, *, home: str | None = None, tmpdir: str | None = None) -> dict[str, str]:
-    """The minimal safe base environment of user code: a standard ``PATH``, ``HOME`` (default: the
-    workspace), UTF-8 locale, ``TMPDIR`` (default: ``<workspace>/.tmp``) and unbuffered Python.
-    Nothing comes from the host's environment; :attr:`ProcessRequest.env` is added on top."""
+#: the ``PATH`` of user code unless the environment knows better (an image's own PATH)
+STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def minimal_env(workspace: str, *, home: str | None = None, tmpdir: str | None = None,
+                path: str | None = None) -> dict[str, str]:
+    """The minimal safe base environment of user code: ``PATH`` (default: the standard one),
+    ``HOME`` (default: the workspace), UTF-8 locale, ``TMPDIR`` (default: ``<workspace>/.tmp``) and
+    unbuffered Python. Nothing comes from the host's environment; :attr:`ProcessRequest.env` is
+    added on top. The one place this environment is written: every built-in backend starts from it."""
     return {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": path or STANDARD_PATH,
         "HOME": home or workspace,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from alphora.sandbox.backend import STANDARD_PATH
 from alphora.sandbox.rules import network_mode
 from alphora.sandbox.types import ResourceLimits, SecurityPolicy
 
@@ -52,7 +53,7 @@ RUNNER_PROCESSES = 2
 GVISOR_SENTRY_PIDS = 256
 GVISOR_PIDS_PER_PROCESS = 32
 #: the engine's PATH for an image that sets none
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_PATH = STANDARD_PATH  # an image that sets no PATH gets the standard one
 #: the engine's log of the container: none. Everything the container prints is the runner's protocol
 #: (every byte of output and of every file read or written); it reaches the backend over the attach
 #: stream, and a json-file log would keep all of it on the engine's disk until the container is removed.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from alphora.sandbox.backend import OutputCallback, ProcessRequest
+from alphora.sandbox.backend import OutputCallback, ProcessRequest, minimal_env
 from alphora.sandbox.errors import BackendError, DockerError
 from alphora.sandbox.runner import bootstrap_argv
 from alphora.sandbox.runner.backend import RunnerBackend
@@ -362,12 +362,7 @@ class DockerBackend(RunnerBackend):
 
     def runner_env(self) -> dict[str, str]:
         return {
-            "PATH": self.spec.environment["PATH"],
-            "HOME": HOME_DIR,
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "TMPDIR": "/tmp",
-            "PYTHONUNBUFFERED": "1",
+            **minimal_env(WORKSPACE_DIR, home=HOME_DIR, tmpdir="/tmp", path=self.spec.environment["PATH"]),
             "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
             "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
             "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",

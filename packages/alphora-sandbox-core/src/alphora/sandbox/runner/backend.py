@@ -33,7 +33,7 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, iterate_output
+from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, iterate_output, minimal_env
 from ..errors import BackendError, SandboxNotRunningError
 from ..session import PythonSession
 from ..types import ExecutionResult, ExecutionStatus, FileInfo, ResourceUsage
@@ -124,15 +124,7 @@ class RunnerBackend(Backend):
     def runner_env(self) -> dict[str, str]:
         """The minimal base environment of user code inside the environment (a call's ``env`` is
         added to it). Subclasses usually extend ``super().runner_env()``."""
-        ws = self.runner_workspace() or "/tmp"
-        return {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": ws,
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "TMPDIR": f"{ws}/.tmp",
-            "PYTHONUNBUFFERED": "1",
-        }
+        return minimal_env(self.runner_workspace() or "/tmp")
 
     def runner_limits(self) -> dict[str, int]:
         """The rlimits the runner applies to every call and session (keys: ``memory_bytes``,
