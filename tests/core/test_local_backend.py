@@ -410,7 +410,7 @@ async def test_restart_after_stop(backend: LocalBackend) -> None:
 async def test_user_site_created_after_start_is_importable(tmp_path: Path) -> None:
     """A forked call sees a ``pip install --user`` site created after the runner started exactly
     when a fresh interpreter would. The local backend runs on the sandbox's venv, where user sites
-    are off, so neither sees it here; on Docker (user sites on) tests/core/test_packages.py's
+    are off, so neither sees it here; on Docker (user sites on) tests/docker/test_docker_packages.py's
     install test imports a package pip put into a user site created after the runner started."""
     import subprocess
     import sys as _sys

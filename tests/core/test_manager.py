@@ -61,7 +61,7 @@ async def test_spec_manager_example(tmp_path: Path) -> None:
 
 
 async def test_spec_pool_example_on_the_local_backend(tmp_path: Path) -> None:
-    """The spec's 沙箱池管理 block (local backend; the Docker variant is in test_manager_docker.py)."""
+    """The spec's 沙箱池管理 block (local backend; the Docker variant is in tests/docker/test_manager_docker.py)."""
     manager = SandboxManager(
         base_path=str(tmp_path),
         default_backend=BackendType.LOCAL,

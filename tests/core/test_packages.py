@@ -6,21 +6,19 @@ The agent here is the test runner: its virtualenv has pytest, hypothesis and att
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from alphora.sandbox import ResourceLimits, Sandbox, is_docker_available
+from alphora.sandbox import ResourceLimits, Sandbox
 from alphora.sandbox.builtin._python_env import base_interpreter
 from alphora.sandbox.builtin.isolated_backend import bwrap_available
-from alphora.sandbox.rules import DEFAULT_IMAGE
+from tests._support.packages import install_then_uninstall, offline_index
 
 #: installed in the test runner's venv (the agent's environment): never importable in a sandbox
 AGENT_PACKAGES = ("pytest", "hypothesis", "attrs")
@@ -30,8 +28,6 @@ def _gate(backend: str) -> None:
     problem = None
     if backend == "isolated" and not bwrap_available():
         problem = "bubblewrap (bwrap) is not installed: apt install bubblewrap"
-    if backend == "docker" and not is_docker_available():
-        problem = "no Docker engine answers (start dockerd, or run .ci/docker-setup.sh)"
     if problem is None:
         return
     if os.environ.get("CI"):
@@ -40,14 +36,11 @@ def _gate(backend: str) -> None:
 
 
 LOCAL_TIERS = ["local", "isolated"]
-ALL_BACKENDS = ["local", "isolated", pytest.param("docker", marks=pytest.mark.docker)]
 
 
 def _sandbox(backend: str, base: Path, **options: object) -> Sandbox:
     _gate(backend)
     limits = ResourceLimits(timeout_seconds=120)
-    if backend == "docker":
-        return Sandbox.create_docker(base_path=base, docker_image=DEFAULT_IMAGE, resource_limits=limits)
     return Sandbox.create(backend, base_path=base, resource_limits=limits, backend_options=options)
 
 
@@ -55,30 +48,6 @@ def _sandbox(backend: str, base: Path, **options: object) -> Sandbox:
 async def tier(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with _sandbox(request.param, tmp_path) as sandbox:
         yield sandbox
-
-
-def wheel(name: str, version: str) -> bytes:
-    """A minimal pure-Python wheel of module ``name`` (built here: no index, no build backend)."""
-    dist = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: alphora-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as whl:
-        for path, text in files.items():
-            whl.writestr(path, text)
-        whl.writestr(f"{dist}/RECORD", "".join(f"{p},,\n" for p in [*files, f"{dist}/RECORD"]))
-    return buf.getvalue()
-
-
-async def _offline_index(sandbox: Sandbox, name: str, version: str) -> None:
-    """Put a wheel into the workspace and point pip at it (no network on any backend)."""
-    await sandbox.write_file_bytes(f"wheels/{name}-{version}-py3-none-any.whl", wheel(name, version))
-    cwd = (await sandbox.run("import os; print(os.getcwd())")).stdout.strip()  # the workspace, as the sandbox sees it
-    await sandbox.set_env("PIP_NO_INDEX", "1")
-    await sandbox.set_env("PIP_FIND_LINKS", f"{cwd}/wheels")
 
 
 async def test_the_agents_packages_are_not_importable(tier: Sandbox) -> None:
@@ -116,33 +85,12 @@ async def test_uninstalling_a_package_that_is_not_the_sandboxs_is_a_failure(tier
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("backend", LOCAL_TIERS)
 async def test_install_then_uninstall_behaves_the_same_on_every_backend(backend: str, tmp_path: Path) -> None:
+    # the same scenario on Docker: tests/docker/test_docker_packages.py
     async with _sandbox(backend, tmp_path) as sandbox:
-        await _offline_index(sandbox, "alphora_pkg_probe", "1.0.0")
-        assert not await sandbox.package_installed("alphora_pkg_probe")
-        installed = await sandbox.install_package("alphora_pkg_probe")
-        assert installed.success, installed.stderr[-2000:]
-        assert "Successfully installed alphora" in installed.stdout
-        r = await sandbox.run("import alphora_pkg_probe; print(alphora_pkg_probe.VERSION)")
-        assert r.stdout == "1.0.0\n", r.stderr
-        assert await sandbox.package_installed("alphora-pkg-probe")
-        assert await sandbox.get_package_version("alphora_pkg_probe") == "1.0.0"
-        [listed] = [p for p in await sandbox.list_packages() if p.name == "alphora_pkg_probe"]
-        assert listed.version == "1.0.0"
-        # where it went: the sandbox's own environment (the workspace's venv; on Docker the home volume)
-        mine = "/home/sandbox/.local/" if backend == "docker" else f"{sandbox.workspace_path}/.venv/"
-        assert listed.location.startswith(mine), listed.location
-
-        removed = await sandbox.uninstall_package("alphora_pkg_probe")
-        assert removed.success, removed.stderr[-2000:]
-        assert "Successfully uninstalled alphora" in removed.stdout
-        assert not await sandbox.package_installed("alphora_pkg_probe")
-        r = await sandbox.run("import alphora_pkg_probe")
-        assert "No module named 'alphora_pkg_probe'" in r.stderr
-        again = await sandbox.uninstall_package("alphora_pkg_probe")
-        assert not again.success
-        assert "alphora_pkg_probe is not installed in the sandbox" in again.error
+        # where it goes: the sandbox's own environment (the workspace's venv)
+        await install_then_uninstall(sandbox, own_env=f"{sandbox.workspace_path}/.venv/")
         await sandbox.destroy()
 
 
@@ -150,7 +98,7 @@ async def test_installing_keeps_the_sessions_state(tier: Sandbox) -> None:
     async with tier.session() as py:
         await py.run("x = 41")
         assert "No module named 'alphora_late_probe'" in (await py.run("import alphora_late_probe")).stderr
-        await _offline_index(tier, "alphora_late_probe", "2.0")
+        await offline_index(tier, "alphora_late_probe", "2.0")
         installed = await tier.install_package("alphora_late_probe")
         assert installed.success, installed.stderr[-2000:]
         r = await py.run("import alphora_late_probe\nprint(alphora_late_probe.VERSION, x + 1)")

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from _loop_thread import LoopThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alphora.sandbox import Sandbox, SandboxError
+from tests._support.loop_thread import LoopThread
 
 T = TypeVar("T")
 

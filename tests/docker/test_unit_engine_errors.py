@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import docker
 import pytest
 
-import docker
 from alphora.sandbox import DockerError, Sandbox, SandboxStatus
 from alphora.sandbox_docker._client import make_client
 from alphora.sandbox_docker._errors import map_docker_errors

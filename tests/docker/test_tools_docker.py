@@ -1,6 +1,7 @@
 """SandboxTools and the MCP server on the Docker backend (a real engine, the locally built image).
 
-Skipped with the reason when no engine or image is there, except under ``CI`` where that fails.
+Gated by tests/docker/conftest.py: skipped with the reason when no engine or image is there, except under
+``CI`` where that fails.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +23,8 @@ pytestmark = pytest.mark.docker
 IMAGE = "python:3.11-slim"
 
 
-def _docker_problem() -> str | None:
-    try:
-        from alphora.sandbox_docker import is_docker_available
-    except ImportError:
-        return "the docker plugin (alphora-sandbox-docker) is not installed"
-    if not is_docker_available():
-        return "no Docker engine answers (start dockerd, or run .ci/docker-setup.sh)"
-    import docker
-
-    client = docker.from_env()
-    try:
-        if not client.images.list(name=IMAGE):
-            return f"image {IMAGE} is missing: build it with `alphora-sandbox docker build base`"
-    finally:
-        client.close()
-    return None
-
-
-@pytest.fixture(scope="module")
-def docker_ready() -> None:
-    problem = _docker_problem()
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but the Docker tool tests cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
-
-
 @pytest.fixture
-async def docker_sandbox(docker_ready: None, tmp_path: Path) -> AsyncIterator[Sandbox]:
+async def docker_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     box = Sandbox.create_docker(base_path=tmp_path / "docker-tools", docker_image=IMAGE,
                                 resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256))
     await box.start()
@@ -58,17 +32,6 @@ async def docker_sandbox(docker_ready: None, tmp_path: Path) -> AsyncIterator[Sa
         yield box
     finally:
         await box.destroy()
-
-
-def _containers(sandbox_id: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        flt = {"label": [f"org.alphora.sandbox.id={sandbox_id}"]}
-        return [c.name for c in client.containers.list(all=True, filters=flt)]
-    finally:
-        client.close()
 
 
 async def test_write_run_read_on_docker(docker_sandbox: Sandbox) -> None:
@@ -115,7 +78,7 @@ async def test_docker_reset_sandbox_restarts_and_empties(docker_sandbox: Sandbox
     assert after["output"] == "yes\n"
 
 
-async def test_docker_policy_refusal(docker_ready: None, tmp_path: Path) -> None:
+async def test_docker_policy_refusal(tmp_path: Path) -> None:
     box = Sandbox.create_docker(base_path=tmp_path / "docker-policy", docker_image=IMAGE,
                                 security_policy=SecurityPolicy(allow_shell=False))
     await box.start()
@@ -127,7 +90,9 @@ async def test_docker_policy_refusal(docker_ready: None, tmp_path: Path) -> None
 
 
 @pytest.mark.timeout(180)
-async def test_mcp_server_on_docker_removes_the_container_on_disconnect(docker_ready: None, tmp_path: Path) -> None:
+async def test_mcp_server_on_docker_removes_the_container_on_disconnect(
+    objects_of: Callable[[str], tuple[list[str], list[str]]], tmp_path: Path
+) -> None:
     mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "DOCKER_HOST") or k.startswith("ALPHORA_SANDBOX_")}
@@ -143,5 +108,5 @@ async def test_mcp_server_on_docker_removes_the_container_on_disconnect(docker_r
         status: dict[str, Any] = (await client.call_tool("get_sandbox_status", {})).structured_content
         assert status["backend_type"] == "docker"
         sandbox_id = status["sandbox_id"]
-        assert _containers(sandbox_id)
-    assert _containers(sandbox_id) == []
+        assert objects_of(sandbox_id)[0]
+    assert objects_of(sandbox_id)[0] == []

@@ -1,0 +1,1 @@
+"""Helpers shared by the test directories (``from tests._support.loop_thread import LoopThread``)."""
