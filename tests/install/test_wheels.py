@@ -329,3 +329,17 @@ def test_docker_subcommand_on_a_core_only_install_names_both_install_forms(core_
 def test_core_only_install_runs_a_local_sandbox(core_venv: Venv) -> None:
     out = ok(core_venv.sh('alphora-sandbox run "print(1+1)"', timeout=120))
     assert out.strip() == "2"
+
+
+@pytest.mark.parametrize(("dist", "package"), [
+    ("alphora_sandbox", "alphora/sandbox"),
+    ("alphora_sandbox_docker", "alphora/sandbox_docker"),
+    ("alphora_sandbox_s3", "alphora/sandbox_s3"),
+])
+def test_every_wheel_marks_its_package_typed(wheelhouse: Path, dist: str, package: str) -> None:
+    """PEP 561: a ``py.typed`` beside the code, so a user's type checker reads our annotations."""
+    import zipfile
+
+    [whl] = (wheelhouse / "dist").glob(f"{dist}-*.whl")
+    with zipfile.ZipFile(whl) as archive:
+        assert f"{package}/py.typed" in archive.namelist()

@@ -74,9 +74,10 @@ def is_docker_available(base_url: str | None = None, *, timeout: float = 3.0) ->
         import docker as docker_mod
 
         if base_url:
-            client = docker_mod.DockerClient(base_url=base_url, timeout=timeout, version="auto")
+            # types-docker says int; the SDK hands the timeout to requests, which takes seconds as a float
+            client = docker_mod.DockerClient(base_url=base_url, timeout=timeout, version="auto")  # type: ignore[arg-type]
         else:
-            client = docker_mod.from_env(timeout=timeout, version="auto")
+            client = docker_mod.from_env(timeout=timeout, version="auto")  # type: ignore[arg-type]
         try:
             ok = bool(client.ping())
         finally:

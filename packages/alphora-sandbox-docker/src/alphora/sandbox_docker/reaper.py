@@ -83,7 +83,7 @@ def prune_orphans(
             if verdict == "foreign":
                 foreign += 1
                 continue
-            removed_c.append(c.name)
+            removed_c.append(c.name or c.short_id)  # the engine always names containers; the stub allows None
             if not dry_run:
                 try:
                     c.remove(force=True, v=True)
