@@ -64,9 +64,8 @@ def _engine_problem() -> str | None:
 def _image_problem(image: str, foreign: bool | None) -> str | None:
     """Why ``image`` cannot be used here (None: it can). ``foreign``: True = must not be ours,
     False = must be ours, None = any."""
-    import docker.errors
-
     import docker
+    import docker.errors
 
     client = docker.from_env()
     try:

@@ -11,7 +11,8 @@ from alphora.sandbox import BackendType, ResourceUsage, SandboxManager, SandboxS
 pytestmark = pytest.mark.docker  # also set by tests/docker/conftest.py, whose gate skips (fails under CI)
 
 
-async def test_spec_pool_example_on_docker(tmp_path: Path) -> None:
+async def test_spec_pool_example_on_docker(spec_images: tuple[str, str], tmp_path: Path) -> None:
+    # spec_images: the engine has the tags the spec names (python:3.11-slim is also the default image)
     manager = SandboxManager(
         base_path=str(tmp_path),
         default_backend=BackendType.DOCKER,

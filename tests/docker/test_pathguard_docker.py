@@ -37,12 +37,12 @@ _MANIFEST = (f"cd {OUTSIDE} && find . -printf '%p %y %i %s %T@\\n' | sort && cat
 
 
 class DockerWorld:
-    def __init__(self, base: Path, runner: LoopThread) -> None:
+    def __init__(self, base: Path, runner: LoopThread, image: str) -> None:
         self.runner = runner
         self.host_outside = Path(OUTSIDE)
         self.host_outside.mkdir(mode=0o700)
         (self.host_outside / "secret.txt").write_text(HOST_SECRET)
-        self.sandbox = Sandbox.create_docker(base_path=base, docker_image="python:3.11-slim",
+        self.sandbox = Sandbox.create_docker(base_path=base, docker_image=image,
                                              resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256))
         try:
             self._setup()
@@ -105,11 +105,11 @@ mkfifo fifo
 
 
 @pytest.fixture(scope="module")
-def dworld(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWorld]:
-    # docker_client (tests/docker/conftest.py) is the directory's gate: a module-scoped fixture runs
-    # before the per-test autouse gate, so it asks for the gate itself
+def dworld(foreign_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWorld]:
+    # foreign_image (tests/docker/conftest.py) gates on the engine and the image: a module-scoped
+    # fixture runs before the per-test autouse gate, so it asks for the gate itself
     runner = LoopThread(timeout=120)
-    world = DockerWorld(tmp_path_factory.mktemp("docker-guard"), runner)
+    world = DockerWorld(tmp_path_factory.mktemp("docker-guard"), runner, foreign_image)
     try:
         yield world
     finally:

@@ -20,12 +20,9 @@ from alphora.sandbox import ResourceLimits, Sandbox, SandboxTools, SecurityPolic
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "python:3.11-slim"
-
-
 @pytest.fixture
-async def docker_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = Sandbox.create_docker(base_path=tmp_path / "docker-tools", docker_image=IMAGE,
+async def docker_sandbox(our_image: str, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    box = Sandbox.create_docker(base_path=tmp_path / "docker-tools", docker_image=our_image,
                                 resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256))
     await box.start()
     try:
@@ -78,8 +75,8 @@ async def test_docker_reset_sandbox_restarts_and_empties(docker_sandbox: Sandbox
     assert after["output"] == "yes\n"
 
 
-async def test_docker_policy_refusal(tmp_path: Path) -> None:
-    box = Sandbox.create_docker(base_path=tmp_path / "docker-policy", docker_image=IMAGE,
+async def test_docker_policy_refusal(our_image: str, tmp_path: Path) -> None:
+    box = Sandbox.create_docker(base_path=tmp_path / "docker-policy", docker_image=our_image,
                                 security_policy=SecurityPolicy(allow_shell=False))
     await box.start()
     try:
@@ -91,14 +88,14 @@ async def test_docker_policy_refusal(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 async def test_mcp_server_on_docker_removes_the_container_on_disconnect(
-    objects_of: Callable[[str], tuple[list[str], list[str]]], tmp_path: Path
+    our_image: str, objects_of: Callable[[str], tuple[list[str], list[str]]], tmp_path: Path
 ) -> None:
     mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "DOCKER_HOST") or k.startswith("ALPHORA_SANDBOX_")}
     params = mcp.StdioServerParameters(
         command=sys.executable,
-        args=["-m", "alphora.sandbox.tools.mcp_server", "--backend", "docker", "--image", IMAGE,
+        args=["-m", "alphora.sandbox.tools.mcp_server", "--backend", "docker", "--image", our_image,
               "--base-path", str(tmp_path / "mcp-docker")],
         env=env,
     )
