@@ -227,7 +227,10 @@ class ProcessRequest:
     ``env`` is the *complete* environment added on top of the backend's minimal safe base (the host's
     environment is never inherited). ``cwd`` is workspace-relative. ``max_output`` caps stdout and
     stderr each, in bytes, while they stream. Their defaults are :class:`ResourceLimits`'
-    (build requests with :func:`build_request` to get a sandbox's own).
+    (build requests with :func:`build_request` to get a sandbox's own). ``keep_background``: True
+    (default) keeps what the call leaves running in the background (a server for the next call) —
+    except a leftover tree that hits the process limit or keeps forking, which is killed; False
+    kills everything the call leaves when its main process exits (docs/limits-and-policy.md).
     """
 
     kind: Literal["python", "file", "shell", "argv"]
@@ -238,6 +241,7 @@ class ProcessRequest:
     timeout: float = _DEFAULT_LIMITS.timeout_seconds
     max_output: int = _DEFAULT_LIMITS.max_output_size
     stdin: bytes | None = None
+    keep_background: bool = True
 
 
 def build_request(kind: Any, limits: ResourceLimits, *, timeout: Any = None, env: Mapping[str, str] | None = None,

@@ -354,22 +354,28 @@ class Sandbox:
         return build_request(kind, self.resource_limits, timeout=timeout, env=self._env_for(env), **kw)
 
     async def run(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
-                  env: Mapping[str, str] | None = None) -> ExecutionResult:
+                  env: Mapping[str, str] | None = None, keep_background: bool = True) -> ExecutionResult:
         """Run Python code in a fresh process (shorthand for :meth:`execute_code`)."""
-        return await self.execute_code(code, timeout, on_output=on_output, env=env)
+        return await self.execute_code(code, timeout, on_output=on_output, env=env, keep_background=keep_background)
 
     async def execute_code(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
-                           env: Mapping[str, str] | None = None) -> ExecutionResult:
-        """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception)."""
+                           env: Mapping[str, str] | None = None, keep_background: bool = True) -> ExecutionResult:
+        """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception).
+
+        Processes the code leaves running in the background keep running until :meth:`stop` (a server
+        for the next call), unless they hit the process limit or keep forking (killed: a fork bomb is
+        not a server); ``keep_background=False`` kills everything the call leaves when it ends."""
         self._require_running()
         await self._check("python", content=code)
         self.execution_count += 1
-        return await self._run(self._request("python", timeout, env, code=code), on_output)
+        return await self._run(self._request("python", timeout, env, code=code, keep_background=keep_background),
+                               on_output)
 
     async def execute_file(self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None, *,
-                           on_output: OutputCallback | None = None,
-                           env: Mapping[str, str] | None = None) -> ExecutionResult:
-        """Run a Python file of the workspace with arguments (``sys.argv[1:] == args``)."""
+                           on_output: OutputCallback | None = None, env: Mapping[str, str] | None = None,
+                           keep_background: bool = True) -> ExecutionResult:
+        """Run a Python file of the workspace with arguments (``sys.argv[1:] == args``);
+        ``keep_background`` as for :meth:`execute_code`."""
         self._require_running()
         rel = self._path(file_path)
         info = await self.backend.stat(rel)
@@ -381,19 +387,23 @@ class Sandbox:
             await self._check("python", content=source)
         argv = (rel, *(str(a) for a in (args or ())))
         self.execution_count += 1
-        return await self._run(self._request("file", timeout, env, argv=argv), on_output)
+        return await self._run(self._request("file", timeout, env, argv=argv, keep_background=keep_background),
+                               on_output)
 
     async def execute_shell(self, command: str, timeout: float | None = None, *,
-                            on_output: OutputCallback | None = None,
-                            env: Mapping[str, str] | None = None) -> ExecutionResult:
-        """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``)."""
+                            on_output: OutputCallback | None = None, env: Mapping[str, str] | None = None,
+                            keep_background: bool = True) -> ExecutionResult:
+        """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``);
+        ``keep_background`` as for :meth:`execute_code`."""
         self._require_running()
         await self._check("shell", content=command)
         self.execution_count += 1
-        return await self._run(self._request("shell", timeout, env, code=command), on_output)
+        return await self._run(self._request("shell", timeout, env, code=command, keep_background=keep_background),
+                               on_output)
 
     def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
-               env: Mapping[str, str] | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
+               env: Mapping[str, str] | None = None,
+               keep_background: bool = True) -> AsyncIterator[OutputChunk | ExecutionResult]:
         """Run code (``kind="python"``) or a command (``kind="shell"``) and yield output chunks as
         they arrive, then the final :class:`ExecutionResult` as the last item::
 
@@ -401,7 +411,8 @@ class Sandbox:
                 print(item)
         """
         run = self.execute_shell if kind == "shell" else self.execute_code
-        return iterate_output(lambda on_output: run(code, timeout, on_output=on_output, env=env))
+        return iterate_output(lambda on_output: run(code, timeout, on_output=on_output, env=env,
+                                                    keep_background=keep_background))
 
     @asynccontextmanager
     async def session(self, name: str = "default") -> AsyncIterator[PythonSession]:

@@ -260,6 +260,10 @@ class ExecutionResult:
     attachments: tuple[Attachment, ...] = ()
     #: True when a session had to be restarted and its variables are gone
     state_lost: bool = False
+    #: processes the call left running that were killed when it ended: all of them with
+    #: ``keep_background=False``, else a leftover tree that hit the process limit or kept forking
+    #: (then ``error`` says so); see docs/limits-and-policy.md
+    background_killed: int = 0
     started_at: float = attrs.field(factory=time.time)
 
     @property

@@ -32,7 +32,7 @@ __all__ = ["BOOT", "RUNNER_MODULES", "RUNNER_PACKAGE", "bootstrap_argv", "runner
 _HERE = Path(__file__).resolve().parent
 
 #: the modules shipped into the sandbox (stdlib imports and relative imports among these only)
-RUNNER_MODULES = ("protocol", "proctree", "streams", "safefs", "child", "kernel", "sessions", "server")
+RUNNER_MODULES = ("protocol", "proctree", "leftovers", "streams", "safefs", "child", "kernel", "sessions", "server")
 #: the package name the shipped modules get inside the sandbox
 RUNNER_PACKAGE = "_alphora_runner"
 

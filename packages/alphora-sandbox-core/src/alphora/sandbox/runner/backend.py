@@ -256,7 +256,7 @@ class RunnerBackend(Backend):
         msg: dict[str, Any] = {
             "op": "exec", "kind": request.kind, "code": request.code, "argv": list(request.argv),
             "env": dict(request.env), "cwd": request.cwd, "timeout": request.timeout,
-            "max_output": request.max_output,
+            "max_output": request.max_output, "keep_background": request.keep_background,
         }
         if request.stdin:
             msg["stdin"] = base64.b64encode(request.stdin).decode()
@@ -295,10 +295,17 @@ class RunnerBackend(Backend):
             status, error = ExecutionStatus.SUCCESS, ""
         else:
             status, error = ExecutionStatus.FAILED, error_text(request.kind, rc, stderr)
+        killed, reason = int(done.get("leftover_killed") or 0), str(done.get("leftover_reason") or "")
+        if killed and reason != "keep_background=False":  # a fork bomb is not a server
+            note = f"killed {killed} leftover processes that {reason} (a fork bomb is not a server)"
+            if status is ExecutionStatus.SUCCESS:
+                status, error = ExecutionStatus.FAILED, note
+            else:
+                error = f"{error}; {note}" if error else note
         return ExecutionResult(
             status=status, stdout=stdout, stderr=stderr, return_code=rc, execution_time=float(done.get("time", 0.0)),
             error=error, stdout_truncated=bool(done.get("stdout_truncated")),
-            stderr_truncated=bool(done.get("stderr_truncated")),
+            stderr_truncated=bool(done.get("stderr_truncated")), background_killed=killed,
             oom_killed=status is ExecutionStatus.FAILED and error.startswith("MemoryError"),
         )
 

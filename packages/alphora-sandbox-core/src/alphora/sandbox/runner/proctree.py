@@ -151,6 +151,79 @@ def kill_cell_tree(root: int, keep: frozenset[tuple[int, int]]) -> set[int]:
     return freeze_and_kill(lambda table: descendants(root, table, keep))
 
 
+def own_child_pids() -> set[int] | None:
+    """The pids of this process's children, from ``/proc/self/task/<tid>/children`` (one small
+    read; the runner is single-threaded, so its main thread's file lists them all). None when the
+    kernel does not offer that file (then scan :func:`proc_table`)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children", "rb") as f:
+            return {int(p) for p in f.read().split()}
+    except (OSError, ValueError):
+        return None
+
+
+#: the pids cgroup files the runner reads to tell that the process limit was hit: v1 then v2
+_PIDS_MOUNT_TYPES = ("cgroup", "cgroup2")
+
+
+def pids_cgroup_dir() -> str | None:
+    """The directory of this process's pids cgroup (``pids.max``, ``pids.current``,
+    ``pids.events``), found through /proc/self/cgroup and /proc/self/mountinfo; None if there is
+    none this process can read (the limit is then only ``RLIMIT_NPROC``)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            own = {}
+            for line in f.read().splitlines():
+                parts = line.split(":", 2)
+                if len(parts) == 3:
+                    for ctrl in parts[1].split(",") if parts[1] else [""]:
+                        own[ctrl] = parts[2]
+        with open("/proc/self/mountinfo") as f:
+            mounts = f.read().splitlines()
+    except OSError:
+        return None
+    for line in mounts:
+        left, sep, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(rfields) < 3 or rfields[0] not in _PIDS_MOUNT_TYPES:
+            continue
+        if rfields[0] == "cgroup" and "pids" not in rfields[2].split(","):
+            continue
+        path = own.get("pids" if rfields[0] == "cgroup" else "")
+        if path is None:
+            continue
+        root, point = fields[3], fields[4].replace("\\040", " ")
+        rel = path[len(root):] if root != "/" and path.startswith(root) else ("" if root != "/" else path)
+        found = os.path.join(point, rel.lstrip("/"))
+        if os.path.exists(os.path.join(found, "pids.max")):
+            return found
+    return None
+
+
+def pids_cgroup_state(path: str | None) -> tuple[int, int, int] | None:
+    """(processes now, limit or 0, forks refused so far) of the pids cgroup at ``path``."""
+    if path is None:
+        return None
+    try:
+        with open(os.path.join(path, "pids.current")) as f:
+            current = int(f.read())
+        with open(os.path.join(path, "pids.max")) as f:
+            raw = f.read().strip()
+        refused = 0
+        try:
+            with open(os.path.join(path, "pids.events")) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "max":
+                        refused = int(value)
+        except OSError:
+            pass
+    except (OSError, ValueError):
+        return None
+    return current, (0 if raw == "max" else int(raw)), refused
+
+
 def state(pid: int) -> bytes:
     """The one-letter state of a process (``R``, ``S``, ``T``, ``Z`` …), ``b""`` when it is gone."""
     try:

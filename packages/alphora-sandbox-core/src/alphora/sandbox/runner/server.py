@@ -32,7 +32,8 @@ from typing import Any
 
 from . import safefs
 from .child import child_base, run_job, spare_main
-from .proctree import exit_code, kill_tree, prctl_subreaper, usage_of
+from .leftovers import Leftovers
+from .proctree import exit_code, kill_tree, pids_cgroup_dir, prctl_subreaper, usage_of
 from .protocol import EV_DONE, EV_ERROR, EV_OUT, PROTOCOL_VERSION, FrameBuffer, encode, write_all
 from .sessions import Sessions
 from .streams import READ_SIZE, Call, Stream, required
@@ -48,6 +49,7 @@ class Runner:
         self.frames = FrameBuffer()
         self.calls: dict[int, Call] = {}  # pid -> call
         self.sessions = Sessions(self)
+        self.leftovers = Leftovers(self)
         self.running = True
         self.workspace = os.getcwd()
         self.env: dict[str, str] = dict(os.environ)
@@ -166,6 +168,7 @@ class Runner:
         self.limits = dict(req.get("limits") or {})
         self.memory_cgroup = bool(req.get("memory_cgroup"))
         self.use_spares = bool(req.get("spares", True))
+        self.leftovers.cgroup = pids_cgroup_dir()
         self._drop_spare()
         # imported one per idle loop turn after this reply, so the first call need not wait
         self.preload = list(req.get("preload") or ())
@@ -223,6 +226,7 @@ class Runner:
         for s in streams:
             s.reset(cap)
         call = Call(req.get("id"), pid, streams, timeout, in_w, stdin)
+        call.keep_background = bool(req.get("keep_background", True))
         self.calls[pid] = call
         for s in streams:
             os.set_blocking(s.fd, False)
@@ -349,6 +353,7 @@ class Runner:
             "id": call.id, "ev": EV_DONE, "rc": rc, "timed_out": call.timed_out, "cancelled": call.cancelled,
             "stdout_truncated": call.streams[0].truncated, "stderr_truncated": call.streams[1].truncated,
             "time": (call.ended_at or time.monotonic()) - call.started, "killed": call.killed,
+            "leftover_killed": call.leftover_killed, "leftover_reason": call.leftover_reason,
         })
 
     # housekeeping
@@ -368,6 +373,7 @@ class Runner:
                 call.status = status
                 call.ended_at = time.monotonic()
                 continue
+            self.leftovers.exited(pid)
             self.sessions.exited(pid, status)
 
     def kill_and_reap(self, pid: int, call: Call | None = None, within: float = 0.5) -> None:
@@ -395,6 +401,11 @@ class Runner:
                     call.deadline = now + 1.0
                 left = call.deadline - now
             else:
+                watching = self._judge_leftovers(call, now)
+                if watching:
+                    wait = watching if wait is None else min(wait, watching)
+                    continue
+                now = time.monotonic()
                 done = all(s.eof for s in call.streams)
                 assert call.ended_at is not None
                 if done or now >= call.ended_at + EXIT_GRACE:
@@ -407,6 +418,26 @@ class Runner:
         if left_s is not None:
             wait = left_s if wait is None else min(wait, left_s)
         return None if wait is None else max(wait, 0.0)
+
+    def _judge_leftovers(self, call: Call, now: float) -> float:
+        """Apply the background-process rule (leftovers.py) to a call whose main process exited:
+        the seconds until its leftover tree must be looked at again, 0 when it is judged."""
+        if call.watch is None:
+            if call.judged:
+                return 0.0
+            call.judged = True
+            call.watch = self.leftovers.begin(call.pid, call.keep_background, now)
+            if call.watch is None:  # it left nothing running
+                return 0.0
+        watch = call.watch
+        left = self.leftovers.step(watch, now)
+        if not watch.done:
+            return max(left, 1e-3)
+        call.watch = None
+        call.leftover_killed, call.leftover_reason = watch.killed, watch.reason
+        if watch.killed and self.spare is None:  # a full pids cgroup may have refused the spare
+            self.want_spare = self.use_spares
+        return 0.0
 
     def serve(self) -> None:
         wait: float | None = None

@@ -65,3 +65,9 @@ class Call:
         self.killed = 0
         self.stdin_fd = stdin_fd
         self.stdin = memoryview(stdin)
+        #: False: kill whatever the call leaves running when it exits (see leftovers.py)
+        self.keep_background = True
+        self.judged = False  # the background-process rule was applied
+        self.watch: Any = None  # leftovers.Watch while the leftover tree is judged
+        self.leftover_killed = 0
+        self.leftover_reason = ""
