@@ -19,13 +19,12 @@ import secrets
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests._support.pids_guard import guard_processes, pids_guard_fixture
 from alphora.sandbox import ResourceLimits, Sandbox
 from alphora.sandbox.builtin._cgroup import pids_cgroup_parent
 from alphora.sandbox.builtin._host_uid import UidLease
@@ -34,66 +33,8 @@ from alphora.sandbox.builtin.isolated_backend import IsolatedLocalBackend, bwrap
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the host-root holes exist only when the host process is root")
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")
-V1_PIDS = Path("/sys/fs/cgroup/pids")
-GUARD_MAX = 400
+guard = pids_guard_fixture  # the fixture, under the name tests ask for
 BOMB = "import os\nwhile True:\n    os.fork()\n"  # the first process dies on EAGAIN; its forks keep forking
-
-
-def _own_v1_pids_cgroup() -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, ctrls, path = line.split(":", 2)
-        if "pids" in ctrls.split(","):
-            return path
-    raise AssertionError("no pids line in /proc/self/cgroup")
-
-
-def _kill_all(cgroup: Path, spare: int) -> None:
-    for _ in range(2000):
-        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split() if int(p) != spare]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.005)
-
-
-@pytest.fixture
-def guard() -> Iterator[Path]:
-    """This test process inside a pids cgroup capped at GUARD_MAX tasks (cgroup v1, as root): every
-    process the test starts, the product's own cgroups included, is below it."""
-    if not ROOT or not os.access(V1_PIDS, os.W_OK):
-        reason = "a fork bomb runs only inside a capped pids cgroup made by the test (needs root and cgroup v1 pids)"
-        if os.environ.get("CI") and ROOT:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    home = V1_PIDS / _own_v1_pids_cgroup().lstrip("/")
-    path = home / f"alphora-test-guard-{secrets.token_hex(4)}"
-    path.mkdir()
-    (path / "pids.max").write_text(f"{GUARD_MAX}\n")
-    (path / "cgroup.procs").write_text(f"{os.getpid()}\n")
-    try:
-        yield path
-    finally:
-        (home / "cgroup.procs").write_text(f"{os.getpid()}\n")
-        for child in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
-            if child.is_dir():
-                _kill_all(child, os.getpid())
-                child.rmdir()
-        _kill_all(path, os.getpid())
-        for _ in range(200):
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                time.sleep(0.01)
-
-
-def _guard_processes(guard: Path) -> int:
-    """Tasks below the guard other than this test process's own threads."""
-    return int((guard / "pids.current").read_text()) - psutil.Process().num_threads()
 
 
 # -- hole 2: sandbox code as host root -----------------------------------------------------------
@@ -202,9 +143,10 @@ async def test_fork_bomb_is_held_by_the_pids_cgroup_and_destroy_leaves_nothing(
         assert r.status.value in ("failed", "timeout"), r
         seen = 0
         for _ in range(40):  # the leftovers keep forking after the call
-            seen = max(seen, _guard_processes(guard))
+            seen = max(seen, guard_processes(guard))
             await asyncio.sleep(0.025)
-        assert 0 < seen <= limit, f"{seen} tasks after the bomb, the sandbox allows {limit}"
+        # the runner kills a leftover tree that hits the limit (test_fork_bombs.py), so 0 is fine too
+        assert seen <= limit, f"{seen} tasks after the bomb, the sandbox allows {limit}"
         assert (guard / "pids.events").read_text().split() == ["max", "0"], "the guard, not the sandbox, held it"
         cgroup = sandbox.backend.pids_cgroup  # type: ignore[attr-defined]
         assert cgroup.path.is_relative_to(guard)
@@ -214,10 +156,10 @@ async def test_fork_bomb_is_held_by_the_pids_cgroup_and_destroy_leaves_nothing(
         await sandbox.destroy()
     assert not cgroup.path.exists()
     for _ in range(100):
-        if _guard_processes(guard) == 0:
+        if guard_processes(guard) == 0:
             break
         await asyncio.sleep(0.02)
-    assert _guard_processes(guard) == 0, "destroy() left processes behind"
+    assert guard_processes(guard) == 0, "destroy() left processes behind"
 
 
 @pytest.mark.timeout(120)

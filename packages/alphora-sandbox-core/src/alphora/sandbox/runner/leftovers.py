@@ -13,8 +13,9 @@ stays below it while it runs; when it exits, what is left is re-parented to the 
   :data:`WATCH` seconds, sampled every :data:`SAMPLE` seconds, and killed as soon as
 
   - the process limit is hit: the sandbox's pids cgroup refused a fork during the window, or its
-    process count is at ``pids.max``, or (no readable pids cgroup) the runner's tree counts
-    ``max_processes`` processes; or
+    process count is at ``pids.max``; where the runner sees no pids cgroup (isolated: it is outside
+    bubblewrap's namespaces; or only ``RLIMIT_NPROC`` bounds the sandbox), a test fork of the
+    runner under the calls' ``RLIMIT_NPROC`` (its child exits at once) fails with ``EAGAIN``; or
   - it keeps forking: at least ``max(CHURN_MIN, size of the first sample)`` processes that were not
     in the first sample appeared (the tree doubled, by growth or by churn).
 
@@ -29,6 +30,7 @@ again before the call's result goes out and the next call can fork.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import Any
 
@@ -124,7 +126,32 @@ class Leftovers:
             if watch.refused0 is None:
                 watch.refused0 = refused
             return refused > watch.refused0 or (limit > 0 and current >= limit)
-        return False
+        # no pids cgroup in sight (isolated: it is outside bwrap's namespaces; RLIMIT_NPROC): could
+        # the call's code fork now? A test fork under the calls' RLIMIT_NPROC (the soft limit, restored)
+        return not self._can_fork(int(self.host.limits.get("nproc") or 0))
+
+    @staticmethod
+    def _can_fork(nproc: int) -> bool:
+        old = resource.getrlimit(resource.RLIMIT_NPROC)
+        soft = min(nproc, old[1]) if nproc and old[1] != resource.RLIM_INFINITY else (nproc or old[0])
+        try:
+            if soft != old[0]:
+                resource.setrlimit(resource.RLIMIT_NPROC, (soft, old[1]))
+            pid = os.fork()
+        except BlockingIOError:  # EAGAIN: the process limit is full
+            return False
+        except (OSError, ValueError):
+            return True
+        finally:
+            if soft != old[0]:
+                resource.setrlimit(resource.RLIMIT_NPROC, old)
+        if pid == 0:
+            os._exit(0)
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        return True
 
     def step(self, watch: Watch, now: float) -> float:
         """Sample (when due), judge, kill if needed; returns the time until the next step (0 when done)."""
@@ -136,8 +163,7 @@ class Leftovers:
             return self._finish(watch)
         if watch.kill_now:
             return self.kill(watch, "keep_background=False")
-        nproc = int(self.host.limits.get("nproc") or 0)
-        if self._limit_hit(watch) or (self.cgroup is None and nproc and len(tree_of({os.getpid()}, table)) >= nproc):
+        if self._limit_hit(watch):
             return self.kill(watch, "hit the process limit")
         if watch.first is None:
             watch.first = tree
