@@ -31,17 +31,6 @@ BOMB_NAIVE = "import os\nwhile True:\n    os.fork()\n"
 SERVER = "import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\nprint(p.pid)"
 
 
-async def _settled(guard: Path, quiet_tasks: int) -> int:
-    """Tasks below the guard once the sandbox is back to its quiet state (or after 5 s)."""
-    n = guard_processes(guard)
-    for _ in range(250):
-        n = guard_processes(guard)
-        if n <= quiet_tasks:
-            break
-        await asyncio.sleep(0.02)
-    return n
-
-
 async def _alive(sb: Sandbox, pid: str) -> bool:
     r = await sb.run(f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept OSError:\n    print('gone')",
                      timeout=15)
@@ -54,7 +43,7 @@ async def _alive(sb: Sandbox, pid: str) -> bool:
 @pytest.mark.parametrize("tier", TIERS)
 async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
         tier: str, bomb: str, tmp_path: Path, guard: Path) -> None:
-    sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=16))
+    sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=32))
     await sb.start()
     try:
         server = await sb.run(SERVER)
@@ -65,9 +54,12 @@ async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
         quiet = guard_processes(guard)  # the runner, its spare, the server (and bwrap's own)
         r = await sb.run(bomb, timeout=20)
         assert not r.success, r
-        left = await _settled(guard, quiet)
+        # killed and reaped before the result went out (the naive bomb, left alone, would collapse by
+        # itself only a second or so later, the other one never)
+        left = guard_processes(guard)
         assert left <= quiet, f"{left - quiet} processes of the bomb still running after the call ({r.error!r})"
-        if r.background_killed:  # the naive bomb may also collapse by itself before the runner looks
+        if bomb == BOMB_SURVIVOR or r.background_killed:  # the naive one may die out by itself first
+            assert r.background_killed > 0, r
             assert "leftover processes that" in r.error, r
             assert "a fork bomb is not a server" in r.error, r
         nxt = await sb.run("print('ok')", timeout=15)
@@ -81,8 +73,8 @@ async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
 @pytest.mark.parametrize("tier", TIERS)
 async def test_the_bomb_is_killed_before_the_result_and_the_next_call_is_prompt(
         tier: str, tmp_path: Path, guard: Path) -> None:
-    """The result says what happened, and the sandbox's pids cgroup is empty again when it comes back."""
-    sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=16))
+    """The result says what happened, and the next call is served at once (the full pids cgroup was emptied)."""
+    sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=32))
     await sb.start()
     try:
         await sb.run("print('warm')")

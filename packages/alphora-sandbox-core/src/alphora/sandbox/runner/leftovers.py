@@ -178,15 +178,23 @@ class Leftovers:
         return SAMPLE
 
     def kill(self, watch: Watch, reason: str) -> float:
-        frozen = freeze_and_kill(lambda table: self._claim(watch, table))
-        watch.killed, watch.reason = len(frozen), reason
+        """Kill the tree, again while any of it is left (a fork in flight when SIGSTOP was sent can
+        still add a child the scan did not see), and wait until every killed process is reaped."""
         deadline = time.monotonic() + KILL_WAIT
-        alive = set(frozen)
-        while alive and time.monotonic() < deadline:
+        killed: set[int] = set()
+        while True:
+            frozen = freeze_and_kill(lambda table: self._claim(watch, table))
+            killed |= frozen
+            alive = set(frozen)
+            while alive and time.monotonic() < deadline:
+                self.host.reap()
+                alive = {p for p in alive if os.path.exists(f"/proc/{p}")}
+                if alive:
+                    time.sleep(0.002)
             self.host.reap()
-            alive = {p for p in alive if os.path.exists(f"/proc/{p}")}
-            if alive:
-                time.sleep(0.002)
+            if not frozen or not self._claim(watch, proc_table()) or time.monotonic() >= deadline:
+                break
+        watch.killed, watch.reason = len(killed), reason
         return self._finish(watch)
 
     def _finish(self, watch: Watch) -> float:
