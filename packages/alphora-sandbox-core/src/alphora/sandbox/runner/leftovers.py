@@ -102,7 +102,10 @@ class Leftovers:
     def begin(self, call_pid: int, keep_background: bool, now: float) -> Watch | None:
         """The call's main process was reaped: None if it left nothing (the common case), else a watch."""
         children = own_child_pids()
-        if children is not None and not children - self.known():
+        if children is None:  # no children file (gVisor): scan /proc
+            me = os.getpid()
+            children = {pid for pid, entry in proc_table().items() if entry[0] == me}
+        if not children - self.known():
             return None
         watch = Watch(call_pid, now, not keep_background)
         self.watches[call_pid] = watch
