@@ -73,7 +73,7 @@ def test_scorecard_shape_and_exit_code(card: tuple[int, dict[str, Any]]) -> None
             assert r["evidence"], f"{tier}/{probe} has no evidence line"
             assert r["verdict"] != "error", f"{tier}/{probe} could not complete: {r['evidence']}"
     failed = [(t, p) for t in data["results"] for p, v in verdicts(data, t).items() if v == "FAILED"]
-    # exit code 1 exactly when a probe FAILED (today several do: issue 9's holes 1-3, below)
+    # exit code 1 exactly when a probe FAILED
     assert code == data["exit_code"] == (1 if failed else 0)
     assert data["summary"].get("FAILED", 0) == len(failed)
 
@@ -149,16 +149,18 @@ def test_isolated_tier_hole_2_is_closed(card: tuple[int, dict[str, Any]]) -> Non
 
 
 def test_fork_bomb_whose_first_process_exits_is_reported(card: tuple[int, dict[str, Any]]) -> None:
-    """Issue 9, hole 3, as it is today: the bomb's forks outlive its call on local and isolated
-    (root ignores RLIMIT_NPROC; only the doctor's pids cgroup, 128, stops them). This flips to
-    "held" when a call's leftover fork bomb is killed."""
+    """Issue 9, hole 3 (closed): the bomb's forks used to outlive its call on local and isolated
+    (FAILED, "still running"); the runner now kills a call's leftover tree that hits the process
+    limit or keeps forking, before the call's result goes out (docs/limits-and-policy.md)."""
     _, data = card
     for tier in ("local", "isolated"):
         v, ev = verdicts(data, tier)["fork-bomb"], evidence(data, tier, "fork-bomb")
         if CAN_CONTAIN_BOMB:
-            assert v == "FAILED", ev
-            assert ev.startswith("forks that survive EAGAIN: the call ended success")
-            assert "still running" in ev
+            assert v == "held", ev
+            assert ev.startswith("forks that survive EAGAIN: the call ended failed")
+            assert "still running" not in ev
+            assert ev.count("no process left") == 2, ev
+            assert ev.count("next call ok") == 2, ev
         else:  # never run a bomb the host cannot contain
             assert v == "not run", ev
             assert "no pids cgroup" in ev
