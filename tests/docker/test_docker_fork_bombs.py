@@ -76,3 +76,24 @@ async def test_keep_background_false_kills_what_the_call_leaves(tmp_path: Path, 
         assert gone.background_killed == 1, gone
         assert await _alive(sb, kept.stdout.strip())
         assert not await _alive(sb, gone.stdout.strip())
+
+
+@pytest.mark.timeout(180)
+async def test_leftover_fork_bomb_is_killed_under_gvisor(tmp_path: Path, runsc_image: str) -> None:
+    """The same rule under gVisor: no children file in its /proc (the runner scans /proc instead),
+    max_processes is RLIMIT_NPROC inside gVisor's kernel."""
+    sb = Sandbox.create_docker(base_path=tmp_path, docker_image=runsc_image, runtime="runsc",
+                               resource_limits=ResourceLimits(max_processes=32))
+    await sb.start()
+    try:
+        server = await sb.run(SERVER)
+        assert server.success, server
+        r = await sb.run(BOMB_SURVIVOR, timeout=30)
+        assert r.background_killed > 0, r
+        assert "leftover processes that" in r.error, r
+        others = await sb.run(OTHERS, timeout=15)
+        assert others.success, others
+        assert others.stdout.split("\n", 1)[0] == "1", f"only the server should be left: {others.stdout}"
+        assert await _alive(sb, server.stdout.strip())
+    finally:
+        await sb.destroy()
