@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests._support.pids_guard import guard_processes, pids_guard_fixture
 from alphora.sandbox import ResourceLimits, Sandbox
 from alphora.sandbox.builtin.isolated_backend import bwrap_available
+from tests._support.pids_guard import guard_processes, pids_guard_fixture
 
 guard = pids_guard_fixture  # the fixture, under the name tests ask for
 needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")

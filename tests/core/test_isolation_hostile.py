@@ -24,11 +24,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests._support.pids_guard import guard_processes, pids_guard_fixture
 from alphora.sandbox import ResourceLimits, Sandbox
 from alphora.sandbox.builtin._cgroup import pids_cgroup_parent
 from alphora.sandbox.builtin._host_uid import UidLease
 from alphora.sandbox.builtin.isolated_backend import IsolatedLocalBackend, bwrap_available
+from tests._support.pids_guard import guard_processes, pids_guard_fixture
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the host-root holes exist only when the host process is root")
