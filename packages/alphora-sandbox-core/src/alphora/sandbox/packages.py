@@ -1,25 +1,32 @@
 """Package management plumbing of the facade: requirement validation, pip's environment and the
 helper programs that ask the sandbox's Python about its distributions.
 
-The public methods stay on :class:`~alphora.sandbox.Sandbox` (``install_package`` …); they call these.
+The public methods (``install_package`` …) are :class:`PackageMethods`, a part of
+:class:`~alphora.sandbox.Sandbox`; they call these.
 A requirement is never an option and never a shell word: pip is run with ``--`` and an argv.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .backend import HOST_PACKAGE_ENV
+from .backend import HOST_PACKAGE_ENV, ProcessRequest
 from .errors import PackageError
-from .types import ResourceLimits
+from .types import ExecutionResult, ExecutionStatus, PackageInfo, ResourceLimits
+
+if TYPE_CHECKING:
+    from .backend import Backend, OutputCallback
 
 __all__ = [
-    "LIST_DISTRIBUTIONS", "PIP_TIMEOUT", "host_pip_env", "installed_code", "locate_distribution_code",
+    "LIST_DISTRIBUTIONS", "PIP_TIMEOUT", "PackageMethods", "host_pip_env", "installed_code", "locate_distribution_code",
     "pip_env", "pip_timeout", "requirement_name", "requirements_file", "validate_requirement", "validate_requirements",
     "version_code",
 ]
@@ -135,3 +142,105 @@ def installed_code(name: str) -> str:
 def version_code(name: str) -> str:
     """The program that prints distribution ``name``'s version (nothing when it is absent)."""
     return f"import importlib.metadata as m\ntry:\n    print(m.version({name!r}))\nexcept m.PackageNotFoundError:\n    pass"
+
+
+class PackageMethods:
+    """Packages of the sandbox's own environment; mixed into :class:`~alphora.sandbox.Sandbox`,
+    which provides the attributes and helpers declared below. pip always runs inside the sandbox."""
+
+    backend: Backend
+    resource_limits: ResourceLimits
+    _env: dict[str, str]
+
+    if TYPE_CHECKING:  # provided by Sandbox
+
+        def _require_running(self) -> None: ...
+        def _audit(self, action: str, **details: Any) -> None: ...
+        async def _check(self, kind: Any, content: str = "", path: str = "", size: int = 0) -> None: ...
+        def _env_for(self, env: Mapping[str, str] | None) -> dict[str, str]: ...
+        async def _run(self, request: ProcessRequest, on_output: OutputCallback | None) -> ExecutionResult: ...
+        async def read_file(self, path: str, encoding: str = "utf-8") -> str: ...
+
+    # -- packages --------------------------------------------------------------------------------
+
+    async def _pip(self, args: Sequence[str], timeout: float | None = None) -> ExecutionResult:
+        self._require_running()
+        await self._check("package", content=" ".join(args))
+        prefix, backend_env = await self.backend.pip_command()
+        env = pip_env(host_pip_env() if self.backend.pip_host_env else {}, self._env, backend_env)
+        self._audit("pip", args=list(args))
+        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env=env,
+                                 timeout=pip_timeout(timeout, self.resource_limits),
+                                 max_output=self.resource_limits.max_output_size)
+        return await self._run(request, None)
+
+    async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
+        """pip-install a package into the sandbox's own environment (never the host's)."""
+        req = validate_requirement(package, version)
+        return await self._pip(["install", *(["--upgrade"] if upgrade else []), "--", req])
+
+    async def install_packages(self, packages: Sequence[str]) -> ExecutionResult:
+        reqs = validate_requirements(packages)
+        return await self._pip(["install", "--", *reqs])
+
+    async def install_requirements(self, path: str = "requirements.txt") -> ExecutionResult:
+        """Install a requirements file of the workspace; each line is validated like install_package."""
+        text = await self.read_file(path)
+        reqs = requirements_file(text, path)
+        return await self._pip(["install", "--", *reqs])
+
+    async def uninstall_package(self, package: str) -> ExecutionResult:
+        """pip-uninstall a package the sandbox installed. A package that is not installed, or that
+        comes from the sandbox's base environment (the base interpreter's site-packages with
+        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
+        name = requirement_name(package)
+        self._require_running()
+        await self._check("package", content=f"uninstall {name}")
+        started = time.monotonic()
+        found = await self._locate_distribution(name)
+        if found is None:
+            return self._refused(f"{name} is not installed in the sandbox, nothing to uninstall", started)
+        if not found["own"]:
+            return self._refused(
+                f"{found['name']} {found['version']} is not in the sandbox's own environment: it comes from "
+                f"{found['location']}, the sandbox's base environment, which the sandbox cannot change; "
+                "only packages installed into the sandbox can be uninstalled", started)
+        return await self._pip(["uninstall", "-y", "--", name])
+
+    def _refused(self, message: str, started: float) -> ExecutionResult:
+        self._audit("pip_refused", message=message)
+        return ExecutionResult(status=ExecutionStatus.FAILED, stderr=message + "\n", return_code=1, error=message,
+                               execution_time=time.monotonic() - started)
+
+    async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
+        """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
+        own environment (its venv, or its user site) rather than the base environment."""
+        result = await self._python_internal(locate_distribution_code(name))
+        if not result.success:
+            raise PackageError(f"could not look up {name}: {result.stderr.strip()[-500:]}", package=name)
+        found: dict[str, Any] | None = json.loads(result.stdout)
+        return found
+
+    async def list_packages(self) -> list[PackageInfo]:
+        """The distributions sandbox code can import (its own and, if visible, its base environment's)."""
+        result = await self._python_internal(LIST_DISTRIBUTIONS)
+        if not result.success:
+            raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
+        return [PackageInfo(name=n, version=v, location=loc) for n, v, loc in json.loads(result.stdout)]
+
+    async def package_installed(self, package: str) -> bool:
+        """True when sandbox code can import distribution ``package``."""
+        name = requirement_name(package)
+        return (await self._python_internal(installed_code(name))).success
+
+    async def get_package_version(self, package: str) -> str | None:
+        name = requirement_name(package)
+        out = (await self._python_internal(version_code(name))).stdout.strip()
+        return out or None
+
+    async def _python_internal(self, code: str) -> ExecutionResult:
+        """Library-written helper code: skips the policy's code checks, still in the sandbox."""
+        request = ProcessRequest(kind="python", code=code, env=self._env_for(None),
+                                 timeout=max(60.0, self.resource_limits.timeout_seconds),
+                                 max_output=self.resource_limits.max_output_size)
+        return await self._run(request, None)

@@ -8,7 +8,6 @@ processes and moves bytes.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import logging
 import os
@@ -22,8 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import packages as _pkg
-from . import pathguard
+from ._files import FileMethods
 from .backend import (
     Backend,
     OutputCallback,
@@ -36,12 +34,11 @@ from .backend import (
 from .errors import (
     ConfigurationError,
     FileNotFoundError,
-    FileSystemError,
-    PackageError,
     SandboxAlreadyRunningError,
     SandboxError,
     SandboxNotRunningError,
 )
+from .packages import PackageMethods
 from .plugins import PluginRegistry, get_registry
 from .rules import name_key, resolve_timeout, validate_sandbox_id
 from .security import CheckRequest, run_checks
@@ -49,9 +46,6 @@ from .session import PythonSession
 from .types import (
     BackendType,
     ExecutionResult,
-    ExecutionStatus,
-    FileInfo,
-    PackageInfo,
     ResourceLimits,
     ResourceUsage,
     SandboxInfo,
@@ -61,17 +55,14 @@ from .types import (
 
 if TYPE_CHECKING:
     from .config import SandboxConfig
-    from .storage.base import Storage
 
 __all__ = ["Sandbox"]
 
 log = logging.getLogger("alphora.sandbox")
 audit_log = logging.getLogger("alphora.sandbox.audit")
 
-#: workspace paths save_workspace skips by default, besides the backend's ``internal_paths``
-DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*")
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-class Sandbox:
+class Sandbox(FileMethods, PackageMethods):
     """A sandboxed workspace with its own processes, files, env vars and packages.
 
     Create one with :meth:`create_local`, :meth:`create_docker`, :meth:`from_config` or
@@ -429,239 +420,6 @@ class Sandbox:
             yield session
         finally:
             await inner.close()
-
-    # -- files -----------------------------------------------------------------------------------
-
-    def _path(self, path: str | os.PathLike[str]) -> str:
-        aliases = [str(self.workspace_path), *self.backend.workspace_aliases]
-        return pathguard.normalize(path, workspace_aliases=aliases)
-
-    async def read_file(self, path: str, encoding: str = "utf-8") -> str:
-        """Read a text file of the workspace (undecodable bytes become U+FFFD)."""
-        return (await self.read_file_bytes(path)).decode(encoding, "replace")
-
-    async def read_file_bytes(self, path: str) -> bytes:
-        self._require_running()
-        rel = self._path(path)
-        await self._check("read", path=rel)
-        self._touch()
-        return await self.backend.read_bytes(rel)
-
-    async def write_file(self, path: str, content: str, encoding: str = "utf-8") -> FileInfo:
-        """Write a text file (atomically; parent directories are created)."""
-        return await self.write_file_bytes(path, content.encode(encoding))
-
-    async def write_file_bytes(self, path: str, content: bytes) -> FileInfo:
-        self._require_running()
-        if not isinstance(content, bytes | bytearray | memoryview):
-            raise TypeError(f"content must be bytes, got {type(content).__name__}")
-        rel = self._path(path)
-        if not rel:
-            raise FileSystemError("cannot write to the workspace root", path=str(path), sandbox_id=self.sandbox_id)
-        await self._check("write", path=rel, size=len(content))
-        self._touch()
-        self._audit("write_file", path=rel, size=len(content))
-        await self.backend.write_bytes(rel, bytes(content))
-        return await self._stat_after(rel)
-
-    async def _stat_after(self, rel: str) -> FileInfo:
-        """FileInfo of a path just written; code running in the sandbox may have removed or swapped it."""
-        info = await self.backend.stat(rel)
-        if info is None:
-            raise FileSystemError(f"{rel} was removed by code running in the sandbox right after it was written",
-                                  path=rel, sandbox_id=self.sandbox_id)
-        return info
-
-    async def save_file(self, path: str, content: str | bytes) -> FileInfo:
-        """Write text or bytes and return the new file's :class:`FileInfo`."""
-        if isinstance(content, str):
-            return await self.write_file(path, content)
-        return await self.write_file_bytes(path, content)
-
-    async def delete_file(self, path: str) -> bool:
-        """Delete a file or directory tree; False when nothing was there."""
-        self._require_running()
-        rel = self._path(path)
-        if not rel:
-            raise FileSystemError("refusing to delete the workspace root", path=str(path), sandbox_id=self.sandbox_id)
-        await self._check("delete", path=rel)
-        self._touch()
-        self._audit("delete_file", path=rel)
-        return await self.backend.remove(rel)
-
-    async def file_exists(self, path: str) -> bool:
-        self._require_running()
-        return await self.backend.stat(self._path(path)) is not None
-
-    async def get_file_info(self, path: str) -> FileInfo:
-        self._require_running()
-        info = await self.backend.stat(self._path(path))
-        if info is None:
-            raise FileNotFoundError(f"no such file in the workspace: {path}", path=str(path), sandbox_id=self.sandbox_id)
-        return info
-
-    async def copy_file(self, source: str, dest: str) -> FileInfo:
-        self._require_running()
-        src, dst = self._path(source), self._path(dest)
-        if not dst:
-            raise FileSystemError("destination is the workspace root", path=str(dest), sandbox_id=self.sandbox_id)
-        info = await self.backend.stat(src)
-        await self._check("write", path=dst, size=info.size if info else 0)
-        self._touch()
-        await self.backend.copy(src, dst)
-        return await self._stat_after(dst)
-
-    async def move_file(self, source: str, dest: str) -> FileInfo:
-        self._require_running()
-        src, dst = self._path(source), self._path(dest)
-        if not src or not dst:
-            raise FileSystemError("cannot move the workspace root", path=str(source), sandbox_id=self.sandbox_id)
-        await self._check("delete", path=src)
-        await self._check("write", path=dst)
-        self._touch()
-        await self.backend.move(src, dst)
-        return await self._stat_after(dst)
-
-    async def download_file(self, path: str) -> bytes:
-        """The file's bytes (to hand to a user or an object store)."""
-        return await self.read_file_bytes(path)
-
-    async def make_dir(self, path: str) -> None:
-        self._require_running()
-        rel = self._path(path)
-        await self._check("write", path=rel)
-        await self.backend.mkdir(rel)
-
-    async def list_files(self, path: str = "", recursive: bool = False, pattern: str | None = None) -> list[FileInfo]:
-        """Files under ``path`` (workspace root by default), optionally recursive and filtered by a
-        glob ``pattern`` matched against the file name (``"*.py"``). The backend's own entries
-        (its ``internal_paths``, e.g. the local backend's ``.tmp`` and ``.venv``) are left out unless
-        ``path`` names them."""
-        self._require_running()
-        rel = self._path(path)
-        self._touch()
-        entries = await self.backend.list_dir(rel, recursive)
-        hidden = [p for p in self.backend.internal_paths if not (rel == p or rel.startswith(p + "/"))]
-        if hidden:
-            entries = [e for e in entries if not any(e.path == h or e.path.startswith(h + "/") for h in hidden)]
-        if pattern:
-            entries = [e for e in entries if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.path, pattern)]
-        return sorted(entries, key=lambda e: e.path)
-
-    # -- workspace persistence ------------------------------------------------------------------
-
-    async def save_workspace(self, storage: Storage, prefix: str | None = None, *,
-                             exclude: Sequence[str] | None = None) -> list[str]:
-        """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
-        return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (by default
-        the backend's ``internal_paths``, e.g. the local backends' ``.venv``: rebuild it with
-        install_requirements, and ``__pycache__``)."""
-        from .storage.persist import save_workspace
-
-        self._require_running()
-        if exclude is None:
-            internal = self.backend.internal_paths
-            exclude = (*internal, *(f"{p}/*" for p in internal), *DEFAULT_PERSIST_EXCLUDE)
-        saved = await save_workspace(self, storage, self._persist_prefix(prefix), exclude=exclude)
-        self._audit("save_workspace", prefix=self._persist_prefix(prefix), files=len(saved))
-        return saved
-
-    async def restore_workspace(self, storage: Storage, prefix: str | None = None) -> list[str]:
-        """Write what was saved under ``prefix`` (by this or another process or host) back into the
-        workspace; StorageNotFoundError when nothing was saved there."""
-        from .storage.persist import restore_workspace
-
-        self._require_running()
-        restored = await restore_workspace(self, storage, self._persist_prefix(prefix))
-        self._audit("restore_workspace", prefix=self._persist_prefix(prefix), files=len(restored))
-        return restored
-
-    def _persist_prefix(self, prefix: str | None) -> str:
-        return f"sandboxes/{self.sandbox_id}" if prefix is None else prefix
-
-    # -- packages --------------------------------------------------------------------------------
-
-    async def _pip(self, args: Sequence[str], timeout: float | None = None) -> ExecutionResult:
-        self._require_running()
-        await self._check("package", content=" ".join(args))
-        prefix, pip_env = await self.backend.pip_command()
-        env = _pkg.pip_env(_pkg.host_pip_env() if self.backend.pip_host_env else {}, self._env, pip_env)
-        self._audit("pip", args=list(args))
-        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env=env,
-                                 timeout=_pkg.pip_timeout(timeout, self.resource_limits),
-                                 max_output=self.resource_limits.max_output_size)
-        return await self._run(request, None)
-
-    async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
-        """pip-install a package into the sandbox's own environment (never the host's)."""
-        req = _pkg.validate_requirement(package, version)
-        return await self._pip(["install", *(["--upgrade"] if upgrade else []), "--", req])
-
-    async def install_packages(self, packages: Sequence[str]) -> ExecutionResult:
-        reqs = _pkg.validate_requirements(packages)
-        return await self._pip(["install", "--", *reqs])
-
-    async def install_requirements(self, path: str = "requirements.txt") -> ExecutionResult:
-        """Install a requirements file of the workspace; each line is validated like install_package."""
-        text = await self.read_file(path)
-        reqs = _pkg.requirements_file(text, path)
-        return await self._pip(["install", "--", *reqs])
-
-    async def uninstall_package(self, package: str) -> ExecutionResult:
-        """pip-uninstall a package the sandbox installed. A package that is not installed, or that
-        comes from the sandbox's base environment (the base interpreter's site-packages with
-        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
-        name = _pkg.requirement_name(package)
-        self._require_running()
-        await self._check("package", content=f"uninstall {name}")
-        started = time.monotonic()
-        found = await self._locate_distribution(name)
-        if found is None:
-            return self._refused(f"{name} is not installed in the sandbox, nothing to uninstall", started)
-        if not found["own"]:
-            return self._refused(
-                f"{found['name']} {found['version']} is not in the sandbox's own environment: it comes from "
-                f"{found['location']}, the sandbox's base environment, which the sandbox cannot change; "
-                "only packages installed into the sandbox can be uninstalled", started)
-        return await self._pip(["uninstall", "-y", "--", name])
-
-    def _refused(self, message: str, started: float) -> ExecutionResult:
-        self._audit("pip_refused", message=message)
-        return ExecutionResult(status=ExecutionStatus.FAILED, stderr=message + "\n", return_code=1, error=message,
-                               execution_time=time.monotonic() - started)
-
-    async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
-        """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
-        own environment (its venv, or its user site) rather than the base environment."""
-        result = await self._python_internal(_pkg.locate_distribution_code(name))
-        if not result.success:
-            raise PackageError(f"could not look up {name}: {result.stderr.strip()[-500:]}", package=name)
-        found: dict[str, Any] | None = json.loads(result.stdout)
-        return found
-
-    async def list_packages(self) -> list[PackageInfo]:
-        """The distributions sandbox code can import (its own and, if visible, its base environment's)."""
-        result = await self._python_internal(_pkg.LIST_DISTRIBUTIONS)
-        if not result.success:
-            raise PackageError(f"could not list packages: {result.stderr.strip()[-500:]}")
-        return [PackageInfo(name=n, version=v, location=loc) for n, v, loc in json.loads(result.stdout)]
-
-    async def package_installed(self, package: str) -> bool:
-        """True when sandbox code can import distribution ``package``."""
-        name = _pkg.requirement_name(package)
-        return (await self._python_internal(_pkg.installed_code(name))).success
-
-    async def get_package_version(self, package: str) -> str | None:
-        name = _pkg.requirement_name(package)
-        out = (await self._python_internal(_pkg.version_code(name))).stdout.strip()
-        return out or None
-
-    async def _python_internal(self, code: str) -> ExecutionResult:
-        """Library-written helper code: skips the policy's code checks, still in the sandbox."""
-        request = ProcessRequest(kind="python", code=code, env=self._env_for(None),
-                                 timeout=max(60.0, self.resource_limits.timeout_seconds),
-                                 max_output=self.resource_limits.max_output_size)
-        return await self._run(request, None)
 
     # -- environment variables -------------------------------------------------------------------
 
