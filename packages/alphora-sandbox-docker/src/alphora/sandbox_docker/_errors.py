@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 from alphora.sandbox.errors import ContainerError, DockerError
 
+from .recipes import missing_image_hint
+
 __all__ = ["build_hint", "engine_address", "engine_unreachable", "map_docker_errors"]
 
 
 def build_hint(image: str) -> str:
     """What to do about a missing image: build it locally (ours) or pull it (anything else)."""
-    from .images import missing_image_hint
-
     return missing_image_hint(image)
 
 

@@ -39,6 +39,15 @@ import attrs
 from alphora.sandbox.errors import ConfigurationError, DockerError
 
 from ._errors import map_docker_errors
+from .recipes import (
+    _NAME_ALIASES,
+    DEBIAN_PACKAGES,
+    RECIPES,
+    UPSTREAM_TAGS,
+    ImageRecipe,
+    missing_image_hint,
+    recipe_for_tag,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -65,74 +74,10 @@ LABEL_IMAGE = "org.alphora.sandbox.image"
 ROOTFS_TAG = "alphora/sandbox-rootfs:bookworm"
 SANDBOX_UID = 1000
 DEBIAN_SUITE = "bookworm"
-DEBIAN_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 UPSTREAM_BASE = "python:3.11-slim"
-#: tags of upstream images: the builder never gives them to an image of its own
-UPSTREAM_TAGS = ("python:3.11-slim", "python:3.11")
 CA_DIR = "/usr/local/share/ca-certificates/alphora"
 
 Source = Literal["auto", "debian", "registry"]
-
-
-@attrs.frozen(kw_only=True)
-class ImageRecipe:
-    """One buildable image: its tag, what it builds on, the pip packages it adds."""
-
-    name: str
-    tag: str
-    description: str
-    parent: str | None = None
-    pip_packages: tuple[str, ...] = ()
-    #: extra tags given to the same image (never over an image the builder did not make)
-    aliases: tuple[str, ...] = ()
-
-
-RECIPES: dict[str, ImageRecipe] = {
-    "base": ImageRecipe(
-        name="base",
-        tag="alphora/sandbox:base",
-        description="Debian bookworm, Python 3.11, pip, venv, CA certificates; non-root user",
-        aliases=("alphora/sandbox:minimal",),
-    ),
-    "datascience": ImageRecipe(
-        name="datascience",
-        tag="alphora/sandbox:datascience",
-        description="base + numpy, pandas, scikit-learn",
-        parent="base",
-        pip_packages=("numpy", "pandas", "scikit-learn"),
-    ),
-    "ml": ImageRecipe(
-        name="ml",
-        tag="alphora/sandbox:ml",
-        description="base + torch (CPU), transformers",
-        parent="base",
-        pip_packages=("torch", "transformers"),
-    ),
-}
-#: ``minimal`` is the base image under another tag (it is already minimal: no compilers, no docs)
-_NAME_ALIASES = {"minimal": "base"}
-
-
-def recipe_for_tag(tag: str) -> ImageRecipe | None:
-    """The recipe that builds ``tag`` (a recipe name, a tag or an alias), if any."""
-    key = _NAME_ALIASES.get(tag, tag)
-    if key in RECIPES:
-        return RECIPES[key]
-    for recipe in RECIPES.values():
-        if tag == recipe.tag or tag in recipe.aliases:
-            return recipe
-    return None
-
-
-def missing_image_hint(image: str) -> str:
-    """What to do about a sandbox image the engine does not have."""
-    recipe = recipe_for_tag(image)
-    if recipe is not None:
-        return (f"Build it locally (no registry needed): alphora-sandbox docker build {recipe.name}  "
-                f"(or: python -m alphora.sandbox_docker build {recipe.name})")
-    return (f"Pull it where a registry answers (docker pull {image}), or use an image the engine has (any image "
-            f"with python3 works); without a registry, `alphora-sandbox docker build base` makes "
-            f"alphora/sandbox:base (then docker_image='alphora/sandbox:base')")
 
 
 def _paths(values: Iterable[str | os.PathLike[str]]) -> tuple[Path, ...]:
@@ -569,7 +514,7 @@ def _order(names: Iterable[str]) -> list[ImageRecipe]:
             for r in RECIPES.values():
                 add(r)
             continue
-        recipe = recipe_for_tag(name)
+        recipe = recipe_for_tag(name, RECIPES, _NAME_ALIASES)
         if recipe is None and name in UPSTREAM_TAGS:
             raise ConfigurationError(
                 f"{name} is the upstream image's tag: the builder does not make it (and never tags over it). "
