@@ -6,8 +6,9 @@ Module map (docs/runner.md has the picture and the protocol table):
 * the program that runs *inside* the sandbox (stdlib only, relative imports only):
   :mod:`.server` (the request loop and calls), :mod:`.sessions` (the runner's side of sessions),
   :mod:`.kernel` (the session interpreter), :mod:`.child` (set-up and execution in forked children),
-  :mod:`.proctree` (process trees and memory through /proc), :mod:`.streams` (capped output pipes)
-  and :mod:`.safefs` (race-safe workspace file operations, also used in-process by the local backend).
+  :mod:`.proctree` (process trees and memory through /proc), :mod:`.leftovers` (the background-process
+  rule), :mod:`.streams` (capped output pipes), :mod:`.safefs` (race-safe workspace file operations, also used in-process by the local backend)
+  and :mod:`.fswalk` (the layer below it: path limits, the iterative walk and tree removal).
 * the host side: :mod:`.transport` (byte streams to a started runner), :mod:`.client` (the asyncio
   protocol client), :mod:`.backend` (:class:`~.backend.RunnerBackend`, the base class of backends
   built on the runner) and :mod:`.session` (:class:`~.session.RunnerSession`).
@@ -32,7 +33,9 @@ __all__ = ["BOOT", "RUNNER_MODULES", "RUNNER_PACKAGE", "bootstrap_argv", "runner
 _HERE = Path(__file__).resolve().parent
 
 #: the modules shipped into the sandbox (stdlib imports and relative imports among these only)
-RUNNER_MODULES = ("protocol", "proctree", "leftovers", "streams", "safefs", "child", "kernel", "sessions", "server")
+RUNNER_MODULES = (
+    "protocol", "proctree", "leftovers", "streams", "fswalk", "safefs", "child", "kernel", "sessions", "server",
+)
 #: the package name the shipped modules get inside the sandbox
 RUNNER_PACKAGE = "_alphora_runner"
 
