@@ -37,7 +37,8 @@ from typing import Any
 from ..config import SandboxConfig, config_from_env, config_from_file
 from ..errors import ConfigurationError
 from . import host
-from . import probes as _probes  # noqa: F401 - registers the probes
+from . import probes as _probes  # noqa: F401 - registers the file API, host and network probes
+from . import probes_proc as _probes_proc  # noqa: F401 - then those of processes and resources
 from .agent import AGENT_SCRIPT
 from .model import PROBES, TIERS, Outcome, Verdict
 from .report import EXIT_USAGE, Scorecard

@@ -29,7 +29,8 @@ from typing import Any
 from ..errors import SandboxError
 from ..sandbox import Sandbox
 from ..types import ResourceLimits, SecurityPolicy
-from . import probes as _probes  # noqa: F401 - registers the probes
+from . import probes as _probes  # noqa: F401 - registers the file API, host and network probes
+from . import probes_proc as _probes_proc  # noqa: F401 - then those of processes and resources
 from .model import PROBES, Outcome, Probe, ProbeContext, Verdict
 
 __all__ = ["AGENT_SCRIPT", "main"]

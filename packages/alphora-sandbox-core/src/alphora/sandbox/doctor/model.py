@@ -118,7 +118,7 @@ class Probe:
     alone: bool = False
 
 
-#: the registry, in scorecard order (filled by ``probes.py``)
+#: the registry, in scorecard order (filled by ``probes.py``, then ``probes_proc.py``)
 PROBES: dict[str, Probe] = {}
 
 
