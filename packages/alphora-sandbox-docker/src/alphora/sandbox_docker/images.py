@@ -16,17 +16,17 @@ upstream images (the spec's default image is the real ``python:3.11-slim``, whic
 runs as it is). Every image carries the label ``org.alphora.sandbox.recipe`` (a hash of everything
 that went into it); an image whose label matches is reused, not rebuilt. Extra CA certificates
 stick: a build that names none keeps those the existing base was built with (``keep_ca_certs``).
+
+What each image is (names, tags, aliases, pip packages) is data in :mod:`.recipes`; the Debian root
+filesystem step is in :mod:`._rootfs`. This module is the builder and re-exports the recipe names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
-import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -39,9 +39,9 @@ import attrs
 from alphora.sandbox.errors import ConfigurationError, DockerError
 
 from ._errors import map_docker_errors
+from ._rootfs import DEBIAN_SUITE, ROOTFS_TAG, _import_rootfs, _mmdebstrap
 from .recipes import (
     _NAME_ALIASES,
-    DEBIAN_PACKAGES,
     RECIPES,
     UPSTREAM_TAGS,
     ImageRecipe,
@@ -71,9 +71,7 @@ __all__ = [
 RECIPE_VERSION = "1"
 LABEL_RECIPE = "org.alphora.sandbox.recipe"
 LABEL_IMAGE = "org.alphora.sandbox.image"
-ROOTFS_TAG = "alphora/sandbox-rootfs:bookworm"
 SANDBOX_UID = 1000
-DEBIAN_SUITE = "bookworm"
 UPSTREAM_BASE = "python:3.11-slim"
 CA_DIR = "/usr/local/share/ca-certificates/alphora"
 
@@ -351,106 +349,6 @@ def _tag_aliases(client: docker.DockerClient, image_id: str, aliases: Sequence[s
     return done
 
 
-# -- the Debian root filesystem ------------------------------------------------------------------
-
-
-def _host_debian_sources() -> str | None:
-    """The host's apt sources file when it already lists the suite we build (reuses its mirror)."""
-    for cand in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
-        try:
-            text = Path(cand).read_text()
-        except OSError:
-            continue
-        if re.search(rf"\b{DEBIAN_SUITE}\b", text):
-            return cand
-    return None
-
-
-def _host_apt_options() -> list[str]:
-    """The host apt's proxy settings, so mmdebstrap goes the way the host's apt goes."""
-    opts = ['Acquire::Check-Valid-Until "false"']
-    if shutil.which("apt-config") is None:
-        return opts
-    for key in ("Acquire::http::Proxy", "Acquire::https::Proxy"):
-        try:
-            out = subprocess.run(
-                ["apt-config", "shell", "V", key], capture_output=True, text=True, timeout=10, check=False
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-        m = re.match(r"V='(.*)'", out)
-        if m and m.group(1):
-            opts.append(f'{key} "{m.group(1)}"')
-    return opts
-
-
-def _mmdebstrap(target: Path, opts: BuildOptions, reporter: Reporter) -> None:
-    exe = shutil.which("mmdebstrap")
-    if exe is None:
-        raise DockerError(
-            "no image registry answers and mmdebstrap is not installed: install it (apt-get install "
-            "mmdebstrap) to build the base image from Debian packages"
-        )
-    mirror = opts.mirror or os.environ.get("ALPHORA_SANDBOX_DEBIAN_MIRROR") or _host_debian_sources()
-    argv = [
-        exe,
-        "--variant=minbase",
-        f"--include={','.join(DEBIAN_PACKAGES)}",
-        "--format=tar",
-        "--dpkgopt=path-exclude=/usr/share/man/*",
-        "--dpkgopt=path-exclude=/usr/share/doc/*",
-        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-        "--dpkgopt=path-exclude=/usr/share/locale/*",
-        "--dpkgopt=path-exclude=/usr/share/info/*",
-    ]
-    for aptopt in _host_apt_options():
-        argv.append(f"--aptopt={aptopt}")
-    argv += [DEBIAN_SUITE, str(target)]
-    if mirror:
-        argv.append(mirror)
-    reporter.log("$ " + " ".join(argv))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    tail: list[str] = []
-    for line in proc.stdout:
-        reporter.log(line.rstrip())
-        tail = [*tail[-30:], line.rstrip()]
-    if proc.wait() != 0:
-        raise DockerError("mmdebstrap failed:\n" + "\n".join(tail))
-
-
-class _CountingReader(io.RawIOBase):
-    def __init__(self, fh: Any, advance: Callable[[int], None]) -> None:
-        self._fh = fh
-        self._advance = advance
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self._fh.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self._advance(n)
-        return n
-
-
-def _import_rootfs(client: docker.DockerClient, tarball: Path, reporter: Reporter) -> str:
-    size = tarball.stat().st_size
-    advance = reporter.upload(size)
-    with tarball.open("rb") as fh:
-        reader = io.BufferedReader(_CountingReader(fh, advance), buffer_size=1 << 20)
-        repo, _, tag = ROOTFS_TAG.rpartition(":")
-        out = client.api.import_image_from_stream(
-            reader, repository=repo, tag=tag, changes=['CMD ["/bin/sh"]', "ENV LANG=C.UTF-8"]
-        )
-    text = out if isinstance(out, str) else json.dumps(out)
-    m = re.search(r"sha256:[0-9a-f]{64}", text)
-    if not m:
-        raise DockerError(f"docker import of the root filesystem failed: {text[-500:]}")
-    return m.group(0)
-
-
 def _upstream_base(client: docker.DockerClient, reporter: Reporter) -> str | None:
     """Where ``python:3.11-slim`` came from: ``"local"`` (the engine has the upstream image: not one
     of ours), ``"pulled"`` (a registry gave it now), or None."""
@@ -489,7 +387,7 @@ def _root_image(client: docker.DockerClient, opts: BuildOptions, reporter: Repor
     reporter.step(f"building a Debian {DEBIAN_SUITE} root filesystem with mmdebstrap")
     with tempfile.TemporaryDirectory(prefix="alphora-rootfs-") as tmp:
         tarball = Path(tmp) / "rootfs.tar"
-        _mmdebstrap(tarball, opts, reporter)
+        _mmdebstrap(tarball, opts.mirror, reporter)
         reporter.done(f"root filesystem built ({tarball.stat().st_size / 1e6:.0f} MB)")
         reporter.step(f"importing it as {ROOTFS_TAG}")
         _import_rootfs(client, tarball, reporter)
