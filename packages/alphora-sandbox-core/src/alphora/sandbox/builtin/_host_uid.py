@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BackendError, ConfigurationError
-from ..runner import safefs
+from ..runner import fswalk
 
 __all__ = ["DEFAULT_UID_RANGE", "RUN_DIR", "UidLease", "chown_tree", "parse_uid_range"]
 
@@ -79,13 +79,13 @@ class UidLease:
 
 def chown_tree(root: Path, uid: int, gid: int) -> None:
     """Give ``root`` and everything below it to ``uid:gid`` without following any symlink (fd-relative,
-    any depth: safefs's walk). Files with more than one hard link are left alone (another link may be
+    any depth: the runner's fswalk walk). Files with more than one hard link are left alone (another link may be
     outside the workspace)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != (uid, gid):
             os.fchown(fd, uid, gid)
-        with contextlib.closing(safefs._walk(fd, "", strict=False, paths=False)) as walk:
+        with contextlib.closing(fswalk._walk(fd, "", strict=False, paths=False)) as walk:
             for kind, _path, name, st, parent in walk:
                 if kind == "leave" or (st.st_uid, st.st_gid) == (uid, gid):
                     continue
