@@ -13,8 +13,16 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests-3.11", "core-3.10", "core-3.13", "docs", "bench_smoke",
-                        "example_plugin"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests-3.11",
+    "core-3.10",
+    "core-3.13",
+    "docs",
+    "bench_smoke",
+    "example_plugin",
+]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 PACKAGES = ["packages/alphora-sandbox-core", "packages/alphora-sandbox-docker", "packages/alphora-sandbox-s3"]
@@ -148,5 +156,14 @@ def example_plugin(session: nox.Session) -> None:
     session.install("pytest>=8", "pytest-asyncio>=0.24", "mypy>=1.10")
     session.install("--force-reinstall", "--no-deps", "./examples/plugin-backend")
     session.run("mypy", "examples/plugin-backend/src")
-    session.run("pytest", "-q", "-p", "no:cacheprovider", "--rootdir", "examples/plugin-backend",
-                "-c", "examples/plugin-backend/pyproject.toml", "examples/plugin-backend/tests")
+    session.run(
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        "examples/plugin-backend",
+        "-c",
+        "examples/plugin-backend/pyproject.toml",
+        "examples/plugin-backend/tests",
+    )

@@ -26,8 +26,12 @@ from alphora.sandbox import ResourceLimits, Sandbox
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"n": len(samples), "median_ms": statistics.median(samples) * 1e3, "p95_ms": p95 * 1e3,
-            "min_ms": ordered[0] * 1e3}
+    return {
+        "n": len(samples),
+        "median_ms": statistics.median(samples) * 1e3,
+        "p95_ms": p95 * 1e3,
+        "min_ms": ordered[0] * 1e3,
+    }
 
 
 async def _timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
@@ -76,8 +80,14 @@ def raw_docker_exec(image: str, calls: int) -> dict[str, Any]:
     import docker
 
     client = docker.from_env()
-    c = client.containers.run(image, ["python3", "-c", "import time; time.sleep(1e9)"], detach=True,
-                              network_mode="none", user="1000:1000", labels={"org.alphora.bench": "1"})
+    c = client.containers.run(
+        image,
+        ["python3", "-c", "import time; time.sleep(1e9)"],
+        detach=True,
+        network_mode="none",
+        user="1000:1000",
+        labels={"org.alphora.bench": "1"},
+    )
     try:
         sdk_py, sdk_true, cli_py = [], [], []
         for _ in range(5):
@@ -97,14 +107,18 @@ def raw_docker_exec(image: str, calls: int) -> dict[str, Any]:
     finally:
         c.remove(force=True)
         client.close()
-    return {"sdk_exec_python_pass": _stats(sdk_py), "sdk_exec_true": _stats(sdk_true),
-            "cli_docker_exec_python_pass": _stats(cli_py)}
+    return {
+        "sdk_exec_python_pass": _stats(sdk_py),
+        "sdk_exec_true": _stats(sdk_true),
+        "cli_docker_exec_python_pass": _stats(cli_py),
+    }
 
 
 async def concurrent(image: str, k: int, calls_each: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    sandboxes = [Sandbox.create_docker(docker_image=image, resource_limits=ResourceLimits(memory_mb=256))
-                 for _ in range(k)]
+    sandboxes = [
+        Sandbox.create_docker(docker_image=image, resource_limits=ResourceLimits(memory_mb=256)) for _ in range(k)
+    ]
     await asyncio.gather(*(s.start() for s in sandboxes))
     t_started = time.perf_counter()
     try:
@@ -159,8 +173,10 @@ async def per_runtime(image: str, runtimes: list[str], starts: int, calls: int) 
     """Start and warm-call latency of the same sandbox under each runtime."""
     out: dict[str, Any] = {}
     for runtime in runtimes:
-        out[runtime] = {"create_first_run": await create_and_first_run(image, starts, runtime),
-                        "warm": await warm_calls(image, calls, runtime)}
+        out[runtime] = {
+            "create_first_run": await create_and_first_run(image, starts, runtime),
+            "warm": await warm_calls(image, calls, runtime),
+        }
     return out
 
 
@@ -211,20 +227,28 @@ def _print(results: dict[str, Any]) -> None:
     c = results["concurrent"]
     print(f"image: {results['image']}")
     print(f"container create + start           median {cf['start']['median_ms']:.0f} ms")
-    print(f"container create + first run       median {cf['create_plus_first_run']['median_ms']:.0f} ms"
-          f"  (p95 {cf['create_plus_first_run']['p95_ms']:.0f} ms, n={cf['start']['n']})")
+    print(
+        f"container create + first run       median {cf['create_plus_first_run']['median_ms']:.0f} ms"
+        f"  (p95 {cf['create_plus_first_run']['p95_ms']:.0f} ms, n={cf['start']['n']})"
+    )
     print(f"destroy (container + volumes)      median {cf['destroy']['median_ms']:.0f} ms")
-    print(f"warm run('pass')                   median {w['run_python_pass']['median_ms']:.2f} ms"
-          f"  p95 {w['run_python_pass']['p95_ms']:.2f} ms")
+    print(
+        f"warm run('pass')                   median {w['run_python_pass']['median_ms']:.2f} ms"
+        f"  p95 {w['run_python_pass']['p95_ms']:.2f} ms"
+    )
     print(f"warm execute_shell('true')         median {w['execute_shell_true']['median_ms']:.2f} ms")
     print(f"warm write_file (small)            median {w['write_file_small']['median_ms']:.2f} ms")
-    print(f"raw docker exec python -c pass     median {raw['sdk_exec_python_pass']['median_ms']:.1f} ms (SDK)"
-          f", {raw['cli_docker_exec_python_pass']['median_ms']:.1f} ms (CLI)")
+    print(
+        f"raw docker exec python -c pass     median {raw['sdk_exec_python_pass']['median_ms']:.1f} ms (SDK)"
+        f", {raw['cli_docker_exec_python_pass']['median_ms']:.1f} ms (CLI)"
+    )
     print(f"raw docker exec true               median {raw['sdk_exec_true']['median_ms']:.1f} ms (SDK)")
-    print(f"{c['sandboxes']} concurrent sandboxes: start all {c['start_all_s']:.2f} s, + first run "
-          f"{c['start_all_plus_first_run_s']:.2f} s; {c['calls_total']} calls in {c['calls_wall_s']:.2f} s "
-          f"({c['calls_per_s']:.0f}/s, median {c['per_call_under_load']['median_ms']:.1f} ms); "
-          f"8 CPU-bound calls {c['cpu_bound_8x_wall_s']:.2f} s; destroy all {c['destroy_all_s']:.2f} s")
+    print(
+        f"{c['sandboxes']} concurrent sandboxes: start all {c['start_all_s']:.2f} s, + first run "
+        f"{c['start_all_plus_first_run_s']:.2f} s; {c['calls_total']} calls in {c['calls_wall_s']:.2f} s "
+        f"({c['calls_per_s']:.0f}/s, median {c['per_call_under_load']['median_ms']:.1f} ms); "
+        f"8 CPU-bound calls {c['cpu_bound_8x_wall_s']:.2f} s; destroy all {c['destroy_all_s']:.2f} s"
+    )
     print("per container runtime (same image):")
     _print_runtimes(results["runtimes"])
 
@@ -236,8 +260,12 @@ def main() -> None:
     p.add_argument("--starts", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--calls-each", type=int, default=25)
-    p.add_argument("--runtime", action="append", help="container runtime to compare (repeatable; default: runc, "
-                   "and runsc when the engine has it); the first is the ratios' base")
+    p.add_argument(
+        "--runtime",
+        action="append",
+        help="container runtime to compare (repeatable; default: runc, "
+        "and runsc when the engine has it); the first is the ratios' base",
+    )
     p.add_argument("--runtimes-only", action="store_true", help="only the per-runtime start and warm-call table")
     p.add_argument("--json", help="write the raw numbers here")
     args = p.parse_args()

@@ -31,12 +31,7 @@ from typing import Any
 from alphora.sandbox import LocalBackend
 from alphora.sandbox.builtin.isolated_backend import IsolatedLocalBackend, bwrap_available
 
-REPL = (
-    "import sys\n"
-    "for line in sys.stdin:\n"
-    "    exec(line)\n"
-    "    sys.stdout.write('\\x00\\n'); sys.stdout.flush()\n"
-)
+REPL = "import sys\nfor line in sys.stdin:\n    exec(line)\n    sys.stdout.write('\\x00\\n'); sys.stdout.flush()\n"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,8 +69,9 @@ async def timed(n: int, fn: Callable[[], Awaitable[Any]], warmup: int = 2) -> li
 
 
 async def raw_spawn(argv: list[str]) -> None:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
     out, _ = await proc.communicate()
     assert out == b"1\n", out
 
@@ -88,8 +84,9 @@ class PipeRepl:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> PipeRepl:
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, stdin=asyncio.subprocess.PIPE,
-                                                         stdout=asyncio.subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
         await self.call("pass")
         return self
 
@@ -117,8 +114,9 @@ def docker_target() -> tuple[str, str] | None:
     if subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode != 0:
         return None
     wanted = [os.environ.get("ALPHORA_BENCH_IMAGE", ""), "alphora/sandbox:minimal", "python:3.11-slim"]
-    listed = subprocess.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                            text=True, timeout=20).stdout.split()
+    listed = subprocess.run(
+        [docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True, timeout=20
+    ).stdout.split()
     for image in [w for w in wanted if w] + [i for i in listed if "python" in i or "alphora" in i]:
         if image in listed:
             return docker, image
@@ -128,13 +126,21 @@ def docker_target() -> tuple[str, str] | None:
 async def docker_floors(n: int) -> tuple[Row, Row]:
     target = docker_target()
     if target is None:
-        return (Row("floor: raw docker exec python3 -c", None, "n/a: no Docker engine or python image"),
-                Row("floor: persistent docker exec -i REPL", None, "n/a: no Docker engine or python image"))
+        return (
+            Row("floor: raw docker exec python3 -c", None, "n/a: no Docker engine or python image"),
+            Row("floor: persistent docker exec -i REPL", None, "n/a: no Docker engine or python image"),
+        )
     docker, image = target
-    cid = subprocess.run([docker, "run", "-d", "--rm", "--network", "none", "--entrypoint", "sleep", image, "3600"],
-                         capture_output=True, text=True, timeout=60).stdout.strip()
+    cid = subprocess.run(
+        [docker, "run", "-d", "--rm", "--network", "none", "--entrypoint", "sleep", image, "3600"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     try:
-        exec_samples = await timed(max(3, n // 4), lambda: raw_spawn([docker, "exec", cid, "python3", "-c", "print(1)"]))
+        exec_samples = await timed(
+            max(3, n // 4), lambda: raw_spawn([docker, "exec", cid, "python3", "-c", "print(1)"])
+        )
         repl = await PipeRepl([docker, "exec", "-i", cid, "python3", "-u", "-c", REPL]).start()
         try:
             repl_samples = await timed(n, repl.call)
@@ -142,15 +148,20 @@ async def docker_floors(n: int) -> tuple[Row, Row]:
             await repl.stop()
     finally:
         subprocess.run([docker, "rm", "-f", cid], capture_output=True, timeout=60)
-    return (Row("floor: raw docker exec python3 -c", exec_samples, image),
-            Row("floor: persistent docker exec -i REPL", repl_samples, image))
+    return (
+        Row("floor: raw docker exec python3 -c", exec_samples, image),
+        Row("floor: persistent docker exec -i REPL", repl_samples, image),
+    )
 
 
 async def docker_backend_rows(base: Path, n: int) -> list[Row]:
     """The Docker backend (runner as the container's PID 1): cold start, warm calls."""
     target = docker_target()
-    names = ("docker backend: cold start (create+start+first run+stop)", "docker backend: warm call, fresh process",
-             "docker backend: warm call, session")
+    names = (
+        "docker backend: cold start (create+start+first run+stop)",
+        "docker backend: warm call, fresh process",
+        "docker backend: warm call, session",
+    )
     try:
         from alphora.sandbox_docker import DockerBackend
     except ImportError:
@@ -184,7 +195,9 @@ async def docker_backend_rows(base: Path, n: int) -> list[Row]:
 # -- the library ----------------------------------------------------------------------------------
 
 
-async def cold_starts(base: Path, n: int, backend: type[LocalBackend] = LocalBackend) -> tuple[list[float], list[float]]:
+async def cold_starts(
+    base: Path, n: int, backend: type[LocalBackend] = LocalBackend
+) -> tuple[list[float], list[float]]:
     """(create+start+first run+stop, create+start+first run) per sandbox, fresh workspace each."""
     full, first = [], []
     for i in range(n + 1):
@@ -258,14 +271,18 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
             await b.stop()
 
         lat, wall = await concurrent(base, 8, 2 if quick else 10)
-        rows["conc"] = Row(f"8 sandboxes x {2 if quick else 10} calls, per call", lat,
-                           f"wall {wall * 1000:.0f} ms for {len(lat)} calls")
+        rows["conc"] = Row(
+            f"8 sandboxes x {2 if quick else 10} calls, per call",
+            lat,
+            f"wall {wall * 1000:.0f} ms for {len(lat)} calls",
+        )
         if not skip_docker:
             for i, row in enumerate(await docker_backend_rows(base, 3 if quick else 100)):
                 rows[f"docker{i}"] = row
 
-    rows["pyc"] = Row("floor: raw python -c spawn", await timed(max(3, n // 4), lambda: raw_spawn(
-        [sys.executable, "-c", "print(1)"])))
+    rows["pyc"] = Row(
+        "floor: raw python -c spawn", await timed(max(3, n // 4), lambda: raw_spawn([sys.executable, "-c", "print(1)"]))
+    )
     repl = await PipeRepl([sys.executable, "-u", "-c", REPL]).start()
     try:
         rows["repl"] = Row("floor: persistent python REPL over a pipe", await timed(n * 2, repl.call))
@@ -278,13 +295,18 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
         rows["dexec"], rows["drepl"] = await docker_floors(n if not quick else 3)
 
     ratios = {
-        "fresh": ("pyc", "x python -c"), "session": ("repl", "x REPL floor"), "cold_first": ("pyc", "x python -c"),
+        "fresh": ("pyc", "x python -c"),
+        "session": ("repl", "x REPL floor"),
+        "cold_first": ("pyc", "x python -c"),
         "iso_cold_first": ("cold_first", "x local"),
-        "drepl": ("repl", "x REPL floor"), "docker1": ("dexec", "x docker exec"),
+        "drepl": ("repl", "x REPL floor"),
+        "docker1": ("dexec", "x docker exec"),
         "docker2": ("drepl", "x exec -i REPL"),
     }
-    print(f"\nalphora-sandbox bench ({'quick smoke' if quick else 'full'}), python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores\n")
+    print(
+        f"\nalphora-sandbox bench ({'quick smoke' if quick else 'full'}), python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores\n"
+    )
     print(f"| {'measure':<56} | {'n':>4} | {'median ms':>9} | {'p95 ms':>8} | {'ratio':<16} | note")
     print(f"|{'-' * 58}|{'-' * 6}|{'-' * 11}|{'-' * 10}|{'-' * 18}|------")
     for key, row in rows.items():
@@ -299,10 +321,16 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
         return (rows[key].median or 0.0) * 1000
 
     checks = [
-        ("session call <= max(2 x REPL floor, 1 ms)", ms("session") <= max(2 * ms("repl"), 1.0),
-         f"{ms('session'):.3f} ms vs {max(2 * ms('repl'), 1.0):.3f} ms"),
-        ("fresh-process call <= 0.5 x python -c", ms("fresh") <= 0.5 * ms("pyc"),
-         f"{ms('fresh'):.2f} ms vs {0.5 * ms('pyc'):.2f} ms"),
+        (
+            "session call <= max(2 x REPL floor, 1 ms)",
+            ms("session") <= max(2 * ms("repl"), 1.0),
+            f"{ms('session'):.3f} ms vs {max(2 * ms('repl'), 1.0):.3f} ms",
+        ),
+        (
+            "fresh-process call <= 0.5 x python -c",
+            ms("fresh") <= 0.5 * ms("pyc"),
+            f"{ms('fresh'):.2f} ms vs {0.5 * ms('pyc'):.2f} ms",
+        ),
         ("create+start+first run < 150 ms (median)", ms("cold_first") < 150, f"{ms('cold_first'):.1f} ms"),
     ]
     print("\ntargets" + (" (quick mode: informational only)" if quick else "") + ":")
@@ -310,9 +338,14 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
         print(f"  [{'met' if ok else 'MISSED'}] {name}: {detail}")
     if json_path:
         Path(json_path).write_text(  # noqa: ASYNC240 - once, after measuring
-json.dumps({k: {"name": r.name, "n": len(r.samples), "median_s": r.median,
-                                                   "p95_s": r.p95, "note": r.note} for k, r in rows.items()},
-                                              indent=2))
+            json.dumps(
+                {
+                    k: {"name": r.name, "n": len(r.samples), "median_s": r.median, "p95_s": r.p95, "note": r.note}
+                    for k, r in rows.items()
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

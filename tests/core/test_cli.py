@@ -34,8 +34,11 @@ SUBPROCESS_TIMEOUT = 120  # a safety bound only; every call here normally ends i
 @pytest.fixture(scope="module", autouse=True)
 def _entry_point_installed() -> None:
     if not BIN.exists():
-        pytest.fail(f"the alphora-sandbox entry point is not installed next to {sys.executable}: "
-                    "pip install -e packages/alphora-sandbox-core", pytrace=False)
+        pytest.fail(
+            f"the alphora-sandbox entry point is not installed next to {sys.executable}: "
+            "pip install -e packages/alphora-sandbox-core",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -52,16 +55,23 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def cli(home: Path, *args: str, module: bool = False, cwd: Path | None = None, stdin: Any = subprocess.DEVNULL,
-        **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, module: bool = False, cwd: Path | None = None, stdin: Any = subprocess.DEVNULL, **env: str
+) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "alphora.sandbox", *args] if module else [str(BIN), *args]
-    return subprocess.run(argv, env=_env(home, **env), cwd=cwd, stdin=stdin, capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT)
+    return subprocess.run(
+        argv, env=_env(home, **env), cwd=cwd, stdin=stdin, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
 
 
 def popen(home: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN), *args], env=_env(home, **env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [str(BIN), *args],
+        env=_env(home, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def workspaces(home: Path) -> list[Path]:
@@ -105,12 +115,15 @@ def assert_short(stderr: str, lines: int = 2) -> None:
 SHOW_ARGV = "import json, sys\nprint(json.dumps(sys.argv[1:]))\n"
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--", "a", "b"], ["a", "b"]),
-    (["--", "-x", "--y", "--", "c d"], ["-x", "--y", "--", "c d"]),
-    (["a", "b"], ["a", "b"]),
-    ([], []),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--", "a", "b"], ["a", "b"]),
+        (["--", "-x", "--y", "--", "c d"], ["-x", "--y", "--", "c d"]),
+        (["a", "b"], ["a", "b"]),
+        ([], []),
+    ],
+)
 def test_script_arguments_arrive_whole(home: Path, tmp_path: Path, args: list[str], expected: list[str]) -> None:
     script = tmp_path / "show.py"
     script.write_text(SHOW_ARGV)
@@ -122,8 +135,14 @@ def test_script_arguments_arrive_whole(home: Path, tmp_path: Path, args: list[st
 def test_code_comes_from_the_argument_or_stdin_and_a_terminal_is_not_waited_on(home: Path) -> None:
     assert cli(home, "run", "print(6 * 7)").stdout == "42\n"
     for args in ([], ["-"]):
-        piped = subprocess.run([str(BIN), "run", *args], input="print('from stdin')", env=_env(home),
-                               capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+        piped = subprocess.run(
+            [str(BIN), "run", *args],
+            input="print('from stdin')",
+            env=_env(home),
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
         assert (piped.returncode, piped.stdout) == (0, "from stdin\n"), piped.stderr
     main_fd, tty_fd = pty.openpty()
     try:
@@ -176,14 +195,17 @@ def test_keep_leaves_the_workspace_really_there_and_only_then(home: Path) -> Non
 # -- exit codes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "code"), [
-    (["print(1)"], 0),
-    (["import sys; sys.exit(3)"], 3),
-    (["1 / 0"], 1),
-    (["import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], 128 + signal.SIGKILL),
-    (["--timeout", "1", "import time; time.sleep(60)"], 124),
-    (["--shell", "echo hi; exit 4"], 4),
-])
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["print(1)"], 0),
+        (["import sys; sys.exit(3)"], 3),
+        (["1 / 0"], 1),
+        (["import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], 128 + signal.SIGKILL),
+        (["--timeout", "1", "import time; time.sleep(60)"], 124),
+        (["--shell", "echo hi; exit 4"], 4),
+    ],
+)
 def test_exit_codes(home: Path, args: list[str], code: int) -> None:
     proc = cli(home, "run", *args)
     assert proc.returncode == code, proc.stderr
@@ -212,21 +234,24 @@ def test_json_result_and_exit_code(home: Path) -> None:
 # -- mistakes: a line or two with the fix, exit 2, no traceback --------------------------------------
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["run", "-f", "missing.py"], "no such file: missing.py"),
-    (["run", "-f", "."], "is a directory"),
-    (["run", "--backend", "nope", "print(1)"], "unknown backend 'nope'"),
-    (["run", "--timeout", "-1", "print(1)"], "must be a finite positive number of seconds, got '-1'"),
-    (["run", "--timeout", "0", "print(1)"], "must be a finite positive number of seconds, got '0'"),
-    (["run", "--timeout", "soon", "print(1)"], "must be a finite positive number of seconds, got 'soon'"),
-    (["run", "--memory-mb", "-5", "print(1)"], "megabytes"),
-    (["run", "print(1)", "print(2)"], "as one argument"),
-    (["run", "--image", "python:3.12", "print(1)"], "--image is for --backend docker"),
-    (["run", "--shell", "echo", "hi"], "quote it"),
-    (["run", "-f", "missing.py", "--verbose"], "go after '--'"),
-    (["plugins", "--", "x"], "not for 'plugins'"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "-f", "missing.py"], "no such file: missing.py"),
+        (["run", "-f", "."], "is a directory"),
+        (["run", "--backend", "nope", "print(1)"], "unknown backend 'nope'"),
+        (["run", "--timeout", "-1", "print(1)"], "must be a finite positive number of seconds, got '-1'"),
+        (["run", "--timeout", "0", "print(1)"], "must be a finite positive number of seconds, got '0'"),
+        (["run", "--timeout", "soon", "print(1)"], "must be a finite positive number of seconds, got 'soon'"),
+        (["run", "--memory-mb", "-5", "print(1)"], "megabytes"),
+        (["run", "print(1)", "print(2)"], "as one argument"),
+        (["run", "--image", "python:3.12", "print(1)"], "--image is for --backend docker"),
+        (["run", "--shell", "echo", "hi"], "quote it"),
+        (["run", "-f", "missing.py", "--verbose"], "go after '--'"),
+        (["plugins", "--", "x"], "not for 'plugins'"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_user_mistakes_are_answered_in_two_lines(home: Path, tmp_path: Path, args: list[str], needle: str) -> None:
     proc = cli(home, *args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -254,7 +279,8 @@ def test_missing_engine_is_one_line_naming_it(home: Path) -> None:
     assert_short(proc.stderr, lines=1)
     assert proc.stderr.startswith(
         f"alphora-sandbox: error: cannot reach the Docker engine at {DEAD_ENGINE}: Connection refused. "
-        "Is the engine running?"), proc.stderr
+        "Is the engine running?"
+    ), proc.stderr
     assert "removing" not in proc.stderr
     debug = cli(home, "run", "--debug", "--backend", "docker", "print(1)", DOCKER_HOST=DEAD_ENGINE)
     assert debug.returncode == 125
@@ -284,8 +310,7 @@ def test_closed_pipe_stops_quietly_and_cleans_up(home: Path) -> None:
     assert workspaces(home) == []
 
 
-SLEEPER = ("import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('started', flush=True)\n"
-           "time.sleep(120)\n")
+SLEEPER = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('started', flush=True)\ntime.sleep(120)\n"
 
 
 def _gone(pid: int) -> bool:

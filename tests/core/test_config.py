@@ -76,6 +76,8 @@ def _tiny_registry() -> Iterator[None]:
         yield
     finally:
         set_registry(previous)
+
+
 SPEC = Path("/work/shared/seed/alphora-sandbox-README.zh.md")
 
 
@@ -115,8 +117,11 @@ def test_spec_docker_config_with_network_turns_it_on_everywhere() -> None:
 
 
 def test_docker_config_without_network_is_isolated() -> None:
-    config = SandboxConfig.docker(image="python:3.11", resource_limits=ResourceLimits(network_enabled=True),
-                                  security_policy=SecurityPolicy.permissive())
+    config = SandboxConfig.docker(
+        image="python:3.11",
+        resource_limits=ResourceLimits(network_enabled=True),
+        security_policy=SecurityPolicy.permissive(),
+    )
     assert config.network_enabled is False
     assert config.resource_limits.network_enabled is False
     assert config.security_policy.allow_network is False
@@ -124,8 +129,9 @@ def test_docker_config_without_network_is_isolated() -> None:
 
 
 def test_spec_minio_config() -> None:
-    config = SandboxConfig.minio(endpoint="http://localhost:9000", access_key="admin", secret_key="password",
-                                 bucket="sandboxes")
+    config = SandboxConfig.minio(
+        endpoint="http://localhost:9000", access_key="admin", secret_key="password", bucket="sandboxes"
+    )
     assert config.backend_type == "local"
     assert config.storage is not None
     assert config.storage.storage_type == "minio"
@@ -149,8 +155,9 @@ def test_spec_sandbox_json_loads_as_written(tmp_path: Path) -> None:
     config = config_from_file(path)
     assert config.base_path == "/data/sandboxes"
     assert config.backend_type == "docker"
-    assert config.resource_limits == ResourceLimits(timeout_seconds=300, memory_mb=512, cpu_cores=1.0,
-                                                    network_enabled=False)
+    assert config.resource_limits == ResourceLimits(
+        timeout_seconds=300, memory_mb=512, cpu_cores=1.0, network_enabled=False
+    )
     assert config.security_policy.allow_shell is True
     assert config.security_policy.allow_network is False
     assert config.options_for("docker").image == "python:3.11-slim"
@@ -189,21 +196,35 @@ def test_config_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_config_from_env_network_and_storage() -> None:
-    env = {"SANDBOX_NETWORK_ENABLED": "true", "SANDBOX_BACKEND": "docker", "SANDBOX_CPU_CORES": "2.5",
-           "SANDBOX_STORAGE_TYPE": "minio", "SANDBOX_STORAGE_ENDPOINT": "localhost:9000",
-           "SANDBOX_STORAGE_BUCKET": "b", "SANDBOX_STORAGE_ACCESS_KEY": "k", "SANDBOX_STORAGE_SECRET_KEY": "s"}
+    env = {
+        "SANDBOX_NETWORK_ENABLED": "true",
+        "SANDBOX_BACKEND": "docker",
+        "SANDBOX_CPU_CORES": "2.5",
+        "SANDBOX_STORAGE_TYPE": "minio",
+        "SANDBOX_STORAGE_ENDPOINT": "localhost:9000",
+        "SANDBOX_STORAGE_BUCKET": "b",
+        "SANDBOX_STORAGE_ACCESS_KEY": "k",
+        "SANDBOX_STORAGE_SECRET_KEY": "s",
+    }
     config = config_from_env(environ=env)
     assert config.network_enabled is True
     assert config.security_policy.allow_network is True
     assert config.resource_limits.cpu_cores == 2.5
-    assert config.storage == StorageConfig(storage_type="minio", endpoint="localhost:9000", bucket="b",
-                                           access_key="k", secret_key="s")
+    assert config.storage == StorageConfig(
+        storage_type="minio", endpoint="localhost:9000", bucket="b", access_key="k", secret_key="s"
+    )
 
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("SANDBOX_MEMORY_MB", "-1"), ("SANDBOX_MEMORY_MB", "lots"), ("SANDBOX_TIMEOUT", "soon"),
-     ("SANDBOX_NETWORK_ENABLED", "perhaps"), ("SANDBOX_BACKEND", "no such!"), ("SANDBOX_CPU_CORES", "0")],
+    [
+        ("SANDBOX_MEMORY_MB", "-1"),
+        ("SANDBOX_MEMORY_MB", "lots"),
+        ("SANDBOX_TIMEOUT", "soon"),
+        ("SANDBOX_NETWORK_ENABLED", "perhaps"),
+        ("SANDBOX_BACKEND", "no such!"),
+        ("SANDBOX_CPU_CORES", "0"),
+    ],
 )
 def test_config_from_env_errors_name_the_variable(var: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as info:
@@ -267,19 +288,30 @@ def test_invalid_values_raise_configuration_error_naming_field_and_value(
 
 def test_all_errors_are_listed() -> None:
     with pytest.raises(ConfigurationError) as info:
-        SandboxConfig.from_dict({"resource_limits": {"memory_mb": "x", "cpu_cores": "y"},
-                                 "security_policy": {"allow_shell": 3}})
+        SandboxConfig.from_dict(
+            {"resource_limits": {"memory_mb": "x", "cpu_cores": "y"}, "security_policy": {"allow_shell": 3}}
+        )
     fields = {e["field"] for e in info.value.context["errors"]}
     assert fields == {"$.resource_limits.memory_mb", "$.resource_limits.cpu_cores", "$.security_policy.allow_shell"}
 
 
 def test_validator_type_and_unknown_key_errors_are_listed_together() -> None:
     with pytest.raises(ConfigurationError) as info:
-        SandboxConfig.from_dict({"resource_limits": {"memory_mb": 0, "cpu_cores": "x", "bogus": 1},
-                                 "docker": {"image": ""}, "backend_type": 3})
+        SandboxConfig.from_dict(
+            {
+                "resource_limits": {"memory_mb": 0, "cpu_cores": "x", "bogus": 1},
+                "docker": {"image": ""},
+                "backend_type": 3,
+            }
+        )
     errors = {e["field"]: e["value"] for e in info.value.context["errors"]}
-    assert errors == {"$.resource_limits.memory_mb": 0, "$.resource_limits.cpu_cores": "x",
-                      "$.resource_limits.bogus": 1, "$.docker.image": "", "$.backend_type": 3}
+    assert errors == {
+        "$.resource_limits.memory_mb": 0,
+        "$.resource_limits.cpu_cores": "x",
+        "$.resource_limits.bogus": 1,
+        "$.docker.image": "",
+        "$.backend_type": 3,
+    }
 
 
 def test_not_a_mapping() -> None:
@@ -346,9 +378,12 @@ def test_third_party_section_is_validated_by_its_options_class() -> None:
     assert SandboxConfig.from_dict(config.to_dict()) == config
     assert config.to_dict()["backends"] == {"tiny": config.backend_options()}
     # the same section under "backends", and given in code as a mapping or an instance
-    assert SandboxConfig.from_dict({"backend_type": "tiny", "backends": {"tiny": {"kernel": "bzImage", "vcpus": 2}}}) \
-        == config == SandboxConfig(backend_type="tiny", backends={"tiny": {"kernel": "bzImage", "vcpus": 2}}) \
+    assert (
+        SandboxConfig.from_dict({"backend_type": "tiny", "backends": {"tiny": {"kernel": "bzImage", "vcpus": 2}}})
+        == config
+        == SandboxConfig(backend_type="tiny", backends={"tiny": {"kernel": "bzImage", "vcpus": 2}})
         == SandboxConfig(backend_type="tiny", backends={"tiny": TinyOptions(kernel="bzImage", vcpus=2)})
+    )
     assert SandboxConfig(backend_type="tiny").options_for() == TinyOptions()  # no section: the class's defaults
 
 
@@ -386,7 +421,9 @@ def test_third_party_options_errors_in_code_yaml_and_env(tmp_path: Path) -> None
     with pytest.raises(ConfigurationError) as info:
         config_from_env(environ={"SANDBOX_BACKEND": "tiny", "SANDBOX_TINY_VCPUS": "0"})
     assert (info.value.field, info.value.value) == ("SANDBOX_TINY_VCPUS", "0")
-    config = config_from_env(environ={"SANDBOX_BACKEND": "tiny", "SANDBOX_TINY_VCPUS": "4", "SANDBOX_TINY_DEBUG": "yes"})
+    config = config_from_env(
+        environ={"SANDBOX_BACKEND": "tiny", "SANDBOX_TINY_VCPUS": "4", "SANDBOX_TINY_DEBUG": "yes"}
+    )
     assert config.backends == {"tiny": TinyOptions(vcpus=4, debug=True)}
     assert "TINY_TAGS" not in backend_env_vars()  # a mapping is no variable
 
@@ -399,8 +436,14 @@ def test_section_without_options_class_is_kept_as_given() -> None:
 
 
 async def test_sandbox_and_manager_give_each_backend_its_section(tmp_path: Path) -> None:
-    config = SandboxConfig.from_dict({"backend_type": "tiny", "base_path": str(tmp_path),
-                                      "tiny": {"vcpus": 3}, "local": {"system_site_packages": False}})
+    config = SandboxConfig.from_dict(
+        {
+            "backend_type": "tiny",
+            "base_path": str(tmp_path),
+            "tiny": {"vcpus": 3},
+            "local": {"system_site_packages": False},
+        }
+    )
     sandbox = Sandbox.from_config(config)
     assert isinstance(sandbox.backend, TinyBackend)
     assert sandbox.backend.options == config.backend_options() == {**config.backend_options("tiny")}
@@ -439,8 +482,13 @@ _policy = st.builds(
     max_file_size_mb=st.one_of(st.integers(1, 10_000), st.floats(min_value=0.001, max_value=1e4)),
     audit_enabled=st.booleans(),
 )
-_tiny = st.builds(lambda **kw: TinyOptions(**kw), kernel=_text, vcpus=st.integers(1, 64), debug=st.booleans(),
-                  tags=st.dictionaries(_text, _text, max_size=3))
+_tiny = st.builds(
+    lambda **kw: TinyOptions(**kw),
+    kernel=_text,
+    vcpus=st.integers(1, 64),
+    debug=st.booleans(),
+    tags=st.dictionaries(_text, _text, max_size=3),
+)
 _raw_section = st.dictionaries(_name, st.one_of(st.integers(), _text, st.booleans(), st.none()), max_size=3)
 _storage = st.builds(
     StorageConfig,
@@ -468,19 +516,24 @@ def _configs(draw: st.DrawFn) -> SandboxConfig:
         backends["local"] = draw(_raw_section)
     if backend_type not in ("local", "tiny") and draw(st.booleans()):
         backends[backend_type] = draw(_raw_section)  # a backend that is not installed here: kept as given
-    return draw(st.builds(
-        SandboxConfig,
-        base_path=st.none() | _text,
-        backend_type=st.just(backend_type),
-        sandbox_id=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True),
-        name=st.none() | _text,
-        resource_limits=_limits,
-        security_policy=_policy,
-        backends=st.just(backends),
-        storage=st.none() | _storage,
-        env_vars=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True),
-                                 _text.filter(lambda s: "\x00" not in s), max_size=4),
-    ))
+    return draw(
+        st.builds(
+            SandboxConfig,
+            base_path=st.none() | _text,
+            backend_type=st.just(backend_type),
+            sandbox_id=st.none() | st.from_regex(r"[A-Za-z0-9_-]{1,16}", fullmatch=True),
+            name=st.none() | _text,
+            resource_limits=_limits,
+            security_policy=_policy,
+            backends=st.just(backends),
+            storage=st.none() | _storage,
+            env_vars=st.dictionaries(
+                st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True),
+                _text.filter(lambda s: "\x00" not in s),
+                max_size=4,
+            ),
+        )
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -73,7 +73,8 @@ def test_backend_declares_what_the_facade_reads() -> None:
 
 
 async def test_host_pip_settings_follow_pip_host_env_not_the_backend_name(
-        declared: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    declared: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     result = await declared.install_package("six")
     assert result.stdout == "index: http://127.0.0.1:9/simple\n", result
@@ -86,8 +87,9 @@ async def test_workspace_aliases_name_the_workspace(declared: Sandbox) -> None:
     assert await declared.read_file("/declared-workspace/a.txt") == "via alias"
 
 
-async def test_internal_paths_are_hidden_unsaved_and_scratch_paths_emptied_on_reset(declared: Sandbox,
-                                                                                    tmp_path: Path) -> None:
+async def test_internal_paths_are_hidden_unsaved_and_scratch_paths_emptied_on_reset(
+    declared: Sandbox, tmp_path: Path
+) -> None:
     await declared.write_file("cache/blob.bin", "internal")
     await declared.write_file("mine.txt", "user")
     async with SandboxTools(declared) as tools:
@@ -126,8 +128,13 @@ def test_fileinfo_from_stat_and_minimal_env(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "r.json").write_text("{}")
     info = fileinfo_from_stat("d/r.json", os.lstat(tmp_path / "d" / "r.json"))
-    assert (info.name, info.path, info.size, info.is_directory, info.file_type) == ("r.json", "d/r.json", 2, False,
-                                                                                  FileType.JSON)
+    assert (info.name, info.path, info.size, info.is_directory, info.file_type) == (
+        "r.json",
+        "d/r.json",
+        2,
+        False,
+        FileType.JSON,
+    )
     assert fileinfo_from_stat("d", os.lstat(tmp_path / "d")).is_directory
     env = minimal_env("/ws")
     assert env["HOME"] == "/ws"

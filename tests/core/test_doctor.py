@@ -175,8 +175,9 @@ def test_nothing_is_left_on_the_host(card: tuple[int, dict[str, Any]]) -> None:
 
 
 def test_exit_code_zero_when_nothing_failed_and_the_text_scorecard() -> None:
-    code, out, err = doctor("--tier", "local", "--probe", "file-api-escape", "--probe", "host-env",
-                            "--probe", "memory-bomb")
+    code, out, err = doctor(
+        "--tier", "local", "--probe", "file-api-escape", "--probe", "host-env", "--probe", "memory-bomb"
+    )
     assert code == 0, out + err
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("probe "))
@@ -246,18 +247,22 @@ async def test_file_api_probe_catches_a_backend_that_follows_links(naive: Sandbo
 
 
 async def test_host_env_probe_catches_a_backend_that_passes_the_environment(
-        naive: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    naive: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ALPHORA_DOCTOR_SECRET", "env-secret-5678")
     await naive.restart()  # the runner's environment is taken at start
-    ctx = ProbeContext(tier="isolated", spec={"secrets": {"env_name": "ALPHORA_DOCTOR_SECRET", "env": "env-secret-5678"}})
+    ctx = ProbeContext(
+        tier="isolated", spec={"secrets": {"env_name": "ALPHORA_DOCTOR_SECRET", "env": "env-secret-5678"}}
+    )
     outcome = await PROBES["host-env"].fn(naive, ctx)
     assert outcome.verdict is Verdict.FAILED
     assert "as ALPHORA_DOCTOR_SECRET" in outcome.evidence
 
 
 def test_quick_leaves_out_the_bombs() -> None:
-    code, data = doctor_json("--tier", "local", "--quick", "--probe", "file-api-escape", "--probe", "memory-bomb",
-                             "--probe", "fork-bomb")
+    code, data = doctor_json(
+        "--tier", "local", "--quick", "--probe", "file-api-escape", "--probe", "memory-bomb", "--probe", "fork-bomb"
+    )
     assert code == 0
     assert list(data["probes"]) == ["file-api-escape"]
     assert verdicts(data, "local") == {"file-api-escape": "held"}

@@ -23,8 +23,10 @@ needs_bwrap = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwra
 TIERS = ["local", pytest.param("isolated", marks=needs_bwrap)]
 
 #: the first process exits at once; its forks survive EAGAIN and keep trying
-BOMB_SURVIVOR = "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n" \
-                "        except OSError:\n            pass\n"
+BOMB_SURVIVOR = (
+    "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n"
+    "        except OSError:\n            pass\n"
+)
 #: issue 9's reproducer: every process dies at its first EAGAIN, the first one among them
 BOMB_NAIVE = "import os\nwhile True:\n    os.fork()\n"
 #: a quiet server: a detached process that just waits; prints its pid
@@ -32,8 +34,9 @@ SERVER = "import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_se
 
 
 async def _alive(sb: Sandbox, pid: str) -> bool:
-    r = await sb.run(f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept OSError:\n    print('gone')",
-                     timeout=15)
+    r = await sb.run(
+        f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept OSError:\n    print('gone')", timeout=15
+    )
     assert r.success, r
     return r.stdout == "alive\n"
 
@@ -42,7 +45,8 @@ async def _alive(sb: Sandbox, pid: str) -> bool:
 @pytest.mark.parametrize("bomb", [BOMB_SURVIVOR, BOMB_NAIVE], ids=["survives-eagain", "naive"])
 @pytest.mark.parametrize("tier", TIERS)
 async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
-        tier: str, bomb: str, tmp_path: Path, guard: Path) -> None:
+    tier: str, bomb: str, tmp_path: Path, guard: Path
+) -> None:
     sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=32))
     await sb.start()
     try:
@@ -72,7 +76,8 @@ async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("tier", TIERS)
 async def test_the_bomb_is_killed_before_the_result_and_the_next_call_is_prompt(
-        tier: str, tmp_path: Path, guard: Path) -> None:
+    tier: str, tmp_path: Path, guard: Path
+) -> None:
     """The result says what happened, and the next call is served at once (the full pids cgroup was emptied)."""
     sb = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=32))
     await sb.start()

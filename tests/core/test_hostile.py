@@ -16,8 +16,11 @@ from alphora.sandbox import ExecutionStatus, LocalBackend, ResourceLimits
 
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    b = LocalBackend(sandbox_id="hostile", workspace_path=tmp_path / "ws",
-                     resource_limits=ResourceLimits(max_output_size=1024 * 1024))
+    b = LocalBackend(
+        sandbox_id="hostile",
+        workspace_path=tmp_path / "ws",
+        resource_limits=ResourceLimits(max_output_size=1024 * 1024),
+    )
     await b.start()
     try:
         yield b
@@ -76,8 +79,10 @@ async def test_timed_out_calls_grandchild_daemon_is_gone(backend: LocalBackend) 
 
 
 async def test_shell_background_and_nohup_children_die_on_timeout(backend: LocalBackend) -> None:
-    r = await backend.execute_shell("(setsid sleep 300 & echo $! > a.pid); nohup sleep 301 > /dev/null 2>&1 & "
-                                    "echo $! > b.pid; sleep 300", timeout=1.0)
+    r = await backend.execute_shell(
+        "(setsid sleep 300 & echo $! > a.pid); nohup sleep 301 > /dev/null 2>&1 & echo $! > b.pid; sleep 300",
+        timeout=1.0,
+    )
     assert r.status is ExecutionStatus.TIMEOUT
     pids = [int((backend.workspace_path / n).read_text()) for n in ("a.pid", "b.pid")]
     assert await _wait_gone(pids) == []
@@ -85,7 +90,9 @@ async def test_shell_background_and_nohup_children_die_on_timeout(backend: Local
 
 async def test_user_code_killing_its_own_process_group(backend: LocalBackend) -> None:
     runner = await _runner_pid(backend)
-    r = await backend.execute_code("import os, signal; print('bye', flush=True); os.killpg(os.getpgrp(), signal.SIGKILL)")
+    r = await backend.execute_code(
+        "import os, signal; print('bye', flush=True); os.killpg(os.getpgrp(), signal.SIGKILL)"
+    )
     assert r.return_code == -9
     assert r.stdout == "bye\n"
     assert r.error == "killed by signal SIGKILL"
@@ -96,8 +103,10 @@ async def test_user_code_killing_its_own_process_group(backend: LocalBackend) ->
 
 async def test_user_code_closing_stdout_and_stderr(backend: LocalBackend) -> None:
     runner = await _runner_pid(backend)
-    r = await backend.execute_code("import os, time\nprint('before', flush=True)\nos.close(1); os.close(2)\n"
-                                   "time.sleep(0.2)\nopen('after', 'w').write('ok')")
+    r = await backend.execute_code(
+        "import os, time\nprint('before', flush=True)\nos.close(1); os.close(2)\n"
+        "time.sleep(0.2)\nopen('after', 'w').write('ok')"
+    )
     assert r.success
     assert r.stdout == "before\n"
     assert (backend.workspace_path / "after").read_text() == "ok"
@@ -107,8 +116,11 @@ async def test_user_code_closing_stdout_and_stderr(backend: LocalBackend) -> Non
 async def test_100mb_without_newline(backend: LocalBackend) -> None:
     runner = await _runner_pid(backend)
     t0 = time.monotonic()
-    r = await backend.execute_code("import sys\nchunk = 'z' * (1 << 20)\nfor _ in range(100): sys.stdout.write(chunk)\n"
-                                   "sys.stdout.flush()\nprint('end', file=sys.stderr)", timeout=60)
+    r = await backend.execute_code(
+        "import sys\nchunk = 'z' * (1 << 20)\nfor _ in range(100): sys.stdout.write(chunk)\n"
+        "sys.stdout.flush()\nprint('end', file=sys.stderr)",
+        timeout=60,
+    )
     assert r.success, r.error
     assert r.stdout_truncated
     assert len(r.stdout) == 1024 * 1024
@@ -207,9 +219,18 @@ def test_fork_bomb_is_bounded_by_nproc() -> None:
             for cand in (sys.executable, "/usr/bin/python3"):
                 try:
                     ok = subprocess.run(
-                        [cand, "-c", "import site, sys\nfor d in sys.argv[1:]: site.addsitedir(d)\n"
-                         "import psutil, alphora.sandbox", *site.getsitepackages()],
-                        capture_output=True, timeout=30, cwd=ws, **kwargs)  # type: ignore[call-overload]
+                        [
+                            cand,
+                            "-c",
+                            "import site, sys\nfor d in sys.argv[1:]: site.addsitedir(d)\n"
+                            "import psutil, alphora.sandbox",
+                            *site.getsitepackages(),
+                        ],
+                        capture_output=True,
+                        timeout=30,
+                        cwd=ws,
+                        **kwargs,
+                    )  # type: ignore[call-overload]
                 except (OSError, subprocess.SubprocessError):
                     continue
                 if ok.returncode == 0:
@@ -220,8 +241,14 @@ def test_fork_bomb_is_bounded_by_nproc() -> None:
                     pytest.fail(f"{why}: CI must run the fork-bomb test")
                 pytest.skip(why)
             python = usable[0]
-        proc = subprocess.run([python, "-c", BOMB, ws, *site.getsitepackages()], capture_output=True, text=True,
-                              timeout=120, cwd=ws, **kwargs)  # type: ignore[call-overload]
+        proc = subprocess.run(
+            [python, "-c", BOMB, ws, *site.getsitepackages()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ws,
+            **kwargs,
+        )  # type: ignore[call-overload]
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out["status"] == "timeout"
@@ -235,8 +262,10 @@ def test_fork_bomb_is_bounded_by_nproc() -> None:
 
 async def test_signals_to_the_runner_from_user_code(backend: LocalBackend) -> None:
     runner = await _runner_pid(backend)
-    r = await backend.execute_code("import os, signal\nfor s in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, "
-                                   "signal.SIGPIPE): os.kill(os.getppid(), s)\nprint('sent')")
+    r = await backend.execute_code(
+        "import os, signal\nfor s in (signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, "
+        "signal.SIGPIPE): os.kill(os.getppid(), s)\nprint('sent')"
+    )
     assert r.stdout == "sent\n"
     await _assert_healthy(backend, runner)
 

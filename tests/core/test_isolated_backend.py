@@ -76,8 +76,12 @@ async def test_no_network_by_default(isolated: Sandbox, host_server: int) -> Non
 
 
 async def test_network_when_limits_and_policy_enable_it(tmp_path: Path, host_server: int) -> None:
-    sandbox = Sandbox.create("isolated", base_path=tmp_path, resource_limits=ResourceLimits(network_enabled=True),
-                             security_policy=SecurityPolicy(allow_network=True))
+    sandbox = Sandbox.create(
+        "isolated",
+        base_path=tmp_path,
+        resource_limits=ResourceLimits(network_enabled=True),
+        security_policy=SecurityPolicy(allow_network=True),
+    )
     async with sandbox:
         r = await sandbox.run(PROBE.format(port=host_server))
         assert r.stdout == "reached pong\n", r
@@ -89,10 +93,12 @@ async def test_network_when_limits_and_policy_enable_it(tmp_path: Path, host_ser
 async def test_host_files_and_processes_are_invisible(isolated: Sandbox, tmp_path: Path) -> None:
     secret = tmp_path / "host-secret.txt"
     secret.write_text("do not read")
-    code = (f"import os\n"
-            f"print(os.path.exists({str(secret)!r}), os.path.exists('/etc/shadow'), os.path.exists('/home'))\n"
-            f"print(os.getuid() != 0, len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)\n"
-            f"print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])")
+    code = (
+        f"import os\n"
+        f"print(os.path.exists({str(secret)!r}), os.path.exists('/etc/shadow'), os.path.exists('/home'))\n"
+        f"print(os.getuid() != 0, len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)\n"
+        f"print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+    )
     r = await isolated.run(code)
     assert r.stdout.splitlines() == ["False False False", "True True", "0000000000000000"], r
 

@@ -55,8 +55,11 @@ async def test_isolated_code_runs_as_an_unprivileged_host_uid_per_sandbox(tmp_pa
             try:
                 found: set[int] = set()
                 for _ in range(200):
-                    found = {p.info["uids"].real for p in psutil.process_iter(["cmdline", "uids"])
-                             if (p.info["cmdline"] or [])[-1:] == [marker]}
+                    found = {
+                        p.info["uids"].real
+                        for p in psutil.process_iter(["cmdline", "uids"])
+                        if (p.info["cmdline"] or [])[-1:] == [marker]
+                    }
                     if found:
                         break
                     await asyncio.sleep(0.02)
@@ -83,7 +86,8 @@ async def test_proc_sys_write_back_is_refused(tmp_path: Path) -> None:
         r = await sandbox.run(
             "path = '/proc/sys/kernel/core_pattern'\nvalue = open(path).read()\n"
             "try:\n    open(path, 'w').write(value)\n    print('WRITTEN')\n"
-            "except OSError as e:\n    print('refused', e.errno)\n")
+            "except OSError as e:\n    print('refused', e.errno)\n"
+        )
         assert r.stdout.startswith("refused"), r
     assert Path("/proc/sys/kernel/core_pattern").read_text()  # unchanged and readable on the host
 
@@ -117,8 +121,13 @@ def test_secret_next_to_agent_script_and_in_cwd_is_unreadable(tmp_path: Path) ->
     secrets_ = [agent_dir / ".env", cwd / ".env"]
     for path in secrets_:
         path.write_text("OPENAI_API_KEY=sk-host-secret\n")
-    proc = subprocess.run([sys.executable, str(agent_dir / "agent.py"), str(tmp_path / "ws"), *map(str, secrets_)],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(agent_dir / "agent.py"), str(tmp_path / "ws"), *map(str, secrets_)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "sk-host-secret" not in proc.stdout
     lines = proc.stdout.strip().splitlines()
@@ -132,7 +141,8 @@ def test_secret_next_to_agent_script_and_in_cwd_is_unreadable(tmp_path: Path) ->
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("tier", ["local", pytest.param("isolated", marks=needs_bwrap)])
 async def test_fork_bomb_is_held_by_the_pids_cgroup_and_destroy_leaves_nothing(
-        tier: str, tmp_path: Path, guard: Path) -> None:
+    tier: str, tmp_path: Path, guard: Path
+) -> None:
     """A bomb whose first process exits, as root (RLIMIT_NPROC ignored): its leftovers never exceed
     the sandbox's pids.max (max_processes + the runner's own tasks), and destroy() kills them all."""
     sandbox = Sandbox.create(tier, base_path=tmp_path, resource_limits=ResourceLimits(max_processes=32))
@@ -167,7 +177,8 @@ async def test_stop_kills_a_daemon_even_when_the_runner_died(tmp_path: Path, gua
     """A daemon that left the call's session and process group; the runner then dies (SIGKILL, so it
     cannot clean up): stop() still kills the daemon, found through the sandbox's cgroup."""
     async with Sandbox.create("local", base_path=tmp_path) as sandbox:
-        r = await sandbox.run(textwrap.dedent("""
+        r = await sandbox.run(
+            textwrap.dedent("""
             import os, time
             runner = os.getppid()
             r, w = os.pipe()
@@ -178,7 +189,8 @@ async def test_stop_kills_a_daemon_even_when_the_runner_died(tmp_path: Path, gua
                     time.sleep(600)
                 os._exit(0)
             print(runner, os.read(r, 32).decode())
-        """))
+        """)
+        )
         runner, daemon = map(int, r.stdout.split())
         os.kill(runner, 9)
         for _ in range(100):
@@ -199,8 +211,10 @@ def test_cgroup_v2_pids() -> None:
     fork-bomb test whenever the host's pids controller is on cgroup v2."""
     found = pids_cgroup_parent()
     if isinstance(found, str) or found[1] != 2:
-        pytest.skip(f"no cgroup v2 pids controller for this process here ({found if isinstance(found, str) else 'v1'})"
-                    "; the fork-bomb test above covers v1")
+        pytest.skip(
+            f"no cgroup v2 pids controller for this process here ({found if isinstance(found, str) else 'v1'})"
+            "; the fork-bomb test above covers v1"
+        )
     assert found[0].is_dir()
 
 
@@ -219,8 +233,9 @@ time.sleep(60)
 def test_uid_lease_is_exclusive_across_processes() -> None:
     """A uid held by another process is never handed out; released, it is free again."""
     start = 160000 + secrets.randbelow(5000)
-    holder = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, "same-id", str(start)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LEASE_HOLDER, "same-id", str(start)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None
         taken = int(holder.stdout.readline())

@@ -65,8 +65,12 @@ async def test_spec_example_direct_use(tmp_path: Path) -> None:
 
 
 async def test_fresh_process_per_call_no_state_leaks(backend: LocalBackend) -> None:
-    r1 = await backend.execute_code("import sys, os; x = 1; sys.modules['leak'] = 1; os.environ['LEAK'] = '1'; print(os.getpid())")
-    r2 = await backend.execute_code("import sys, os; print('x' in globals(), 'leak' in sys.modules, 'LEAK' in os.environ, os.getpid())")
+    r1 = await backend.execute_code(
+        "import sys, os; x = 1; sys.modules['leak'] = 1; os.environ['LEAK'] = '1'; print(os.getpid())"
+    )
+    r2 = await backend.execute_code(
+        "import sys, os; print('x' in globals(), 'leak' in sys.modules, 'LEAK' in os.environ, os.getpid())"
+    )
     assert r1.success, r1
     assert r2.success, r2
     flags = r2.stdout.split()
@@ -138,8 +142,17 @@ async def test_host_environment_is_not_inherited(tmp_path: Path, monkeypatch: py
         assert env["TMPDIR"].startswith(str(b.workspace_path))
         assert env["LANG"] == "C.UTF-8"
         assert env["PYTHONUNBUFFERED"] == "1"
-        assert set(env) <= {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONUNBUFFERED", "GIVEN", "VIRTUAL_ENV",
-                            "MPLBACKEND"}
+        assert set(env) <= {
+            "PATH",
+            "HOME",
+            "LANG",
+            "LC_ALL",
+            "TMPDIR",
+            "PYTHONUNBUFFERED",
+            "GIVEN",
+            "VIRTUAL_ENV",
+            "MPLBACKEND",
+        }
         r = await b.execute_shell("cat /proc/$PPID/environ | tr '\\0' '\\n'; env")
         assert "do-not-leak" not in r.stdout
         r = await b.execute_code("import tempfile; print(tempfile.mkdtemp())")
@@ -150,10 +163,7 @@ async def test_host_environment_is_not_inherited(tmp_path: Path, monkeypatch: py
 
 async def test_timeout_is_a_result_keeps_output_and_kills_children(backend: LocalBackend) -> None:
     code = (
-        "import subprocess, time\n"
-        "p = subprocess.Popen(['sleep', '300'])\n"
-        "print(p.pid, flush=True)\n"
-        "time.sleep(300)\n"
+        "import subprocess, time\np = subprocess.Popen(['sleep', '300'])\nprint(p.pid, flush=True)\ntime.sleep(300)\n"
     )
     t0 = time.monotonic()
     r = await backend.execute_code(code, timeout=1)
@@ -169,13 +179,15 @@ async def test_timeout_is_a_result_keeps_output_and_kills_children(backend: Loca
 
 
 async def test_output_cap_while_streaming(tmp_path: Path) -> None:
-    b = LocalBackend(sandbox_id="cap", workspace_path=tmp_path / "ws",
-                     resource_limits=ResourceLimits(max_output_size=1000))
+    b = LocalBackend(
+        sandbox_id="cap", workspace_path=tmp_path / "ws", resource_limits=ResourceLimits(max_output_size=1000)
+    )
     await b.start()
     try:
         chunks: list[OutputChunk] = []
-        r = await b.execute_code("import sys\nfor i in range(10000): print(i)\nprint('e' * 5000, file=sys.stderr)",
-                                 on_output=chunks.append)
+        r = await b.execute_code(
+            "import sys\nfor i in range(10000): print(i)\nprint('e' * 5000, file=sys.stderr)", on_output=chunks.append
+        )
         assert r.success
         assert r.stdout_truncated
         assert r.stderr_truncated
@@ -188,15 +200,18 @@ async def test_output_cap_while_streaming(tmp_path: Path) -> None:
 
 
 async def test_50mb_stdout_keeps_host_memory_flat(tmp_path: Path) -> None:
-    b = LocalBackend(sandbox_id="big", workspace_path=tmp_path / "ws",
-                     resource_limits=ResourceLimits(max_output_size=1024 * 1024))
+    b = LocalBackend(
+        sandbox_id="big", workspace_path=tmp_path / "ws", resource_limits=ResourceLimits(max_output_size=1024 * 1024)
+    )
     await b.start()
     try:
         await b.execute_code("print(1)")
         gc.collect()
         me = psutil.Process()
         before = me.memory_info().rss
-        r = await b.execute_code("import sys\nline = 'y' * 1023 + '\\n'\nfor _ in range(50 * 1024): sys.stdout.write(line)")
+        r = await b.execute_code(
+            "import sys\nline = 'y' * 1023 + '\\n'\nfor _ in range(50 * 1024): sys.stdout.write(line)"
+        )
         gc.collect()
         delta = me.memory_info().rss - before
         assert r.success
@@ -276,7 +291,9 @@ async def test_streaming_callback_sync_async_and_iterator(backend: LocalBackend)
 
 
 async def test_cancelling_a_call_kills_it(backend: LocalBackend) -> None:
-    task = asyncio.ensure_future(backend.execute_code("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(300)"))
+    task = asyncio.ensure_future(
+        backend.execute_code("import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(300)")
+    )
     for _ in range(100):
         await asyncio.sleep(0.05)
         if (backend.workspace_path / "pid").exists() and (backend.workspace_path / "pid").read_text():
@@ -300,8 +317,9 @@ async def test_files_round_trip_and_guards(backend: LocalBackend, tmp_path: Path
     await backend.copy("d/a.txt", "e/b.txt")
     await backend.move("e/b.txt", "e/c.txt")
     await backend.mkdir("m/n")
-    names = sorted(f.path for f in await backend.list_dir("", recursive=True)
-                   if f.path.split("/")[0] not in backend.internal_paths)
+    names = sorted(
+        f.path for f in await backend.list_dir("", recursive=True) if f.path.split("/")[0] not in backend.internal_paths
+    )
     assert names == ["d", "d/a.txt", "e", "e/c.txt", "m", "m/n"]
     big = os.urandom(3 * 1024 * 1024)
     await backend.write_bytes("big.bin", big)
@@ -423,13 +441,22 @@ async def test_user_site_created_after_start_is_importable(tmp_path: Path) -> No
     await backend.initialize()
     await backend.start()
     try:
-        ver = subprocess.run([python, "-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"],
-                             capture_output=True, text=True, timeout=60).stdout.strip()
+        ver = subprocess.run(
+            [python, "-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
         await backend.write_bytes(f"ub/lib/{ver}/site-packages/late_pkg.py", b"X = 'late'\n")
         ub = str(backend.workspace_path / "ub")
         probe = "import importlib.util; print(importlib.util.find_spec('late_pkg') is not None)"
-        fresh = subprocess.run([backend.python, "-c", probe], env={"PYTHONUSERBASE": ub, "HOME": ub},
-                               capture_output=True, text=True, timeout=60)
+        fresh = subprocess.run(
+            [backend.python, "-c", probe],
+            env={"PYTHONUSERBASE": ub, "HOME": ub},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         r = await backend.execute_code(probe, env={"PYTHONUSERBASE": ub})
         assert r.stdout == fresh.stdout == "False\n", (r.stdout, fresh.stdout, r.stderr)
     finally:

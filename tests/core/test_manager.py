@@ -34,10 +34,7 @@ async def test_spec_manager_example(tmp_path: Path) -> None:
         sandbox2 = await manager.create_sandbox("worker-2")
 
         # 并行执行
-        results = await asyncio.gather(
-            sandbox1.run("print('worker 1')"),
-            sandbox2.run("print('worker 2')")
-        )
+        results = await asyncio.gather(sandbox1.run("print('worker 1')"), sandbox2.run("print('worker 2')"))
 
         # 列出沙箱
         sandboxes = manager.list_sandboxes()
@@ -63,10 +60,7 @@ async def test_spec_manager_example(tmp_path: Path) -> None:
 async def test_spec_pool_example_on_the_local_backend(tmp_path: Path) -> None:
     """The spec's 沙箱池管理 block (local backend; the Docker variant is in tests/docker/test_manager_docker.py)."""
     manager = SandboxManager(
-        base_path=str(tmp_path),
-        default_backend=BackendType.LOCAL,
-        max_sandboxes=100,
-        auto_cleanup=True
+        base_path=str(tmp_path), default_backend=BackendType.LOCAL, max_sandboxes=100, auto_cleanup=True
     )
 
     await manager.start()
@@ -272,7 +266,9 @@ async def test_get_status(tmp_path: Path) -> None:
         assert status["default_backend"] == "local"
         assert status["base_path"] == str(tmp_path)
         assert [(s["name"], s["status"], s["backend"]) for s in status["sandboxes"].values()] == [
-            ("s1", "running", "local"), ("s2", "stopped", "local")]
+            ("s1", "running", "local"),
+            ("s2", "stopped", "local"),
+        ]
         assert list(status["sandboxes"]) == [s.sandbox_id for s in manager.list_sandboxes()]
         assert manager.sandbox_count == 2
         infos = await manager.list_info()

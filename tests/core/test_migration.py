@@ -25,22 +25,68 @@ from alphora.sandbox import (
 ROOT = Path(__file__).resolve().parents[2]
 
 ORIGINAL_SANDBOX_COROUTINES = (
-    "start", "stop", "restart", "destroy", "execute_code", "execute_file", "execute_shell", "run", "read_file",
-    "read_file_bytes", "write_file", "write_file_bytes", "save_file", "delete_file", "file_exists", "list_files",
-    "download_file", "copy_file", "move_file", "install_package", "install_packages", "uninstall_package",
-    "list_packages", "package_installed", "install_requirements", "set_env", "get_env", "set_env_vars",
-    "get_resource_usage", "health_check", "get_status", "get_info", "__aenter__", "__aexit__",
+    "start",
+    "stop",
+    "restart",
+    "destroy",
+    "execute_code",
+    "execute_file",
+    "execute_shell",
+    "run",
+    "read_file",
+    "read_file_bytes",
+    "write_file",
+    "write_file_bytes",
+    "save_file",
+    "delete_file",
+    "file_exists",
+    "list_files",
+    "download_file",
+    "copy_file",
+    "move_file",
+    "install_package",
+    "install_packages",
+    "uninstall_package",
+    "list_packages",
+    "package_installed",
+    "install_requirements",
+    "set_env",
+    "get_env",
+    "set_env_vars",
+    "get_resource_usage",
+    "health_check",
+    "get_status",
+    "get_info",
+    "__aenter__",
+    "__aexit__",
 )
 ORIGINAL_MANAGER_COROUTINES = (
-    "start", "shutdown", "__aenter__", "__aexit__", "create_sandbox", "create_local_sandbox", "create_docker_sandbox",
-    "get_or_create", "list_info", "stop_sandbox", "destroy_sandbox", "restart_sandbox", "stop_all", "destroy_all",
-    "health_check_all", "get_total_resource_usage", "get_status", "cleanup_stopped", "cleanup_idle",
+    "start",
+    "shutdown",
+    "__aenter__",
+    "__aexit__",
+    "create_sandbox",
+    "create_local_sandbox",
+    "create_docker_sandbox",
+    "get_or_create",
+    "list_info",
+    "stop_sandbox",
+    "destroy_sandbox",
+    "restart_sandbox",
+    "stop_all",
+    "destroy_all",
+    "health_check_all",
+    "get_total_resource_usage",
+    "get_status",
+    "cleanup_stopped",
+    "cleanup_idle",
 )
 ORIGINAL_MANAGER_SYNC = ("get_sandbox", "get_sandbox_by_name", "has_sandbox", "list_sandboxes", "list_running")
 
 
-@pytest.mark.parametrize(("cls", "names"), [(Sandbox, ORIGINAL_SANDBOX_COROUTINES),
-                                            (SandboxManager, ORIGINAL_MANAGER_COROUTINES)])
+@pytest.mark.parametrize(
+    ("cls", "names"), [(Sandbox, ORIGINAL_SANDBOX_COROUTINES), (SandboxManager, ORIGINAL_MANAGER_COROUTINES)]
+)
 def test_every_coroutine_of_the_original_is_a_coroutine_here(cls: type, names: tuple[str, ...]) -> None:
     not_async = [n for n in names if not inspect.iscoroutinefunction(getattr(cls, n, None))]
     assert not_async == [], f"{cls.__name__}: the original awaits these, here they are not coroutines"
@@ -102,11 +148,24 @@ async def test_a_program_written_for_the_original_runs_unchanged(tmp_path: Path)
     assert seen["file"] == "Hello, World!"
     status = seen["status"]
     assert isinstance(status, dict)
-    original_keys = {"sandbox_id", "name", "status", "backend_type", "is_running", "workspace_path", "created_at",
-                     "started_at", "execution_count"}
+    original_keys = {
+        "sandbox_id",
+        "name",
+        "status",
+        "backend_type",
+        "is_running",
+        "workspace_path",
+        "created_at",
+        "started_at",
+        "execution_count",
+    }
     assert original_keys <= set(status)
     assert (status["status"], status["backend_type"], status["is_running"], status["execution_count"]) == (
-        "running", "local", True, 1)
+        "running",
+        "local",
+        True,
+        1,
+    )
     info = seen["info"]
     assert isinstance(info, SandboxInfo)
     assert (info.status, info.execution_count, info.stopped_at) == (SandboxStatus.RUNNING, 1, None)
@@ -114,7 +173,11 @@ async def test_a_program_written_for_the_original_runs_unchanged(tmp_path: Path)
     manager_status = seen["manager_status"]
     assert isinstance(manager_status, dict)
     assert {k: manager_status[k] for k in ("default_backend", "max_sandboxes", "sandbox_count", "running_count")} == {
-        "default_backend": "local", "max_sandboxes": 10, "sandbox_count": 1, "running_count": 1}
+        "default_backend": "local",
+        "max_sandboxes": 10,
+        "sandbox_count": 1,
+        "running_count": 1,
+    }
     [entry] = manager_status["sandboxes"].values()
     assert (entry["name"], entry["status"], entry["backend"]) == ("worker-1", "running", "local")
     assert [i.name for i in seen["list_info"]] == ["worker-1"]  # type: ignore[attr-defined]

@@ -50,21 +50,34 @@ class NaiveBackend(Backend):
         return True
 
     async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
-        argv = {"python": [self.python, "-c", request.code], "shell": ["/bin/sh", "-c", request.code],
-                "file": [self.python, *request.argv]}.get(request.kind, list(request.argv))
+        argv = {
+            "python": [self.python, "-c", request.code],
+            "shell": ["/bin/sh", "-c", request.code],
+            "file": [self.python, *request.argv],
+        }.get(request.kind, list(request.argv))
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=self.workspace_path, env={**minimal_env(str(self.workspace_path)), **request.env},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            *argv,
+            cwd=self.workspace_path,
+            env={**minimal_env(str(self.workspace_path)), **request.env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), request.timeout)
         except asyncio.TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = await proc.communicate()
-            return ExecutionResult(status=ExecutionStatus.TIMEOUT, stdout=out.decode(), stderr=err.decode(),
-                                   return_code=None)
+            return ExecutionResult(
+                status=ExecutionStatus.TIMEOUT, stdout=out.decode(), stderr=err.decode(), return_code=None
+            )
         rc = proc.returncode
-        return ExecutionResult(status=ExecutionStatus.SUCCESS if rc == 0 else ExecutionStatus.FAILED,
-                               stdout=out.decode(), stderr=err.decode(), return_code=rc)
+        return ExecutionResult(
+            status=ExecutionStatus.SUCCESS if rc == 0 else ExecutionStatus.FAILED,
+            stdout=out.decode(),
+            stderr=err.decode(),
+            return_code=rc,
+        )
 
     def _host(self, rel: str) -> Path:
         """The host path, after an lstat of every component (the check a race defeats)."""
@@ -96,6 +109,7 @@ class NaiveBackend(Backend):
             host = self._host(path)
             host.parent.mkdir(parents=True, exist_ok=True)
             host.write_bytes(data)
+
         await self._do(path, write)
 
     async def stat(self, path: str) -> FileInfo | None:
@@ -104,6 +118,7 @@ class NaiveBackend(Backend):
                 return fileinfo_from_stat(path, os.lstat(self._host(path)))
             except FileNotFoundError:
                 return None
+
         return await self._do(path, info)  # type: ignore[no-any-return]
 
     async def list_dir(self, path: str, recursive: bool = False) -> list[FileInfo]:
@@ -111,6 +126,7 @@ class NaiveBackend(Backend):
             base = self._host(path)
             names = sorted(base.rglob("*") if recursive else base.iterdir())
             return [fileinfo_from_stat(p.relative_to(self.workspace_path).as_posix(), os.lstat(p)) for p in names]
+
         return await self._do(path, listing)  # type: ignore[no-any-return]
 
     async def remove(self, path: str) -> bool:
@@ -123,6 +139,7 @@ class NaiveBackend(Backend):
             else:
                 host.unlink()
             return True
+
         return await self._do(path, rm)  # type: ignore[no-any-return]
 
     async def copy(self, source: str, dest: str) -> None:
@@ -133,6 +150,7 @@ class NaiveBackend(Backend):
                 shutil.copytree(src, dst, symlinks=True)
             else:
                 shutil.copyfile(src, dst)
+
         await self._do(source, cp)
 
     async def move(self, source: str, dest: str) -> None:
@@ -140,6 +158,7 @@ class NaiveBackend(Backend):
             dst = self._host(dest)
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._host(source), dst)
+
         await self._do(source, mv)
 
     async def mkdir(self, path: str) -> None:

@@ -59,7 +59,9 @@ async def test_the_agents_packages_are_not_importable(tier: Sandbox) -> None:
         # nor through a new interpreter: python3 in a shell, sys.executable in a subprocess
         r = await tier.execute_shell(f"python3 -c 'import {name}'")
         assert f"No module named '{name}'" in r.stderr, r
-        r = await tier.run(f"import subprocess, sys; subprocess.run([sys.executable, '-c', 'import {name}'], check=True)")
+        r = await tier.run(
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', 'import {name}'], check=True)"
+        )
         assert f"No module named '{name}'" in r.stderr, r
         assert not await tier.package_installed(name)
         assert await tier.get_package_version(name) is None
@@ -107,12 +109,14 @@ async def test_installing_keeps_the_sessions_state(tier: Sandbox) -> None:
 
 def _base_site_package() -> tuple[str, str]:
     """(distribution name, location) of a package in the base interpreter's site-packages."""
-    code = ("import importlib.metadata as m, json, os, site\n"
-            "sites = {os.path.realpath(p) for p in site.getsitepackages()}\n"
-            "for name in ('pip', 'setuptools', 'wheel', 'six'):\n"
-            "    try:\n        d = m.distribution(name)\n    except m.PackageNotFoundError:\n        continue\n"
-            "    where = os.path.realpath(str(d.locate_file('')))\n"
-            "    if where in sites:\n        print(json.dumps([name, where]))\n        break\n")
+    code = (
+        "import importlib.metadata as m, json, os, site\n"
+        "sites = {os.path.realpath(p) for p in site.getsitepackages()}\n"
+        "for name in ('pip', 'setuptools', 'wheel', 'six'):\n"
+        "    try:\n        d = m.distribution(name)\n    except m.PackageNotFoundError:\n        continue\n"
+        "    where = os.path.realpath(str(d.locate_file('')))\n"
+        "    if where in sites:\n        print(json.dumps([name, where]))\n        break\n"
+    )
     out = subprocess.run([base_interpreter(), "-I", "-c", code], capture_output=True, text=True, timeout=60).stdout
     if not out.strip():
         pytest.skip(f"the base interpreter {base_interpreter()} has none of pip/setuptools/wheel/six installed")
@@ -144,22 +148,31 @@ async def test_system_site_packages_shows_the_base_interpreters_packages(backend
 
 
 @pytest.mark.parametrize("backend", LOCAL_TIERS)
-async def test_links_planted_in_the_venv_never_lead_the_host_outside_the_workspace(backend: str, tmp_path: Path) -> None:
+async def test_links_planted_in_the_venv_never_lead_the_host_outside_the_workspace(
+    backend: str, tmp_path: Path
+) -> None:
     host = tmp_path / "host"
     host.mkdir()
     (host / "secret.txt").write_text("host data\n")
     (host / "_alphora_host_site.pth").write_text("host data\n")
     async with _sandbox(backend, tmp_path / "sb") as sandbox:
         sandbox.keep_workspace = True
-        ver = (await sandbox.run("import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")).stdout.strip()
+        ver = (
+            await sandbox.run("import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')")
+        ).stdout.strip()
         # sandbox code swaps parts of its venv for links to files of the host
         r = await sandbox.execute_shell(
             f"ln -s {host / 'secret.txt'} .venv/.pyvenv.cfg.planted && ln -s {host / 'secret.txt'} .venv/pyvenv.cfg.tmp"
-            f" && rm -rf .venv/lib/{ver}/site-packages && ln -s {host} .venv/lib/{ver}/site-packages")
+            f" && rm -rf .venv/lib/{ver}/site-packages && ln -s {host} .venv/lib/{ver}/site-packages"
+        )
         assert r.success, r.stderr
     # the next start rewrites pyvenv.cfg (the option changed) and looks for an old .pth to remove
-    async with Sandbox.create(backend, base_path=tmp_path / "sb", sandbox_id=sandbox.sandbox_id,
-                              backend_options={"system_site_packages": True}) as again:
+    async with Sandbox.create(
+        backend,
+        base_path=tmp_path / "sb",
+        sandbox_id=sandbox.sandbox_id,
+        backend_options={"system_site_packages": True},
+    ) as again:
         assert (await again.run("print('ok')")).stdout == "ok\n"
         await again.destroy()
     assert sorted(p.name for p in host.iterdir()) == ["_alphora_host_site.pth", "secret.txt"]
@@ -176,9 +189,11 @@ async def test_the_option_must_be_a_boolean(tmp_path: Path) -> None:
 def _base_in(python: str, *, cwd: Path) -> str:
     """base_interpreter() as computed by a process running on ``python``."""
     src = str(Path(__file__).resolve().parents[2] / "packages" / "alphora-sandbox-core" / "src")
-    code = ("import sys\n"
-            f"sys.path[:0] = [{src!r}, *{[p for p in sys.path if p.endswith('site-packages')]!r}]\n"
-            "from alphora.sandbox.builtin._python_env import base_interpreter\nprint(base_interpreter())")
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{src!r}, *{[p for p in sys.path if p.endswith('site-packages')]!r}]\n"
+        "from alphora.sandbox.builtin._python_env import base_interpreter\nprint(base_interpreter())"
+    )
     proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

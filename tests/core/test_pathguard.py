@@ -92,8 +92,28 @@ def test_non_path_types_are_refused() -> None:
 # -- property tests ---------------------------------------------------------------------------
 
 _component = st.one_of(
-    st.sampled_from(["..", ".", "", "~", "~root", "etc", "passwd", "a", "b", "workspace", "C:", "\x00", "\\", "..\\..",
-                     ". .", "..." , " ..", ".. "]),
+    st.sampled_from(
+        [
+            "..",
+            ".",
+            "",
+            "~",
+            "~root",
+            "etc",
+            "passwd",
+            "a",
+            "b",
+            "workspace",
+            "C:",
+            "\x00",
+            "\\",
+            "..\\..",
+            ". .",
+            "...",
+            " ..",
+            ".. ",
+        ]
+    ),
     st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/"), max_size=6),
 )
 hostile_paths = st.builds(
@@ -136,8 +156,13 @@ def test_normalize_never_returns_an_escaping_path(path: str) -> None:
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.lists(st.text(alphabet="abcxyz._-", min_size=1, max_size=5).filter(lambda s: s not in (".", "..")),
-                min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.text(alphabet="abcxyz._-", min_size=1, max_size=5).filter(lambda s: s not in (".", "..")),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_plain_relative_paths_pass_unchanged(parts: list[str]) -> None:
     path = "/".join(parts)
     assert normalize(path) == path

@@ -138,23 +138,74 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 _PLANTED = ["link_file", "link_dir", "loot", "chain", "up", "d/root", "sub/victim", "dangling", "hard", "fifo"]
 # (OUTSIDE_ONLY_NAME is not a tail: writing a file of that name *inside* the workspace is legitimate)
-_TAILS = ["", "secret.txt", "victim_dir", "victim_dir/inner.txt", "new.txt", "..", "../..",
-          "etc/passwd", "x/y/z.txt", "hardlink_target.txt", "does-not-exist-yet"]
+_TAILS = [
+    "",
+    "secret.txt",
+    "victim_dir",
+    "victim_dir/inner.txt",
+    "new.txt",
+    "..",
+    "../..",
+    "etc/passwd",
+    "x/y/z.txt",
+    "hardlink_target.txt",
+    "does-not-exist-yet",
+]
 
 
 def _hostile(w: World) -> st.SearchStrategy[str]:
-    heads = st.sampled_from([
-        *_PLANTED, "", ".", "..", "../..", "/", "/workspace", str(w.ws), str(w.outside), w.rel_outside,
-        "sub/..", "sub/../..", "sub/deeper/../../..", "~", "benign.txt", "sub", "./link_dir",
-        str(w.ws) + "/..", "/workspace/..", "link_dir/..", "sub/victim/..",
-    ])
+    heads = st.sampled_from(
+        [
+            *_PLANTED,
+            "",
+            ".",
+            "..",
+            "../..",
+            "/",
+            "/workspace",
+            str(w.ws),
+            str(w.outside),
+            w.rel_outside,
+            "sub/..",
+            "sub/../..",
+            "sub/deeper/../../..",
+            "~",
+            "benign.txt",
+            "sub",
+            "./link_dir",
+            str(w.ws) + "/..",
+            "/workspace/..",
+            "link_dir/..",
+            "sub/victim/..",
+        ]
+    )
     junk = st.text(alphabet=st.sampled_from(list("ab./\\\x00~")), max_size=6)
-    return st.builds(lambda h, t, j: "/".join(p for p in (h, t) if p) + j, heads, st.sampled_from(_TAILS),
-                     st.one_of(st.just(""), junk))
+    return st.builds(
+        lambda h, t, j: "/".join(p for p in (h, t) if p) + j,
+        heads,
+        st.sampled_from(_TAILS),
+        st.one_of(st.just(""), junk),
+    )
 
 
-_OPS = ["read", "read_text", "write", "save", "list", "list_rec", "delete", "copy_from", "copy_to", "move_from",
-        "move_to", "exists", "info", "mkdir", "download", "list_glob"]
+_OPS = [
+    "read",
+    "read_text",
+    "write",
+    "save",
+    "list",
+    "list_rec",
+    "delete",
+    "copy_from",
+    "copy_to",
+    "move_from",
+    "move_to",
+    "exists",
+    "info",
+    "mkdir",
+    "download",
+    "list_glob",
+]
 
 
 def _op(sandbox: Sandbox, op: str, path: str) -> Callable[[], Awaitable[Any]]:
@@ -190,8 +241,9 @@ async def _attempt(sandbox: Sandbox, steps: list[tuple[str, str]]) -> list[Any]:
     return returned
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_hostile_paths_and_planted_links_never_reach_outside(world: World, data: st.DataObject) -> None:
     world.plant()
@@ -201,9 +253,20 @@ def test_hostile_paths_and_planted_links_never_reach_outside(world: World, data:
 
 
 @pytest.mark.parametrize("op", _OPS)
-@pytest.mark.parametrize("path", [*_PLANTED, "link_dir/secret.txt", "loot/victim_dir/inner.txt", "chain/secret.txt",
-                                  "up/outside/secret.txt", "d/root/etc/passwd", "sub/victim/inner.txt",
-                                  "dangling", "link_dir/new.txt"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        *_PLANTED,
+        "link_dir/secret.txt",
+        "loot/victim_dir/inner.txt",
+        "chain/secret.txt",
+        "up/outside/secret.txt",
+        "d/root/etc/passwd",
+        "sub/victim/inner.txt",
+        "dangling",
+        "link_dir/new.txt",
+    ],
+)
 def test_each_operation_on_each_planted_link(world: World, op: str, path: str) -> None:
     """The same property, exhaustively for the planted links (a fixed table next to the random search)."""
     world.plant()
@@ -218,7 +281,13 @@ def test_reads_through_links_are_refused_not_empty(world: World) -> None:
     world.plant()
 
     async def go() -> None:
-        for path in ("link_file", "loot/secret.txt", "hard", "../outside/secret.txt", str(world.outside / "secret.txt")):
+        for path in (
+            "link_file",
+            "loot/secret.txt",
+            "hard",
+            "../outside/secret.txt",
+            str(world.outside / "secret.txt"),
+        ):
             with pytest.raises(PathTraversalError) as info:
                 await world.sandbox.read_file_bytes(path)
             assert info.value.path
@@ -241,8 +310,14 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
-def _flipper(ws: Path, name: str, make_link: Callable[[Path], None], make_real: Callable[[Path], None],
-             stop: threading.Event, flips: list[int]) -> None:
+def _flipper(
+    ws: Path,
+    name: str,
+    make_link: Callable[[Path], None],
+    make_real: Callable[[Path], None],
+    stop: threading.Event,
+    flips: list[int],
+) -> None:
     """Swap ``ws/name`` between a real entry and a symlink to the outside, as fast as possible."""
     dest = ws / name
     n = 0
@@ -374,7 +449,7 @@ import os, time
 end = time.time() + 3
 n = 0
 while time.time() < end:
-    os.symlink({str(world.outside / 'secret.txt')!r}, '.tmp-link'); os.replace('.tmp-link', 'swap')
+    os.symlink({str(world.outside / "secret.txt")!r}, '.tmp-link'); os.replace('.tmp-link', 'swap')
     open('.tmp-file', 'w').write('regular'); os.replace('.tmp-file', 'swap')
     n += 1
 print(n)

@@ -82,8 +82,11 @@ asyncio.run(main())
 def test_third_party_backend_distribution(tmp_path: Path) -> None:
     """Build the example plugin as a real distribution, install it, create a sandbox with it."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(EXAMPLE_PLUGIN)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(EXAMPLE_PLUGIN)],
+        check=True,
+        timeout=300,
+    )
     (entry_points,) = target.glob("alphora_sandbox_example_backend-*.dist-info/entry_points.txt")
     assert "[alphora_sandbox]\nexample = alphora_example_backend" in entry_points.read_text()
     env = {**os.environ, "PYTHONPATH": str(target), "ALPHORA_SANDBOX_HOME": str(tmp_path / "home")}
@@ -104,7 +107,9 @@ def test_the_example_plugin_uses_public_names_only() -> None:
 async def test_the_runner_backend_example_in_the_docs_runs(tmp_path: Path) -> None:
     """docs/plugins.md's RunnerBackend example, executed as written."""
     doc = (DOCS / "plugins.md").read_text()
-    match = re.search(r"```python\n(import asyncio\n\nfrom alphora\.sandbox\.runner import bootstrap_argv.*?)```", doc, re.S)
+    match = re.search(
+        r"```python\n(import asyncio\n\nfrom alphora\.sandbox\.runner import bootstrap_argv.*?)```", doc, re.S
+    )
     assert match, "the RunnerBackend example is missing from docs/plugins.md"
     namespace: dict[str, object] = {}
     exec(match.group(1), namespace)

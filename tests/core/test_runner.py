@@ -36,8 +36,12 @@ def _working_pythons() -> list[str]:
     for cand in ("/usr/bin/python3", sys.executable, *(shutil.which(f"python3.{m}") or "" for m in (10, 12, 13))):
         if not cand or not os.path.exists(cand) or cand in found:
             continue
-        probe = subprocess.run([cand, "-I", "-c", "import sys; print(sys.version_info >= (3, 10))"],
-                               capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")})
+        probe = subprocess.run(
+            [cand, "-I", "-c", "import sys; print(sys.version_info >= (3, 10))"],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ.get("PATH", "")},
+        )
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             found.append(cand)
     return found
@@ -58,8 +62,14 @@ class RawRunner:
         else:  # -I: isolated mode, so nothing of alphora (or the host venv) can be imported by the runner
             argv = bootstrap_argv(python)
             argv.insert(1, "-I")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     cwd=cwd, env={"PATH": "/usr/bin:/bin"})
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert self.proc.stdin is not None
         assert self.proc.stdout is not None
         self.stdin = self.proc.stdin
@@ -128,7 +138,9 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     _, hello = r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
     assert hello["ev"] == "done"
     assert hello["version"] == 1
-    events, done = r.call({"op": "exec", **CALL, "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"})
+    events, done = r.call(
+        {"op": "exec", **CALL, "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"}
+    )
     assert "".join(e["d"] for e in events) == "hi 1\n"
     assert done["rc"] == 0
     events, done = r.call({"op": "exec", **CALL, "kind": "shell", "code": "echo $0 >&2; exit 5"})
@@ -235,8 +247,13 @@ def ws(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../x", "a/../../x", "a/\x00b", "a/.."])
 def test_safefs_lexical_refusals(ws: Path, bad: str) -> None:
-    for fn in (lambda: safefs.read(ws, bad), lambda: safefs.write(ws, bad, b"x"), lambda: safefs.stat(ws, bad),
-               lambda: safefs.remove(ws, bad), lambda: safefs.mkdir(ws, bad)):
+    for fn in (
+        lambda: safefs.read(ws, bad),
+        lambda: safefs.write(ws, bad, b"x"),
+        lambda: safefs.stat(ws, bad),
+        lambda: safefs.remove(ws, bad),
+        lambda: safefs.mkdir(ws, bad),
+    ):
         with pytest.raises(safefs.PathEscape) as ei:
             fn()
         assert ei.value.path == bad
@@ -340,6 +357,7 @@ def test_safefs_rmtree_does_not_follow_a_symlink_swapped_in(ws: Path) -> None:
 
 # -- a third-party backend built on RunnerBackend (the example of docs/runner.md) -----------------
 
+
 class NiceBackend(RunnerBackend):
     """Like local, but every call runs at the lowest CPU priority; file ops go over the protocol."""
 
@@ -347,9 +365,17 @@ class NiceBackend(RunnerBackend):
 
     async def _spawn_runner(self) -> RunnerConnection:
         proc = await asyncio.create_subprocess_exec(
-            "nice", "-n", "19", *bootstrap_argv("python3"),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            cwd=self.workspace_path, env=self._runner_env(), start_new_session=True)
+            "nice",
+            "-n",
+            "19",
+            *bootstrap_argv("python3"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.workspace_path,
+            env=self._runner_env(),
+            start_new_session=True,
+        )
         return ProcessConnection(proc)
 
 

@@ -24,6 +24,7 @@ from alphora.sandbox.runner.transport import ProcessConnection, RunnerConnection
 RUNNER_DIR = Path(runner_pkg.__file__).parent
 CALL = {"timeout": 30, "max_output": 1 << 20}
 
+
 def _frame_code(path: Path) -> list[str]:
     """Calls in ``path`` that build or parse frames: a length prefix (``int.to_bytes`` /
     ``int.from_bytes``) or a JSON body (``json.dumps`` / ``json.loads``). String literals, such as the
@@ -33,8 +34,9 @@ def _frame_code(path: Path) -> list[str]:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         attr, owner = node.func.attr, node.func.value
-        if attr in ("to_bytes", "from_bytes") or (attr in ("dumps", "loads") and isinstance(owner, ast.Name)
-                                                    and owner.id == "json"):
+        if attr in ("to_bytes", "from_bytes") or (
+            attr in ("dumps", "loads") and isinstance(owner, ast.Name) and owner.id == "json"
+        ):
             found.append(f"{path.name}:{node.lineno}: .{attr}()")
     return found
 
@@ -79,8 +81,14 @@ def test_no_concatenation_switch_in_the_package() -> None:
 def _raw_runner(python: str, cwd: Path, same_interpreter: bool = False) -> subprocess.Popen[bytes]:
     argv = bootstrap_argv(python)
     argv.insert(1, "-I")  # nothing of alphora importable: the runner must come from the frame
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-                            env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert proc.stdin is not None
     proc.stdin.write(source_frame(same_interpreter))
     return proc
@@ -111,15 +119,24 @@ def test_the_runner_boots_as_ordinary_modules_from_memory(tmp_path: Path, same_i
         _, hello = _call(proc, 1, {"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
         assert hello["version"] == protocol.PROTOCOL_VERSION
         # a forked call sees the runner's modules: exactly the shipped ones, under their package
-        code = ("import sys, json; print(json.dumps(sorted(m for m in sys.modules if m.startswith("
-                f"{RUNNER_PACKAGE!r}))))")
+        code = (
+            f"import sys, json; print(json.dumps(sorted(m for m in sys.modules if m.startswith({RUNNER_PACKAGE!r}))))"
+        )
         out, done = _call(proc, 2, {"op": "exec", **CALL, "kind": "python", "code": code})
         assert done["rc"] == 0, out
         assert json.loads(out) == sorted([RUNNER_PACKAGE, *(f"{RUNNER_PACKAGE}.{m}" for m in RUNNER_MODULES)])
         # ... and cannot import them anew: the in-memory finder is gone once the runner is loaded
-        out, done = _call(proc, 3, {"op": "exec", **CALL, "kind": "python",
-                                    "code": f"import sys; [sys.modules.pop(m) for m in list(sys.modules) "
-                                            f"if m.startswith({RUNNER_PACKAGE!r})]; import {RUNNER_PACKAGE}"})
+        out, done = _call(
+            proc,
+            3,
+            {
+                "op": "exec",
+                **CALL,
+                "kind": "python",
+                "code": f"import sys; [sys.modules.pop(m) for m in list(sys.modules) "
+                f"if m.startswith({RUNNER_PACKAGE!r})]; import {RUNNER_PACKAGE}",
+            },
+        )
         assert done["rc"] == 1
         assert "ModuleNotFoundError" in out
         _call(proc, 4, {"op": "shutdown"})
@@ -133,20 +150,29 @@ def _starts(exe: str, minor: int) -> bool:
     """True if ``exe`` is a python3.<minor> that starts with nothing but PATH (pyenv shims do not)."""
     if not exe or not os.access(exe, os.X_OK):
         return False
-    probe = subprocess.run([exe, "-I", "-c", "import sys; print(sys.version_info[1])"], capture_output=True, text=True,
-                           env={"PATH": "/usr/bin:/bin"})
+    probe = subprocess.run(
+        [exe, "-I", "-c", "import sys; print(sys.version_info[1])"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     return probe.returncode == 0 and probe.stdout.strip() == str(minor)
 
 
 def _older_pythons() -> list[Any]:
     found: list[Any] = []
     for minor in (8, 9):
-        cands = [*sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))),
-                 shutil.which(f"python3.{minor}") or ""]
+        cands = [
+            *sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/3.{minor}.*/bin/python3.{minor}"))),
+            shutil.which(f"python3.{minor}") or "",
+        ]
         exe = next((c for c in cands if _starts(c, minor)), None)
         if exe is None:
-            found.append(pytest.param("", id=f"3.{minor}",
-                                      marks=pytest.mark.skip(reason=f"no working python3.{minor} on this machine")))
+            found.append(
+                pytest.param(
+                    "", id=f"3.{minor}", marks=pytest.mark.skip(reason=f"no working python3.{minor} on this machine")
+                )
+            )
         else:
             found.append(pytest.param(exe, id=f"3.{minor}"))
     return found
@@ -165,7 +191,9 @@ def test_the_runner_runs_on_python_3_8_and_3_9(python: str, tmp_path: Path) -> N
         _, done = _call(proc, 3, {"op": "exec", **CALL, "kind": "shell", "code": "kill -9 $$"})
         assert done["rc"] == -9
         _call(proc, 4, {"op": "session_open", "name": "s"})
-        _, done = _call(proc, 5, {"op": "session_run", **CALL, "grace": 2, "name": "s", "code": "import os; os._exit(7)"})
+        _, done = _call(
+            proc, 5, {"op": "session_run", **CALL, "grace": 2, "name": "s", "code": "import os; os._exit(7)"}
+        )
         assert done["state_lost"]
         assert "exit code 7" in done["error"]
         _call(proc, 6, {"op": "shutdown"})
@@ -185,8 +213,14 @@ class PublicHooks(RunnerBackend):
 
     async def spawn_runner(self) -> RunnerConnection:
         proc = await asyncio.create_subprocess_exec(
-            *bootstrap_argv("python3"), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=self.workspace_path, env=self.runner_env(), start_new_session=True)
+            *bootstrap_argv("python3"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.workspace_path,
+            env=self.runner_env(),
+            start_new_session=True,
+        )
         return ProcessConnection(proc)
 
     def runner_env(self) -> dict[str, str]:
@@ -200,8 +234,14 @@ class OldHooks(RunnerBackend):
 
     async def _spawn_runner(self) -> RunnerConnection:
         proc = await asyncio.create_subprocess_exec(
-            *bootstrap_argv("python3"), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=self.workspace_path, env=self._runner_env(), start_new_session=True)
+            *bootstrap_argv("python3"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.workspace_path,
+            env=self._runner_env(),
+            start_new_session=True,
+        )
         return ProcessConnection(proc)
 
     def _runner_env(self) -> dict[str, str]:
@@ -227,8 +267,14 @@ def test_state_is_set_up_by_init(tmp_path: Path) -> None:
     assert b.python == "python3"
 
 
-@pytest.mark.parametrize(("cls", "expected"), [(PublicHooks, {"HOOKED": "public"}), (OldHooks, {"HOOKED": "old"}),
-                                               (NewOverOld, {"HOOKED": "old", "ALSO": "new"})])
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (PublicHooks, {"HOOKED": "public"}),
+        (OldHooks, {"HOOKED": "old"}),
+        (NewOverOld, {"HOOKED": "old", "ALSO": "new"}),
+    ],
+)
 async def test_public_and_old_hook_names(tmp_path: Path, cls: type[RunnerBackend], expected: dict[str, str]) -> None:
     b = cls(sandbox_id="h", workspace_path=tmp_path / "ws")
     if cls is not NewOverOld:  # (an old-name caller of a new override below an old one gets the old one)

@@ -83,8 +83,10 @@ async def test_env_vars_reach_code_but_host_env_does_not(local_sandbox: Sandbox)
     try:
         await local_sandbox.set_env("GREETING", "hi")
         await local_sandbox.set_env_vars({"A": "1", "B": "2"})
-        r = await local_sandbox.run("import os; print(os.environ['GREETING'], os.environ['A'], "
-                                    "os.environ.get('ALPHORA_HOST_SECRET'), 'OPENAI_API_KEY' in os.environ)")
+        r = await local_sandbox.run(
+            "import os; print(os.environ['GREETING'], os.environ['A'], "
+            "os.environ.get('ALPHORA_HOST_SECRET'), 'OPENAI_API_KEY' in os.environ)"
+        )
     finally:
         del os.environ["ALPHORA_HOST_SECRET"]
     assert r.stdout == "hi 1 None False\n"
@@ -115,11 +117,19 @@ async def test_streaming_iterator(local_sandbox: Sandbox) -> None:
     assert "".join(i.text for i in items[:-1]) == "0\n1\n2\n"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("package", "version"), [
-    ("requests; rm -rf /", None), ("--index-url=http://evil", None), ("-r/etc/passwd", None),
-    ("pkg @ http://evil/x.whl", None), ("requests", "1.0; echo"), ("", None), ("a\nb", None),
-    ("requests>=1", "2.0"),
-])
+@pytest.mark.parametrize(
+    ("package", "version"),
+    [
+        ("requests; rm -rf /", None),
+        ("--index-url=http://evil", None),
+        ("-r/etc/passwd", None),
+        ("pkg @ http://evil/x.whl", None),
+        ("requests", "1.0; echo"),
+        ("", None),
+        ("a\nb", None),
+        ("requests>=1", "2.0"),
+    ],
+)
 async def test_package_names_are_validated(local_sandbox: Sandbox, package: str, version: str | None) -> None:
     with pytest.raises(PackageError):
         await local_sandbox.install_package(package, version=version)
@@ -131,10 +141,14 @@ def _build_wheel(tmp_path: Path, name: str, version: str) -> Path:
     (src / name / "__init__.py").write_text(f"VERSION = {version!r}\n")
     (src / "pyproject.toml").write_text(
         "[build-system]\nrequires=['setuptools>=61']\nbuild-backend='setuptools.build_meta'\n"
-        f"[project]\nname='{name}'\nversion='{version}'\n")
+        f"[project]\nname='{name}'\nversion='{version}'\n"
+    )
     out = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
+        check=True,
+        timeout=300,
+    )
     return out
 
 

@@ -26,14 +26,17 @@ SPEC_POLICY = SecurityPolicy(
 )
 
 
-@pytest.mark.parametrize(("code", "expected"), [
-    ("import subprocess", "subprocess"),
-    ("from subprocess import run as r", "subprocess.run"),
-    ("import os as o\no.system('ls')", "os.system"),
-    ("from os import system\nsystem('x')", "os.system"),
-    ("__import__('ctypes')", "ctypes"),
-    ("import importlib\nimportlib.import_module('ctypes')", "ctypes"),
-])
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import subprocess", "subprocess"),
+        ("from subprocess import run as r", "subprocess.run"),
+        ("import os as o\no.system('ls')", "os.system"),
+        ("from os import system\nsystem('x')", "os.system"),
+        ("__import__('ctypes')", "ctypes"),
+        ("import importlib\nimportlib.import_module('ctypes')", "ctypes"),
+    ],
+)
 def test_used_names_sees_through_aliases(code: str, expected: str) -> None:
     assert expected in used_names(code)
 
@@ -46,12 +49,15 @@ async def strictish(tmp_path: Path):  # type: ignore[no-untyped-def]
     await sandbox.destroy()
 
 
-@pytest.mark.parametrize("code", [
-    "import subprocess; subprocess.run(['id'])",
-    "import os\nos.system('id')",
-    "import ctypes",
-    "open('/etc/passwd').read()",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import subprocess; subprocess.run(['id'])",
+        "import os\nos.system('id')",
+        "import ctypes",
+        "open('/etc/passwd').read()",
+    ],
+)
 async def test_blocked_code_is_refused_before_it_runs(strictish: Sandbox, code: str) -> None:
     with pytest.raises(SecurityViolationError) as info:
         await strictish.run(code + "\nopen('ran.txt','w').write('x')")

@@ -64,7 +64,7 @@ async def test_errors_are_results_and_keep_state(backend: LocalBackend) -> None:
     r = await py.run("1/0")
     assert r.status is ExecutionStatus.FAILED
     assert r.error == "ZeroDivisionError: division by zero"
-    assert '<cell-' in r.stderr
+    assert "<cell-" in r.stderr
     assert "alphora" not in r.stderr
     assert not r.state_lost
     r = await py.run("def broken(:\n  pass")
@@ -126,8 +126,10 @@ async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: 
     assert time.monotonic() - t0 < 0.5 + backend.session_grace + 1.0
     assert r.status is ExecutionStatus.TIMEOUT
     assert r.state_lost
-    assert r.error == (f"execution timed out after 0.5s; the cell did not stop within {backend.session_grace:g}s of "
-                       "KeyboardInterrupt; the session was restarted and its state was lost")
+    assert r.error == (
+        f"execution timed out after 0.5s; the cell did not stop within {backend.session_grace:g}s of "
+        "KeyboardInterrupt; the session was restarted and its state was lost"
+    )
     r = await py.run("x")
     assert r.status is ExecutionStatus.FAILED
     assert "NameError" in r.error
@@ -137,7 +139,9 @@ async def test_timeout_that_ignores_interrupt_restarts_and_loses_state(backend: 
 
 async def test_a_cell_that_dies_on_the_interrupt_says_so(backend: LocalBackend) -> None:
     py = await backend.open_session()
-    r = await py.run("import os, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    os._exit(4)", timeout=0.5)
+    r = await py.run(
+        "import os, time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    os._exit(4)", timeout=0.5
+    )
     assert r.status is ExecutionStatus.TIMEOUT
     assert r.state_lost
     assert r.error == "execution timed out after 0.5s; the session's Python process died (exit code 4); state was lost"
@@ -178,8 +182,10 @@ async def test_runner_restart_marks_state_lost(backend: LocalBackend) -> None:
 async def test_streaming_in_a_session(backend: LocalBackend) -> None:
     py = await backend.open_session()
     arrivals: list[tuple[float, OutputChunk]] = []
-    r = await py.run("import time\nprint('a', flush=True)\ntime.sleep(0.8)\nprint('b')",
-                     on_output=lambda c: arrivals.append((time.monotonic(), c)))
+    r = await py.run(
+        "import time\nprint('a', flush=True)\ntime.sleep(0.8)\nprint('b')",
+        on_output=lambda c: arrivals.append((time.monotonic(), c)),
+    )
     done = time.monotonic()
     assert "".join(c.text for _, c in arrivals) == "a\nb\n"
     assert done - next(t for t, c in arrivals if "a" in c.text) > 0.5
@@ -225,7 +231,9 @@ async def test_concurrent_runs_on_one_session_are_serialised(backend: LocalBacke
 async def test_output_cap_in_session(tmp_path: Path) -> None:
     from alphora.sandbox import ResourceLimits
 
-    b = LocalBackend(sandbox_id="cap", workspace_path=tmp_path / "ws", resource_limits=ResourceLimits(max_output_size=100))
+    b = LocalBackend(
+        sandbox_id="cap", workspace_path=tmp_path / "ws", resource_limits=ResourceLimits(max_output_size=100)
+    )
     await b.start()
     try:
         py = await b.open_session()
@@ -250,8 +258,9 @@ async def test_matplotlib_figures_come_back_as_png(tmp_path: Path) -> None:
     backend = sandbox.backend
     py = await backend.open_session()
     assert isinstance(py, RunnerSession)
-    r = await py.run("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()",
-                     timeout=60)
+    r = await py.run(
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.title('squares')\nplt.show()", timeout=60
+    )
     assert r.success, r.stderr
     assert len(r.attachments) == 1
     png = r.attachments[0]
@@ -259,7 +268,9 @@ async def test_matplotlib_figures_come_back_as_png(tmp_path: Path) -> None:
     assert png.data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png.data) > 1000
     assert "non-interactive" not in r.stderr
-    r = await py.run("fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4])\nplt.show()\nfig2 = plt.figure()\nplt.plot([0, 1])")
+    r = await py.run(
+        "fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4])\nplt.show()\nfig2 = plt.figure()\nplt.plot([0, 1])"
+    )
     assert len(r.attachments) == 2
     r = await py.run("1 + 1")
     assert r.attachments == ()
@@ -267,20 +278,41 @@ async def test_matplotlib_figures_come_back_as_png(tmp_path: Path) -> None:
     await sandbox.destroy()
 
 
-@pytest.mark.parametrize(("script", "expected"), [
-    ("sessions.py", ["stdout: 42", "value: 12.566370614359172", "cwd persists: 'data'",
-                     "error: failed - ZeroDivisionError: division by zero", "state kept: 41",
-                     "timeout: timeout state_lost: False x: 41", "stubborn: timeout state_lost: True",
-                     "after restart: False"]),
-    ("streaming.py", ["stdout: 'step 0\\n'", "stderr: 'done, with a warning\\n'", "result: success 'step 0\\nstep 1\\nstep 2\\n'",
-                      "stdout: 'tick 1\\n'"]),
-])
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            "sessions.py",
+            [
+                "stdout: 42",
+                "value: 12.566370614359172",
+                "cwd persists: 'data'",
+                "error: failed - ZeroDivisionError: division by zero",
+                "state kept: 41",
+                "timeout: timeout state_lost: False x: 41",
+                "stubborn: timeout state_lost: True",
+                "after restart: False",
+            ],
+        ),
+        (
+            "streaming.py",
+            [
+                "stdout: 'step 0\\n'",
+                "stderr: 'done, with a warning\\n'",
+                "result: success 'step 0\\nstep 1\\nstep 2\\n'",
+                "stdout: 'tick 1\\n'",
+            ],
+        ),
+    ],
+)
 def test_examples_run(script: str, expected: list[str]) -> None:
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(root / "examples" / script)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / script)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     for line in expected:
         assert line in proc.stdout, (line, proc.stdout)

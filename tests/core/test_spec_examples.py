@@ -12,8 +12,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
     env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "Hello, World!\n" in text

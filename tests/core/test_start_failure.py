@@ -42,8 +42,9 @@ def _loud(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-async def test_start_error_wins_and_a_different_cleanup_error_is_a_note(tmp_path: Path,
-                                                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_start_error_wins_and_a_different_cleanup_error_is_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sandbox = _sandbox(_CleanupFails, tmp_path, python=str(tmp_path / "no-such-python"))
     with pytest.raises(BackendError) as info:
@@ -61,8 +62,9 @@ async def test_start_error_wins_and_a_different_cleanup_error_is_a_note(tmp_path
     assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)
 
 
-async def test_cleanup_failing_for_the_same_cause_adds_nothing(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_cleanup_failing_for_the_same_cause_adds_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sandbox = _sandbox(_EngineGone, tmp_path)
     with pytest.raises(BackendError, match=r"^the engine is gone$") as info:

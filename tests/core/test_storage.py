@@ -82,16 +82,20 @@ def test_default_local_storage_path(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.delenv("ALPHORA_SANDBOX_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert LocalStorage().base_path == tmp_path / "xdg" / "alphora-sandbox" / "storage"
-    assert LocalStorage(StorageConfig.local(str(tmp_path / "s"), prefix="tenant")).base_path == tmp_path / "s" / "tenant"
+    assert (
+        LocalStorage(StorageConfig.local(str(tmp_path / "s"), prefix="tenant")).base_path == tmp_path / "s" / "tenant"
+    )
 
 
 def test_storage_config_constructors() -> None:
-    minio = StorageConfig.minio(endpoint="localhost:9000", access_key="admin", secret_key="password",
-                                bucket="sandboxes")
+    minio = StorageConfig.minio(
+        endpoint="localhost:9000", access_key="admin", secret_key="password", bucket="sandboxes"
+    )
     assert minio.endpoint_url == "http://localhost:9000"
     assert "password" not in repr(minio)
-    s3 = StorageConfig.s3(access_key="AKIAXXXXXXXXXX", secret_key="xxxxxxxxxxxxx", bucket="my-bucket",
-                          region="us-west-2")
+    s3 = StorageConfig.s3(
+        access_key="AKIAXXXXXXXXXX", secret_key="xxxxxxxxxxxxx", bucket="my-bucket", region="us-west-2"
+    )
     assert s3.storage_type == "s3"
     assert s3.endpoint_url is None
     assert s3.region == "us-west-2"
@@ -175,8 +179,9 @@ async def test_symlinks_inside_the_base_are_not_followed(tmp_path: Path) -> None
 
 
 _hostile_key = st.one_of(
-    st.sampled_from(["../x", "a/../../x", "/etc/passwd", "a\x00b", "..\\x", "~/x", "a//b", "", ".", "..",
-                     ".alphora-tmp-1"]),
+    st.sampled_from(
+        ["../x", "a/../../x", "/etc/passwd", "a\x00b", "..\\x", "~/x", "a//b", "", ".", "..", ".alphora-tmp-1"]
+    ),
     st.lists(st.sampled_from(["..", ".", "", "a", "b", "\x00", "~", "c:"]), min_size=1, max_size=6).map("/".join),
 )
 

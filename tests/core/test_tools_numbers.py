@@ -107,8 +107,9 @@ async def test_execute_tool_json_refuses_the_non_json_constants(
 
 
 @pytest.mark.parametrize(("tool", "key"), NUMERIC)
-@pytest.mark.parametrize(("text", "shown"), [("-1", "-1"), ("1e308", "1e+308"), ("1e400", "Infinity"),
-                                             ("1" + "0" * 400, "1000000")])
+@pytest.mark.parametrize(
+    ("text", "shown"), [("-1", "-1"), ("1e308", "1e+308"), ("1e400", "Infinity"), ("1" + "0" * 400, "1000000")]
+)
 async def test_execute_tool_json_refuses_negative_and_huge_numbers(
     tools: SandboxTools, tool: str, key: str, text: str, shown: str
 ) -> None:
@@ -128,10 +129,12 @@ async def test_a_nan_timeout_does_not_outlive_the_limit(tools: SandboxTools, via
     started = time.monotonic()
     if via == "json":
         result = await tools.execute_tool_json(
-            "run_python_code", '{"code": "import time; time.sleep(8); print(\'slept\')", "timeout": NaN}')
+            "run_python_code", '{"code": "import time; time.sleep(8); print(\'slept\')", "timeout": NaN}'
+        )
     else:
         result = await tools.execute_tool(
-            "run_python_code", {"code": "import time; time.sleep(8); print('slept')", "timeout": float("nan")})
+            "run_python_code", {"code": "import time; time.sleep(8); print('slept')", "timeout": float("nan")}
+        )
     assert time.monotonic() - started < 7.5  # generous: the sleep alone would take 8 s
     assert result["error_type"] == "invalid_arguments", result
     assert "slept" not in result["output"]
@@ -196,7 +199,12 @@ def test_the_cli_refuses_a_non_finite_timeout(command: list[str], bad: str) -> N
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "alphora.sandbox.cli", *command[:1], "--timeout", bad, *command[1:]],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "alphora.sandbox.cli", *command[:1], "--timeout", bad, *command[1:]],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stderr
     assert f"argument --timeout: must be a finite positive number of seconds, got '{bad}'" in done.stderr

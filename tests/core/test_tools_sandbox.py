@@ -117,7 +117,11 @@ async def test_file_tools_round_trip(tools: SandboxTools) -> None:
     assert (await tools.file_exists("d/a.txt"))["exists"] is True
     assert (await tools.read_file("d/a.txt"))["content"] == "alpha"
     assert (await tools.copy_file("d/a.txt", "d/b.txt")) == {
-        "success": True, "source": "d/a.txt", "dest": "d/b.txt", "error": ""}
+        "success": True,
+        "source": "d/a.txt",
+        "dest": "d/b.txt",
+        "error": "",
+    }
     assert (await tools.move_file("d/b.txt", "e/c.txt"))["dest"] == "e/c.txt"
     top = await tools.list_files()
     assert {f["name"] for f in top["files"]} >= {"d", "e"}
@@ -155,8 +159,11 @@ async def test_paths_outside_the_workspace_are_refused(tools: SandboxTools, path
 async def test_symlink_planted_by_code_does_not_leak_host_files(tools: SandboxTools) -> None:
     planted = await tools.run_shell_command("ln -s /etc/passwd link && ln -s / rootlink && echo ok")
     assert planted["output"] == "ok\n"
-    for result in (await tools.read_file("link"), await tools.read_file("rootlink/etc/passwd"),
-                   await tools.save_file("rootlink/tmp/pwned", "x")):
+    for result in (
+        await tools.read_file("link"),
+        await tools.read_file("rootlink/etc/passwd"),
+        await tools.save_file("rootlink/tmp/pwned", "x"),
+    ):
         assert result["success"] is False, result
         assert "root:x" not in json.dumps(result)
 
@@ -166,7 +173,12 @@ async def test_symlink_planted_by_code_does_not_leak_host_files(tools: SandboxTo
 
 async def test_environment_variables(tools: SandboxTools) -> None:
     assert (await tools.get_environment_variable("DATA_DIR")) == {
-        "success": True, "key": "DATA_DIR", "value": None, "is_set": False, "error": ""}
+        "success": True,
+        "key": "DATA_DIR",
+        "value": None,
+        "is_set": False,
+        "error": "",
+    }
     assert (await tools.set_environment_variable("DATA_DIR", "/data"))["success"] is True
     assert (await tools.get_environment_variable("DATA_DIR"))["value"] == "/data"
     shown = await tools.run_python_code("import os; print(os.environ['DATA_DIR'])")
@@ -333,14 +345,31 @@ async def test_every_tool_returns_json_with_success_and_error(tools: SandboxTool
         json.dumps(result)
 
 
-_names = st.sampled_from(["read_file", "save_file", "list_files", "file_exists", "copy_file", "move_file",
-                          "delete_file", "get_environment_variable", "set_environment_variable", "nope", ""])
+_names = st.sampled_from(
+    [
+        "read_file",
+        "save_file",
+        "list_files",
+        "file_exists",
+        "copy_file",
+        "move_file",
+        "delete_file",
+        "get_environment_variable",
+        "set_environment_variable",
+        "nope",
+        "",
+    ]
+)
 _values = st.none() | st.booleans() | st.integers() | st.text(max_size=30) | st.lists(st.text(max_size=5), max_size=3)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=_names, args=st.dictionaries(st.sampled_from(["path", "content", "source", "dest", "key", "value",
-                                                           "recursive", "x"]), _values, max_size=4))
+@given(
+    name=_names,
+    args=st.dictionaries(
+        st.sampled_from(["path", "content", "source", "dest", "key", "value", "recursive", "x"]), _values, max_size=4
+    ),
+)
 async def test_hostile_calls_never_raise(local_sandbox: Sandbox, name: str, args: dict[str, Any]) -> None:
     tools = SandboxTools(local_sandbox)
     result = await tools.execute_tool(name, args)
@@ -403,7 +432,9 @@ async def test_parallel_calls_share_one_session(local_sandbox: Sandbox) -> None:
 
 
 async def test_session_code_that_ignores_interrupts_is_killed_and_the_model_is_told(local_sandbox: Sandbox) -> None:
-    stubborn = "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass"
+    stubborn = (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.1)\n    except KeyboardInterrupt:\n        pass"
+    )
     async with SandboxTools(local_sandbox, use_session=True) as tools:
         await tools.run_python_code("x = 1")
         start = time.monotonic()
@@ -463,8 +494,10 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
         both = await tools.install_pip_packages(["alphora_tool_probe2>=2"])
         assert both["success"] is True, both
         assert (await tools.check_package_installed("alphora-tool-probe"))["installed"] is True
-        used = await tools.run_python_code("import alphora_tool_probe, alphora_tool_probe2\n"
-                                           "print(alphora_tool_probe.VERSION, alphora_tool_probe2.VERSION)")
+        used = await tools.run_python_code(
+            "import alphora_tool_probe, alphora_tool_probe2\n"
+            "print(alphora_tool_probe.VERSION, alphora_tool_probe2.VERSION)"
+        )
         assert used["output"] == "0.1.0 2.0.0\n"
         names = {p["name"].lower().replace("_", "-") for p in (await tools.list_installed_packages())["packages"]}
         assert {"alphora-tool-probe", "alphora-tool-probe2"} <= names
@@ -486,12 +519,16 @@ async def test_package_tools_install_check_and_survive_a_reset(tmp_path: Path) -
 
 async def test_absurd_inputs_stay_small_results(tools: SandboxTools) -> None:
     deep_text = '{"path": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    assert "nested too deeply" in _assert_error(await tools.execute_tool_json("read_file", deep_text), "invalid_arguments")
+    assert "nested too deeply" in _assert_error(
+        await tools.execute_tool_json("read_file", deep_text), "invalid_arguments"
+    )
     deep: list[Any] = []
     for _ in range(5000):
         deep = [deep]
-    for result in (await tools.execute_tool("read_file", {"path": deep}),
-                   await tools.execute_tool("run_python_file", {"file_path": "a.py", "args": deep})):
+    for result in (
+        await tools.execute_tool("read_file", {"path": deep}),
+        await tools.execute_tool("run_python_file", {"file_path": "a.py", "args": deep}),
+    ):
         assert len(_assert_error(result, "invalid_arguments")) < 400
     huge = "x" * 1_000_000
     assert len(_assert_error(await tools.execute_tool(huge, {}), "unknown_tool")) < 1000
@@ -512,10 +549,17 @@ async def test_a_file_over_the_policy_size_is_refused(tmp_path: Path) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(max_size=200) | st.builds(json.dumps, st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["path", "key", "x"]), c, max_size=3),
-    max_leaves=8)))
+@given(
+    text=st.text(max_size=200)
+    | st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["path", "key", "x"]), c, max_size=3),
+            max_leaves=8,
+        ),
+    )
+)
 async def test_any_arguments_text_gives_a_result(local_sandbox: Sandbox, text: str) -> None:
     tools = SandboxTools(local_sandbox, include=["read_file", "file_exists", "get_environment_variable"])
     for name in ("read_file", "file_exists", "get_environment_variable"):

@@ -107,8 +107,14 @@ def test_specs_are_immutable_and_json_schema_returns_copies() -> None:
 def test_select_by_name_category_and_read_only() -> None:
     read_only = select_specs(read_only=True)
     assert {s.name for s in read_only} == {
-        "read_file", "list_files", "file_exists", "list_installed_packages", "check_package_installed",
-        "get_environment_variable", "get_sandbox_status", "get_resource_usage",
+        "read_file",
+        "list_files",
+        "file_exists",
+        "list_installed_packages",
+        "check_package_installed",
+        "get_environment_variable",
+        "get_sandbox_status",
+        "get_resource_usage",
     }
     no_shell = select_specs(exclude=["shell"])
     assert "run_shell_command" not in {s.name for s in no_shell}
@@ -221,8 +227,10 @@ def test_non_finite_numbers_are_refused_whatever_the_bounds(bad: float) -> None:
     schema = {"type": "object", "properties": {"x": {"type": "number"}, "n": {"type": "integer", "minimum": 1}}}
     with pytest.raises(ArgumentError) as info:
         validate_arguments({"x": bad, "n": bad}, schema)
-    assert info.value.problems[0] == f"argument 'x' must be a finite number, got {json.dumps(bad)} " \
+    assert (
+        info.value.problems[0] == f"argument 'x' must be a finite number, got {json.dumps(bad)} "
         "(NaN and Infinity are not numbers)"
+    )
     assert info.value.problems[1].startswith("argument 'n' must be an integer")
     schema["properties"]["x"] = {"type": "number", "minimum": -1, "exclusiveMaximum": 1.5}
     with pytest.raises(ArgumentError, match=r"finite number at least -1 and less than 1\.5"):
@@ -237,8 +245,16 @@ _json = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(spec=st.sampled_from(TOOL_SPECS), args=_json | st.dictionaries(st.sampled_from(
-    ["code", "path", "timeout", "args", "packages", "key", "value", "source", "dest", "recursive", "x"]), _json))
+@given(
+    spec=st.sampled_from(TOOL_SPECS),
+    args=_json
+    | st.dictionaries(
+        st.sampled_from(
+            ["code", "path", "timeout", "args", "packages", "key", "value", "source", "dest", "recursive", "x"]
+        ),
+        _json,
+    ),
+)
 def test_any_json_either_validates_or_raises_argument_error(spec: ToolSpec, args: Any) -> None:
     try:
         clean = validate_arguments(args, spec.parameters)
@@ -292,8 +308,10 @@ def test_openai_chat_shape_validates_against_the_sdk_types() -> None:
     adapter = pydantic.TypeAdapter(list[params.ChatCompletionToolParam])  # type: ignore[name-defined]
     adapter.validate_python(tools)
     for tool, spec in zip(tools, TOOL_SPECS, strict=True):
-        assert tool == {"type": "function", "function": {"name": spec.name, "description": spec.description,
-                                                         "parameters": spec.json_schema()}}
+        assert tool == {
+            "type": "function",
+            "function": {"name": spec.name, "description": spec.description, "parameters": spec.json_schema()},
+        }
     json.dumps(tools)
 
 
@@ -302,8 +320,13 @@ def test_openai_responses_shape() -> None:
     responses = pytest.importorskip("openai.types.responses")
     tools = export_openai_responses(TOOL_SPECS)
     pydantic.TypeAdapter(list[responses.FunctionToolParam]).validate_python(tools)  # type: ignore[name-defined]
-    assert tools[0] == {"type": "function", "name": "run_python_code", "description": TOOL_SPECS[0].description,
-                        "parameters": TOOL_SPECS[0].json_schema(), "strict": False}
+    assert tools[0] == {
+        "type": "function",
+        "name": "run_python_code",
+        "description": TOOL_SPECS[0].description,
+        "parameters": TOOL_SPECS[0].json_schema(),
+        "strict": False,
+    }
 
 
 def test_anthropic_shape_validates_against_the_sdk_types() -> None:
@@ -311,8 +334,11 @@ def test_anthropic_shape_validates_against_the_sdk_types() -> None:
     types = pytest.importorskip("anthropic.types")
     tools = export_anthropic(TOOL_SPECS)
     pydantic.TypeAdapter(list[types.ToolParam]).validate_python(tools)  # type: ignore[name-defined]
-    assert tools[3] == {"name": "save_file", "description": TOOL_SPECS[3].description,
-                        "input_schema": TOOL_SPECS[3].json_schema()}
+    assert tools[3] == {
+        "name": "save_file",
+        "description": TOOL_SPECS[3].description,
+        "input_schema": TOOL_SPECS[3].json_schema(),
+    }
 
 
 def _walk_keys(obj: Any) -> set[str]:

@@ -23,16 +23,51 @@ def test_namespace_package_has_no_init() -> None:
 
 
 def test_spec_names_import() -> None:
-    for name in ("BackendType", "StorageType", "SandboxStatus", "ExecutionStatus", "FileType", "ResourceLimits",
-                 "SecurityPolicy", "ExecutionResult", "FileInfo", "PackageInfo", "SandboxInfo", "ResourceUsage",
-                 "SandboxError", "SandboxNotFoundError", "SandboxAlreadyExistsError", "SandboxNotRunningError",
-                 "SandboxAlreadyRunningError", "ExecutionError", "ExecutionTimeoutError", "ExecutionFailedError",
-                 "FileSystemError", "FileNotFoundError", "PathTraversalError", "PackageError", "PackageInstallError",
-                 "SecurityViolationError", "ShellAccessDeniedError", "BackendError", "DockerError", "ContainerError",
-                 "StorageError", "StorageNotFoundError", "ConfigurationError"):
+    for name in (
+        "BackendType",
+        "StorageType",
+        "SandboxStatus",
+        "ExecutionStatus",
+        "FileType",
+        "ResourceLimits",
+        "SecurityPolicy",
+        "ExecutionResult",
+        "FileInfo",
+        "PackageInfo",
+        "SandboxInfo",
+        "ResourceUsage",
+        "SandboxError",
+        "SandboxNotFoundError",
+        "SandboxAlreadyExistsError",
+        "SandboxNotRunningError",
+        "SandboxAlreadyRunningError",
+        "ExecutionError",
+        "ExecutionTimeoutError",
+        "ExecutionFailedError",
+        "FileSystemError",
+        "FileNotFoundError",
+        "PathTraversalError",
+        "PackageError",
+        "PackageInstallError",
+        "SecurityViolationError",
+        "ShellAccessDeniedError",
+        "BackendError",
+        "DockerError",
+        "ContainerError",
+        "StorageError",
+        "StorageNotFoundError",
+        "ConfigurationError",
+    ):
         assert getattr(sb, name) is not None, name
-    assert [s.name for s in sb.SandboxStatus] == ["CREATED", "STARTING", "RUNNING", "STOPPING", "STOPPED", "ERROR",
-                                                  "DESTROYED"]
+    assert [s.name for s in sb.SandboxStatus] == [
+        "CREATED",
+        "STARTING",
+        "RUNNING",
+        "STOPPING",
+        "STOPPED",
+        "ERROR",
+        "DESTROYED",
+    ]
     assert [s.name for s in sb.ExecutionStatus] == ["PENDING", "RUNNING", "SUCCESS", "FAILED", "TIMEOUT", "CANCELLED"]
     assert {b.name for b in sb.BackendType} == {"LOCAL", "DOCKER"}
     assert {s.name for s in sb.StorageType} == {"LOCAL", "S3", "MINIO"}
@@ -67,8 +102,9 @@ def test_resource_limit_presets_are_ordered() -> None:
         mid.memory_mb = 1  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("field", "value"), [("memory_mb", 0), ("timeout_seconds", -1), ("memory_mb", "512"),
-                                              ("network_enabled", "no")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("memory_mb", 0), ("timeout_seconds", -1), ("memory_mb", "512"), ("network_enabled", "no")]
+)
 def test_resource_limits_validate(field: str, value: object) -> None:
     with pytest.raises((ValueError, TypeError), match=field):
         ResourceLimits(**{field: value})  # type: ignore[arg-type]
@@ -101,9 +137,17 @@ def test_execution_result_shapes() -> None:
     assert failed.to_dict()["success"] is False
 
 
-@pytest.mark.parametrize(("name", "ftype"), [("a.py", FileType.PYTHON), ("config.json", FileType.JSON),
-                                             ("img.PNG", FileType.IMAGE), ("notes.txt", FileType.TEXT),
-                                             ("x.yaml", FileType.YAML), ("noext", FileType.UNKNOWN)])
+@pytest.mark.parametrize(
+    ("name", "ftype"),
+    [
+        ("a.py", FileType.PYTHON),
+        ("config.json", FileType.JSON),
+        ("img.PNG", FileType.IMAGE),
+        ("notes.txt", FileType.TEXT),
+        ("x.yaml", FileType.YAML),
+        ("noext", FileType.UNKNOWN),
+    ],
+)
 def test_file_info_type_and_size(name: str, ftype: FileType) -> None:
     info = FileInfo(name=name, path=f"d/{name}", size=1536)
     assert info.file_type is ftype

@@ -74,13 +74,17 @@ def _image_problem(image: str, foreign: bool | None) -> str | None:
         except docker.errors.ImageNotFound:
             if image == OUR_IMAGE:
                 return f"image {image} is missing: build it with `alphora-sandbox docker build base --host-ca`"
-            return (f"image {image} is missing: run .ci/docker-setup.sh (it makes a foreign stand-in for "
-                    f"python:3.11-slim) or pull it, or set ALPHORA_TEST_FOREIGN_IMAGE to an image with python3")
+            return (
+                f"image {image} is missing: run .ci/docker-setup.sh (it makes a foreign stand-in for "
+                f"python:3.11-slim) or pull it, or set ALPHORA_TEST_FOREIGN_IMAGE to an image with python3"
+            )
     finally:
         client.close()
     if foreign is True and RECIPE_LABEL in labels:
-        return (f"{image} is alphora-sandbox's own image (an old builder tagged it), not a foreign one: run "
-                f".ci/docker-setup.sh to give the tag to a foreign stand-in, or set ALPHORA_TEST_FOREIGN_IMAGE")
+        return (
+            f"{image} is alphora-sandbox's own image (an old builder tagged it), not a foreign one: run "
+            f".ci/docker-setup.sh to give the tag to a foreign stand-in, or set ALPHORA_TEST_FOREIGN_IMAGE"
+        )
     if foreign is False and RECIPE_LABEL not in labels:
         return f"{image} was not built by alphora-sandbox: rebuild it with `alphora-sandbox docker build base`"
     return None
@@ -133,9 +137,14 @@ def require_runtime(runtime: str) -> str:
             runtimes = client.info().get("Runtimes") or {}
         finally:
             client.close()
-        _problems[key] = None if runtime in runtimes else (
-            f"no {runtime!r} runtime is registered with the Docker engine (it has: {', '.join(sorted(runtimes))}); "
-            f"run .ci/docker-setup.sh, which installs gVisor's runsc and registers it")
+        _problems[key] = (
+            None
+            if runtime in runtimes
+            else (
+                f"no {runtime!r} runtime is registered with the Docker engine (it has: {', '.join(sorted(runtimes))}); "
+                f"run .ci/docker-setup.sh, which installs gVisor's runsc and registers it"
+            )
+        )
     problem = _problems[key]
     if problem is not None:
         _fail_or_skip(problem)
@@ -190,8 +199,9 @@ def docker_client() -> Iterator[Any]:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module", params=IMAGE_PARAMS)
-async def shared_sandbox(request: pytest.FixtureRequest,
-                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+async def shared_sandbox(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Sandbox]:
     """One started docker sandbox shared by a module's tests (state that doesn't matter), per image."""
     sandbox = Sandbox.create_docker(
         base_path=tmp_path_factory.mktemp("docker-sandboxes"),

@@ -34,13 +34,24 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN), "run", "--backend", "docker", *args], env=_env(home),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    return subprocess.run(
+        [str(BIN), "run", "--backend", "docker", *args],
+        env=_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
 
 
 def popen(home: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([str(BIN), "run", "--backend", "docker", *args], env=_env(home),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [str(BIN), "run", "--backend", "docker", *args],
+        env=_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for_line(proc: subprocess.Popen[bytes], text: str, timeout: float = 120.0) -> None:
@@ -113,8 +124,9 @@ def test_keep_copies_the_workspace_out_and_leaves_no_container(home: Path, docke
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_removes_the_container_and_its_volumes(home: Path, docker_client: Any, sig: signal.Signals,
-                                                      code: int) -> None:
+def test_signal_removes_the_container_and_its_volumes(
+    home: Path, docker_client: Any, sig: signal.Signals, code: int
+) -> None:
     proc = popen(home, "import time\nprint('started', flush=True)\ntime.sleep(120)\n")
     wait_for_line(proc, "started")
     containers, volumes = owned_by(docker_client, proc.pid)
@@ -137,4 +149,3 @@ def test_exit_codes_on_docker(home: Path) -> None:
     late = run(home, "--timeout", "1", "import time; time.sleep(60)")
     assert late.returncode == 124, late.stderr
     assert "timed out" in late.stderr
-

@@ -36,8 +36,16 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 
 def _build(client: Any, tag: str, dockerfile: str) -> None:
-    out = client.api.build(fileobj=io.BytesIO(_tar({"Dockerfile": dockerfile.encode()})), custom_context=True,
-                           tag=tag, rm=True, forcerm=True, pull=False, network_mode="none", decode=True)
+    out = client.api.build(
+        fileobj=io.BytesIO(_tar({"Dockerfile": dockerfile.encode()})),
+        custom_context=True,
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        network_mode="none",
+        decode=True,
+    )
     errors = [chunk["error"] for chunk in out if "error" in chunk]
     assert not errors, errors
 
@@ -53,12 +61,16 @@ def made_images(docker_client: Any, foreign_image: str) -> Iterator[dict[str, st
     }
     repo, _, tag = tags["no_python"].rpartition(":")
     docker_client.api.import_image_from_data(_tar({"etc/motd": b"no python here\n"}), repository=repo, tag=tag)
-    _build(docker_client, tags["own_path"], (
-        f"FROM {foreign_image}\n"
-        "RUN mkdir -p /opt/py/bin && ln -s \"$(readlink -f /usr/bin/python3)\" /opt/py/bin/python3 "
-        "&& rm /usr/bin/python3\n"
-        "ENV PATH=/opt/py/bin:/usr/bin:/bin\n"
-    ))
+    _build(
+        docker_client,
+        tags["own_path"],
+        (
+            f"FROM {foreign_image}\n"
+            'RUN mkdir -p /opt/py/bin && ln -s "$(readlink -f /usr/bin/python3)" /opt/py/bin/python3 '
+            "&& rm /usr/bin/python3\n"
+            "ENV PATH=/opt/py/bin:/usr/bin:/bin\n"
+        ),
+    )
     _build(docker_client, tags["entrypoint"], f'FROM {foreign_image}\nENTRYPOINT ["/bin/false"]\nCMD ["--nope"]\n')
     try:
         yield tags
@@ -70,8 +82,9 @@ def made_images(docker_client: Any, foreign_image: str) -> Iterator[dict[str, st
                 pass
 
 
-async def test_image_without_python3_is_one_clear_error(tmp_path: Path, made_images: dict[str, str],
-                                                         objects_of: Any) -> None:
+async def test_image_without_python3_is_one_clear_error(
+    tmp_path: Path, made_images: dict[str, str], objects_of: Any
+) -> None:
     image = made_images["no_python"]
     sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image)
     with pytest.raises(DockerError) as err:
@@ -104,8 +117,12 @@ async def test_the_images_entrypoint_is_not_used(tmp_path: Path, made_images: di
 async def test_user_option_runs_code_as_that_user(tmp_path: Path, image: str, user: str) -> None:
     # on ours the home volume starts with the image's /home/sandbox (owned by 1000, mode 0700):
     # the setup step gives all of it to the user asked for
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image, backend_options={"user": user},
-                                    resource_limits=ResourceLimits(timeout_seconds=30))
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path,
+        docker_image=image,
+        backend_options={"user": user},
+        resource_limits=ResourceLimits(timeout_seconds=30),
+    )
     async with sandbox:
         result = await sandbox.run(WHO)
         assert result.success, result.stderr
@@ -136,8 +153,9 @@ async def test_user_option_root_on_purpose_has_no_capability(tmp_path: Path, for
 
 
 async def test_unknown_user_is_refused_naming_the_image(tmp_path: Path, foreign_image: str, objects_of: Any) -> None:
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=foreign_image,
-                                    backend_options={"user": "nobody-here"})
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path, docker_image=foreign_image, backend_options={"user": "nobody-here"}
+    )
     with pytest.raises(DockerError) as err:
         await sandbox.start()
     assert str(err.value) == (

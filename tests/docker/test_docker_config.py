@@ -40,9 +40,13 @@ async def test_spec_sandbox_json(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("spec_images")
 async def test_spec_env_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key, value in {"SANDBOX_BASE_PATH": str(tmp_path), "SANDBOX_BACKEND": "docker",
-                       "SANDBOX_DOCKER_IMAGE": "python:3.11", "SANDBOX_TIMEOUT": "60",
-                       "SANDBOX_MEMORY_MB": "512"}.items():
+    for key, value in {
+        "SANDBOX_BASE_PATH": str(tmp_path),
+        "SANDBOX_BACKEND": "docker",
+        "SANDBOX_DOCKER_IMAGE": "python:3.11",
+        "SANDBOX_TIMEOUT": "60",
+        "SANDBOX_MEMORY_MB": "512",
+    }.items():
         monkeypatch.setenv(key, value)
     config = config_from_env()
     sandbox = Sandbox.from_config(config)

@@ -67,7 +67,7 @@ async def test_1500_levels_list_copy_save_and_restore(box: Sandbox, tmp_path: Pa
     assert listed[-1] == leaf
 
     await box.copy_file("deep1500", "copy1500")
-    assert await box.read_file("copy1500" + leaf[len("deep1500"):]) == "leaf"
+    assert await box.read_file("copy1500" + leaf[len("deep1500") :]) == "leaf"
 
     storage = LocalStorage(StorageConfig.local(str(tmp_path / "storage")))
     saved = await box.save_workspace(storage, "deep")

@@ -14,8 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.mark.usefixtures("spec_images")
@@ -41,8 +48,9 @@ def test_docker_hostile_example() -> None:
     assert "sandbox healthy: True" in out.stdout
 
 
-@pytest.mark.parametrize("argv", [["-m", "alphora.sandbox.cli", "docker", "images"],
-                                  ["-m", "alphora.sandbox_docker", "images", "--json"]])
+@pytest.mark.parametrize(
+    "argv", [["-m", "alphora.sandbox.cli", "docker", "images"], ["-m", "alphora.sandbox_docker", "images", "--json"]]
+)
 def test_cli_reaches_the_docker_commands(argv: list[str]) -> None:
     out = _run(*argv, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -12,8 +12,10 @@ import pytest
 from alphora.sandbox import ResourceLimits, Sandbox
 
 #: the first process exits at once; its forks survive EAGAIN and keep trying
-BOMB_SURVIVOR = "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n" \
-                "        except OSError:\n            pass\n"
+BOMB_SURVIVOR = (
+    "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n"
+    "        except OSError:\n            pass\n"
+)
 #: issue 9's reproducer: every process dies at its first EAGAIN, the first one among them
 BOMB_NAIVE = "import os\nwhile True:\n    os.fork()\n"
 SERVER = "import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\nprint(p.pid)"
@@ -37,18 +39,17 @@ print('\\n'.join(rows))
 
 
 async def _alive(sb: Sandbox, pid: str) -> bool:
-    r = await sb.run(f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept OSError:\n    print('gone')",
-                     timeout=15)
+    r = await sb.run(
+        f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept OSError:\n    print('gone')", timeout=15
+    )
     assert r.success, r
     return r.stdout == "alive\n"
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("bomb", [BOMB_SURVIVOR, BOMB_NAIVE], ids=["survives-eagain", "naive"])
-async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(
-        tmp_path: Path, image: str, bomb: str) -> None:
-    sb = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
-                               resource_limits=ResourceLimits(max_processes=32))
+async def test_leftover_fork_bomb_is_killed_and_a_quiet_server_is_kept(tmp_path: Path, image: str, bomb: str) -> None:
+    sb = Sandbox.create_docker(base_path=tmp_path, docker_image=image, resource_limits=ResourceLimits(max_processes=32))
     await sb.start()
     try:
         server = await sb.run(SERVER)
@@ -82,8 +83,9 @@ async def test_keep_background_false_kills_what_the_call_leaves(tmp_path: Path, 
 async def test_leftover_fork_bomb_is_killed_under_gvisor(tmp_path: Path, runsc_image: str) -> None:
     """The same rule under gVisor: no children file in its /proc (the runner scans /proc instead),
     max_processes is RLIMIT_NPROC inside gVisor's kernel."""
-    sb = Sandbox.create_docker(base_path=tmp_path, docker_image=runsc_image, runtime="runsc",
-                               resource_limits=ResourceLimits(max_processes=32))
+    sb = Sandbox.create_docker(
+        base_path=tmp_path, docker_image=runsc_image, runtime="runsc", resource_limits=ResourceLimits(max_processes=32)
+    )
     await sb.start()
     try:
         server = await sb.run(SERVER)

@@ -105,8 +105,9 @@ def test_registry_path_builds_from_the_upstream_image(monkeypatch: pytest.Monkey
         assert built.labels[LABEL_RECIPE]
         history = [h.get("Id") for h in built.history()]
         assert rootfs.id in history  # really FROM the upstream image
-        out = docker_client.containers.run(target, ["python", "-c", "import os; print(os.getuid())"], remove=True,
-                                           network_mode="none")
+        out = docker_client.containers.run(
+            target, ["python", "-c", "import os; print(os.getuid())"], remove=True, network_mode="none"
+        )
         assert out.strip() == b"1000"
     finally:
         for tag in (target, upstream):
@@ -136,8 +137,9 @@ def test_base(monkeypatch: pytest.MonkeyPatch, docker_client: Any) -> Iterator[t
                 pass
 
 
-def test_a_build_without_ca_certificates_keeps_the_ones_the_image_has(test_base: tuple[str, list[str]],
-                                                                       tmp_path: Path, docker_client: Any) -> None:
+def test_a_build_without_ca_certificates_keeps_the_ones_the_image_has(
+    test_base: tuple[str, list[str]], tmp_path: Path, docker_client: Any
+) -> None:
     from alphora.sandbox_docker.images import _existing_certs
 
     test_base, built = test_base

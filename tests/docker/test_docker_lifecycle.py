@@ -36,8 +36,7 @@ for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):
 
 
 def _docker(tmp_path: Path, image: str, **limits: Any) -> Sandbox:
-    return Sandbox.create_docker(base_path=tmp_path, docker_image=image,
-                                 resource_limits=ResourceLimits(**limits))
+    return Sandbox.create_docker(base_path=tmp_path, docker_image=image, resource_limits=ResourceLimits(**limits))
 
 
 async def test_timeout_kills_the_tree_and_the_sandbox_stays_usable(tmp_path: Path, image: str) -> None:
@@ -130,7 +129,9 @@ async def test_outside_kill_is_detected_and_restart_recovers(tmp_path: Path, ima
         await sandbox.destroy()
 
 
-async def test_stop_removes_the_container_and_start_brings_the_files_back(tmp_path: Path, image: str, objects_of: Objects) -> None:
+async def test_stop_removes_the_container_and_start_brings_the_files_back(
+    tmp_path: Path, image: str, objects_of: Objects
+) -> None:
     sandbox = _docker(tmp_path, image)
     await sandbox.start()
     try:
@@ -224,8 +225,13 @@ async def test_reaper_removes_what_a_crashed_process_left(tmp_path: Path, image:
         assert report.skipped_alive == 1
         assert (await mine.run("print('alive')")).stdout == "alive\n"
         await mine.destroy()
-    dry = subprocess.run([sys.executable, "-m", "alphora.sandbox_docker", "prune", "--dry-run"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    dry = subprocess.run(
+        [sys.executable, "-m", "alphora.sandbox_docker", "prune", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert dry.returncode == 0, dry.stderr
     assert containers[0] in dry.stdout
     assert objects_of(sid)[0] == containers  # dry run removed nothing
@@ -244,8 +250,14 @@ async def test_missing_image_error_names_the_build_command(tmp_path: Path) -> No
 
 
 def test_cli_images_lists_the_base() -> None:
-    out = subprocess.run([sys.executable, "-m", "alphora.sandbox_docker", "images"], capture_output=True,
-                         text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run(
+        [sys.executable, "-m", "alphora.sandbox_docker", "images"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if "alphora/sandbox:base" in ln)
     assert "present" in line

@@ -13,14 +13,20 @@ from alphora.sandbox import BackendType, SandboxManager
 async def test_manager_runs_eight_docker_sandboxes_concurrently(
     tmp_path: Path, image: str, objects_of: Callable[[str], tuple[list[str], list[str]]]
 ) -> None:
-    manager = SandboxManager(base_path=str(tmp_path), default_backend=BackendType.DOCKER, max_sandboxes=100,
-                             auto_cleanup=True, docker_image=image)
+    manager = SandboxManager(
+        base_path=str(tmp_path),
+        default_backend=BackendType.DOCKER,
+        max_sandboxes=100,
+        auto_cleanup=True,
+        docker_image=image,
+    )
     await manager.start()
     try:
         sandboxes = await asyncio.gather(*(manager.create_sandbox(f"worker-{i}") for i in range(8)))
         assert all(s.backend_type == "docker" for s in sandboxes)
-        results = await asyncio.gather(*(s.run(f"import os; print('worker {i}', os.getuid())")
-                                         for i, s in enumerate(sandboxes)))
+        results = await asyncio.gather(
+            *(s.run(f"import os; print('worker {i}', os.getuid())") for i, s in enumerate(sandboxes))
+        )
         assert [r.stdout for r in results] == [f"worker {i} 1000\n" for i in range(8)]
         # each has its own container: a file in one is not in another
         await sandboxes[0].write_file("only-here.txt", "0")

@@ -49,17 +49,24 @@ async def test_no_network_by_default(tmp_path: Path, image: str, host_server: tu
     async with Sandbox.create_docker(base_path=tmp_path, docker_image=image) as sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
         assert result.stdout.startswith("refused"), result.stdout
-        dns = await sandbox.run("import socket\ntry:\n    socket.getaddrinfo('localhost', 80); print('ok')\n"
-                                "except OSError as e:\n    print('err', e)")
+        dns = await sandbox.run(
+            "import socket\ntry:\n    socket.getaddrinfo('localhost', 80); print('ok')\n"
+            "except OSError as e:\n    print('err', e)"
+        )
         assert dns.success
         await sandbox.destroy()
 
 
-async def test_network_enabled_reaches_the_host_server(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
+async def test_network_enabled_reaches_the_host_server(
+    tmp_path: Path, image: str, host_server: tuple[str, int]
+) -> None:
     host, port = host_server
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
-                                    resource_limits=ResourceLimits(network_enabled=True),
-                                    security_policy=SecurityPolicy(allow_network=True))
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path,
+        docker_image=image,
+        resource_limits=ResourceLimits(network_enabled=True),
+        security_policy=SecurityPolicy(allow_network=True),
+    )
     async with sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
         assert result.stdout.strip() == "connected hello-from-host", result
@@ -68,8 +75,9 @@ async def test_network_enabled_reaches_the_host_server(tmp_path: Path, image: st
 
 async def test_half_enabled_network_fails_closed(tmp_path: Path, image: str, host_server: tuple[str, int]) -> None:
     host, port = host_server
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
-                                    resource_limits=ResourceLimits(network_enabled=True))
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path, docker_image=image, resource_limits=ResourceLimits(network_enabled=True)
+    )
     async with sandbox:
         result = await sandbox.run(CONNECT.format(host=host, port=port))
         assert result.stdout.startswith("refused"), result.stdout
@@ -92,8 +100,11 @@ async def test_install_package_inside_the_container(tmp_path: Path, our_image: s
     # through this host's TLS-intercepting proxy only with the CA bundle our builder bakes in (pip --user
     # on a foreign image is tested offline in test_docker_sandbox.py)
     config = SandboxConfig.docker(path=str(tmp_path), image=our_image, network_enabled=True)
-    sandbox = Sandbox.from_config(config, security_policy=SecurityPolicy(allow_network=True),
-                                  resource_limits=ResourceLimits(network_enabled=True, timeout_seconds=240))
+    sandbox = Sandbox.from_config(
+        config,
+        security_policy=SecurityPolicy(allow_network=True),
+        resource_limits=ResourceLimits(network_enabled=True, timeout_seconds=240),
+    )
     async with sandbox:
         assert not await sandbox.package_installed("six")
         result = await sandbox.install_package("six")

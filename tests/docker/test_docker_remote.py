@@ -63,15 +63,20 @@ def tcp_engine() -> Iterator[str]:
 
 async def test_sandbox_on_a_tcp_engine(tmp_path: Path, image: str, tcp_engine: str) -> None:
     assert is_docker_available(tcp_engine)
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=image,
-                                    resource_limits=ResourceLimits(timeout_seconds=20),
-                                    backend_options={"docker_host": tcp_engine})
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path,
+        docker_image=image,
+        resource_limits=ResourceLimits(timeout_seconds=20),
+        backend_options={"docker_host": tcp_engine},
+    )
     async with sandbox:
         backend = sandbox.backend
         assert isinstance(backend, DockerBackend)
         assert backend.client.api.base_url.startswith("http://127.0.0.1")
         await sandbox.write_file_bytes("in.bin", b"\x00\x01" * 50_000)
-        result = await sandbox.run("d = open('in.bin','rb').read(); open('out.txt','w').write(str(len(d))); print('ok')")
+        result = await sandbox.run(
+            "d = open('in.bin','rb').read(); open('out.txt','w').write(str(len(d))); print('ok')"
+        )
         assert result.stdout == "ok\n"
         assert await sandbox.read_file("out.txt") == "100000"
         timed = await sandbox.run("import time; time.sleep(30)", timeout=1)

@@ -47,13 +47,19 @@ class TestDockerBackendContractRunsc(BackendContractTests):
 
     # Two documented limits of gVisor (Debian's runsc 0.0~20221219), see docs/docker.md; strict: the day
     # they pass, these markers must go.
-    @pytest.mark.xfail(strict=True, reason="gVisor refuses PR_SET_CHILD_SUBREAPER (EINVAL): a daemon a session "
-                       "cell double-forks is reparented to the runner, not the session, and outlives the cell's timeout")
+    @pytest.mark.xfail(
+        strict=True,
+        reason="gVisor refuses PR_SET_CHILD_SUBREAPER (EINVAL): a daemon a session "
+        "cell double-forks is reparented to the runner, not the session, and outlives the cell's timeout",
+    )
     async def test_session_timeout_kills_the_cells_processes_and_keeps_state(self, backend: Backend) -> None:
         await super().test_session_timeout_kills_the_cells_processes_and_keeps_state(backend)
 
-    @pytest.mark.xfail(strict=True, reason="no cgroupfs inside gVisor: usage sums the processes' RSS, so pages a "
-                       "fork shares copy-on-write are counted once per process")
+    @pytest.mark.xfail(
+        strict=True,
+        reason="no cgroupfs inside gVisor: usage sums the processes' RSS, so pages a "
+        "fork shares copy-on-write are counted once per process",
+    )
     async def test_memory_usage_counts_each_page_once(self, backend: Backend) -> None:
         await super().test_memory_usage_counts_each_page_once(backend)
 
@@ -67,8 +73,9 @@ class TestDockerBackendContractRunsc(BackendContractTests):
 
 
 def _runsc(tmp_path: Path, image: str, **limits: Any) -> Sandbox:
-    return Sandbox.create_docker(base_path=tmp_path, docker_image=image, runtime=RUNSC,
-                                 resource_limits=ResourceLimits(**limits))
+    return Sandbox.create_docker(
+        base_path=tmp_path, docker_image=image, runtime=RUNSC, resource_limits=ResourceLimits(**limits)
+    )
 
 
 async def test_code_runs_under_gvisor_without_network(tmp_path: Path, runsc_image: str, docker_client: Any) -> None:
@@ -76,8 +83,10 @@ async def test_code_runs_under_gvisor_without_network(tmp_path: Path, runsc_imag
         assert isinstance(sandbox.backend, DockerBackend)
         runtime = docker_client.api.inspect_container(sandbox.backend.spec.name)["HostConfig"]["Runtime"]
         assert runtime == RUNSC
-        probe = await sandbox.run("import os\nprint(open('/proc/version').read().strip())\n"
-                                  "print(sorted(os.listdir('/sys/class/net')), os.getuid())")
+        probe = await sandbox.run(
+            "import os\nprint(open('/proc/version').read().strip())\n"
+            "print(sorted(os.listdir('/sys/class/net')), os.getuid())"
+        )
         assert probe.success, probe
         kernel, rest = probe.stdout.splitlines()
         assert kernel != HOST_KERNEL.strip()  # the user-space kernel answered, not the host's
@@ -87,14 +96,19 @@ async def test_code_runs_under_gvisor_without_network(tmp_path: Path, runsc_imag
         assert usage.memory_mb >= 0
 
 
-async def test_network_under_a_network_none_runtime_is_refused(tmp_path: Path, runsc_image: str,
-                                                               docker_client: Any) -> None:
+async def test_network_under_a_network_none_runtime_is_refused(
+    tmp_path: Path, runsc_image: str, docker_client: Any
+) -> None:
     args = (docker_client.info()["Runtimes"][RUNSC] or {}).get("runtimeArgs") or []
     if "--network=none" not in args:
         pytest.skip(f"this engine's runsc is registered with {args}, not --network=none")
-    sandbox = Sandbox.create_docker(base_path=tmp_path, docker_image=runsc_image, runtime=RUNSC,
-                                    resource_limits=ResourceLimits(network_enabled=True),
-                                    security_policy=SecurityPolicy(allow_network=True))
+    sandbox = Sandbox.create_docker(
+        base_path=tmp_path,
+        docker_image=runsc_image,
+        runtime=RUNSC,
+        resource_limits=ResourceLimits(network_enabled=True),
+        security_policy=SecurityPolicy(allow_network=True),
+    )
     with pytest.raises(DockerError, match=r"network access was asked for.*registered with --network=none"):
         await sandbox.start()
     await sandbox.destroy()

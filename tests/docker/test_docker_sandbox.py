@@ -19,9 +19,7 @@ async def test_spec_docker_example(foreign_image: str) -> None:
     # the spec's 执行后端 / Docker 后端 example, verbatim but for the image name: ``foreign_image`` is
     # python:3.11-slim (the spec's) unless ALPHORA_TEST_FOREIGN_IMAGE names another image we did not build
     if is_docker_available():
-        sandbox = Sandbox.create_docker(
-            docker_image=foreign_image
-        )
+        sandbox = Sandbox.create_docker(docker_image=foreign_image)
         async with sandbox:
             result = await sandbox.run("import sys; print(sys.version)")
             await sandbox.write_file("data.txt", "Hello, World!")
@@ -146,7 +144,8 @@ async def test_files_both_directions(shared_sandbox: Sandbox) -> None:
     sandbox = shared_sandbox
     await sandbox.write_file("data.txt", "Hello, World!")
     result = await sandbox.run(
-        "import os; st = os.stat('data.txt'); print(open('data.txt').read(), st.st_uid, oct(st.st_mode & 0o777))")
+        "import os; st = os.stat('data.txt'); print(open('data.txt').read(), st.st_uid, oct(st.st_mode & 0o777))"
+    )
     assert result.stdout.split() == ["Hello,", "World!", "1000", "0o644"]
     payload = bytes(range(256)) * 64
     await sandbox.write_file_bytes("bin/blob.bin", payload)
@@ -178,9 +177,7 @@ async def test_files_both_directions(shared_sandbox: Sandbox) -> None:
 
 async def test_planted_links_do_not_leak_host_or_container_files(shared_sandbox: Sandbox) -> None:
     planted = await shared_sandbox.run(
-        "import os\n"
-        "os.symlink('/etc/passwd', 'link_passwd')\n"
-        "os.symlink('/', 'rootdir')\n"
+        "import os\nos.symlink('/etc/passwd', 'link_passwd')\nos.symlink('/', 'rootdir')\n"
     )
     assert planted.success, planted.stderr
     with pytest.raises(PathTraversalError):

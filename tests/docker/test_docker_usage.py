@@ -22,8 +22,12 @@ def _engine_memory_mb(client: Any, container: str) -> float:
 
 
 async def test_memory_usage_is_what_the_engine_measures(tmp_path: Path, docker_client: Any) -> None:
-    backend = DockerBackend(sandbox_id="usage", workspace_path=tmp_path / "ws",
-                            resource_limits=ResourceLimits(memory_mb=LIMIT_MB), options={"image": BASE_IMAGE})
+    backend = DockerBackend(
+        sandbox_id="usage",
+        workspace_path=tmp_path / "ws",
+        resource_limits=ResourceLimits(memory_mb=LIMIT_MB),
+        options={"image": BASE_IMAGE},
+    )
     await backend.start()
     try:
         assert (await backend.execute_code("print(1)")).success

@@ -38,8 +38,18 @@ def test_docker_tier_scorecard(docker_client: Any) -> None:
     assert data["tiers"]["docker"]["ran"]
     assert BASE_IMAGE in data["tiers"]["docker"]["detail"]
     v = verdicts(data, "docker")
-    held = ["file-api-escape", "host-env", "agent-files", "host-processes", "host-uid", "proc-sys-write", "network",
-            "memory-bomb", "output-bomb", "leftovers"]
+    held = [
+        "file-api-escape",
+        "host-env",
+        "agent-files",
+        "host-processes",
+        "host-uid",
+        "proc-sys-write",
+        "network",
+        "memory-bomb",
+        "output-bomb",
+        "leftovers",
+    ]
     for probe in held:
         assert v[probe] == "held", f"{probe}: {evidence(data, 'docker', probe)}"
     assert "uid 1000" in evidence(data, "docker", "host-uid")
@@ -69,8 +79,9 @@ def test_a_configuration_that_runs_containers_as_root_fails(tmp_path: Path, dock
     which the host sees as uid 0 — FAILED, exit code 1. (/proc/sys stays read-only in a container.)"""
     cfg = tmp_path / "sandbox.yaml"
     cfg.write_text('docker:\n  user: "0:0"\n')
-    code, data = doctor_json("--config", str(cfg), "--tier", "docker", "--probe", "host-uid",
-                             "--probe", "proc-sys-write")
+    code, data = doctor_json(
+        "--config", str(cfg), "--tier", "docker", "--probe", "host-uid", "--probe", "proc-sys-write"
+    )
     assert verdicts(data, "docker") == {"host-uid": "FAILED", "proc-sys-write": "held"}
     assert "uid 0 (root)" in evidence(data, "docker", "host-uid")
     assert code == data["exit_code"] == 1
@@ -78,8 +89,12 @@ def test_a_configuration_that_runs_containers_as_root_fails(tmp_path: Path, dock
 
 
 def test_a_missing_image_is_a_clear_usage_error() -> None:
-    proc = subprocess.run([str(CLI), "doctor", "--tier", "docker", "--image", "alphora/no-such-image:0"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(CLI), "doctor", "--tier", "docker", "--image", "alphora/no-such-image:0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "image 'alphora/no-such-image:0' is not on the engine" in proc.stderr
 
@@ -88,7 +103,16 @@ def test_docker_runsc_tier(runsc_image: str) -> None:
     """gVisor: where runsc is registered with the engine (``runsc_image`` skips, or fails under CI, without it)."""
     code, data = doctor_json("--tier", "docker+runsc")
     v = verdicts(data, "docker+runsc")
-    for probe in ("file-api-escape", "host-env", "agent-files", "host-processes", "proc-sys-write", "network",
-                  "memory-bomb", "output-bomb", "leftovers"):
+    for probe in (
+        "file-api-escape",
+        "host-env",
+        "agent-files",
+        "host-processes",
+        "proc-sys-write",
+        "network",
+        "memory-bomb",
+        "output-bomb",
+        "leftovers",
+    ):
         assert v[probe] == "held", f"{probe}: {evidence(data, 'docker+runsc', probe)}"
     assert code == data["exit_code"]

@@ -14,10 +14,7 @@ pytestmark = pytest.mark.docker  # also set by tests/docker/conftest.py, whose g
 async def test_spec_pool_example_on_docker(spec_images: tuple[str, str], tmp_path: Path) -> None:
     # spec_images: the engine has the tags the spec names (python:3.11-slim is also the default image)
     manager = SandboxManager(
-        base_path=str(tmp_path),
-        default_backend=BackendType.DOCKER,
-        max_sandboxes=100,
-        auto_cleanup=True
+        base_path=str(tmp_path), default_backend=BackendType.DOCKER, max_sandboxes=100, auto_cleanup=True
     )
 
     await manager.start()

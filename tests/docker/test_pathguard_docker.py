@@ -32,8 +32,10 @@ OUTSIDE = f"/tmp/alphora-guard-{TOKEN}"
 SECRET = f"CONTAINER-SECRET-{TOKEN}"
 HOST_SECRET = f"HOST-SECRET-{TOKEN}"
 
-_MANIFEST = (f"cd {OUTSIDE} && find . -printf '%p %y %i %s %T@\\n' | sort && cat secret.txt hard_target.txt "
-             "victim/inner.txt && sha256sum /etc/passwd")
+_MANIFEST = (
+    f"cd {OUTSIDE} && find . -printf '%p %y %i %s %T@\\n' | sort && cat secret.txt hard_target.txt "
+    "victim/inner.txt && sha256sum /etc/passwd"
+)
 
 
 class DockerWorld:
@@ -42,8 +44,9 @@ class DockerWorld:
         self.host_outside = Path(OUTSIDE)
         self.host_outside.mkdir(mode=0o700)
         (self.host_outside / "secret.txt").write_text(HOST_SECRET)
-        self.sandbox = Sandbox.create_docker(base_path=base, docker_image=image,
-                                             resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256))
+        self.sandbox = Sandbox.create_docker(
+            base_path=base, docker_image=image, resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256)
+        )
         try:
             self._setup()
         except BaseException:
@@ -120,12 +123,26 @@ def dworld(foreign_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 _PLANTED = ["link_file", "loot", "etc_link", "chain", "up", "d/root", "hard", "fifo"]
 _hostile = st.builds(
     lambda h, t: "/".join(p for p in (h, t) if p),
-    st.sampled_from([*_PLANTED, "", "..", "../..", "/", "/workspace", "/workspace/..", OUTSIDE, "/etc",
-                     "sub/../..", "~", "benign.txt", "sub"]),
+    st.sampled_from(
+        [
+            *_PLANTED,
+            "",
+            "..",
+            "../..",
+            "/",
+            "/workspace",
+            "/workspace/..",
+            OUTSIDE,
+            "/etc",
+            "sub/../..",
+            "~",
+            "benign.txt",
+            "sub",
+        ]
+    ),
     st.sampled_from(["", "secret.txt", "victim", "victim/inner.txt", "passwd", "new.txt", "..", "tmp" + OUTSIDE]),
 )
-_OPS = ["read", "write", "list", "list_rec", "delete", "copy_from", "copy_to", "move_from", "move_to", "info",
-        "mkdir"]
+_OPS = ["read", "write", "list", "list_rec", "delete", "copy_from", "copy_to", "move_from", "move_to", "info", "mkdir"]
 
 
 def _call(sandbox: Sandbox, op: str, path: str) -> Coroutine[Any, Any, Any]:
@@ -161,8 +178,9 @@ async def _attempt(sandbox: Sandbox, steps: list[tuple[str, str]]) -> list[Any]:
     return returned
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(steps=st.lists(st.tuples(st.sampled_from(_OPS), _hostile), min_size=1, max_size=3))
 def test_docker_hostile_paths_never_reach_outside(dworld: DockerWorld, steps: list[tuple[str, str]]) -> None:
     dworld.plant()
@@ -170,8 +188,19 @@ def test_docker_hostile_paths_never_reach_outside(dworld: DockerWorld, steps: li
     dworld.check(returned)
 
 
-@pytest.mark.parametrize("path", ["link_file", "loot/secret.txt", "chain/victim/inner.txt", "etc_link/passwd",
-                                  "d/root/etc/passwd", "up/etc/passwd", "hard", f"..{OUTSIDE}/secret.txt"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "link_file",
+        "loot/secret.txt",
+        "chain/victim/inner.txt",
+        "etc_link/passwd",
+        "d/root/etc/passwd",
+        "up/etc/passwd",
+        "hard",
+        f"..{OUTSIDE}/secret.txt",
+    ],
+)
 def test_docker_reads_through_planted_links_are_refused(dworld: DockerWorld, path: str) -> None:
     from alphora.sandbox import PathTraversalError
 

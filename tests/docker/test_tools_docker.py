@@ -20,10 +20,14 @@ from alphora.sandbox import ResourceLimits, Sandbox, SandboxTools, SecurityPolic
 
 pytestmark = pytest.mark.docker
 
+
 @pytest.fixture
 async def docker_sandbox(our_image: str, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    box = Sandbox.create_docker(base_path=tmp_path / "docker-tools", docker_image=our_image,
-                                resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256))
+    box = Sandbox.create_docker(
+        base_path=tmp_path / "docker-tools",
+        docker_image=our_image,
+        resource_limits=ResourceLimits(timeout_seconds=30, memory_mb=256),
+    )
     await box.start()
     try:
         yield box
@@ -76,8 +80,9 @@ async def test_docker_reset_sandbox_restarts_and_empties(docker_sandbox: Sandbox
 
 
 async def test_docker_policy_refusal(our_image: str, tmp_path: Path) -> None:
-    box = Sandbox.create_docker(base_path=tmp_path / "docker-policy", docker_image=our_image,
-                                security_policy=SecurityPolicy(allow_shell=False))
+    box = Sandbox.create_docker(
+        base_path=tmp_path / "docker-policy", docker_image=our_image, security_policy=SecurityPolicy(allow_shell=False)
+    )
     await box.start()
     try:
         refused = await SandboxTools(box).run_shell_command("ls")
@@ -91,12 +96,23 @@ async def test_mcp_server_on_docker_removes_the_container_on_disconnect(
     our_image: str, objects_of: Callable[[str], tuple[list[str], list[str]]], tmp_path: Path
 ) -> None:
     mcp = pytest.importorskip("mcp", reason="the mcp SDK is the [mcp] extra")
-    env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "HOME", "LANG", "DOCKER_HOST") or k.startswith("ALPHORA_SANDBOX_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("PATH", "HOME", "LANG", "DOCKER_HOST") or k.startswith("ALPHORA_SANDBOX_")
+    }
     params = mcp.StdioServerParameters(
         command=sys.executable,
-        args=["-m", "alphora.sandbox.tools.mcp_server", "--backend", "docker", "--image", our_image,
-              "--base-path", str(tmp_path / "mcp-docker")],
+        args=[
+            "-m",
+            "alphora.sandbox.tools.mcp_server",
+            "--backend",
+            "docker",
+            "--image",
+            our_image,
+            "--base-path",
+            str(tmp_path / "mcp-docker"),
+        ],
         env=env,
     )
     async with mcp.Client(params, read_timeout_seconds=120) as client:

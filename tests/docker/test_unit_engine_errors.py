@@ -31,8 +31,9 @@ def _loud(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno >= logging.WARNING or (r.exc_info and r.levelno > logging.DEBUG)]
 
 
-async def test_api_start_names_the_engine_not_the_cleanup(dead_engine: str, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_api_start_names_the_engine_not_the_cleanup(
+    dead_engine: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sandbox = Sandbox.create_docker(base_path=tmp_path)
     with pytest.raises(DockerError) as info:
@@ -49,8 +50,9 @@ async def test_api_start_names_the_engine_not_the_cleanup(dead_engine: str, tmp_
     assert _loud(caplog) == [], [(r.levelname, r.getMessage()) for r in _loud(caplog)]
 
 
-async def test_api_explicit_start_same_error(dead_engine: str, tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_api_explicit_start_same_error(
+    dead_engine: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     sandbox = Sandbox.create_docker(base_path=tmp_path, backend_options={"docker_host": DEAD})
     with pytest.raises(DockerError, match=r"^cannot reach the Docker engine at tcp://127\.0\.0\.1:1: "):
@@ -70,8 +72,9 @@ def test_missing_socket_says_so(tmp_path: Path) -> None:
     address = f"unix://{tmp_path}/docker.sock"
     with pytest.raises(DockerError) as info:
         make_client(address)
-    assert str(info.value).startswith(f"cannot reach the Docker engine at {address}: No such file or directory. "
-                                      "Is the engine running?")
+    assert str(info.value).startswith(
+        f"cannot reach the Docker engine at {address}: No such file or directory. Is the engine running?"
+    )
 
 
 def test_engine_lost_mid_operation_is_named_too() -> None:
@@ -82,6 +85,7 @@ def test_engine_lost_mid_operation_is_named_too() -> None:
             api.remove_container("alphora-nothing-here", force=True)
     finally:
         api.close()
-    assert str(info.value).startswith("cannot reach the Docker engine while removing the sandbox container: "
-                                      "Connection refused.")
+    assert str(info.value).startswith(
+        "cannot reach the Docker engine while removing the sandbox container: Connection refused."
+    )
     assert info.value.sandbox_id == "sb1"

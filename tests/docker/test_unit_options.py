@@ -31,7 +31,10 @@ from alphora.sandbox_docker._spec import container_spec
 def test_the_plugin_registers_its_options_class() -> None:
     assert get_registry().backend("docker") is DockerBackend
     assert DockerBackend.options_class is DockerOptions
-    assert backend_env_vars()["DOCKER_IMAGE"] == (("backends", "docker", "image"), "option 'image' of the docker backend")
+    assert backend_env_vars()["DOCKER_IMAGE"] == (
+        ("backends", "docker", "image"),
+        "option 'image' of the docker backend",
+    )
 
 
 def test_spec_constructors_map_to_the_docker_section() -> None:
@@ -75,13 +78,20 @@ def test_docker_config_round_trips(options: DockerOptions, top_level: bool) -> N
 
 @pytest.mark.parametrize(
     ("section", "key", "value"),
-    [({"image": 5}, "image", 5), ({"image": ""}, "image", ""), ({"imgae": "x"}, "imgae", "x"),
-     ({"start_timeout": "soon"}, "start_timeout", "soon"), ({"tmp_size_mb": 0}, "tmp_size_mb", 0),
-     ({"read_only_rootfs": "maybe"}, "read_only_rootfs", "maybe")],
+    [
+        ({"image": 5}, "image", 5),
+        ({"image": ""}, "image", ""),
+        ({"imgae": "x"}, "imgae", "x"),
+        ({"start_timeout": "soon"}, "start_timeout", "soon"),
+        ({"tmp_size_mb": 0}, "tmp_size_mb", 0),
+        ({"read_only_rootfs": "maybe"}, "read_only_rootfs", "maybe"),
+    ],
 )
 def test_bad_docker_options_name_the_field(tmp_path: Path, section: dict[str, Any], key: str, value: Any) -> None:
-    for data, field in (({"backend_type": "docker", "docker": section}, f"$.docker.{key}"),
-                        ({"backend_type": "docker", "backends": {"docker": section}}, f"$.backends.docker.{key}")):
+    for data, field in (
+        ({"backend_type": "docker", "docker": section}, f"$.docker.{key}"),
+        ({"backend_type": "docker", "backends": {"docker": section}}, f"$.backends.docker.{key}"),
+    ):
         with pytest.raises(ConfigurationError) as info:
             SandboxConfig.from_dict(data)
         assert (info.value.field, info.value.value) == (field, value)
@@ -96,8 +106,14 @@ def test_bad_docker_options_name_the_field(tmp_path: Path, section: dict[str, An
     assert info.value.field == f"docker.{key}"
 
 
-@pytest.mark.parametrize(("var", "value"), [("SANDBOX_DOCKER_IMAGE", " "), ("SANDBOX_DOCKER_START_TIMEOUT", "soon"),
-                                            ("SANDBOX_DOCKER_READ_ONLY_ROOTFS", "perhaps")])
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("SANDBOX_DOCKER_IMAGE", " "),
+        ("SANDBOX_DOCKER_START_TIMEOUT", "soon"),
+        ("SANDBOX_DOCKER_READ_ONLY_ROOTFS", "perhaps"),
+    ],
+)
 def test_bad_docker_env_vars_name_the_variable(var: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         config_from_env(environ={"SANDBOX_BACKEND": "docker", var: value})
@@ -105,32 +121,56 @@ def test_bad_docker_env_vars_name_the_variable(var: str, value: str) -> None:
 
 
 def test_env_vars_fill_the_docker_section() -> None:
-    config = config_from_env(environ={"SANDBOX_BACKEND": "docker", "SANDBOX_DOCKER_IMAGE": "python:3.11",
-                                      "SANDBOX_DOCKER_RUNTIME": "runsc", "SANDBOX_DOCKER_START_TIMEOUT": "90"})
+    config = config_from_env(
+        environ={
+            "SANDBOX_BACKEND": "docker",
+            "SANDBOX_DOCKER_IMAGE": "python:3.11",
+            "SANDBOX_DOCKER_RUNTIME": "runsc",
+            "SANDBOX_DOCKER_START_TIMEOUT": "90",
+        }
+    )
     assert config.backends == {"docker": DockerOptions(image="python:3.11", runtime="runsc", start_timeout=90.0)}
 
 
 def _mode(config: SandboxConfig) -> str:
-    spec = container_spec(sandbox_id="sb1", instance="abc", command=["python3"], limits=config.resource_limits,
-                          policy=config.security_policy, opts=DockerOptions.from_mapping(config.backend_options()))
+    spec = container_spec(
+        sandbox_id="sb1",
+        instance="abc",
+        command=["python3"],
+        limits=config.resource_limits,
+        policy=config.security_policy,
+        opts=DockerOptions.from_mapping(config.backend_options()),
+    )
     mode: str = spec.host_config["network_mode"]
     return mode
 
 
-@pytest.mark.parametrize(("limits_on", "policy_on", "expected"),
-                         [(False, False, "none"), (True, False, "none"), (False, True, "none"), (True, True, "my-net")])
+@pytest.mark.parametrize(
+    ("limits_on", "policy_on", "expected"),
+    [(False, False, "none"), (True, False, "none"), (False, True, "none"), (True, True, "my-net")],
+)
 def test_options_never_turn_the_network_on(limits_on: bool, policy_on: bool, expected: str) -> None:
-    config = SandboxConfig.from_dict({"backend_type": "docker", "docker": {"network_mode": "my-net"},
-                                      "resource_limits": {"network_enabled": limits_on},
-                                      "security_policy": {"allow_network": policy_on}})
+    config = SandboxConfig.from_dict(
+        {
+            "backend_type": "docker",
+            "docker": {"network_mode": "my-net"},
+            "resource_limits": {"network_enabled": limits_on},
+            "security_policy": {"allow_network": policy_on},
+        }
+    )
     assert _mode(config) == expected
     assert _mode(SandboxConfig.docker(network_enabled=True)) == "bridge"
     assert _mode(SandboxConfig.docker(network_enabled=False)) == "none"
 
 
 def test_from_config_gives_the_backend_the_section(tmp_path: Path) -> None:
-    config = SandboxConfig.from_dict({"backend_type": "docker", "base_path": str(tmp_path),
-                                      "docker": {"image": "alphora/sandbox:base", "runtime": "runc"}})
+    config = SandboxConfig.from_dict(
+        {
+            "backend_type": "docker",
+            "base_path": str(tmp_path),
+            "docker": {"image": "alphora/sandbox:base", "runtime": "runc"},
+        }
+    )
     sandbox = Sandbox.from_config(config)
     assert isinstance(sandbox.backend, DockerBackend)
     assert sandbox.backend.docker_options == config.options_for("docker")

@@ -74,10 +74,13 @@ def test_volumes_already_owned_are_left_alone(tmp_path: Path) -> None:
     assert (ws / "root-owned-inside").stat().st_uid == 0  # the root's owner decides: no walk
 
 
-@pytest.mark.parametrize(("user", "message"), [
-    ("nobody-here", "user 'nobody-here' is not in the image's /etc/passwd; give a numeric uid:gid"),
-    ("4321:no-group-here", "group 'no-group-here' is not in the image's /etc/group; give a numeric gid"),
-])
+@pytest.mark.parametrize(
+    ("user", "message"),
+    [
+        ("nobody-here", "user 'nobody-here' is not in the image's /etc/passwd; give a numeric uid:gid"),
+        ("4321:no-group-here", "group 'no-group-here' is not in the image's /etc/group; give a numeric gid"),
+    ],
+)
 def test_refusals_are_one_line(tmp_path: Path, user: str, message: str) -> None:
     out = _run(user, [tmp_path])
     assert out.returncode == SETUP_EXIT
@@ -98,7 +101,8 @@ def test_an_old_python3_is_refused_with_the_floor(tmp_path: Path) -> None:
 
     assert PYTHON is not None
     program = _setup.setup_program("4321", [str(tmp_path)], [PYTHON, "-c", "pass"]).replace(
-        f"_MIN = {_setup.MIN_PYTHON!r}", "_MIN = (3, 99)")
+        f"_MIN = {_setup.MIN_PYTHON!r}", "_MIN = (3, 99)"
+    )
     out = subprocess.run([PYTHON, "-I", "-S", "-c", program], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == SETUP_EXIT
     assert out.stderr.startswith(f"{SETUP_ERROR} python3 is 3.")

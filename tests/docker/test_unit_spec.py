@@ -18,11 +18,20 @@ from alphora.sandbox_docker.images import RECIPES, UPSTREAM_TAGS, _order, recipe
 BOOT = ["python3", "-u", "-c", "pass"]
 
 
-def _spec(limits: ResourceLimits | None = None, policy: SecurityPolicy | None = None,  # type: ignore[no-untyped-def]
-          image_env: list[str] | None = None, **opts: object):
+def _spec(
+    limits: ResourceLimits | None = None,
+    policy: SecurityPolicy | None = None,  # type: ignore[no-untyped-def]
+    image_env: list[str] | None = None,
+    **opts: object,
+):
     return container_spec(
-        sandbox_id="sb1", instance="abc123", command=BOOT, image_env=image_env,
-        limits=limits or ResourceLimits(), policy=policy or SecurityPolicy(), opts=DockerOptions.from_mapping(opts),
+        sandbox_id="sb1",
+        instance="abc123",
+        command=BOOT,
+        image_env=image_env,
+        limits=limits or ResourceLimits(),
+        policy=policy or SecurityPolicy(),
+        opts=DockerOptions.from_mapping(opts),
     )
 
 
@@ -122,7 +131,10 @@ def test_recipes_resolve_names_tags_and_parents() -> None:
     assert recipe_for_tag("alphora/sandbox:minimal").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("minimal").name == "base"  # type: ignore[union-attr]
     assert recipe_for_tag("alphora/sandbox:datascience").pip_packages == (  # type: ignore[union-attr]
-        "numpy", "pandas", "scikit-learn")
+        "numpy",
+        "pandas",
+        "scikit-learn",
+    )
     assert recipe_for_tag("nope:1") is None
     assert [r.name for r in _order(["datascience"])] == ["base", "datascience"]
     assert [r.name for r in _order(["all"])] == ["base", "datascience", "ml"]
@@ -134,8 +146,9 @@ def test_demux_handles_split_and_interleaved_frames() -> None:
     out: list[bytes] = []
     err: list[bytes] = []
     demux = Demux(out.append, err.append)
-    frames = b"".join(bytes([s, 0, 0, 0]) + len(p).to_bytes(4, "big") + p
-                      for s, p in [(1, b"hello "), (2, b"oops"), (1, b"world")])
+    frames = b"".join(
+        bytes([s, 0, 0, 0]) + len(p).to_bytes(4, "big") + p for s, p in [(1, b"hello "), (2, b"oops"), (1, b"world")]
+    )
     for i in range(len(frames)):  # one byte at a time
         demux.feed(frames[i : i + 1])
     assert b"".join(out) == b"hello world"
@@ -187,7 +200,9 @@ async def test_docker_connection_demuxes_and_writes(wrapped: bool) -> None:
     conn = DockerConnection(_WrappedSocket(ours) if wrapped else ours)
     assert conn._native is not wrapped
     frame = b"\x00\x00\x00\x05hello"
-    engine.sendall(b"\x02\x00\x00\x00\x00\x00\x00\x04oops" + b"\x01\x00\x00\x00" + len(frame).to_bytes(4, "big") + frame)
+    engine.sendall(
+        b"\x02\x00\x00\x00\x00\x00\x00\x04oops" + b"\x01\x00\x00\x00" + len(frame).to_bytes(4, "big") + frame
+    )
     assert await asyncio.wait_for(conn.reader.readexactly(len(frame)), 5) == frame
     conn.write(b"ping")
     conn.write(b"!")

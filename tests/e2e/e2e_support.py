@@ -78,14 +78,18 @@ class FakeLLMServer:
                 return 200, self.responder(path, body)
             except Exception as exc:  # noqa: BLE001 - reported to the test, answered as HTTP 400
                 self.errors.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-                return 400, {"type": "error",
-                             "error": {"type": "invalid_request_error", "message": f"fake model: {exc}"}}
+                return 400, {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": f"fake model: {exc}"},
+                }
 
     def __enter__(self) -> FakeLLMServer:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -102,19 +106,27 @@ def openai_tool_calls(step: int, calls: list[tuple[str, str, Any]]) -> dict[str,
         "object": "chat.completion",
         "created": 1_700_000_000 + step,
         "model": "fake-model",
-        "choices": [{
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {"id": cid, "type": "function",
-                     "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
-                    for cid, name, args in calls
-                ],
-            },
-            "finish_reason": "tool_calls",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": cid,
+                            "type": "function",
+                            "function": {
+                                "name": name,
+                                "arguments": args if isinstance(args, str) else json.dumps(args),
+                            },
+                        }
+                        for cid, name, args in calls
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 
@@ -160,6 +172,11 @@ def responses_output(step: int, output: list[dict[str, Any]]) -> dict[str, Any]:
         "metadata": {},
         "temperature": 1.0,
         "top_p": 1.0,
-        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
-                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        },
     }

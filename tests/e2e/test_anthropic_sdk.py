@@ -53,31 +53,60 @@ class MessagesScript:
         step, self.step = self.step, self.step + 1
         if step == 0:
             assert body["messages"] == [{"role": "user", "content": "squares please"}]
-            return anthropic_message(step, [
-                {"type": "text", "text": "I'll write the script."},
-                {"type": "tool_use", "id": "toolu_save", "name": "save_file",
-                 "input": {"path": "work/squares.py", "content": SCRIPT}},
-            ], "tool_use")
+            return anthropic_message(
+                step,
+                [
+                    {"type": "text", "text": "I'll write the script."},
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_save",
+                        "name": "save_file",
+                        "input": {"path": "work/squares.py", "content": SCRIPT},
+                    },
+                ],
+                "tool_use",
+            )
         if step == 1:
             (saved,) = _tool_results(body, ["toolu_save"])
             assert saved["success"] is True
             assert saved["path"] == "work/squares.py"
             # a mistyped argument and a correct call in the same turn
-            return anthropic_message(step, [
-                {"type": "tool_use", "id": "toolu_bad", "name": "run_shell_command",
-                 "input": {"command": "cd work && python3 squares.py", "timeout": "10s"}},
-                {"type": "tool_use", "id": "toolu_run", "name": "run_shell_command",
-                 "input": {"command": "cd work && python3 squares.py", "timeout": 30}},
-            ], "tool_use")
+            return anthropic_message(
+                step,
+                [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_bad",
+                        "name": "run_shell_command",
+                        "input": {"command": "cd work && python3 squares.py", "timeout": "10s"},
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_run",
+                        "name": "run_shell_command",
+                        "input": {"command": "cd work && python3 squares.py", "timeout": 30},
+                    },
+                ],
+                "tool_use",
+            )
         if step == 2:
             bad, ran = _tool_results(body, ["toolu_bad", "toolu_run"])
             assert bad["error_type"] == "invalid_arguments"
             assert "argument 'timeout' must be a number, got string \"10s\"" in bad["error"]
             assert ran["success"] is True, ran
             assert ran["output"] == "rows: 5 cwd has squares.json: True\n"
-            return anthropic_message(step, [
-                {"type": "tool_use", "id": "toolu_read", "name": "read_file", "input": {"path": "work/squares.json"}},
-            ], "tool_use")
+            return anthropic_message(
+                step,
+                [
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_read",
+                        "name": "read_file",
+                        "input": {"path": "work/squares.json"},
+                    },
+                ],
+                "tool_use",
+            )
         if step == 3:
             (read,) = _tool_results(body, ["toolu_read"])
             rows = json.loads(read["content"])
@@ -116,8 +145,18 @@ async def test_anthropic_policy_refusal_reaches_the_model(tmp_path: Any) -> None
         def script(path: str, body: dict[str, Any]) -> dict[str, Any]:
             seen.append(body)
             if len(seen) == 1:
-                return anthropic_message(0, [{"type": "tool_use", "id": "t1", "name": "run_shell_command",
-                                              "input": {"command": "cat /etc/passwd"}}], "tool_use")
+                return anthropic_message(
+                    0,
+                    [
+                        {
+                            "type": "tool_use",
+                            "id": "t1",
+                            "name": "run_shell_command",
+                            "input": {"command": "cat /etc/passwd"},
+                        }
+                    ],
+                    "tool_use",
+                )
             (refused,) = _tool_results(body, ["t1"])
             assert refused["error_type"] == "policy_violation"
             assert "do not retry" in refused["error"]

@@ -9,12 +9,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("example", "page"), [
-    ("examples/openai_agent.py", "docs/openai.md"),
-    ("examples/anthropic_agent.py", "docs/anthropic.md"),
-    ("examples/mcp_client.py", "docs/mcp.md"),
-    ("examples/mcp_agent.py", "docs/mcp.md"),
-])
+@pytest.mark.parametrize(
+    ("example", "page"),
+    [
+        ("examples/openai_agent.py", "docs/openai.md"),
+        ("examples/anthropic_agent.py", "docs/anthropic.md"),
+        ("examples/mcp_client.py", "docs/mcp.md"),
+        ("examples/mcp_agent.py", "docs/mcp.md"),
+    ],
+)
 def test_page_embeds_the_example_verbatim(example: str, page: str) -> None:
     code = (ROOT / example).read_text().rstrip()
     assert f"```python\n{code}\n```" in (ROOT / page).read_text(), f"{page} is out of date with {example}"

@@ -44,17 +44,29 @@ async def test_gemini_function_calling_loop(sandbox: Sandbox) -> None:
         assert [d["description"] for d in sent] == [d["description"] for d in declarations]
         for got, want in zip(sent, declarations, strict=True):
             assert sorted(got.get("parameters", {}).get("properties", {})) == sorted(
-                want.get("parameters", {}).get("properties", {}))
+                want.get("parameters", {}).get("properties", {})
+            )
             assert got.get("parameters", {}).get("required", []) == want.get("parameters", {}).get("required", [])
         step += 1
         if step == 1:
-            return _gemini_reply([{"functionCall": {"id": "g1", "name": "save_file",
-                                                    "args": {"path": "sq.py", "content": "print(sum(i*i for i in range(10)))"}}}])
+            return _gemini_reply(
+                [
+                    {
+                        "functionCall": {
+                            "id": "g1",
+                            "name": "save_file",
+                            "args": {"path": "sq.py", "content": "print(sum(i*i for i in range(10)))"},
+                        }
+                    }
+                ]
+            )
         if step == 2:
             (saved,) = _responses(body)
             assert saved["name"] == "save_file"
             assert saved["response"]["success"] is True
-            return _gemini_reply([{"functionCall": {"id": "g2", "name": "run_python_file", "args": {"file_path": "sq.py"}}}])
+            return _gemini_reply(
+                [{"functionCall": {"id": "g2", "name": "run_python_file", "args": {"file_path": "sq.py"}}}]
+            )
         if step == 3:
             (ran,) = _responses(body)
             assert ran["response"]["output"] == "285\n"

@@ -31,15 +31,30 @@ async def test_claude_loop_with_tools_from_the_mcp_server(tmp_path: Path) -> Non
         assert body["tools"] == expected_tools
         step += 1
         if step == 1:
-            return anthropic_message(1, [{"type": "tool_use", "id": "t1", "name": "save_file",
-                                          "input": {"path": "primes.py", "content":
-                                                    "print([n for n in range(2, 30) if all(n % d for d in range(2, n))])"}}],
-                                     "tool_use")
+            return anthropic_message(
+                1,
+                [
+                    {
+                        "type": "tool_use",
+                        "id": "t1",
+                        "name": "save_file",
+                        "input": {
+                            "path": "primes.py",
+                            "content": "print([n for n in range(2, 30) if all(n % d for d in range(2, n))])",
+                        },
+                    }
+                ],
+                "tool_use",
+            )
         if step == 2:
-            return anthropic_message(2, [{"type": "tool_use", "id": "t2", "name": "run_python_file",
-                                          "input": {"file_path": "primes.py"}},
-                                         {"type": "tool_use", "id": "t3", "name": "reset_sandbox", "input": {}}],
-                                     "tool_use")
+            return anthropic_message(
+                2,
+                [
+                    {"type": "tool_use", "id": "t2", "name": "run_python_file", "input": {"file_path": "primes.py"}},
+                    {"type": "tool_use", "id": "t3", "name": "reset_sandbox", "input": {}},
+                ],
+                "tool_use",
+            )
         if step == 3:
             ran, reset = (json.loads(b["content"]) for b in body["messages"][-1]["content"])
             assert ran["output"] == "[2, 3, 5, 7, 11, 13, 17, 19, 23, 29]\n"

@@ -25,8 +25,11 @@ LAUNCHERS = {"module": ["-m", "alphora.sandbox.tools.mcp_server"], "cli": ["-m",
 
 
 def _params(base: Path, *extra: str, launcher: str = "module") -> Any:
-    env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "HOME", "LANG", "PYTHONPATH") or k.startswith("ALPHORA_SANDBOX_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("PATH", "HOME", "LANG", "PYTHONPATH") or k.startswith("ALPHORA_SANDBOX_")
+    }
     return mcp.StdioServerParameters(
         command=sys.executable,
         args=[*LAUNCHERS[launcher], "--base-path", str(base), *extra],
@@ -59,8 +62,11 @@ async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path, launc
             assert tool.description == spec.description
             assert tool.annotations.read_only_hint is spec.read_only
 
-        saved = _structured(await client.call_tool(
-            "save_file", {"path": "hello.py", "content": "import sys\nprint('hi', *sys.argv[1:])\n"}))
+        saved = _structured(
+            await client.call_tool(
+                "save_file", {"path": "hello.py", "content": "import sys\nprint('hi', *sys.argv[1:])\n"}
+            )
+        )
         assert saved["success"] is True
         ran = _structured(await client.call_tool("run_python_file", {"file_path": "hello.py", "args": ["mcp"]}))
         assert ran["output"] == "hi mcp\n"
@@ -87,8 +93,10 @@ async def test_mcp_stdio_session_lists_calls_and_cleans_up(tmp_path: Path, launc
 @pytest.mark.timeout(120)
 async def test_mcp_read_only_subset_and_stateful_session(tmp_path: Path) -> None:
     base = tmp_path / "mcp-ro"
-    async with mcp.Client(_params(base, "--tools", "run_python_code,files", "--exclude", "delete_file",
-                                  "--use-session"), read_timeout_seconds=60) as client:
+    async with mcp.Client(
+        _params(base, "--tools", "run_python_code,files", "--exclude", "delete_file", "--use-session"),
+        read_timeout_seconds=60,
+    ) as client:
         listed = (await client.list_tools()).tools
         names = [t.name for t in listed]
         assert names == [s.name for s in select_specs(include=["run_python_code", "files"], exclude=["delete_file"])]
@@ -134,11 +142,24 @@ def test_a_signal_ends_the_session_and_still_cleans_up(tmp_path: Path, sig: sign
     from mcp_types.version import LATEST_HANDSHAKE_VERSION
 
     params = _params(tmp_path / "mcp-signal")
-    proc = subprocess.Popen([params.command, *params.args], env=params.env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [params.command, *params.args],
+        env=params.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        init = _rpc(proc, 1, "initialize", {"protocolVersion": LATEST_HANDSHAKE_VERSION, "capabilities": {},
-                                            "clientInfo": {"name": "raw-test", "version": "0"}})
+        init = _rpc(
+            proc,
+            1,
+            "initialize",
+            {
+                "protocolVersion": LATEST_HANDSHAKE_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "0"},
+            },
+        )
         assert init["result"]["serverInfo"]["name"] == "alphora-sandbox"
         assert proc.stdin is not None
         proc.stdin.write(b'{"jsonrpc": "2.0", "method": "notifications/initialized"}\n')

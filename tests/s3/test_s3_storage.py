@@ -29,8 +29,9 @@ def _bucket() -> str:
 
 @pytest.fixture
 async def storage(s3_server: S3Server) -> AsyncIterator[S3Storage]:
-    s = StorageFactory.minio(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-                             secret_key=s3_server.secret_key, bucket=_bucket())
+    s = StorageFactory.minio(
+        endpoint=s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key, bucket=_bucket()
+    )
     assert isinstance(s, S3Storage)
     async with s:
         yield s
@@ -42,8 +43,9 @@ class TestS3StorageContract(StorageContractTests):
         self.server = s3_server
 
     async def make_storage(self, tmp_path: Path) -> S3Storage:
-        return S3Storage(StorageConfig.minio(self.server.endpoint, self.server.access_key, self.server.secret_key,
-                                             _bucket()))
+        return S3Storage(
+            StorageConfig.minio(self.server.endpoint, self.server.access_key, self.server.secret_key, _bucket())
+        )
 
 
 async def test_spec_minio_example(s3_server: S3Server) -> None:
@@ -87,8 +89,9 @@ async def test_spec_minio_example(s3_server: S3Server) -> None:
 
 async def test_factory_endpoint_without_scheme(s3_server: S3Server) -> None:
     # the spec's factory example passes "localhost:9000": no scheme means http unless secure=True
-    storage = StorageFactory.minio(endpoint=s3_server.host_port, access_key=s3_server.access_key,
-                                   secret_key=s3_server.secret_key, bucket=_bucket())
+    storage = StorageFactory.minio(
+        endpoint=s3_server.host_port, access_key=s3_server.access_key, secret_key=s3_server.secret_key, bucket=_bucket()
+    )
     async with storage:
         await storage.put("k", b"v")
         assert await storage.get("k") == b"v"
@@ -143,8 +146,9 @@ async def test_prefix_isolates_keys(s3_server: S3Server) -> None:
     bucket = _bucket()
 
     def make(prefix: str) -> S3Storage:
-        return S3Storage(StorageConfig.minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket,
-                                             prefix=prefix))
+        return S3Storage(
+            StorageConfig.minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, bucket, prefix=prefix)
+        )
 
     async with make("tenant-a") as a, make("tenant-b") as b:
         await a.put("x.txt", b"a")
@@ -155,8 +159,9 @@ async def test_prefix_isolates_keys(s3_server: S3Server) -> None:
 
 
 async def test_wrong_secret_is_a_storage_error(s3_server: S3Server) -> None:
-    storage = StorageFactory.minio(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-                                   secret_key="not-the-secret", bucket=_bucket())
+    storage = StorageFactory.minio(
+        endpoint=s3_server.endpoint, access_key=s3_server.access_key, secret_key="not-the-secret", bucket=_bucket()
+    )
     with pytest.raises(StorageError) as info:
         async with storage:
             await storage.put("k", b"v")
@@ -164,8 +169,12 @@ async def test_wrong_secret_is_a_storage_error(s3_server: S3Server) -> None:
 
 
 async def test_invalid_bucket_name_is_refused_by_the_server(s3_server: S3Server) -> None:
-    storage = StorageFactory.minio(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-                                   secret_key=s3_server.secret_key, bucket="Not_A_Valid_Bucket")
+    storage = StorageFactory.minio(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket="Not_A_Valid_Bucket",
+    )
     with pytest.raises(StorageError):
         async with storage:
             await storage.put("k", b"v")
@@ -175,16 +184,26 @@ async def test_unreachable_endpoint_is_a_storage_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    storage = StorageFactory.minio(endpoint=f"127.0.0.1:{port}", access_key="a", secret_key="b", bucket="bkt",
-                                   options={"max_attempts": 1, "connect_timeout": 2})
+    storage = StorageFactory.minio(
+        endpoint=f"127.0.0.1:{port}",
+        access_key="a",
+        secret_key="b",
+        bucket="bkt",
+        options={"max_attempts": 1, "connect_timeout": 2},
+    )
     with pytest.raises(StorageError, match="bkt"):
         async with storage:
             pass
 
 
 async def test_missing_bucket_without_create(s3_server: S3Server) -> None:
-    storage = StorageFactory.minio(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-                                   secret_key=s3_server.secret_key, bucket=_bucket(), create_bucket=False)
+    storage = StorageFactory.minio(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=_bucket(),
+        create_bucket=False,
+    )
     async with storage:
         with pytest.raises(StorageError, match="does not exist"):
             await storage.get_bucket_info()
@@ -198,9 +217,13 @@ async def test_hostile_keys_never_reach_the_server(storage: S3Storage) -> None:
 
 
 async def test_sandbox_config_minio_storage_and_workspace_round_trip(s3_server: S3Server, tmp_path: Path) -> None:
-    config = SandboxConfig.minio(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
-                                 secret_key=s3_server.secret_key, bucket=_bucket(),
-                                 base_path=str(tmp_path / "sandboxes"))
+    config = SandboxConfig.minio(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=_bucket(),
+        base_path=str(tmp_path / "sandboxes"),
+    )
     assert config.storage is not None
     storage = StorageFactory.create(config.storage)
     assert isinstance(storage, S3Storage)
@@ -209,7 +232,9 @@ async def test_sandbox_config_minio_storage_and_workspace_round_trip(s3_server: 
             await first.write_file("report/summary.md", "# done")
             await first.run("open('numbers.bin', 'wb').write(bytes(range(256)))")
             assert await save_workspace(first, storage, f"ws/{first.sandbox_id}") == [
-                "numbers.bin", "report/summary.md"]
+                "numbers.bin",
+                "report/summary.md",
+            ]
             prefix = f"ws/{first.sandbox_id}"
             await first.destroy()
         async with Sandbox.from_config(config) as second:
@@ -236,8 +261,7 @@ async def test_same_sandbox_id_elsewhere_restores_from_s3(storage: S3Storage, tm
 
 
 async def test_lazy_connect_close_and_bad_data(s3_server: S3Server) -> None:
-    storage = S3Storage(StorageConfig.minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key,
-                                            _bucket()))
+    storage = S3Storage(StorageConfig.minio(s3_server.endpoint, s3_server.access_key, s3_server.secret_key, _bucket()))
     await storage.put("k", b"v")  # no async with: connects on first use
     assert await storage.exists("k")
     await storage.close()
@@ -260,10 +284,7 @@ def test_spec_storage_factory_block_builds_the_right_storages(tmp_path: Path) ->
 
     # MinIO 存储
     storage = StorageFactory.minio(
-        endpoint="localhost:9000",
-        access_key="admin",
-        secret_key="password",
-        bucket="sandboxes"
+        endpoint="localhost:9000", access_key="admin", secret_key="password", bucket="sandboxes"
     )
     assert isinstance(storage, S3Storage)
     assert storage.config.endpoint_url == "http://localhost:9000"
@@ -271,10 +292,7 @@ def test_spec_storage_factory_block_builds_the_right_storages(tmp_path: Path) ->
 
     # S3 存储
     storage = StorageFactory.s3(
-        access_key="AKIAXXXXXXXXXX",
-        secret_key="xxxxxxxxxxxxx",
-        bucket="my-bucket",
-        region="us-west-2"
+        access_key="AKIAXXXXXXXXXX", secret_key="xxxxxxxxxxxxx", bucket="my-bucket", region="us-west-2"
     )
     assert isinstance(storage, S3Storage)
     assert storage.config.endpoint_url is None

@@ -127,16 +127,22 @@ def _register_class(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any, An
         except BaseValidationError as exc:
             # cattrs attributed some errors to fields; attrs validators of the other fields never
             # ran (or failed in __init__ without a field name): run them alone and merge
-            attributed = {n.name for e in exc.exceptions for n in getattr(e, "__notes__", ())
-                          if isinstance(n, AttributeValidationNote)}
-            kept = [e for e in exc.exceptions
-                    if isinstance(e, ForbiddenExtraKeysError)
-                    or any(isinstance(n, AttributeValidationNote) for n in getattr(e, "__notes__", ()))]
+            attributed = {
+                n.name
+                for e in exc.exceptions
+                for n in getattr(e, "__notes__", ())
+                if isinstance(n, AttributeValidationNote)
+            }
+            kept = [
+                e
+                for e in exc.exceptions
+                if isinstance(e, ForbiddenExtraKeysError)
+                or any(isinstance(n, AttributeValidationNote) for n in getattr(e, "__notes__", ()))
+            ]
             located = _locate_validator_error(conv, cls, data, skip=attributed)
             if located is None:
                 raise
-            raise ClassValidationError(f"While structuring {cls.__name__}", [*located.exceptions, *kept],
-                                       cls) from exc
+            raise ClassValidationError(f"While structuring {cls.__name__}", [*located.exceptions, *kept], cls) from exc
         except (ValueError, TypeError) as exc:
             located = _locate_validator_error(conv, cls, data)
             if located is not None:
@@ -147,8 +153,9 @@ def _register_class(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any, An
     return hook
 
 
-def _locate_validator_error(conv: cattrs.Converter, cls: type[Any], data: Mapping[str, Any],
-                            skip: set[str] | frozenset[str] = frozenset()) -> ClassValidationError | None:
+def _locate_validator_error(
+    conv: cattrs.Converter, cls: type[Any], data: Mapping[str, Any], skip: set[str] | frozenset[str] = frozenset()
+) -> ClassValidationError | None:
     """Re-run each field's converter and validator alone to find the ones that reject their value."""
     errors: list[Exception] = []
     for field in attrs.fields(cls):
@@ -224,9 +231,13 @@ def _describe(exc: BaseException) -> str:
     return msg or type(exc).__name__
 
 
-def _configuration_error(exc: BaseException, data: Mapping[str, Any], what: str,
-                         rename: Callable[[str], str] | None = None, sections: list[str] | None = None,
-                         ) -> ConfigurationError:
+def _configuration_error(
+    exc: BaseException,
+    data: Mapping[str, Any],
+    what: str,
+    rename: Callable[[str], str] | None = None,
+    sections: list[str] | None = None,
+) -> ConfigurationError:
     """One ConfigurationError for everything ``exc`` found; ``sections`` are top-level backend
     sections of ``data``, reported where the user wrote them (``$.docker.image``)."""
     problems = [(p, e) for p, e in _walk(exc, "$")] or [("$", exc)]
@@ -235,14 +246,16 @@ def _configuration_error(exc: BaseException, data: Mapping[str, Any], what: str,
         for key in sections or ():
             inner = f"$.backends.{key}"
             if path == inner or path.startswith((inner + ".", inner + "[")):
-                path = f"$.{key}{path[len(inner):]}"
+                path = f"$.{key}{path[len(inner) :]}"
         shown = rename(path) if rename else path
         value = _lookup(data, path)
         errors.append({"field": shown, "value": value, "message": _describe(err)})
     first = errors[0]
     # a validator's message that already shows the value ("…, got -5") is not repeated
-    lines = [f"{e['field']}: {e['message']}" + ("" if re.search(r"\bgot\b", e["message"]) else f" (got {e['value']!r})")
-             for e in errors]
+    lines = [
+        f"{e['field']}: {e['message']}" + ("" if re.search(r"\bgot\b", e["message"]) else f" (got {e['value']!r})")
+        for e in errors
+    ]
     return ConfigurationError(
         f"invalid {what}: " + "; ".join(lines), field=first["field"], value=first["value"], errors=errors
     )

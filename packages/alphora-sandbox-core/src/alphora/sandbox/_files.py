@@ -78,8 +78,11 @@ class FileMethods:
         """FileInfo of a path just written; code running in the sandbox may have removed or swapped it."""
         info = await self.backend.stat(rel)
         if info is None:
-            raise FileSystemError(f"{rel} was removed by code running in the sandbox right after it was written",
-                                  path=rel, sandbox_id=self.sandbox_id)
+            raise FileSystemError(
+                f"{rel} was removed by code running in the sandbox right after it was written",
+                path=rel,
+                sandbox_id=self.sandbox_id,
+            )
         return info
 
     async def save_file(self, path: str, content: str | bytes) -> FileInfo:
@@ -107,7 +110,9 @@ class FileMethods:
         self._require_running()
         info = await self.backend.stat(self._path(path))
         if info is None:
-            raise FileNotFoundError(f"no such file in the workspace: {path}", path=str(path), sandbox_id=self.sandbox_id)
+            raise FileNotFoundError(
+                f"no such file in the workspace: {path}", path=str(path), sandbox_id=self.sandbox_id
+            )
         return info
 
     async def copy_file(self, source: str, dest: str) -> FileInfo:
@@ -160,8 +165,9 @@ class FileMethods:
 
     # -- workspace persistence ------------------------------------------------------------------
 
-    async def save_workspace(self, storage: Storage, prefix: str | None = None, *,
-                             exclude: Sequence[str] | None = None) -> list[str]:
+    async def save_workspace(
+        self, storage: Storage, prefix: str | None = None, *, exclude: Sequence[str] | None = None
+    ) -> list[str]:
         """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
         return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (by default
         the backend's ``internal_paths``, e.g. the local backends' ``.venv``: rebuild it with

@@ -64,9 +64,22 @@ __all__ = [
 #: host variables that configure pip's index, certificates and proxy; passed to pip inside a
 #: backend whose :attr:`Backend.pip_host_env` is True (its pip runs on the host's network)
 HOST_PACKAGE_ENV: tuple[str, ...] = (
-    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_CERT", "PIP_FIND_LINKS",
-    "PIP_DEFAULT_TIMEOUT", "PIP_DISABLE_PIP_VERSION_CHECK", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "PIP_CERT",
+    "PIP_FIND_LINKS",
+    "PIP_DEFAULT_TIMEOUT",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 )
 
 
@@ -83,8 +96,9 @@ def default_base_path() -> Path:
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def minimal_env(workspace: str, *, home: str | None = None, tmpdir: str | None = None,
-                path: str | None = None) -> dict[str, str]:
+def minimal_env(
+    workspace: str, *, home: str | None = None, tmpdir: str | None = None, path: str | None = None
+) -> dict[str, str]:
     """The minimal safe base environment of user code: ``PATH`` (default: the standard one),
     ``HOME`` (default: the workspace), UTF-8 locale, ``TMPDIR`` (default: ``<workspace>/.tmp``) and
     unbuffered Python. Nothing comes from the host's environment; :attr:`ProcessRequest.env` is
@@ -110,8 +124,16 @@ def map_fs_error(etype: str, msg: str, path: str | None, sandbox_id: str | None 
         return PathTraversalError(f"path refused: {msg}", path=path, sandbox_id=sandbox_id)
     if etype == "FileNotFoundError":
         return FileNotFoundError(f"not found in the workspace: {path}", path=path, sandbox_id=sandbox_id)
-    if etype in ("IsADirectoryError", "NotADirectoryError", "FileExistsError", "TooLarge", "PermissionError",
-                 "OSError", "ValueError", "TypeError"):
+    if etype in (
+        "IsADirectoryError",
+        "NotADirectoryError",
+        "FileExistsError",
+        "TooLarge",
+        "PermissionError",
+        "OSError",
+        "ValueError",
+        "TypeError",
+    ):
         return FileSystemError(f"{msg}: {path}" if path else msg, path=path, sandbox_id=sandbox_id)
     return BackendError(f"{etype}: {msg}", sandbox_id=sandbox_id)
 
@@ -126,16 +148,26 @@ def map_os_error(exc: BaseException, path: str | None, sandbox_id: str | None = 
     return map_fs_error(etype, msg, path, sandbox_id)
 
 
-_NAMED_OS_ERRORS = frozenset({"PathEscape", "TooLarge", "FileNotFoundError", "IsADirectoryError",
-                              "NotADirectoryError", "FileExistsError", "PermissionError"})
+_NAMED_OS_ERRORS = frozenset(
+    {
+        "PathEscape",
+        "TooLarge",
+        "FileNotFoundError",
+        "IsADirectoryError",
+        "NotADirectoryError",
+        "FileExistsError",
+        "PermissionError",
+    }
+)
 
 
 def entry_to_fileinfo(e: Mapping[str, Any]) -> FileInfo:
     """A :class:`~alphora.sandbox.types.FileInfo` from a safefs entry dict (``name``, ``path``,
     ``size``, ``mode``, ``mtime``, ``is_dir``, ``is_symlink``), as safefs' ``stat``/``listdir`` and
     the runner return them."""
-    mode = int(e.get("mode", 0)) | (_stat.S_IFDIR if e.get("is_dir") else
-                                    _stat.S_IFLNK if e.get("is_symlink") else _stat.S_IFREG)
+    mode = int(e.get("mode", 0)) | (
+        _stat.S_IFDIR if e.get("is_dir") else _stat.S_IFLNK if e.get("is_symlink") else _stat.S_IFREG
+    )
     mtime = e.get("mtime")
     return FileInfo(
         name=e["name"],
@@ -150,10 +182,17 @@ def entry_to_fileinfo(e: Mapping[str, Any]) -> FileInfo:
 def fileinfo_from_stat(path: str, st: os.stat_result) -> FileInfo:
     """A :class:`~alphora.sandbox.types.FileInfo` for the workspace-relative ``path`` from an
     ``os.stat_result`` (take it with ``os.lstat``/``os.fstat``, never a following ``os.stat``)."""
-    return entry_to_fileinfo({
-        "name": path.rsplit("/", 1)[-1], "path": path, "size": st.st_size, "mode": _stat.S_IMODE(st.st_mode),
-        "mtime": st.st_mtime, "is_dir": _stat.S_ISDIR(st.st_mode), "is_symlink": _stat.S_ISLNK(st.st_mode),
-    })
+    return entry_to_fileinfo(
+        {
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "size": st.st_size,
+            "mode": _stat.S_IMODE(st.st_mode),
+            "mtime": st.st_mtime,
+            "is_dir": _stat.S_ISDIR(st.st_mode),
+            "is_symlink": _stat.S_ISLNK(st.st_mode),
+        }
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -244,13 +283,19 @@ class ProcessRequest:
     keep_background: bool = True
 
 
-def build_request(kind: Any, limits: ResourceLimits, *, timeout: Any = None, env: Mapping[str, str] | None = None,
-                  **kw: Any) -> ProcessRequest:
+def build_request(
+    kind: Any, limits: ResourceLimits, *, timeout: Any = None, env: Mapping[str, str] | None = None, **kw: Any
+) -> ProcessRequest:
     """The one request builder of a call (the facade's and the backends' template methods): the
     timeout through :func:`~alphora.sandbox.rules.resolve_timeout` (None: ``limits.timeout_seconds``),
     the output cap from ``limits``, ``env`` as given."""
-    return ProcessRequest(kind=kind, timeout=resolve_timeout(timeout, limits), max_output=limits.max_output_size,
-                          env=dict(env or {}), **kw)
+    return ProcessRequest(
+        kind=kind,
+        timeout=resolve_timeout(timeout, limits),
+        max_output=limits.max_output_size,
+        env=dict(env or {}),
+        **kw,
+    )
 
 
 class Backend(abc.ABC):
@@ -332,8 +377,11 @@ class Backend(abc.ABC):
         try:
             await asyncio.to_thread(rmtree, self.workspace_path)
         except OSError as exc:
-            raise FileSystemError(f"could not remove the workspace {str(self.workspace_path)!r}: {exc}",
-                                  path=str(self.workspace_path), sandbox_id=self.sandbox_id) from exc
+            raise FileSystemError(
+                f"could not remove the workspace {str(self.workspace_path)!r}: {exc}",
+                path=str(self.workspace_path),
+                sandbox_id=self.sandbox_id,
+            ) from exc
 
     @abc.abstractmethod
     async def health_check(self) -> bool:

@@ -97,39 +97,59 @@ def _megabytes(text: str) -> int:
 
 
 def _debug_flag(parser: argparse.ArgumentParser, default: Any) -> None:
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="on errors, print the traceback too; log at DEBUG level")
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="on errors, print the traceback too; log at DEBUG level"
+    )
 
 
 def _add_run(sub: Any) -> None:
     limits = ResourceLimits()
     p = sub.add_parser(
-        "run", help="run code in a fresh sandbox and print its output",
+        "run",
+        help="run code in a fresh sandbox and print its output",
         description="Run Python code, a host Python file or a shell command in a fresh sandbox, stream its "
-                    "output, remove the sandbox, and exit with the code's exit status (see docs/cli.md).",
+        "output, remove the sandbox, and exit with the code's exit status (see docs/cli.md).",
         epilog="Arguments after '--' go to the --file script as sys.argv[1:]. Exit codes: the code's own; "
-               "124 timeout; 125 sandbox failure; 126 refused by policy; 2 usage; 130/143 interrupted.",
+        "124 timeout; 125 sandbox failure; 126 refused by policy; 2 usage; 130/143 interrupted.",
     )
-    p.add_argument("words", nargs="*", metavar="CODE | ARG",
-                   help="the Python code (one argument; '-' or nothing reads it from stdin); with -f, the "
-                        "script's arguments")
+    p.add_argument(
+        "words",
+        nargs="*",
+        metavar="CODE | ARG",
+        help="the Python code (one argument; '-' or nothing reads it from stdin); with -f, the script's arguments",
+    )
     what = p.add_mutually_exclusive_group()
     what.add_argument("-f", "--file", type=Path, help="a Python file on the host to copy in and run")
     what.add_argument("--shell", metavar="COMMAND", help="run this shell command instead of Python")
-    p.add_argument("--backend", default="local", help="backend name: local, isolated, docker, or a plugin's "
-                                                      "(default: local)")
+    p.add_argument(
+        "--backend", default="local", help="backend name: local, isolated, docker, or a plugin's (default: local)"
+    )
     p.add_argument("--image", help=f"Docker image (with --backend docker; default: {DEFAULT_IMAGE})")
-    p.add_argument("--timeout", type=seconds_argument, default=limits.timeout_seconds,
-                   help=f"seconds before the call is killed (default: {limits.timeout_seconds:g}); exit 124")
-    p.add_argument("--memory-mb", type=_megabytes, default=limits.memory_mb,
-                   help=f"memory limit in MB (default: {limits.memory_mb})")
-    p.add_argument("--policy", choices=sorted(_POLICIES), default="default",
-                   help="security policy: default, strict (no shell, subprocess or network modules), "
-                        "permissive (default: default); a refusal exits 126")
-    p.add_argument("--network", action="store_true",
-                   help="give the code a network (docker, isolated; the local backend never isolates it)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the workspace in a host directory and print its path")
+    p.add_argument(
+        "--timeout",
+        type=seconds_argument,
+        default=limits.timeout_seconds,
+        help=f"seconds before the call is killed (default: {limits.timeout_seconds:g}); exit 124",
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=_megabytes,
+        default=limits.memory_mb,
+        help=f"memory limit in MB (default: {limits.memory_mb})",
+    )
+    p.add_argument(
+        "--policy",
+        choices=sorted(_POLICIES),
+        default="default",
+        help="security policy: default, strict (no shell, subprocess or network modules), "
+        "permissive (default: default); a refusal exits 126",
+    )
+    p.add_argument(
+        "--network",
+        action="store_true",
+        help="give the code a network (docker, isolated; the local backend never isolates it)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the workspace in a host directory and print its path")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON instead of streaming")
     _debug_flag(p, argparse.SUPPRESS)
 
@@ -156,8 +176,11 @@ def _version_text() -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Secure code-execution sandbox for AI agents.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog=PROG,
+        description="Secure code-execution sandbox for AI agents.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=_version_text())
     _debug_flag(parser, False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,plugins,mcp,docker}")
@@ -196,16 +219,21 @@ class _Job:
             self.args = words
         elif self.kind == "shell":
             if words:
-                raise UsageError(f"--shell takes the whole command as one argument; quote it: "
-                                 f"--shell {' '.join([ns.shell, *words])!r}")
+                raise UsageError(
+                    f"--shell takes the whole command as one argument; quote it: "
+                    f"--shell {' '.join([ns.shell, *words])!r}"
+                )
             self.code = ns.shell
         else:
             if len(words) > 1:
-                raise UsageError("give the Python code as one argument (quote it), or use -f FILE to run a "
-                                 "script with arguments")
+                raise UsageError(
+                    "give the Python code as one argument (quote it), or use -f FILE to run a script with arguments"
+                )
             if not words and sys.stdin.isatty():
-                raise UsageError("no code to run: give it as an argument (quoted), '-' to read it from stdin, "
-                                 "-f FILE, or --shell COMMAND")
+                raise UsageError(
+                    "no code to run: give it as an argument (quoted), '-' to read it from stdin, "
+                    "-f FILE, or --shell COMMAND"
+                )
             self.code = sys.stdin.read() if not words or words[0] == "-" else words[0]
 
 
@@ -218,8 +246,12 @@ def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
     limits = ResourceLimits(timeout_seconds=ns.timeout, memory_mb=ns.memory_mb, network_enabled=ns.network)
     policy = attrs.evolve(_POLICIES[ns.policy](), allow_network=ns.network)
     if ns.backend == "docker":
-        return Sandbox.create_docker(docker_image=ns.image or DEFAULT_IMAGE, resource_limits=limits,
-                                     security_policy=policy, keep_workspace=ns.keep)
+        return Sandbox.create_docker(
+            docker_image=ns.image or DEFAULT_IMAGE,
+            resource_limits=limits,
+            security_policy=policy,
+            keep_workspace=ns.keep,
+        )
     return Sandbox.create(ns.backend, resource_limits=limits, security_policy=policy, keep_workspace=ns.keep)
 
 
@@ -253,8 +285,10 @@ class _Control:
     def on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None or self.cleaning:
-            _say(f"{name} again: exiting without cleaning up sandbox {self.sandbox.sandbox_id} "
-                 f"(`alphora-sandbox docker prune` removes a Docker one)")
+            _say(
+                f"{name} again: exiting without cleaning up sandbox {self.sandbox.sandbox_id} "
+                f"(`alphora-sandbox docker prune` removes a Docker one)"
+            )
             os._exit(EXIT_SIGNAL_BASE + signum)
         self.signum = signum
         _say(f"{name}: stopping the code and removing the sandbox (send it again to exit at once)")
@@ -414,9 +448,11 @@ def _silence_stdout() -> None:
 
 def _dispatch(argv: list[str], debug: bool) -> int:
     # sub-commands owned by other modules take the rest of the command line as is
-    delegated = {"mcp": ("alphora.sandbox.tools.mcp_server", None),
-                 "doctor": ("alphora.sandbox.doctor", None),
-                 "docker": ("alphora.sandbox_docker.cli", "docker")}
+    delegated = {
+        "mcp": ("alphora.sandbox.tools.mcp_server", None),
+        "doctor": ("alphora.sandbox.doctor", None),
+        "docker": ("alphora.sandbox_docker.cli", "docker"),
+    }
     if argv and argv[0] in delegated:
         _setup_logging(debug)
         modname, extra = delegated[argv[0]]
@@ -432,7 +468,7 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     script_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, script_args = argv[:cut], argv[cut + 1:]
+        argv, script_args = argv[:cut], argv[cut + 1 :]
     parser = make_parser()
     ns = parser.parse_args(argv)
     debug = debug or ns.debug
@@ -455,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     while args and args[0] == "--debug":  # a global option before a delegated sub-command
         debug = True
         args.pop(0)
-    debug = debug or "--debug" in args[:args.index("--") if "--" in args else len(args)]
+    debug = debug or "--debug" in args[: args.index("--") if "--" in args else len(args)]
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]

@@ -101,8 +101,7 @@ class SandboxConfig:
     """
 
     base_path: str | None = attrs.field(default=None)
-    backend_type: str = attrs.field(default=BackendType.LOCAL.value, converter=name_key,
-                                    validator=_valid_backend)
+    backend_type: str = attrs.field(default=BackendType.LOCAL.value, converter=name_key, validator=_valid_backend)
     sandbox_id: str | None = attrs.field(default=None, validator=_valid_id)
     name: str | None = None
     resource_limits: ResourceLimits = attrs.field(factory=ResourceLimits)
@@ -117,8 +116,11 @@ class SandboxConfig:
                 sections = _structure_backends(self.backends, self.backend_type)
             except (BaseValidationError, ValueError, TypeError) as exc:
                 _note(exc, "backends")
-                raise _configuration_error(ClassValidationError("While structuring SandboxConfig", [exc], type(self)),
-                                           {"backends": self.backends}, type(self).__name__) from exc
+                raise _configuration_error(
+                    ClassValidationError("While structuring SandboxConfig", [exc], type(self)),
+                    {"backends": self.backends},
+                    type(self).__name__,
+                ) from exc
             object.__setattr__(self, "backends", sections)
 
     # -- named constructors (the spec's examples) -------------------------------------------------
@@ -132,9 +134,13 @@ class SandboxConfig:
         **kw: Any,
     ) -> SandboxConfig:
         """A local-backend sandbox with workspaces under ``path``."""
-        return cls(base_path=_opt_path(path), backend_type=BackendType.LOCAL.value,
-                   resource_limits=resource_limits or ResourceLimits(),
-                   security_policy=security_policy or SecurityPolicy(), **kw)
+        return cls(
+            base_path=_opt_path(path),
+            backend_type=BackendType.LOCAL.value,
+            resource_limits=resource_limits or ResourceLimits(),
+            security_policy=security_policy or SecurityPolicy(),
+            **kw,
+        )
 
     @classmethod
     def docker(
@@ -167,8 +173,14 @@ class SandboxConfig:
             backends[docker] = {**(given or {}), **spec}
         else:
             backends[docker] = attrs.evolve(given, **spec)
-        return cls(base_path=_opt_path(path), backend_type=docker, resource_limits=limits,
-                   security_policy=policy, backends=backends, **kw)
+        return cls(
+            base_path=_opt_path(path),
+            backend_type=docker,
+            resource_limits=limits,
+            security_policy=policy,
+            backends=backends,
+            **kw,
+        )
 
     @classmethod
     def minio(cls, endpoint: str, access_key: str, secret_key: str, bucket: str, **kw: Any) -> SandboxConfig:
@@ -254,8 +266,10 @@ def _section_name(name: Any, chosen: str | None) -> str:
     key = name_key(name)
     registered = _registered_backends()
     if key != chosen and key not in registered:
-        raise _BadValue(f"no backend {key!r} is registered (registered: {', '.join(sorted(registered))}); "
-                        "a section must name backend_type or a registered backend")
+        raise _BadValue(
+            f"no backend {key!r} is registered (registered: {', '.join(sorted(registered))}); "
+            "a section must name backend_type or a registered backend"
+        )
     return key
 
 
@@ -318,6 +332,8 @@ def structure_options(cls: type[T], options: Mapping[str, Any] | None, *, sectio
         return prefix + path[1:] if path != "$" else prefix
 
     return structure(dict(options or {}), cls, rename=rename)
+
+
 def _sandbox_config_hook(base: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """SandboxConfig's hook: the spec's top-level sections (``"docker": {...}``) go into
     ``backends``, and each section is validated by its backend's options class (knowing
@@ -351,8 +367,9 @@ def _sandbox_config_hook(base: Callable[[Any, Any], Any]) -> Callable[[Any, Any]
         try:
             result = base(data, t)
         except BaseValidationError as exc:
-            raise ClassValidationError("While structuring SandboxConfig", [*errors, *exc.exceptions],
-                                       SandboxConfig) from None
+            raise ClassValidationError(
+                "While structuring SandboxConfig", [*errors, *exc.exceptions], SandboxConfig
+            ) from None
         except (ValueError, TypeError) as exc:
             if errors:
                 raise ClassValidationError("While structuring SandboxConfig", [*errors, exc], SandboxConfig) from None
@@ -375,8 +392,7 @@ def structure(data: Any, cls: type[T], *, rename: Callable[[str], str] | None = 
     ``rename`` maps a ``$.field`` path to the name shown to the user (e.g. an env variable).
     """
     if not isinstance(data, Mapping):
-        raise ConfigurationError(f"configuration must be a mapping, got {type(data).__name__}", field="$",
-                                 value=data)
+        raise ConfigurationError(f"configuration must be a mapping, got {type(data).__name__}", field="$", value=data)
     try:
         return converter.structure(data, cls)
     except (BaseValidationError, ValueError, TypeError) as exc:
@@ -398,8 +414,7 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "DISK_MB": (("resource_limits", "disk_mb"), "disk limit, MB"),
     "MAX_PROCESSES": (("resource_limits", "max_processes"), "process limit"),
     "MAX_OUTPUT_SIZE": (("resource_limits", "max_output_size"), "output cap per stream, bytes"),
-    "NETWORK_ENABLED": (("resource_limits", "network_enabled"),
-                        "true turns network on (limits and policy together)"),
+    "NETWORK_ENABLED": (("resource_limits", "network_enabled"), "true turns network on (limits and policy together)"),
     "ALLOW_SHELL": (("security_policy", "allow_shell"), "allow shell commands"),
     "ALLOW_FILE_WRITE": (("security_policy", "allow_file_write"), "allow file writes"),
     "ALLOW_SUBPROCESS": (("security_policy", "allow_subprocess"), "allow subprocesses"),
@@ -454,7 +469,7 @@ def config_from_env(prefix: str = "SANDBOX_", environ: Mapping[str, str] | None 
     data: dict[str, Any] = {}
     path_to_var: dict[str, str] = {}
     wanted = ENV_VARS
-    if any(k.startswith(prefix) and k[len(prefix):] not in ENV_VARS for k in env):
+    if any(k.startswith(prefix) and k[len(prefix) :] not in ENV_VARS for k in env):
         wanted = {**ENV_VARS, **backend_env_vars()}
     for suffix, (path, _doc) in wanted.items():
         name = prefix + suffix
@@ -493,8 +508,9 @@ def config_from_file(path: str | os.PathLike[str]) -> SandboxConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}", field="path",
-                                 value=str(p)) from exc
+        raise ConfigurationError(
+            f"cannot read config file {str(p)!r}: {exc.strerror or exc}", field="path", value=str(p)
+        ) from exc
     suffix = p.suffix.lower()
     try:
         if suffix == ".json":
@@ -504,17 +520,20 @@ def config_from_file(path: str | os.PathLike[str]) -> SandboxConfig:
 
             data = yaml.safe_load(text)
         else:
-            raise ConfigurationError(f"config file {str(p)!r} must end in .json, .yaml or .yml", field="path",
-                                     value=str(p))
+            raise ConfigurationError(
+                f"config file {str(p)!r} must end in .json, .yaml or .yml", field="path", value=str(p)
+            )
     except ConfigurationError:
         raise
     except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise ConfigurationError(f"config file {str(p)!r} is not valid {suffix[1:].upper()}: {exc}", field="path",
-                                 value=str(p)) from exc
+        raise ConfigurationError(
+            f"config file {str(p)!r} is not valid {suffix[1:].upper()}: {exc}", field="path", value=str(p)
+        ) from exc
     if data is None:
         data = {}
     try:
         return structure(data, SandboxConfig)
     except ConfigurationError as exc:
-        raise ConfigurationError(f"{p}: {exc.message}", field=exc.field, value=exc.value,
-                                 errors=exc.context.get("errors", [])) from exc
+        raise ConfigurationError(
+            f"{p}: {exc.message}", field=exc.field, value=exc.value, errors=exc.context.get("errors", [])
+        ) from exc

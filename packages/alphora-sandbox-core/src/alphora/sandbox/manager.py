@@ -85,23 +85,32 @@ class SandboxManager:
         # the original alphora's names for resource_limits / security_policy
         if default_limits is not None:
             if resource_limits is not None:
-                raise ConfigurationError("give resource_limits or default_limits, not both", field="default_limits",
-                                         value=default_limits)
+                raise ConfigurationError(
+                    "give resource_limits or default_limits, not both", field="default_limits", value=default_limits
+                )
             resource_limits = default_limits
         if default_policy is not None:
             if security_policy is not None:
-                raise ConfigurationError("give security_policy or default_policy, not both", field="default_policy",
-                                         value=default_policy)
+                raise ConfigurationError(
+                    "give security_policy or default_policy, not both", field="default_policy", value=default_policy
+                )
             security_policy = default_policy
         if not isinstance(max_sandboxes, int) or isinstance(max_sandboxes, bool) or max_sandboxes <= 0:
-            raise ConfigurationError(f"max_sandboxes must be a positive integer, got {max_sandboxes!r}",
-                                     field="max_sandboxes", value=max_sandboxes)
+            raise ConfigurationError(
+                f"max_sandboxes must be a positive integer, got {max_sandboxes!r}",
+                field="max_sandboxes",
+                value=max_sandboxes,
+            )
         if cleanup_interval <= 0:
-            raise ConfigurationError(f"cleanup_interval must be > 0, got {cleanup_interval!r}",
-                                     field="cleanup_interval", value=cleanup_interval)
+            raise ConfigurationError(
+                f"cleanup_interval must be > 0, got {cleanup_interval!r}",
+                field="cleanup_interval",
+                value=cleanup_interval,
+            )
         if idle_timeout is not None and idle_timeout <= 0:
-            raise ConfigurationError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}",
-                                     field="idle_timeout", value=idle_timeout)
+            raise ConfigurationError(
+                f"idle_timeout must be > 0 or None, got {idle_timeout!r}", field="idle_timeout", value=idle_timeout
+            )
         self.config = config
         if base_path is None and config is not None and config.base_path:
             base_path = config.base_path
@@ -273,8 +282,9 @@ class SandboxManager:
         """A sandbox on the local backend."""
         return await self.create_sandbox(name, backend_type=BackendType.LOCAL, **kwargs)
 
-    async def create_docker_sandbox(self, name: str | None = None, docker_image: str | None = None,
-                                    **kwargs: Any) -> Sandbox:
+    async def create_docker_sandbox(
+        self, name: str | None = None, docker_image: str | None = None, **kwargs: Any
+    ) -> Sandbox:
         """A sandbox on the Docker backend; ``docker_image`` defaults to the manager's, else the
         config's ``docker`` section, else the plugin's default image."""
         return await self.create_sandbox(name, backend_type=BackendType.DOCKER, docker_image=docker_image, **kwargs)
@@ -304,8 +314,9 @@ class SandboxManager:
         """The sandbox with this id, else the one with this name; SandboxNotFoundError otherwise."""
         sandbox = self._find(sandbox_id)
         if sandbox is None:
-            raise SandboxNotFoundError(f"no sandbox with id or name {sandbox_id!r} in this manager",
-                                       sandbox_id=sandbox_id)
+            raise SandboxNotFoundError(
+                f"no sandbox with id or name {sandbox_id!r} in this manager", sandbox_id=sandbox_id
+            )
         return sandbox
 
     def get_sandbox_by_name(self, name: str) -> Sandbox | None:
@@ -319,13 +330,15 @@ class SandboxManager:
         """True when a sandbox with this id or name is managed."""
         return self._find(sandbox_id) is not None
 
-    def list_sandboxes(self, status: SandboxStatus | str | None = None,
-                       backend_type: BackendType | str | None = None) -> list[Sandbox]:
+    def list_sandboxes(
+        self, status: SandboxStatus | str | None = None, backend_type: BackendType | str | None = None
+    ) -> list[Sandbox]:
         """Managed sandboxes, oldest first, optionally only those with this status / backend."""
         wanted_status = SandboxStatus(getattr(status, "value", status)) if status is not None else None
         wanted_backend = _backend_name(backend_type) if backend_type is not None else None
         return [
-            s for s in self._sandboxes.values()
+            s
+            for s in self._sandboxes.values()
             if (wanted_status is None or s.status is wanted_status)
             and (wanted_backend is None or s.backend_type == wanted_backend)
         ]
@@ -373,8 +386,9 @@ class SandboxManager:
 
     # -- batch operations ------------------------------------------------------------------------
 
-    async def _each(self, sandboxes: list[Sandbox], action: Callable[[Sandbox], Awaitable[T]],
-                    what: str) -> tuple[dict[str, T], dict[str, BaseException]]:
+    async def _each(
+        self, sandboxes: list[Sandbox], action: Callable[[Sandbox], Awaitable[T]], what: str
+    ) -> tuple[dict[str, T], dict[str, BaseException]]:
         results = await asyncio.gather(*(action(s) for s in sandboxes), return_exceptions=True)
         done: dict[str, T] = {}
         failed: dict[str, BaseException] = {}
@@ -409,8 +423,10 @@ class SandboxManager:
 
         done, failed = await self._each(sandboxes, destroy, "destroy")
         if failed and raise_errors:
-            raise SandboxError(f"could not destroy sandboxes: {', '.join(sorted(failed))}",
-                               errors={k: repr(v) for k, v in failed.items()})
+            raise SandboxError(
+                f"could not destroy sandboxes: {', '.join(sorted(failed))}",
+                errors={k: repr(v) for k, v in failed.items()},
+            )
         return list(done)
 
     async def health_check_all(self) -> dict[str, bool]:
@@ -420,8 +436,11 @@ class SandboxManager:
 
     async def cleanup_stopped(self) -> list[str]:
         """Destroy and forget sandboxes that are stopped, in error or already destroyed; returns their ids."""
-        dead = [s for s in self._sandboxes.values()
-                if s.status in (SandboxStatus.STOPPED, SandboxStatus.ERROR, SandboxStatus.DESTROYED)]
+        dead = [
+            s
+            for s in self._sandboxes.values()
+            if s.status in (SandboxStatus.STOPPED, SandboxStatus.ERROR, SandboxStatus.DESTROYED)
+        ]
         return await self._destroy_these(dead, "cleanup")
 
     async def cleanup_idle(self, max_idle_seconds: float = 3600.0) -> list[str]:
@@ -430,8 +449,11 @@ class SandboxManager:
         Idleness is measured from the start of a sandbox's last call (``sandbox.last_activity``).
         """
         now = time.time()
-        idle = [s for s in self._sandboxes.values()
-                if s.status is not SandboxStatus.STARTING and now - s.last_activity > max_idle_seconds]
+        idle = [
+            s
+            for s in self._sandboxes.values()
+            if s.status is not SandboxStatus.STARTING and now - s.last_activity > max_idle_seconds
+        ]
         return await self._destroy_these(idle, "idle cleanup")
 
     async def _destroy_these(self, sandboxes: list[Sandbox], what: str) -> list[str]:
@@ -486,5 +508,7 @@ class SandboxManager:
         }
 
     def __repr__(self) -> str:
-        return (f"<SandboxManager {len(self._sandboxes)}/{self.max_sandboxes} sandboxes "
-                f"{'running' if self._running else 'stopped'}>")
+        return (
+            f"<SandboxManager {len(self._sandboxes)}/{self.max_sandboxes} sandboxes "
+            f"{'running' if self._running else 'stopped'}>"
+        )

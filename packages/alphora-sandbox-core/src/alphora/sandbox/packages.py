@@ -26,8 +26,18 @@ if TYPE_CHECKING:
     from .backend import Backend, OutputCallback
 
 __all__ = [
-    "LIST_DISTRIBUTIONS", "PIP_TIMEOUT", "PackageMethods", "host_pip_env", "installed_code", "locate_distribution_code",
-    "pip_env", "pip_timeout", "requirement_name", "requirements_file", "validate_requirement", "validate_requirements",
+    "LIST_DISTRIBUTIONS",
+    "PIP_TIMEOUT",
+    "PackageMethods",
+    "host_pip_env",
+    "installed_code",
+    "locate_distribution_code",
+    "pip_env",
+    "pip_timeout",
+    "requirement_name",
+    "requirements_file",
+    "validate_requirement",
+    "validate_requirements",
     "version_code",
 ]
 
@@ -169,9 +179,13 @@ class PackageMethods:
         prefix, backend_env = await self.backend.pip_command()
         env = pip_env(host_pip_env() if self.backend.pip_host_env else {}, self._env, backend_env)
         self._audit("pip", args=list(args))
-        request = ProcessRequest(kind="argv", argv=(*prefix, *args), env=env,
-                                 timeout=pip_timeout(timeout, self.resource_limits),
-                                 max_output=self.resource_limits.max_output_size)
+        request = ProcessRequest(
+            kind="argv",
+            argv=(*prefix, *args),
+            env=env,
+            timeout=pip_timeout(timeout, self.resource_limits),
+            max_output=self.resource_limits.max_output_size,
+        )
         return await self._run(request, None)
 
     async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
@@ -204,13 +218,20 @@ class PackageMethods:
             return self._refused(
                 f"{found['name']} {found['version']} is not in the sandbox's own environment: it comes from "
                 f"{found['location']}, the sandbox's base environment, which the sandbox cannot change; "
-                "only packages installed into the sandbox can be uninstalled", started)
+                "only packages installed into the sandbox can be uninstalled",
+                started,
+            )
         return await self._pip(["uninstall", "-y", "--", name])
 
     def _refused(self, message: str, started: float) -> ExecutionResult:
         self._audit("pip_refused", message=message)
-        return ExecutionResult(status=ExecutionStatus.FAILED, stderr=message + "\n", return_code=1, error=message,
-                               execution_time=time.monotonic() - started)
+        return ExecutionResult(
+            status=ExecutionStatus.FAILED,
+            stderr=message + "\n",
+            return_code=1,
+            error=message,
+            execution_time=time.monotonic() - started,
+        )
 
     async def _locate_distribution(self, name: str) -> dict[str, Any] | None:
         """Where the sandbox's Python finds distribution ``name``, and whether that is the sandbox's
@@ -240,7 +261,11 @@ class PackageMethods:
 
     async def _python_internal(self, code: str) -> ExecutionResult:
         """Library-written helper code: skips the policy's code checks, still in the sandbox."""
-        request = ProcessRequest(kind="python", code=code, env=self._env_for(None),
-                                 timeout=max(60.0, self.resource_limits.timeout_seconds),
-                                 max_output=self.resource_limits.max_output_size)
+        request = ProcessRequest(
+            kind="python",
+            code=code,
+            env=self._env_for(None),
+            timeout=max(60.0, self.resource_limits.timeout_seconds),
+            max_output=self.resource_limits.max_output_size,
+        )
         return await self._run(request, None)

@@ -93,6 +93,7 @@ def resolve_timeout(timeout: Any, limits: ResourceLimits, *, field: str = "timeo
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ConfigurationError(f"{field} must be a number of seconds, got {timeout!r}", field=field, value=timeout)
     if not math.isfinite(timeout) or timeout <= 0:
-        raise ConfigurationError(f"{field} must be a finite positive number of seconds, got {timeout!r}",
-                                 field=field, value=timeout)
+        raise ConfigurationError(
+            f"{field} must be a finite positive number of seconds, got {timeout!r}", field=field, value=timeout
+        )
     return float(timeout)

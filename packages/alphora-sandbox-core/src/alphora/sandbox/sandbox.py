@@ -62,6 +62,8 @@ log = logging.getLogger("alphora.sandbox")
 audit_log = logging.getLogger("alphora.sandbox.audit")
 
 _ENV_KEY_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
 class Sandbox(FileMethods, PackageMethods):
     """A sandboxed workspace with its own processes, files, env vars and packages.
 
@@ -128,8 +130,13 @@ class Sandbox(FileMethods, PackageMethods):
         **kwargs: Any,
     ) -> Sandbox:
         """A sandbox on the local backend (processes on this host, workspace under base_path)."""
-        return cls(BackendType.LOCAL, base_path=base_path, resource_limits=resource_limits,
-                   security_policy=security_policy, **kwargs)
+        return cls(
+            BackendType.LOCAL,
+            base_path=base_path,
+            resource_limits=resource_limits,
+            security_policy=security_policy,
+            **kwargs,
+        )
 
     @classmethod
     def create_docker(
@@ -151,8 +158,14 @@ class Sandbox(FileMethods, PackageMethods):
             options["image"] = docker_image
         if runtime is not None:
             options["runtime"] = runtime
-        return cls(BackendType.DOCKER, base_path=base_path, resource_limits=resource_limits,
-                   security_policy=security_policy, backend_options=options, **kwargs)
+        return cls(
+            BackendType.DOCKER,
+            base_path=base_path,
+            resource_limits=resource_limits,
+            security_policy=security_policy,
+            backend_options=options,
+            **kwargs,
+        )
 
     @classmethod
     def from_config(cls, config: SandboxConfig, **kwargs: Any) -> Sandbox:
@@ -203,8 +216,9 @@ class Sandbox(FileMethods, PackageMethods):
         """Start the sandbox (CREATED/STOPPED/ERROR → RUNNING)."""
         async with self._lock:
             if self._status is SandboxStatus.RUNNING:
-                raise SandboxAlreadyRunningError(f"sandbox {self.sandbox_id} is already running",
-                                                 sandbox_id=self.sandbox_id)
+                raise SandboxAlreadyRunningError(
+                    f"sandbox {self.sandbox_id} is already running", sandbox_id=self.sandbox_id
+                )
             if self._status is SandboxStatus.DESTROYED:
                 raise SandboxError(f"sandbox {self.sandbox_id} was destroyed", sandbox_id=self.sandbox_id)
             self._status = SandboxStatus.STARTING
@@ -302,8 +316,11 @@ class Sandbox(FileMethods, PackageMethods):
 
     def __del__(self) -> None:
         if getattr(self, "_status", None) in (SandboxStatus.RUNNING, SandboxStatus.STARTING):
-            warnings.warn(f"sandbox {self.sandbox_id} was never stopped; call stop() or use 'async with'",
-                          ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"sandbox {self.sandbox_id} was never stopped; call stop() or use 'async with'",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def _require_running(self) -> None:
         if self._status is not SandboxStatus.RUNNING:
@@ -318,14 +335,22 @@ class Sandbox(FileMethods, PackageMethods):
     def _audit(self, action: str, **details: Any) -> None:
         if not self.security_policy.audit_enabled:
             return
-        event = {"time": datetime.now(timezone.utc).isoformat(), "sandbox_id": self.sandbox_id,
-                 "action": action, **details}
+        event = {
+            "time": datetime.now(timezone.utc).isoformat(),
+            "sandbox_id": self.sandbox_id,
+            "action": action,
+            **details,
+        }
         self.audit_events.append(event)
         audit_log.info("%s", json.dumps(event, default=str))
 
     async def _check(self, kind: Any, content: str = "", path: str = "", size: int = 0) -> None:
-        await run_checks(self.registry.security_checks, CheckRequest(kind=kind, content=content, path=path, size=size),
-                         self.security_policy, sandbox_id=self.sandbox_id)
+        await run_checks(
+            self.registry.security_checks,
+            CheckRequest(kind=kind, content=content, path=path, size=size),
+            self.security_policy,
+            sandbox_id=self.sandbox_id,
+        )
 
     # -- code execution --------------------------------------------------------------------------
 
@@ -344,13 +369,27 @@ class Sandbox(FileMethods, PackageMethods):
     def _request(self, kind: Any, timeout: float | None, env: Mapping[str, str] | None, **kw: Any) -> ProcessRequest:
         return build_request(kind, self.resource_limits, timeout=timeout, env=self._env_for(env), **kw)
 
-    async def run(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
-                  env: Mapping[str, str] | None = None, keep_background: bool = True) -> ExecutionResult:
+    async def run(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        on_output: OutputCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        keep_background: bool = True,
+    ) -> ExecutionResult:
         """Run Python code in a fresh process (shorthand for :meth:`execute_code`)."""
         return await self.execute_code(code, timeout, on_output=on_output, env=env, keep_background=keep_background)
 
-    async def execute_code(self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None,
-                           env: Mapping[str, str] | None = None, keep_background: bool = True) -> ExecutionResult:
+    async def execute_code(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        on_output: OutputCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        keep_background: bool = True,
+    ) -> ExecutionResult:
         """Run Python code in a fresh process. A timeout returns a TIMEOUT result (no exception).
 
         Processes the code leaves running in the background keep running until :meth:`stop` (a server
@@ -359,42 +398,65 @@ class Sandbox(FileMethods, PackageMethods):
         self._require_running()
         await self._check("python", content=code)
         self.execution_count += 1
-        return await self._run(self._request("python", timeout, env, code=code, keep_background=keep_background),
-                               on_output)
+        return await self._run(
+            self._request("python", timeout, env, code=code, keep_background=keep_background), on_output
+        )
 
-    async def execute_file(self, file_path: str, args: Sequence[str] | None = None, timeout: float | None = None, *,
-                           on_output: OutputCallback | None = None, env: Mapping[str, str] | None = None,
-                           keep_background: bool = True) -> ExecutionResult:
+    async def execute_file(
+        self,
+        file_path: str,
+        args: Sequence[str] | None = None,
+        timeout: float | None = None,
+        *,
+        on_output: OutputCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        keep_background: bool = True,
+    ) -> ExecutionResult:
         """Run a Python file of the workspace with arguments (``sys.argv[1:] == args``);
         ``keep_background`` as for :meth:`execute_code`."""
         self._require_running()
         rel = self._path(file_path)
         info = await self.backend.stat(rel)
         if info is None or info.is_directory:
-            raise FileNotFoundError(f"no such file in the workspace: {file_path}", path=str(file_path),
-                                    sandbox_id=self.sandbox_id)
+            raise FileNotFoundError(
+                f"no such file in the workspace: {file_path}", path=str(file_path), sandbox_id=self.sandbox_id
+            )
         if info.size <= self.security_policy.max_file_size_bytes:
             source = (await self.backend.read_bytes(rel)).decode("utf-8", "replace")
             await self._check("python", content=source)
         argv = (rel, *(str(a) for a in (args or ())))
         self.execution_count += 1
-        return await self._run(self._request("file", timeout, env, argv=argv, keep_background=keep_background),
-                               on_output)
+        return await self._run(
+            self._request("file", timeout, env, argv=argv, keep_background=keep_background), on_output
+        )
 
-    async def execute_shell(self, command: str, timeout: float | None = None, *,
-                            on_output: OutputCallback | None = None, env: Mapping[str, str] | None = None,
-                            keep_background: bool = True) -> ExecutionResult:
+    async def execute_shell(
+        self,
+        command: str,
+        timeout: float | None = None,
+        *,
+        on_output: OutputCallback | None = None,
+        env: Mapping[str, str] | None = None,
+        keep_background: bool = True,
+    ) -> ExecutionResult:
         """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``);
         ``keep_background`` as for :meth:`execute_code`."""
         self._require_running()
         await self._check("shell", content=command)
         self.execution_count += 1
-        return await self._run(self._request("shell", timeout, env, code=command, keep_background=keep_background),
-                               on_output)
+        return await self._run(
+            self._request("shell", timeout, env, code=command, keep_background=keep_background), on_output
+        )
 
-    def stream(self, code: str, timeout: float | None = None, *, kind: str = "python",
-               env: Mapping[str, str] | None = None,
-               keep_background: bool = True) -> AsyncIterator[OutputChunk | ExecutionResult]:
+    def stream(
+        self,
+        code: str,
+        timeout: float | None = None,
+        *,
+        kind: str = "python",
+        env: Mapping[str, str] | None = None,
+        keep_background: bool = True,
+    ) -> AsyncIterator[OutputChunk | ExecutionResult]:
         """Run code (``kind="python"``) or a command (``kind="shell"``) and yield output chunks as
         they arrive, then the final :class:`ExecutionResult` as the last item::
 
@@ -402,16 +464,17 @@ class Sandbox(FileMethods, PackageMethods):
                 print(item)
         """
         run = self.execute_shell if kind == "shell" else self.execute_code
-        return iterate_output(lambda on_output: run(code, timeout, on_output=on_output, env=env,
-                                                    keep_background=keep_background))
+        return iterate_output(
+            lambda on_output: run(code, timeout, on_output=on_output, env=env, keep_background=keep_background)
+        )
 
     @asynccontextmanager
     async def session(self, name: str = "default") -> AsyncIterator[PythonSession]:
         """A stateful Python session (variables persist between calls, like a notebook kernel)::
 
-            async with sandbox.session() as py:
-                await py.run("x = 41")
-                r = await py.run("x + 1")      # r.value == "42"
+        async with sandbox.session() as py:
+            await py.run("x = 41")
+            r = await py.run("x + 1")      # r.value == "42"
         """
         self._require_running()
         inner = await self.backend.open_session(name, env=dict(self._env))
@@ -486,10 +549,18 @@ class Sandbox(FileMethods, PackageMethods):
     async def get_info(self) -> SandboxInfo:
         """Everything about the sandbox as a :class:`SandboxInfo`."""
         return SandboxInfo(
-            sandbox_id=self.sandbox_id, name=self.name, backend_type=self.backend_type, status=self._status,
-            workspace_path=str(self.workspace_path), created_at=self.created_at, started_at=self.started_at,
-            stopped_at=self.stopped_at, resource_limits=self.resource_limits, security_policy=self.security_policy,
-            execution_count=self.execution_count, metadata={"env_vars": sorted(self._env)},
+            sandbox_id=self.sandbox_id,
+            name=self.name,
+            backend_type=self.backend_type,
+            status=self._status,
+            workspace_path=str(self.workspace_path),
+            created_at=self.created_at,
+            started_at=self.started_at,
+            stopped_at=self.stopped_at,
+            resource_limits=self.resource_limits,
+            security_policy=self.security_policy,
+            execution_count=self.execution_count,
+            metadata={"env_vars": sorted(self._env)},
         )
 
     def __repr__(self) -> str:
@@ -505,14 +576,14 @@ class _CheckedSession(PythonSession):
         self._inner = inner
         self.name = inner.name
 
-    async def run(self, code: str, timeout: float | None = None, *,
-                  on_output: OutputCallback | None = None) -> ExecutionResult:
+    async def run(
+        self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
+    ) -> ExecutionResult:
         self._sandbox._require_running()
         await self._sandbox._check("python", content=code)
         self._sandbox._touch()
         self._sandbox._audit("session_run", session=self.name, code=code[:2000])
-        return await self._inner.run(code, resolve_timeout(timeout, self._sandbox.resource_limits),
-                                     on_output=on_output)
+        return await self._inner.run(code, resolve_timeout(timeout, self._sandbox.resource_limits), on_output=on_output)
 
     async def reset(self) -> None:
         await self._inner.reset()

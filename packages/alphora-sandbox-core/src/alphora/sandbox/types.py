@@ -107,8 +107,30 @@ _FILE_TYPE_PATTERNS: tuple[tuple[tuple[str, ...], FileType], ...] = (
     (("*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.webp", "*.svg", "*.ico", "*.tiff"), FileType.IMAGE),
     (("*.pdf",), FileType.PDF),
     (("*.zip", "*.tar", "*.gz", "*.tgz", "*.bz2", "*.xz", "*.7z", "*.whl"), FileType.ARCHIVE),
-    (("*.txt", "*.log", "*.ini", "*.cfg", "*.toml", "*.sh", "*.xml", "*.sql", "*.js", "*.ts", "*.css",
-      "*.c", "*.h", "*.cpp", "*.java", "*.go", "*.rs", "*.env", "*.conf"), FileType.TEXT),
+    (
+        (
+            "*.txt",
+            "*.log",
+            "*.ini",
+            "*.cfg",
+            "*.toml",
+            "*.sh",
+            "*.xml",
+            "*.sql",
+            "*.js",
+            "*.ts",
+            "*.css",
+            "*.c",
+            "*.h",
+            "*.cpp",
+            "*.java",
+            "*.go",
+            "*.rs",
+            "*.env",
+            "*.conf",
+        ),
+        FileType.TEXT,
+    ),
     (("*.bin", "*.exe", "*.so", "*.dll", "*.dat", "*.pkl", "*.npy", "*.parquet"), FileType.BINARY),
 )
 
@@ -160,8 +182,15 @@ class ResourceLimits:
     @classmethod
     def minimal(cls) -> ResourceLimits:
         """Light tasks: 10 s, 128 MB, half a core."""
-        return cls(timeout_seconds=10, memory_mb=128, cpu_cores=0.5, disk_mb=256, max_processes=16,
-                   max_threads=64, max_output_size=1024 * 1024)
+        return cls(
+            timeout_seconds=10,
+            memory_mb=128,
+            cpu_cores=0.5,
+            disk_mb=256,
+            max_processes=16,
+            max_threads=64,
+            max_output_size=1024 * 1024,
+        )
 
     @classmethod
     def standard(cls) -> ResourceLimits:
@@ -171,8 +200,15 @@ class ResourceLimits:
     @classmethod
     def high_performance(cls) -> ResourceLimits:
         """Heavy tasks: 5 min, 4 GB, 4 cores."""
-        return cls(timeout_seconds=300, memory_mb=4096, cpu_cores=4.0, disk_mb=10240, max_processes=256,
-                   max_threads=1024, max_output_size=50 * 1024 * 1024)
+        return cls(
+            timeout_seconds=300,
+            memory_mb=4096,
+            cpu_cores=4.0,
+            disk_mb=10240,
+            max_processes=256,
+            max_threads=1024,
+            max_output_size=50 * 1024 * 1024,
+        )
 
     def evolve(self, **changes: Any) -> ResourceLimits:
         return attrs.evolve(self, **changes)
@@ -211,8 +247,19 @@ class SecurityPolicy:
             allow_network=False,
             allow_file_write=True,
             allow_subprocess=False,
-            blocked_imports=("os.system", "os.popen", "os.exec*", "os.spawn*", "os.fork", "subprocess",
-                             "ctypes", "pty", "socket", "multiprocessing", "shutil.rmtree"),
+            blocked_imports=(
+                "os.system",
+                "os.popen",
+                "os.exec*",
+                "os.spawn*",
+                "os.fork",
+                "subprocess",
+                "ctypes",
+                "pty",
+                "socket",
+                "multiprocessing",
+                "shutil.rmtree",
+            ),
             blocked_paths=("/etc", "/usr", "/root", "/proc", "/sys", "/dev", "/var", "/home", "/boot"),
             max_file_size_mb=10,
             audit_enabled=True,
@@ -221,8 +268,9 @@ class SecurityPolicy:
     @classmethod
     def permissive(cls) -> SecurityPolicy:
         """Everything allowed (the backend's isolation is the only boundary)."""
-        return cls(allow_shell=True, allow_network=True, allow_file_write=True, allow_subprocess=True,
-                   max_file_size_mb=1024)
+        return cls(
+            allow_shell=True, allow_network=True, allow_file_write=True, allow_subprocess=True, max_file_size_mb=1024
+        )
 
     @property
     def max_file_size_bytes(self) -> int:
@@ -303,8 +351,7 @@ class ExecutionResult:
             "oom_killed": self.oom_killed,
             "value": self.value,
             "state_lost": self.state_lost,
-            "attachments": [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)}
-                            for a in self.attachments],
+            "attachments": [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in self.attachments],
         }
 
 

@@ -41,8 +41,9 @@ def make_client(base_url: str | None = None, *, timeout: float = 120.0) -> docke
         if client is None:
             try:
                 if base_url:
-                    client = docker_mod.DockerClient(base_url=base_url, timeout=int(timeout), version="auto",
-                                                     max_pool_size=_POOL)
+                    client = docker_mod.DockerClient(
+                        base_url=base_url, timeout=int(timeout), version="auto", max_pool_size=_POOL
+                    )
                 else:
                     client = docker_mod.from_env(timeout=int(timeout), version="auto", max_pool_size=_POOL)
             except docker_mod.errors.DockerException as exc:

@@ -57,25 +57,29 @@ def _connection_failure(exc: BaseException) -> bool:
     return False
 
 
-def engine_unreachable(exc: BaseException, address: str | None = None, *, what: str | None = None,
-                       sandbox_id: str | None = None) -> DockerError:
+def engine_unreachable(
+    exc: BaseException, address: str | None = None, *, what: str | None = None, sandbox_id: str | None = None
+) -> DockerError:
     """The one error for "no engine answers": the address (when known), the socket's own reason,
     then the fix. ``what`` names the operation when the engine went away in the middle of one."""
     root = _root_cause(exc)
     reason = root.strerror if isinstance(root, OSError) and root.strerror else (str(root) or type(root).__name__)
     code = getattr(root, "errno", None)
     if code in (errno.EACCES, errno.EPERM):
-        fix = ("This user may not use the engine's socket: add it to the 'docker' group, "
-               "or set DOCKER_HOST (or the docker_host option) to an engine it may use.")
+        fix = (
+            "This user may not use the engine's socket: add it to the 'docker' group, "
+            "or set DOCKER_HOST (or the docker_host option) to an engine it may use."
+        )
     elif isinstance(root, OSError):
-        fix = ("Is the engine running? Start it (e.g. `sudo systemctl start docker`), "
-               "or set DOCKER_HOST (or the docker_host option) to an engine that runs.")
+        fix = (
+            "Is the engine running? Start it (e.g. `sudo systemctl start docker`), "
+            "or set DOCKER_HOST (or the docker_host option) to an engine that runs."
+        )
     else:
         fix = "Check DOCKER_HOST (or the docker_host option): e.g. unix:///var/run/docker.sock or tcp://HOST:PORT."
     at = f" at {address}" if address else ""
     during = f" while {what}" if what else ""
-    return DockerError(f"cannot reach the Docker engine{at}{during}: {reason}. {fix}",
-                       sandbox_id=sandbox_id)
+    return DockerError(f"cannot reach the Docker engine{at}{during}: {reason}. {fix}", sandbox_id=sandbox_id)
 
 
 @contextlib.contextmanager

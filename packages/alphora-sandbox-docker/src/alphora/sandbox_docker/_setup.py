@@ -46,7 +46,7 @@ SETUP_CAPS = ("CHOWN", "DAC_READ_SEARCH", "SETGID", "SETUID", "SETPCAP")
 SETUP_ERROR = "alphora-sandbox setup:"
 SETUP_EXIT = 71
 
-_BODY = r'''
+_BODY = r"""
 import os, sys
 
 
@@ -201,7 +201,7 @@ try:
     os.execv(sys.executable or _BOOT[0], _BOOT)
 except OSError as exc:
     _fail("cannot start %s as the sandbox user: %s" % (sys.executable or _BOOT[0], exc))
-'''
+"""
 
 
 def setup_program(user: str, dirs: Sequence[str], boot_argv: Sequence[str]) -> str:

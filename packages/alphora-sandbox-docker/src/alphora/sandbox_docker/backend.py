@@ -185,7 +185,7 @@ class DockerBackend(RunnerBackend):
             raise DockerError(
                 f"container runtime {runtime!r} is not registered with the Docker engine (it has: "
                 f"{', '.join(sorted(runtimes)) or 'none'}); for gVisor install runsc and add it to "
-                f"/etc/docker/daemon.json \"runtimes\" (see the gVisor section of docs/docker.md)",
+                f'/etc/docker/daemon.json "runtimes" (see the gVisor section of docs/docker.md)',
                 sandbox_id=self.sandbox_id,
                 image=self.image,
             )
@@ -193,8 +193,9 @@ class DockerBackend(RunnerBackend):
         self.gvisor = os.path.basename(str(entry.get("path") or runtime)) == "runsc"
         args = [str(a) for a in entry.get("runtimeArgs") or []]
         flags = [a.lstrip("-") for a in args]  # runsc takes -flag and --flag, "=value" or a separate value
-        no_net = any(f == "network=none" or (f == "network" and args[i + 1:i + 2] == ["none"])
-                     for i, f in enumerate(flags))
+        no_net = any(
+            f == "network=none" or (f == "network" and args[i + 1 : i + 2] == ["none"]) for i, f in enumerate(flags)
+        )
         if self.network_enabled and no_net:
             raise DockerError(
                 f"network access was asked for, but container runtime {runtime!r} is registered with "
@@ -304,7 +305,7 @@ class DockerBackend(RunnerBackend):
             if refusal is None:
                 raise
             raise DockerError(
-                f"the sandbox cannot start in image {self.image!r}: {refusal[len(SETUP_ERROR):].strip()}",
+                f"the sandbox cannot start in image {self.image!r}: {refusal[len(SETUP_ERROR) :].strip()}",
                 sandbox_id=self.sandbox_id,
                 image=self.image,
             ) from exc
@@ -381,8 +382,11 @@ class DockerBackend(RunnerBackend):
 
     async def pip_command(self) -> tuple[list[str], dict[str, str]]:
         # the image's site-packages is read-only: pip installs into ~/.local (the home volume)
-        return [self.python, "-m", "pip"], {"PIP_USER": "1", "PIP_NO_CACHE_DIR": "1",
-                                            "PIP_NO_WARN_SCRIPT_LOCATION": "1"}
+        return [self.python, "-m", "pip"], {
+            "PIP_USER": "1",
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_NO_WARN_SCRIPT_LOCATION": "1",
+        }
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -396,7 +400,8 @@ class DockerBackend(RunnerBackend):
             state = await self.container_state()
             if state is not None and state.get("OOMKilled"):
                 return attrs.evolve(
-                    result, oom_killed=True,
+                    result,
+                    oom_killed=True,
                     error=f"out of memory: the sandbox's container was OOM-killed (memory limit "
                     f"{self.resource_limits.memory_mb} MB); it is restarted on the next call",
                 )
@@ -451,7 +456,11 @@ class _DockerSession(RunnerSession):
     ) -> ExecutionResult:
         started = time.monotonic()
         result = await super().run(code, timeout, on_output=on_output)
-        if (result.status is ExecutionStatus.FAILED and result.state_lost and not result.oom_killed
-                and await self.backend._oom_happened(since=started)):
+        if (
+            result.status is ExecutionStatus.FAILED
+            and result.state_lost
+            and not result.oom_killed
+            and await self.backend._oom_happened(since=started)
+        ):
             return self.backend._oom_result(result)
         return result

@@ -96,8 +96,11 @@ class _RichReporter(Reporter):
 
 
 def _host_ca_bundle() -> Path | None:
-    for cand in (os.environ.get("SSL_CERT_FILE"), ssl.get_default_verify_paths().cafile,
-                 "/etc/ssl/certs/ca-certificates.crt"):
+    for cand in (
+        os.environ.get("SSL_CERT_FILE"),
+        ssl.get_default_verify_paths().cafile,
+        "/etc/ssl/certs/ca-certificates.crt",
+    ):
         if cand and Path(cand).is_file():
             return Path(cand)
     return None
@@ -108,8 +111,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     certs = [Path(p) for p in args.ca_cert]
     if args.drop_ca_certs and (certs or args.host_ca):
-        print("error: --drop-ca-certs builds without extra CA certificates; do not also give --ca-cert/--host-ca",
-              file=sys.stderr)
+        print(
+            "error: --drop-ca-certs builds without extra CA certificates; do not also give --ca-cert/--host-ca",
+            file=sys.stderr,
+        )
         return 2
     if args.host_ca:
         bundle = _host_ca_bundle()
@@ -173,17 +178,31 @@ def add_commands(subparsers: Any) -> argparse.ArgumentParser:
 def _fill(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="docker_command", required=True)
 
-    b = sub.add_parser("build", aliases=["build-images"], help="build the sandbox images on the engine (no registry needed)")
+    b = sub.add_parser(
+        "build", aliases=["build-images"], help="build the sandbox images on the engine (no registry needed)"
+    )
     b.add_argument("images", nargs="*", help="base (default), minimal, datascience, ml, or all")
-    b.add_argument("--ca-cert", action="append", default=[], metavar="PEM",
-                   help="extra CA certificate(s) (a bundle is fine) trusted inside the images; repeatable")
+    b.add_argument(
+        "--ca-cert",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="extra CA certificate(s) (a bundle is fine) trusted inside the images; repeatable",
+    )
     b.add_argument("--host-ca", action="store_true", help="trust this host's CA bundle inside the images")
-    b.add_argument("--drop-ca-certs", action="store_true",
-                   help="build without extra CA certificates (without this, a build that names none keeps those "
-                   "the existing base image has)")
-    b.add_argument("--source", choices=["auto", "debian", "registry"], default="auto",
-                   help="auto: FROM the upstream python:3.11-slim when the engine has it or a registry gives it, "
-                   "else Debian packages (mmdebstrap)")
+    b.add_argument(
+        "--drop-ca-certs",
+        action="store_true",
+        help="build without extra CA certificates (without this, a build that names none keeps those "
+        "the existing base image has)",
+    )
+    b.add_argument(
+        "--source",
+        choices=["auto", "debian", "registry"],
+        default="auto",
+        help="auto: FROM the upstream python:3.11-slim when the engine has it or a registry gives it, "
+        "else Debian packages (mmdebstrap)",
+    )
     b.add_argument("--force", action="store_true", help="rebuild even when an up-to-date image exists")
     b.add_argument("--mirror", help="Debian mirror URL or apt sources file for mmdebstrap (default: the host's)")
     b.add_argument("--pip-index-url", help="package index for the pip steps (e.g. a CPU-only torch index for ml)")
@@ -198,8 +217,11 @@ def _fill(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("prune", help="remove containers and volumes left behind by crashed host processes")
     p.add_argument("--all", action="store_true", help="any host's sandboxes, not only this host's")
-    p.add_argument("--include-alive", action="store_true",
-                   help="also those whose owning process still runs (careful: they are in use)")
+    p.add_argument(
+        "--include-alive",
+        action="store_true",
+        help="also those whose owning process still runs (careful: they are in use)",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(docker_func=_cmd_prune)
 

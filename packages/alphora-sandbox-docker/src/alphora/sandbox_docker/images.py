@@ -303,8 +303,13 @@ def image_status(client: docker.DockerClient) -> list[dict[str, Any]]:
 
 
 def _stream_build(
-    client: docker.DockerClient, dockerfile: str, files: dict[str, bytes], tag: str, opts: BuildOptions,
-    reporter: Reporter, buildargs: dict[str, str] | None = None,
+    client: docker.DockerClient,
+    dockerfile: str,
+    files: dict[str, bytes],
+    tag: str,
+    opts: BuildOptions,
+    reporter: Reporter,
+    buildargs: dict[str, str] | None = None,
 ) -> str:
     """Run a build, relaying its output; return the image id."""
     ctx = _context_tar(dockerfile, files)
@@ -378,8 +383,9 @@ def _root_image(client: docker.DockerClient, opts: BuildOptions, reporter: Repor
             reporter.done(f"pulled {UPSTREAM_BASE} from a registry")
             return UPSTREAM_BASE, f"{UPSTREAM_BASE} (pulled)"
         if opts.source == "registry":
-            raise DockerError(f"the engine has no upstream {UPSTREAM_BASE} and no registry answered "
-                              f"(use --source debian)")
+            raise DockerError(
+                f"the engine has no upstream {UPSTREAM_BASE} and no registry answered (use --source debian)"
+            )
     existing = _get_image(client, ROOTFS_TAG)
     if existing is not None and not opts.force:
         reporter.done(f"reusing the Debian root filesystem {ROOTFS_TAG}")
@@ -417,7 +423,8 @@ def _order(names: Iterable[str]) -> list[ImageRecipe]:
             raise ConfigurationError(
                 f"{name} is the upstream image's tag: the builder does not make it (and never tags over it). "
                 f"Pull it where a registry answers, or build 'base' (alphora/sandbox:base) and use that",
-                field="image", value=name,
+                field="image",
+                value=name,
             )
         if recipe is None:
             known = sorted({*RECIPES, *_NAME_ALIASES, "all"})
@@ -447,8 +454,10 @@ def build_images(
         if not certs and opts.keep_ca_certs and base in recipes:
             certs = _existing_certs(cli, base.tag)
             if certs:
-                rep.note(f"keeping the {len(certs)} extra CA certificate(s) {base.tag} was built with "
-                         f"(give --ca-cert/--host-ca to change them, --drop-ca-certs to build without)")
+                rep.note(
+                    f"keeping the {len(certs)} extra CA certificate(s) {base.tag} was built with "
+                    f"(give --ca-cert/--host-ca to change them, --drop-ca-certs to build without)"
+                )
         cert_files = {f"ca/alphora-extra-{i:03d}.crt": c for i, c in enumerate(certs)}
         reports: list[BuildReport] = []
         built_ids: dict[str, str] = {}
@@ -467,8 +476,15 @@ def build_images(
                 rep.done(f"{recipe.tag} is up to date ({existing.short_id})")
                 built_ids[recipe.name] = existing.id
                 reports.append(
-                    BuildReport(name=recipe.name, tag=recipe.tag, image_id=existing.id, reused=True,
-                                seconds=time.monotonic() - t0, tags=(recipe.tag, *tags), source="cache")
+                    BuildReport(
+                        name=recipe.name,
+                        tag=recipe.tag,
+                        image_id=existing.id,
+                        reused=True,
+                        seconds=time.monotonic() - t0,
+                        tags=(recipe.tag, *tags),
+                        source="cache",
+                    )
                 )
                 continue
             if recipe.parent is None:
@@ -483,22 +499,36 @@ def build_images(
                 rep.step(f"building {recipe.tag} FROM {parent_tag} (pip install {' '.join(recipe.pip_packages)})")
                 buildargs = {"PIP_INDEX_URL": opts.pip_index_url} if opts.pip_index_url else None
                 image_id = _stream_build(
-                    cli, _derived_dockerfile(recipe, parent_tag, recipe_hash, opts), {}, recipe.tag, opts, rep,
+                    cli,
+                    _derived_dockerfile(recipe, parent_tag, recipe_hash, opts),
+                    {},
+                    recipe.tag,
+                    opts,
+                    rep,
                     buildargs,
                 )
             tags = _tag_aliases(cli, image_id, recipe.aliases, rep)
             built_ids[recipe.name] = image_id
             rep.done(f"built {recipe.tag} ({image_id[7:19]}) in {time.monotonic() - t0:.0f} s")
             reports.append(
-                BuildReport(name=recipe.name, tag=recipe.tag, image_id=image_id, reused=False,
-                            seconds=time.monotonic() - t0, tags=(recipe.tag, *tags), source=source)
+                BuildReport(
+                    name=recipe.name,
+                    tag=recipe.tag,
+                    image_id=image_id,
+                    reused=False,
+                    seconds=time.monotonic() - t0,
+                    tags=(recipe.tag, *tags),
+                    source=source,
+                )
             )
         for tag in UPSTREAM_TAGS:
             img = _get_image(cli, tag)
             if img is not None and LABEL_RECIPE in _labels(img):
-                rep.note(f"{tag} on this engine is an alphora-sandbox image an older builder tagged; it hides "
-                         f"the upstream image: `docker rmi {tag}` (then pull the real one where a registry "
-                         f"answers, or use alphora/sandbox:base)")
+                rep.note(
+                    f"{tag} on this engine is an alphora-sandbox image an older builder tagged; it hides "
+                    f"the upstream image: `docker rmi {tag}` (then pull the real one where a registry "
+                    f"answers, or use alphora/sandbox:base)"
+                )
         return reports
 
 
@@ -516,8 +546,9 @@ def _existing_certs(client: docker.DockerClient, tag: str) -> list[bytes]:
         except docker.errors.NotFound:
             return []
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".crt")),
-                             key=lambda m: m.name)
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".crt")), key=lambda m: m.name
+            )
             found = [tar.extractfile(m) for m in members]
             return [fh.read() for fh in found if fh is not None]
     finally:

@@ -25,8 +25,9 @@ def _opt_str(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _opt_pos(_i: Any, a: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0
-                              or value == float("inf")):
+    if value is not None and (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf")
+    ):
         raise ValueError(f"{a.name} must be a finite positive number, got {value!r}")
 
 

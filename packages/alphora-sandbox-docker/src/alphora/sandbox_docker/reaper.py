@@ -102,8 +102,9 @@ def prune_orphans(
                     pass
                 except docker.errors.APIError:
                     removed_v.pop()  # still in use by a container we did not remove
-    return PruneReport(containers=tuple(removed_c), volumes=tuple(removed_v), skipped_alive=alive,
-                       skipped_foreign=foreign)
+    return PruneReport(
+        containers=tuple(removed_c), volumes=tuple(removed_v), skipped_alive=alive, skipped_foreign=foreign
+    )
 
 
 async def aprune_orphans(**kwargs: Any) -> PruneReport:

@@ -85,8 +85,12 @@ def missing_image_hint(image: str) -> str:
     """What to do about a sandbox image the engine does not have."""
     recipe = recipe_for_tag(image)
     if recipe is not None:
-        return (f"Build it locally (no registry needed): alphora-sandbox docker build {recipe.name}  "
-                f"(or: python -m alphora.sandbox_docker build {recipe.name})")
-    return (f"Pull it where a registry answers (docker pull {image}), or use an image the engine has (any image "
-            f"with python3 works); without a registry, `alphora-sandbox docker build base` makes "
-            f"alphora/sandbox:base (then docker_image='alphora/sandbox:base')")
+        return (
+            f"Build it locally (no registry needed): alphora-sandbox docker build {recipe.name}  "
+            f"(or: python -m alphora.sandbox_docker build {recipe.name})"
+        )
+    return (
+        f"Pull it where a registry answers (docker pull {image}), or use an image the engine has (any image "
+        f"with python3 works); without a registry, `alphora-sandbox docker build base` makes "
+        f"alphora/sandbox:base (then docker_image='alphora/sandbox:base')"
+    )

@@ -71,9 +71,12 @@ class S3Storage(Storage):
                 boto_kw[name] = opts.pop(name)
         kw: dict[str, Any] = {
             "region_name": self.config.region,
-            "config": BotoConfig(signature_version="s3v4", s3={"addressing_style": addressing},
-                                 retries={"max_attempts": int(opts.pop("max_attempts", 3)), "mode": "standard"},
-                                 **boto_kw),
+            "config": BotoConfig(
+                signature_version="s3v4",
+                s3={"addressing_style": addressing},
+                retries={"max_attempts": int(opts.pop("max_attempts", 3)), "mode": "standard"},
+                **boto_kw,
+            ),
         }
         if self.config.endpoint_url:
             kw["endpoint_url"] = self.config.endpoint_url
@@ -113,8 +116,10 @@ class S3Storage(Storage):
         try:
             await self._client.create_bucket(**kw)
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) not in ("BucketAlreadyOwnedByYou",
-                                                                           "BucketAlreadyExists"):
+            if str(exc.response.get("Error", {}).get("Code", "")) not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
                 with map_s3_errors("create", bucket=self.bucket):
                     raise
 
@@ -165,7 +170,7 @@ class S3Storage(Storage):
         keys: list[str] = []
         with map_s3_errors("list", bucket=self.bucket):
             async for page in client.get_paginator("list_objects_v2").paginate(**kw):
-                keys.extend(obj["Key"][len(self._prefix):] for obj in page.get("Contents", ()))
+                keys.extend(obj["Key"][len(self._prefix) :] for obj in page.get("Contents", ()))
         return sorted(k for k in keys if k and not k.endswith("/"))
 
     async def delete(self, key: str) -> bool:
@@ -218,9 +223,7 @@ class S3Storage(Storage):
         total = 0
         with map_s3_errors("inspect", bucket=self.bucket):
             await client.head_bucket(Bucket=self.bucket)
-            async for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._prefix
-            ):
+            async for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._prefix):
                 for obj in page.get("Contents", ()):
                     count += 1
                     total += int(obj.get("Size", 0))

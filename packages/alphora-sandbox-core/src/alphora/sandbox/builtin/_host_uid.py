@@ -35,14 +35,21 @@ def parse_uid_range(value: object) -> tuple[int, int]:
     """``(start, count)`` from a backend option; ConfigurationError naming the problem otherwise."""
     if value is None:
         return DEFAULT_UID_RANGE
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, (str, bytes))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         start, count = int(value[0]), int(value[1])
         if start >= 1000 and count >= 1 and start + count <= 2**32 - 2:
             return start, count
     raise ConfigurationError(
         f"backend option uid_range must be (start, count) with start >= 1000 and count >= 1 (a range of host "
-        f"uids no real user has), got {value!r}", field="uid_range", value=value)
+        f"uids no real user has), got {value!r}",
+        field="uid_range",
+        value=value,
+    )
 
 
 class UidLease:
@@ -67,8 +74,9 @@ class UidLease:
                 os.close(fd)
                 continue
             return cls(uid, fd)
-        raise BackendError(f"every host uid of uid_range {uid_range} is taken by a live sandbox; "
-                           "widen the backend option uid_range")
+        raise BackendError(
+            f"every host uid of uid_range {uid_range} is taken by a live sandbox; widen the backend option uid_range"
+        )
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

@@ -156,13 +156,19 @@ class SandboxVenv:
     def ensure(self) -> None:
         """Create the venv, or bring an existing one in line with the settings (blocking; a few ms)."""
         if self.path.is_symlink() or (self.path.exists() and not (self.path / MARKER).exists()):
-            raise BackendError(f"{self.path} exists and was not created by alphora-sandbox; the sandbox keeps its "
-                               "packages there: rename or remove it")
+            raise BackendError(
+                f"{self.path} exists and was not created by alphora-sandbox; the sandbox keeps its "
+                "packages there: rename or remove it"
+            )
         if self.path.exists():
             if os.path.realpath(self.python) == os.path.realpath(self.base) and self._sync():
                 return
-            log.warning("the sandbox environment %s was changed or made from another interpreter than %s; "
-                        "recreating it (packages installed into it must be installed again)", self.path, self.base)
+            log.warning(
+                "the sandbox environment %s was changed or made from another interpreter than %s; "
+                "recreating it (packages installed into it must be installed again)",
+                self.path,
+                self.base,
+            )
             shutil.rmtree(self.path)
         self._create()
 
@@ -175,16 +181,30 @@ class SandboxVenv:
             if os.path.realpath(self.base) == os.path.realpath(base_interpreter()):
                 _Builder(self.base, self.system_site_packages).create(str(tmp))
             else:  # another interpreter (maybe another version): only it knows its layout
-                argv = [self.base, "-m", "venv", "--without-pip", *(["--system-site-packages"]
-                                                                      if self.system_site_packages else []), str(tmp)]
+                argv = [
+                    self.base,
+                    "-m",
+                    "venv",
+                    "--without-pip",
+                    *(["--system-site-packages"] if self.system_site_packages else []),
+                    str(tmp),
+                ]
                 try:
-                    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-                                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"})
+                    proc = subprocess.run(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        capture_output=True,
+                        text=True,
+                        timeout=300,
+                        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                    )
                 except (OSError, subprocess.TimeoutExpired) as exc:
                     raise BackendError(f"cannot start {self.base!r} to create the sandbox environment: {exc}") from exc
                 if proc.returncode != 0:
-                    raise BackendError(f"could not create the sandbox environment with {self.base}: "
-                                       f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+                    raise BackendError(
+                        f"could not create the sandbox environment with {self.base}: "
+                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
+                    )
             (tmp / MARKER).write_text("created by alphora-sandbox\n")
             try:
                 tmp.rename(self.path)
@@ -207,9 +227,12 @@ class SandboxVenv:
         with os.fdopen(fd, encoding="utf-8") as f:
             lines = f.read().splitlines()
         want = "true" if self.system_site_packages else "false"
-        new = [f"include-system-site-packages = {want}"
-               if line.partition("=")[0].strip().lower() == "include-system-site-packages" else line
-               for line in lines]
+        new = [
+            f"include-system-site-packages = {want}"
+            if line.partition("=")[0].strip().lower() == "include-system-site-packages"
+            else line
+            for line in lines
+        ]
         if new != lines:
             fd, tmp = tempfile.mkstemp(prefix=".pyvenv.cfg.", dir=self.path)  # a new file, never a planted one
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -232,12 +255,15 @@ def host_pip_root() -> str | None:
 
 @functools.cache
 def _probe_pip_root(python: str) -> str | None:
-    code = ("import importlib.util, os\ns = importlib.util.find_spec('pip')\n"
-            "print(os.path.dirname(list(s.submodule_search_locations)[0]) if s and s.submodule_search_locations "
-            "else '')")
+    code = (
+        "import importlib.util, os\ns = importlib.util.find_spec('pip')\n"
+        "print(os.path.dirname(list(s.submodule_search_locations)[0]) if s and s.submodule_search_locations "
+        "else '')"
+    )
     try:
-        out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL).stdout.strip()
+        out = subprocess.run(
+            [python, "-I", "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return out or None
@@ -248,6 +274,8 @@ def pip_root(base: str) -> str:
     interpreter's; PackageError when neither has one."""
     root = host_pip_root() or _probe_pip_root(base)
     if root is None:
-        raise PackageError(f"no pip to manage the sandbox's packages: neither {sys.executable} nor {base} "
-                           "can import pip; install pip into one of them (python -m ensurepip)")
+        raise PackageError(
+            f"no pip to manage the sandbox's packages: neither {sys.executable} nor {base} "
+            "can import pip; install pip into one of them (python -m ensurepip)"
+        )
     return root

@@ -37,9 +37,20 @@ __all__ = ["IsolatedLocalBackend", "bwrap_available"]
 
 #: files and directories of the host's /etc the sandbox may read (when they exist)
 ETC_ALLOW: tuple[str, ...] = (
-    "/etc/ssl", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/alternatives", "/etc/ld.so.cache",
-    "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/mime.types", "/etc/nsswitch.conf",
-    "/etc/protocols", "/etc/services", "/etc/pip.conf", "/etc/xdg/pip",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ca-certificates.conf",
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/pip.conf",
+    "/etc/xdg/pip",
 )
 #: where the pip package that manages the sandbox's venv appears inside the sandbox
 PIP_MOUNT = "/run/alphora-sandbox/pip"
@@ -48,8 +59,10 @@ PIP_MOUNT = "/run/alphora-sandbox/pip"
 STAGE = RUN_DIR / "stage"
 #: ``sh -c STAGE_SCRIPT sh <cgroup.procs or /dev/null> <mount point> <dir> … -- <command>``: enter the
 #: pids cgroup, bind each <dir> at its mount point, exec the rest
-STAGE_SCRIPT = ('echo $$ > "$1" || exit 126; shift; '
-                'while [ "$1" != -- ]; do mount --bind "$2" "$1" || exit 126; shift 2; done; shift; exec "$@"')
+STAGE_SCRIPT = (
+    'echo $$ > "$1" || exit 126; shift; '
+    'while [ "$1" != -- ]; do mount --bind "$2" "$1" || exit 126; shift 2; done; shift; exec "$@"'
+)
 #: extra /etc files only when the network is enabled
 ETC_NETWORK: tuple[str, ...] = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
 
@@ -142,12 +155,27 @@ class IsolatedLocalBackend(LocalBackend):
         the root wrapper staged them (as root: bwrap, unprivileged, may not reach the originals)."""
         bwrap = shutil.which("bwrap")
         if bwrap is None:
-            raise BackendError("the 'isolated' backend needs bubblewrap: apt install bubblewrap",
-                               sandbox_id=self.sandbox_id)
+            raise BackendError(
+                "the 'isolated' backend needs bubblewrap: apt install bubblewrap", sandbox_id=self.sandbox_id
+            )
         src = sources or {}
-        argv = [bwrap, "--die-with-parent", "--unshare-user", "--uid", str(self.uid), "--gid", str(self.gid),
-                "--cap-drop", "ALL", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--hostname", "sandbox"]
+        argv = [
+            bwrap,
+            "--die-with-parent",
+            "--unshare-user",
+            "--uid",
+            str(self.uid),
+            "--gid",
+            str(self.gid),
+            "--cap-drop",
+            "ALL",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "sandbox",
+        ]
         if not self.network_enabled:
             argv.append("--unshare-net")
         argv += ["--ro-bind", "/usr", "/usr"]
@@ -174,25 +202,48 @@ class IsolatedLocalBackend(LocalBackend):
         tools = {name: shutil.which(name) for name in ("unshare", "setpriv", "mount")}
         missing = [name for name, path in tools.items() if path is None]
         if missing:
-            raise BackendError(f"the 'isolated' backend as root needs {', '.join(missing)} (util-linux)",
-                               sandbox_id=self.sandbox_id)
+            raise BackendError(
+                f"the 'isolated' backend as root needs {', '.join(missing)} (util-linux)", sandbox_id=self.sandbox_id
+            )
         uid = str(self._lease.uid)
         ws = str(self.workspace_path)
-        hidden = [d for d in dict.fromkeys([host for host, _ in self._binds()] + [ws]) if not _reachable(d, self._lease.uid)]
+        hidden = [
+            d for d in dict.fromkeys([host for host, _ in self._binds()] + [ws]) if not _reachable(d, self._lease.uid)
+        ]
         sources, pairs = {}, []
         for i, host in enumerate(hidden):
             point = STAGE / str(i)
             point.mkdir(parents=True, exist_ok=True, mode=0o755)
             sources[host] = str(point)
             pairs += [str(point), host]
-        setpriv = [str(tools["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", *self.bwrap_argv(sources), *runner]
+        setpriv = [
+            str(tools["setpriv"]),
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            *self.bwrap_argv(sources),
+            *runner,
+        ]
         if not pairs:
             return self._in_cgroup(setpriv)
         procs = self.pids_cgroup.procs_file if self.pids_cgroup is not None else "/dev/null"
         # unshare execs the shell in the same process, which enters the cgroup before anything forks
-        return [str(tools["unshare"]), "--mount", "--propagation", "private", "/bin/sh", "-c", STAGE_SCRIPT, "sh",
-                procs, *pairs, "--", *setpriv]
+        return [
+            str(tools["unshare"]),
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            STAGE_SCRIPT,
+            "sh",
+            procs,
+            *pairs,
+            "--",
+            *setpriv,
+        ]
 
     def _in_cgroup(self, argv: list[str]) -> list[str]:
         return wrap_argv(self.pids_cgroup, argv) if self.pids_cgroup is not None else argv

@@ -62,8 +62,11 @@ class LocalBackend(RunnerBackend):
         self.workspace_path = self.workspace_path.absolute()
         system_site = self.options.get("system_site_packages", False)
         if not isinstance(system_site, bool):
-            raise ConfigurationError(f"backend option system_site_packages must be true or false, got {system_site!r}",
-                                     field="system_site_packages", value=system_site)
+            raise ConfigurationError(
+                f"backend option system_site_packages must be true or false, got {system_site!r}",
+                field="system_site_packages",
+                value=system_site,
+            )
         self.system_site_packages = system_site
         #: the interpreter the sandbox's venv is made from
         self.base_python = str(self.options.get("python") or base_interpreter())
@@ -133,13 +136,17 @@ class LocalBackend(RunnerBackend):
         try:
             self.pids_cgroup.add(pid)
         except OSError as exc:
-            raise BackendError(f"cannot move the runner into its pids cgroup {self.pids_cgroup.path}: {exc}",
-                               sandbox_id=self.sandbox_id) from exc
+            raise BackendError(
+                f"cannot move the runner into its pids cgroup {self.pids_cgroup.path}: {exc}",
+                sandbox_id=self.sandbox_id,
+            ) from exc
 
     def _prepare_spawn(self) -> None:
         """Before the runner starts (blocking): make the sandbox's pids cgroup once, when one can be made."""
         if self.pids_cgroup is None:
-            self.pids_cgroup = create_pids_cgroup(self.sandbox_id, self.resource_limits.max_processes + self.runner_tasks)
+            self.pids_cgroup = create_pids_cgroup(
+                self.sandbox_id, self.resource_limits.max_processes + self.runner_tasks
+            )
 
     def _release_environment(self) -> None:
         """After the runner is gone (blocking): kill what is left in the pids cgroup and remove it."""

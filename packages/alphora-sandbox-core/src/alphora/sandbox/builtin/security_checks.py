@@ -106,8 +106,11 @@ class ImportCheck:
         for pattern in dict.fromkeys(blocked):
             hits = sorted(n for n in names if _matches(n, pattern))
             if hits:
-                why = "subprocesses are disabled (allow_subprocess=False)" if pattern in SUBPROCESS_NAMES and \
-                    pattern not in policy.blocked_imports else f"{pattern!r} is in blocked_imports"
+                why = (
+                    "subprocesses are disabled (allow_subprocess=False)"
+                    if pattern in SUBPROCESS_NAMES and pattern not in policy.blocked_imports
+                    else f"{pattern!r} is in blocked_imports"
+                )
                 out.append(Violation(check=self.name, reason=f"use of {', '.join(hits)}: {why}"))
         return out
 
@@ -119,10 +122,16 @@ class WriteCheck:
         if request.kind not in ("write", "delete"):
             return []
         if not policy.allow_file_write:
-            return [Violation(check=self.name, reason=f"file writes are disabled (allow_file_write=False): {request.path}")]
+            return [
+                Violation(check=self.name, reason=f"file writes are disabled (allow_file_write=False): {request.path}")
+            ]
         if request.kind == "write" and request.size > policy.max_file_size_bytes:
-            return [Violation(check=self.name, reason=(
-                f"{request.path}: {request.size} bytes exceeds max_file_size_mb={policy.max_file_size_mb}"))]
+            return [
+                Violation(
+                    check=self.name,
+                    reason=(f"{request.path}: {request.size} bytes exceeds max_file_size_mb={policy.max_file_size_mb}"),
+                )
+            ]
         return []
 
 

@@ -76,12 +76,21 @@ def run_doctor(
         if not infos[t].available:
             raise DoctorError(f"tier {t!r} is not available here: {infos[t].detail}")
     probe_ids = [p for p in PROBES if (not probes or p in probes) and not (quick and PROBES[p].bomb)]
-    card = Scorecard(run=run, host=_host_info(), configuration=configuration or _describe(config), tiers=infos,
-                     ran=chosen, probes=probe_ids)
+    card = Scorecard(
+        run=run,
+        host=_host_info(),
+        configuration=configuration or _describe(config),
+        tiers=infos,
+        ran=chosen,
+        probes=probe_ids,
+    )
     if config.base_path:
         Path(config.base_path).expanduser().mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="alphora-doctor-", dir=Path(config.base_path).expanduser()
-                                 if config.base_path else None))
+    root = Path(
+        tempfile.mkdtemp(
+            prefix="alphora-doctor-", dir=Path(config.base_path).expanduser() if config.base_path else None
+        )
+    )
     card.workdir = str(root)
     try:
         setup = _setup(root, run, config)
@@ -98,8 +107,9 @@ def run_doctor(
                 if progress is not None:
                     progress(f"doctor: {tier}: {', '.join(group)}")
                 per.update(_run_agent(root, setup, info, group, f"{tier.replace('+', '-')}-{n}", card.notes))
-            card.results[tier] = {p: per.get(p, Outcome(Verdict.NOT_APPLICABLE, f"does not apply to {tier}"))
-                                  for p in probe_ids}
+            card.results[tier] = {
+                p: per.get(p, Outcome(Verdict.NOT_APPLICABLE, f"does not apply to {tier}")) for p in probe_ids
+            }
     finally:
         _cleanup(root, setup["agent_mark"], infos, run, card.notes)
     return card
@@ -126,7 +136,9 @@ def _setup(root: Path, run: str, config: SandboxConfig) -> dict[str, Any]:
     for d in (agent, project, outside, root / "sandboxes"):
         d.mkdir(parents=True)
         d.chmod(0o755)
-    env_token, file_token, sentinel = (f"alphora-doctor-{what}-{uuid.uuid4().hex}" for what in ("env", "file", "sentinel"))
+    env_token, file_token, sentinel = (
+        f"alphora-doctor-{what}-{uuid.uuid4().hex}" for what in ("env", "file", "sentinel")
+    )
     (agent / "agent.py").write_text(AGENT_SCRIPT)
     for d in (agent, project):
         (d / ".env").write_text(f"OPENAI_API_KEY={file_token}\n")
@@ -139,29 +151,44 @@ def _setup(root: Path, run: str, config: SandboxConfig) -> dict[str, Any]:
         "network_enabled": config.network_enabled,
         "run": run,
         "agent_mark": f"alphora-doctor-agent-{run}",
-        "secrets": {"env_name": ENV_SECRET, "env": env_token, "file": file_token,
-                    "script_file": str(agent / ".env"), "cwd_file": str(project / ".env")},
+        "secrets": {
+            "env_name": ENV_SECRET,
+            "env": env_token,
+            "file": file_token,
+            "script_file": str(agent / ".env"),
+            "cwd_file": str(project / ".env"),
+        },
         "sentinel": {"dir": str(outside), "token": sentinel},
         "agent_script": str(agent / "agent.py"),
         "project": str(project),
     }
 
 
-def _run_agent(root: Path, setup: dict[str, Any], info: TierInfo, group: list[str], name: str,
-               notes: list[str]) -> dict[str, Outcome]:
+def _run_agent(
+    root: Path, setup: dict[str, Any], info: TierInfo, group: list[str], name: str, notes: list[str]
+) -> dict[str, Outcome]:
     alone = len(group) == 1 and PROBES[group[0]].alone
     cgroup = sub = None
     reason = ""
     if info.name in ("local", "isolated"):
-        cgroup, reason = host.PidsCgroup.create(f"alphora-doctor-{setup['run']}-{name}",
-                                                BOMB_AGENT_PIDS_MAX if alone else AGENT_PIDS_MAX)
+        cgroup, reason = host.PidsCgroup.create(
+            f"alphora-doctor-{setup['run']}-{name}", BOMB_AGENT_PIDS_MAX if alone else AGENT_PIDS_MAX
+        )
         if cgroup is not None and alone:
             sub, reason = host.PidsCgroup.create("sandbox", BOMB_SANDBOX_PIDS_MAX, parent=cgroup)
     out = root / f"out-{name}.json"
-    spec = {**setup, "tier": info.name, "backend": info.backend, "backend_options": info.options,
-            "docker_host": info.docker_host, "probes": group, "out": str(out),
-            "cgroup": str(cgroup.path) if cgroup else None, "cgroup_sandbox": str(sub.path) if sub else None,
-            "cgroup_reason": reason}
+    spec = {
+        **setup,
+        "tier": info.name,
+        "backend": info.backend,
+        "backend_options": info.options,
+        "docker_host": info.docker_host,
+        "probes": group,
+        "out": str(out),
+        "cgroup": str(cgroup.path) if cgroup else None,
+        "cgroup_sandbox": str(sub.path) if sub else None,
+        "cgroup_reason": reason,
+    }
     spec_path = root / f"spec-{name}.json"
     spec_path.write_text(json.dumps(spec))
     log_path = root / f"agent-{name}.log"
@@ -170,9 +197,15 @@ def _run_agent(root: Path, setup: dict[str, Any], info: TierInfo, group: list[st
     code: int | str
     try:
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, setup["agent_script"], str(spec_path), setup["agent_mark"]],
-                                    cwd=setup["project"], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, setup["agent_script"], str(spec_path), setup["agent_mark"]],
+                cwd=setup["project"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -225,8 +258,9 @@ def _host_info() -> dict[str, Any]:
         cg = "cgroup v2"
     else:
         cg, why = "none", " (fork bombs on the local tiers will not be run)"
-    summary = (f"uid {uid}{' (root)' if uid == 0 else ''}, {platform.system()} {platform.release()}, "
-               f"Python {py}, {cg}{why}")
+    summary = (
+        f"uid {uid}{' (root)' if uid == 0 else ''}, {platform.system()} {platform.release()}, Python {py}, {cg}{why}"
+    )
     return {"uid": uid, "kernel": platform.release(), "python": py, "cgroup": cg, "summary": summary}
 
 
@@ -239,12 +273,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alphora-sandbox doctor",
         description="Attack the sandbox the way hostile code would, on this machine, for every available tier, "
-                    "and print a scorecard (held / documented limit / FAILED). Exit code 1 when a probe FAILED.")
+        "and print a scorecard (held / documented limit / FAILED). Exit code 1 when a probe FAILED.",
+    )
     p.add_argument("--tier", action="append", choices=TIERS, help="only this tier (repeatable; default: all available)")
     p.add_argument("--probe", action="append", choices=list(PROBES), help="only this probe (repeatable)")
     p.add_argument("--quick", action="store_true", help="leave out the bombs (fork, memory, output, engine log)")
-    p.add_argument("--image", help="Docker image of the docker tiers (default: your configuration's, else the spec's "
-                                   "python:3.11-slim)")
+    p.add_argument(
+        "--image",
+        help="Docker image of the docker tiers (default: your configuration's, else the spec's python:3.11-slim)",
+    )
     p.add_argument("--config", type=Path, help="a sandbox config file (.json/.yaml); default: SANDBOX_* variables")
     p.add_argument("--json", action="store_true", help="print the scorecard as JSON")
     return p
@@ -264,9 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     t0 = time.monotonic()
     try:
-        card = run_doctor(config, tiers=ns.tier, probes=ns.probe, image=ns.image, quick=ns.quick,
-                          configuration=f"{where}; {_describe(config)}",
-                          progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        card = run_doctor(
+            config,
+            tiers=ns.tier,
+            probes=ns.probe,
+            image=ns.image,
+            quick=ns.quick,
+            configuration=f"{where}; {_describe(config)}",
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
     except (DoctorError, ConfigurationError) as exc:
         print(f"alphora-sandbox doctor: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -39,8 +39,12 @@ __all__ = ["AGENT_SCRIPT", "main"]
 AGENT_SCRIPT = "import sys\nfrom alphora.sandbox.doctor.agent import main\nraise SystemExit(main(sys.argv[1]))\n"
 
 #: the limits of every probe's sandbox, before the probe's own (small, so bombs are quick and safe)
-BASE_LIMITS: dict[str, Any] = {"timeout_seconds": 30.0, "memory_mb": 256, "max_processes": 64,
-                               "max_output_size": 1024 * 1024}
+BASE_LIMITS: dict[str, Any] = {
+    "timeout_seconds": 30.0,
+    "memory_mb": 256,
+    "max_processes": 64,
+    "max_output_size": 1024 * 1024,
+}
 PROBE_TIMEOUT = 150.0
 
 
@@ -49,8 +53,14 @@ def _sandbox(spec: Mapping[str, Any], p: Probe) -> Sandbox:
     # Your policy's static checks (blocked imports, shell switch ...) are a guard rail, not a
     # boundary: the probes test the boundary, so only the policy's network switch is kept.
     policy = SecurityPolicy(allow_network=bool(spec["policy_network"]))
-    return Sandbox(spec["backend"], base_path=spec["base_path"], resource_limits=limits, security_policy=policy,
-                   backend_options=dict(spec["backend_options"]), keep_workspace=False)
+    return Sandbox(
+        spec["backend"],
+        base_path=spec["base_path"],
+        resource_limits=limits,
+        security_policy=policy,
+        backend_options=dict(spec["backend_options"]),
+        keep_workspace=False,
+    )
 
 
 async def run_probe(spec: Mapping[str, Any], p: Probe) -> Outcome:

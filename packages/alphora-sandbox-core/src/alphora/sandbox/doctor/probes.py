@@ -130,7 +130,9 @@ async def file_api_escape(sb: Sandbox, ctx: ProbeContext) -> Outcome:
                 leaks.append(f"{name} file")
     after = await snapshot()
     links = ", ".join(f"{k}: {v}" for k, v in planted.items() if v != "planted")
-    tried = f"{len(attempts)} attempts ('..', absolute, symlink, dir symlink, hard link; read/list/copy/write/delete/move)"
+    tried = (
+        f"{len(attempts)} attempts ('..', absolute, symlink, dir symlink, hard link; read/list/copy/write/delete/move)"
+    )
     if leaks or after != before:
         what = f"secret returned by: {', '.join(leaks)}" if leaks else "the sentinel outside the workspace changed"
         return Outcome(Verdict.FAILED, f"{what} ({tried})")
@@ -146,23 +148,34 @@ def _host_snapshot(directory: str) -> dict[str, tuple[bytes, int, int]]:
 
 # -- the host: environment, files, processes, user, /proc/sys -----------------------------------
 
+
 @probe("host-env", "host environment: a secret variable of the agent process")
 async def host_env(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     name, token = ctx.spec["secrets"]["env_name"], ctx.spec["secrets"]["env"]
-    got = await _json_call(sb, f"import json, os\ntok = {token!r}\nprint(json.dumps({{'names': sorted(os.environ), "
-                               f"'hits': sorted(k for k, v in os.environ.items() if tok in v)}}))")
+    got = await _json_call(
+        sb,
+        f"import json, os\ntok = {token!r}\nprint(json.dumps({{'names': sorted(os.environ), "
+        f"'hits': sorted(k for k, v in os.environ.items() if tok in v)}}))",
+    )
     if got["hits"]:
-        return Outcome(Verdict.FAILED, f"{name} (set in the agent's environment) is in sandbox code's environment as "
-                                       f"{', '.join(got['hits'])}")
-    return Outcome(Verdict.HELD, f"{name} not in sandbox code's environment ({len(got['names'])} variables: "
-                                 f"{', '.join(got['names'][:8])}{', ...' if len(got['names']) > 8 else ''})")
+        return Outcome(
+            Verdict.FAILED,
+            f"{name} (set in the agent's environment) is in sandbox code's environment as {', '.join(got['hits'])}",
+        )
+    return Outcome(
+        Verdict.HELD,
+        f"{name} not in sandbox code's environment ({len(got['names'])} variables: "
+        f"{', '.join(got['names'][:8])}{', ...' if len(got['names']) > 8 else ''})",
+    )
 
 
 @probe("agent-files", "host files: a secret .env next to the agent's script (sys.path[0]) and in its cwd")
 async def agent_files(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     secrets = ctx.spec["secrets"]
     places = {"the agent's script directory": secrets["script_file"], "the agent's cwd": secrets["cwd_file"]}
-    got = await _json_call(sb, f"""
+    got = await _json_call(
+        sb,
+        f"""
 import json
 out = {{}}
 for what, path in {places!r}.items():
@@ -171,18 +184,22 @@ for what, path in {places!r}.items():
     except OSError as e:
         out[what] = type(e).__name__
 print(json.dumps(out))
-""")
+""",
+    )
     read = [f"{places[w]} ({w})" for w, res in got.items() if res == "secret read"]
     if read:
-        return ctx.breach(f"sandbox code read the secret in {' and '.join(read)}", documented_on=("local",),
-                          why=LOCAL_DOC)
+        return ctx.breach(
+            f"sandbox code read the secret in {' and '.join(read)}", documented_on=("local",), why=LOCAL_DOC
+        )
     return Outcome(Verdict.HELD, "; ".join(f"{places[w]}: {res}" for w, res in got.items()))
 
 
 @probe("host-processes", "host processes: can sandbox code see the agent's process and read its environment?")
 async def host_processes(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     mark, env_tok = ctx.spec["agent_mark"], ctx.spec["secrets"]["env"]
-    got = await _json_call(sb, f"""
+    got = await _json_call(
+        sb,
+        f"""
 import json, os
 seen, found, environ = 0, [], []
 for p in os.listdir("/proc"):
@@ -201,7 +218,8 @@ for p in os.listdir("/proc"):
         except OSError:
             pass
 print(json.dumps({{"seen": seen, "found": found, "environ": environ}}))
-""")
+""",
+    )
     if got["found"]:
         what = f"sees the agent's process (pid {got['found'][0]}) among {got['seen']} processes"
         if got["environ"]:
@@ -210,8 +228,10 @@ print(json.dumps({{"seen": seen, "found": found, "environ": environ}}))
     return Outcome(Verdict.HELD, f"sees {got['seen']} processes, none of the host's (own PID namespace)")
 
 
-_WAIT_FOR_GO = ("import os, time\nt = time.monotonic()\n"
-                "while not os.path.exists('go') and time.monotonic() - t < 30:\n    time.sleep(0.02)\n")
+_WAIT_FOR_GO = (
+    "import os, time\nt = time.monotonic()\n"
+    "while not os.path.exists('go') and time.monotonic() - t < 30:\n    time.sleep(0.02)\n"
+)
 
 
 @probe("host-uid", "host user: which uid the host sees for sandbox code")
@@ -234,13 +254,19 @@ async def host_uid(sb: Sandbox, ctx: ProbeContext) -> Outcome:
         result = await call
     if uids is None:
         if ctx.tier == "docker+runsc":
-            return Outcome(Verdict.NOT_RUN, "no host process carries the marker: under gVisor sandbox code runs "
-                                            "inside gVisor's own kernel")
-        return Outcome(Verdict.ERROR, f"no host process carried the marker (call: {result.status.value} "
-                                      f"{result.error[-200:]})")
+            return Outcome(
+                Verdict.NOT_RUN,
+                "no host process carries the marker: under gVisor sandbox code runs inside gVisor's own kernel",
+            )
+        return Outcome(
+            Verdict.ERROR, f"no host process carried the marker (call: {result.status.value} {result.error[-200:]})"
+        )
     if uids.real == 0 or uids.effective == 0:
-        return ctx.breach(f"the host sees sandbox code as uid {uids.real} (root)", documented_on=("local",),
-                          why=LOCAL_DOC + ", and you are root")
+        return ctx.breach(
+            f"the host sees sandbox code as uid {uids.real} (root)",
+            documented_on=("local",),
+            why=LOCAL_DOC + ", and you are root",
+        )
     return Outcome(Verdict.HELD, f"the host sees sandbox code as uid {uids.real}, not root")
 
 
@@ -267,8 +293,11 @@ async def proc_sys_write(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     if "read" in got:
         return Outcome(Verdict.HELD, f"/proc/sys/kernel/core_pattern is not even readable: {got['read']}")
     if got["write"] == "written":
-        return ctx.breach(f"writing core_pattern ({got['value']!r}) back succeeded: /proc/sys is writable",
-                          documented_on=("local",), why=LOCAL_DOC)
+        return ctx.breach(
+            f"writing core_pattern ({got['value']!r}) back succeeded: /proc/sys is writable",
+            documented_on=("local",),
+            why=LOCAL_DOC,
+        )
     return Outcome(Verdict.HELD, f"write-back of core_pattern refused ({got['write']})")
 
 
@@ -314,5 +343,8 @@ async def network(sb: Sandbox, ctx: ProbeContext) -> Outcome:
         return Outcome(Verdict.ERROR, f"could not read interfaces: {'; '.join(got['errors'])}")
     if set(got["ifaces"]) <= {"lo"} and not got["routes"]:
         return Outcome(Verdict.HELD, seen)
-    return ctx.breach(f"network reachable with the network disabled: {seen}", documented_on=("local",),
-                      why="the local tier cannot switch the network off")
+    return ctx.breach(
+        f"network reachable with the network disabled: {seen}",
+        documented_on=("local",),
+        why="the local tier cannot switch the network off",
+    )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # -- bombs --------------------------------------------------------------------------------------
 
+
 async def _docker_pids(sb: Sandbox, ctx: ProbeContext) -> tuple[int, int]:
     """(processes in the sandbox's container now, its pids limit)."""
 
@@ -95,21 +96,34 @@ async def _one_bomb(sb: Sandbox, ctx: ProbeContext, name: str, code: str, settle
     left = max(0, after - before)
     nxt = await sb.run("print('ok')", timeout=15)
     usable = "next call ok" if nxt.stdout == "ok\n" else f"next call {nxt.status.value}: {nxt.error[-120:]}"
-    seen = (f"{name}: the call ended {r.status.value} after {took:.1f} s; "
-            + (f"{left} of its processes still running {settle:.0f} s later" if left else
-               f"no process left {settle:.0f} s later") + f" ({before} before, {after} after); {usable}")
+    seen = (
+        f"{name}: the call ended {r.status.value} after {took:.1f} s; "
+        + (
+            f"{left} of its processes still running {settle:.0f} s later"
+            if left
+            else f"no process left {settle:.0f} s later"
+        )
+        + f" ({before} before, {after} after); {usable}"
+    )
     return not left and nxt.stdout == "ok\n", seen
 
 
 #: the forks survive EAGAIN, the first process exits at once: the call ends, the bomb goes on
-FORK_BOMB = "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n" \
-            "        except OSError:\n            pass\n"
+FORK_BOMB = (
+    "import os\nif os.fork() == 0:\n    while True:\n        try:\n            os.fork()\n"
+    "        except OSError:\n            pass\n"
+)
 #: issue 9's reproducer: every process dies at its first EAGAIN, the first one among them
 FORK_BOMB_NAIVE = "import os\nwhile True:\n    os.fork()\n"
 
 
-@probe("fork-bomb", "fork bombs whose first process exits (max_processes=16): are the forks reaped?",
-       limits={"max_processes": 16, "timeout_seconds": 10}, bomb=True, alone=True)
+@probe(
+    "fork-bomb",
+    "fork bombs whose first process exits (max_processes=16): are the forks reaped?",
+    limits={"max_processes": 16, "timeout_seconds": 10},
+    bomb=True,
+    alone=True,
+)
 async def fork_bomb(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     await sb.run("print('warm')")
     await asyncio.sleep(0.3)
@@ -155,11 +169,17 @@ async def memory_bomb(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     return Outcome(Verdict.HELD, f"{stopped}; {usable}")
 
 
-_OUTPUT_BOMB = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(50):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\n"
+_OUTPUT_BOMB = (
+    "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(50):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\n"
+)
 
 
-@probe("output-bomb", "output bomb: print 50 MB with max_output_size=1 MB; the host's memory must not grow with it",
-       limits={"max_output_size": MiB}, bomb=True)
+@probe(
+    "output-bomb",
+    "output bomb: print 50 MB with max_output_size=1 MB; the host's memory must not grow with it",
+    limits={"max_output_size": MiB},
+    bomb=True,
+)
 async def output_bomb(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     cap = MiB
     bound = 4 * cap + 8 * MiB
@@ -183,8 +203,9 @@ async def output_bomb(sb: Sandbox, ctx: ProbeContext) -> Outcome:
         sampler.join()
     growth = peak[0] - base
     got = len(r.stdout.encode())
-    seen = (f"result {_mb(got)}, truncated={r.stdout_truncated}; the agent's RSS grew by {_mb(growth)} "
-            f"(bound {_mb(bound)})")
+    seen = (
+        f"result {_mb(got)}, truncated={r.stdout_truncated}; the agent's RSS grew by {_mb(growth)} (bound {_mb(bound)})"
+    )
     if growth > bound or got > cap or not r.stdout_truncated:
         return Outcome(Verdict.FAILED, f"printed 50 MB: {seen}")
     return Outcome(Verdict.HELD, f"printed 50 MB: {seen}")
@@ -256,12 +277,19 @@ def _docker_objects(ctx: ProbeContext, sandbox_id: str) -> tuple[int, int]:
     return len(client.containers.list(all=True, filters=flt)), len(client.volumes.list(filters=flt))
 
 
-_FLOOD = ("import sys\nchunk = 'y' * (1 << 20)\nfor _ in range(20):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\n"
-          "open('big.bin', 'wb').write(b'z' * (8 << 20))\n")
+_FLOOD = (
+    "import sys\nchunk = 'y' * (1 << 20)\nfor _ in range(20):\n    sys.stdout.write(chunk)\nsys.stdout.flush()\n"
+    "open('big.bin', 'wb').write(b'z' * (8 << 20))\n"
+)
 
 
-@probe("engine-log", "engine log: a 20 MB print and an 8 MB file read must not pile up in the engine's log",
-       tiers=tuple(sorted(DOCKER_TIERS)), limits={"max_output_size": MiB}, bomb=True)
+@probe(
+    "engine-log",
+    "engine log: a 20 MB print and an 8 MB file read must not pile up in the engine's log",
+    tiers=tuple(sorted(DOCKER_TIERS)),
+    limits={"max_output_size": MiB},
+    bomb=True,
+)
 async def engine_log(sb: Sandbox, ctx: ProbeContext) -> Outcome:
     container = await asyncio.to_thread(_container, ctx, sb)
     cfg = container.attrs["HostConfig"].get("LogConfig") or {}
@@ -278,8 +306,10 @@ async def engine_log(sb: Sandbox, ctx: ProbeContext) -> Outcome:
 
     before = size()
     if before is None:
-        return Outcome(Verdict.NOT_RUN, f"not run: log driver {driver!r}, and its file ({log_path or 'no LogPath'}) "
-                                        "is not readable from here")
+        return Outcome(
+            Verdict.NOT_RUN,
+            f"not run: log driver {driver!r}, and its file ({log_path or 'no LogPath'}) is not readable from here",
+        )
     await sb.run(_FLOOD, timeout=60)
     await sb.read_file_bytes("big.bin")
     after = size() or 0

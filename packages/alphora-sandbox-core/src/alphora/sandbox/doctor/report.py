@@ -58,8 +58,10 @@ class Scorecard:
             "workdir": self.workdir,
             "host": self.host,
             "configuration": self.configuration,
-            "tiers": {name: {"available": t.available, "ran": name in self.ran, "detail": t.detail}
-                      for name, t in self.tiers.items()},
+            "tiers": {
+                name: {"available": t.available, "ran": name in self.ran, "detail": t.detail}
+                for name, t in self.tiers.items()
+            },
             "probes": {pid: PROBES[pid].title for pid in self.probes},
             "results": {tier: {pid: o.to_dict() for pid, o in per.items()} for tier, per in self.results.items()},
             "notes": self.notes,
@@ -79,14 +81,22 @@ class Scorecard:
             lines.append("")
             lines.append("evidence:")
             for pid in self.probes:
-                shown = [(t, o) for t in self.ran if (o := self.results.get(t, {}).get(pid)) is not None
-                         and o.verdict is not Verdict.NOT_APPLICABLE]
+                shown = [
+                    (t, o)
+                    for t in self.ran
+                    if (o := self.results.get(t, {}).get(pid)) is not None and o.verdict is not Verdict.NOT_APPLICABLE
+                ]
                 if not shown:
                     continue
                 lines.append(f"  {pid}: {PROBES[pid].title}")
                 for tier, o in shown:
-                    lines += textwrap.wrap(f"{tier}: {o.verdict.value}: {o.evidence}", width=max(40, width - 2),
-                                           initial_indent="    ", subsequent_indent=" " * 8, break_on_hyphens=False)
+                    lines += textwrap.wrap(
+                        f"{tier}: {o.verdict.value}: {o.evidence}",
+                        width=max(40, width - 2),
+                        initial_indent="    ",
+                        subsequent_indent=" " * 8,
+                        break_on_hyphens=False,
+                    )
         for note in self.notes:
             lines.append(f"note: {note}")
         counts = self.counts()

@@ -35,8 +35,13 @@ def detect_tiers(config: SandboxConfig, image: str | None, run_label: str) -> di
     backends = get_registry().backends
     out: dict[str, TierInfo] = {}
     local_opts = config.backend_options("local")
-    out["local"] = TierInfo(name="local", available="local" in backends, backend="local", options=local_opts,
-                            detail=f"{platform.system()} {platform.release()}, runner on this host")
+    out["local"] = TierInfo(
+        name="local",
+        available="local" in backends,
+        backend="local",
+        options=local_opts,
+        detail=f"{platform.system()} {platform.release()}, runner on this host",
+    )
     out["isolated"] = _isolated(config, backends)
     docker, runsc = _docker(config, image, run_label, backends)
     out["docker"], out["docker+runsc"] = docker, runsc
@@ -52,20 +57,27 @@ def _isolated(config: SandboxConfig, backends: Any) -> TierInfo:
         return TierInfo(name="isolated", available=False, detail="no 'isolated' backend is registered")
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return TierInfo(name="isolated", available=False,
-                        detail="bubblewrap (bwrap) is not installed: apt install bubblewrap")
+        return TierInfo(
+            name="isolated", available=False, detail="bubblewrap (bwrap) is not installed: apt install bubblewrap"
+        )
     version = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    return TierInfo(name="isolated", available=True, backend="isolated",
-                    options=config.backend_options("isolated"),
-                    detail=f"{version or bwrap}")
+    return TierInfo(
+        name="isolated",
+        available=True,
+        backend="isolated",
+        options=config.backend_options("isolated"),
+        detail=f"{version or bwrap}",
+    )
 
 
 def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: Any) -> tuple[TierInfo, TierInfo]:
     def off(why: str) -> tuple[TierInfo, TierInfo]:
-        return (TierInfo(name="docker", available=False, detail=why),
-                TierInfo(name="docker+runsc", available=False, detail=why))
+        return (
+            TierInfo(name="docker", available=False, detail=why),
+            TierInfo(name="docker+runsc", available=False, detail=why),
+        )
 
     if "docker" not in backends:
         return off("the Docker plugin is not installed: pip install 'alphora-sandbox[docker]'")
@@ -86,17 +98,34 @@ def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: 
     try:
         client.api.inspect_image(parsed.image)
     except Exception as exc:  # noqa: BLE001 - docker.errors.ImageNotFound or an API error
-        why = (f"image {parsed.image!r} is not on the engine ({type(exc).__name__}); build it with "
-               "`alphora-sandbox docker build` or choose one with --image")
+        why = (
+            f"image {parsed.image!r} is not on the engine ({type(exc).__name__}); build it with "
+            "`alphora-sandbox docker build` or choose one with --image"
+        )
         return off(why)
     runtimes = sorted(info.get("Runtimes") or {})
     engine = f"engine {info.get('ServerVersion', '?')}, image {parsed.image}"
-    docker = TierInfo(name="docker", available=True, backend="docker", options=opts, docker_host=parsed.docker_host,
-                      detail=f"{engine}, runtime {parsed.runtime or info.get('DefaultRuntime', 'runc')}")
+    docker = TierInfo(
+        name="docker",
+        available=True,
+        backend="docker",
+        options=opts,
+        docker_host=parsed.docker_host,
+        detail=f"{engine}, runtime {parsed.runtime or info.get('DefaultRuntime', 'runc')}",
+    )
     if "runsc" not in runtimes:
-        runsc = TierInfo(name="docker+runsc", available=False,
-                         detail=f"no runsc runtime registered with the engine (runtimes: {', '.join(runtimes)})")
+        runsc = TierInfo(
+            name="docker+runsc",
+            available=False,
+            detail=f"no runsc runtime registered with the engine (runtimes: {', '.join(runtimes)})",
+        )
     else:
-        runsc = TierInfo(name="docker+runsc", available=True, backend="docker", options={**opts, "runtime": "runsc"},
-                         docker_host=parsed.docker_host, detail=f"{engine}, runtime runsc (gVisor)")
+        runsc = TierInfo(
+            name="docker+runsc",
+            available=True,
+            backend="docker",
+            options={**opts, "runtime": "runsc"},
+            docker_host=parsed.docker_host,
+            detail=f"{engine}, runtime runsc (gVisor)",
+        )
     return docker, runsc

@@ -34,7 +34,16 @@ _HERE = Path(__file__).resolve().parent
 
 #: the modules shipped into the sandbox (stdlib imports and relative imports among these only)
 RUNNER_MODULES = (
-    "protocol", "proctree", "leftovers", "streams", "fswalk", "safefs", "child", "kernel", "sessions", "server",
+    "protocol",
+    "proctree",
+    "leftovers",
+    "streams",
+    "fswalk",
+    "safefs",
+    "child",
+    "kernel",
+    "sessions",
+    "server",
 )
 #: the package name the shipped modules get inside the sandbox
 RUNNER_PACKAGE = "_alphora_runner"

@@ -80,9 +80,31 @@ class RunnerBackend(Backend):
     send_source: bool = True
     #: modules the runner imports once so forked calls start warm
     preload: tuple[str, ...] = (
-        "json", "re", "math", "random", "datetime", "collections", "itertools", "functools", "pathlib",
-        "typing", "subprocess", "textwrap", "dataclasses", "decimal", "fractions", "statistics", "csv", "string",
-        "hashlib", "copy", "pprint", "enum", "struct", "time", "uuid",
+        "json",
+        "re",
+        "math",
+        "random",
+        "datetime",
+        "collections",
+        "itertools",
+        "functools",
+        "pathlib",
+        "typing",
+        "subprocess",
+        "textwrap",
+        "dataclasses",
+        "decimal",
+        "fractions",
+        "statistics",
+        "csv",
+        "string",
+        "hashlib",
+        "copy",
+        "pprint",
+        "enum",
+        "struct",
+        "time",
+        "uuid",
     )
     #: seconds a timed-out session call gets to stop after KeyboardInterrupt before a restart
     session_grace: float = 2.0
@@ -198,17 +220,25 @@ class RunnerBackend(Backend):
         client = RunnerClient(conn)
         try:
             await client.start(
-                {"workspace": self.runner_workspace(), "env": self.runner_env(),
-                 "limits": self.runner_limits(), "preload": list(self.preload), "memory_cgroup": self.memory_cgroup},
-                send_source=self.send_source, same_interpreter=self.same_interpreter(),
+                {
+                    "workspace": self.runner_workspace(),
+                    "env": self.runner_env(),
+                    "limits": self.runner_limits(),
+                    "preload": list(self.preload),
+                    "memory_cgroup": self.memory_cgroup,
+                },
+                send_source=self.send_source,
+                same_interpreter=self.same_interpreter(),
             )
         except BaseException as exc:
             diag = conn.diagnostics()
             await client.close()
             if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
                 raise
-            raise BackendError(f"could not start the sandbox runner: {exc!r}" + (f" ({diag})" if diag else ""),
-                               sandbox_id=self.sandbox_id) from exc
+            raise BackendError(
+                f"could not start the sandbox runner: {exc!r}" + (f" ({diag})" if diag else ""),
+                sandbox_id=self.sandbox_id,
+            ) from exc
         self._generation += 1
         return client
 
@@ -254,9 +284,15 @@ class RunnerBackend(Backend):
     async def run(self, request: ProcessRequest, on_output: OutputCallback | None = None) -> ExecutionResult:
         client = await self._ready()
         msg: dict[str, Any] = {
-            "op": "exec", "kind": request.kind, "code": request.code, "argv": list(request.argv),
-            "env": dict(request.env), "cwd": request.cwd, "timeout": request.timeout,
-            "max_output": request.max_output, "keep_background": request.keep_background,
+            "op": "exec",
+            "kind": request.kind,
+            "code": request.code,
+            "argv": list(request.argv),
+            "env": dict(request.env),
+            "cwd": request.cwd,
+            "timeout": request.timeout,
+            "max_output": request.max_output,
+            "keep_background": request.keep_background,
         }
         if request.stdin:
             msg["stdin"] = base64.b64encode(request.stdin).decode()
@@ -272,16 +308,28 @@ class RunnerBackend(Backend):
                 task.add_done_callback(self._pending_cancels.discard)
             raise
         except RunnerLost as exc:
-            return ExecutionResult(status=ExecutionStatus.FAILED, stdout=out.text("stdout"), stderr=out.text("stderr"),
-                                   return_code=None, error=f"{exc} during the call; it is restarted on the next call",
-                                   execution_time=asyncio.get_running_loop().time() - started)
+            return ExecutionResult(
+                status=ExecutionStatus.FAILED,
+                stdout=out.text("stdout"),
+                stderr=out.text("stderr"),
+                return_code=None,
+                error=f"{exc} during the call; it is restarted on the next call",
+                execution_time=asyncio.get_running_loop().time() - started,
+            )
         except asyncio.TimeoutError:
             await self._abandon(client)
-            return ExecutionResult(status=ExecutionStatus.TIMEOUT, stdout=out.text("stdout"), stderr=out.text("stderr"),
-                                   return_code=None, error="the sandbox runner stopped answering; it was restarted",
-                                   execution_time=asyncio.get_running_loop().time() - started)
+            return ExecutionResult(
+                status=ExecutionStatus.TIMEOUT,
+                stdout=out.text("stdout"),
+                stderr=out.text("stderr"),
+                return_code=None,
+                error="the sandbox runner stopped answering; it was restarted",
+                execution_time=asyncio.get_running_loop().time() - started,
+            )
         except RunnerError as exc:
-            raise BackendError(f"runner refused the request: {exc.etype}: {exc.msg}", sandbox_id=self.sandbox_id) from None
+            raise BackendError(
+                f"runner refused the request: {exc.etype}: {exc.msg}", sandbox_id=self.sandbox_id
+            ) from None
         return self._result(request, done, out)
 
     def _result(self, request: ProcessRequest, done: Mapping[str, Any], out: OutputCollector) -> ExecutionResult:
@@ -303,9 +351,15 @@ class RunnerBackend(Backend):
             else:
                 error = f"{error}; {note}" if error else note
         return ExecutionResult(
-            status=status, stdout=stdout, stderr=stderr, return_code=rc, execution_time=float(done.get("time", 0.0)),
-            error=error, stdout_truncated=bool(done.get("stdout_truncated")),
-            stderr_truncated=bool(done.get("stderr_truncated")), background_killed=killed,
+            status=status,
+            stdout=stdout,
+            stderr=stderr,
+            return_code=rc,
+            execution_time=float(done.get("time", 0.0)),
+            error=error,
+            stdout_truncated=bool(done.get("stdout_truncated")),
+            stderr_truncated=bool(done.get("stderr_truncated")),
+            background_killed=killed,
             oom_killed=status is ExecutionStatus.FAILED and error.startswith("MemoryError"),
         )
 
@@ -378,7 +432,9 @@ class RunnerBackend(Backend):
         client = await self._ready()
         res = await client.request({"op": "usage"}, watchdog=30.0)
         return ResourceUsage(
-            cpu_percent=float(res["cpu_percent"]), memory_mb=res["memory_bytes"] / _MiB,
-            memory_percent=float(res["memory_percent"]), disk_mb=res["disk_bytes"] / _MiB,
+            cpu_percent=float(res["cpu_percent"]),
+            memory_mb=res["memory_bytes"] / _MiB,
+            memory_percent=float(res["memory_percent"]),
+            disk_mb=res["disk_bytes"] / _MiB,
             process_count=int(res["process_count"]),
         )

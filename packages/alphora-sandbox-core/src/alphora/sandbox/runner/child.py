@@ -33,12 +33,21 @@ from .protocol import read_frame_blocking
 def _std_streams() -> None:
     """Fresh sys.std* on fds 0-2, line-buffered like a terminal (a partial line goes out on
     flush or exit; each line is one write, so chunks are whole lines where possible)."""
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
-                                 errors="surrogateescape")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
-    sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
+    sys.stdin = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="surrogateescape"
+    )
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
     for name in ("stdin", "stdout", "stderr"):
         setattr(sys, f"__{name}__", getattr(sys, name))
 
@@ -92,8 +101,15 @@ def child_apply(cwd: str, env: dict[str, str], limits: dict[str, Any]) -> None:
     _apply_limits(limits)
 
 
-def child_setup(stdin_fd: int, out_fd: int, err_fd: int, keep: tuple[int, ...], cwd: str,
-                env: dict[str, str], limits: dict[str, Any]) -> None:
+def child_setup(
+    stdin_fd: int,
+    out_fd: int,
+    err_fd: int,
+    keep: tuple[int, ...],
+    cwd: str,
+    env: dict[str, str],
+    limits: dict[str, Any],
+) -> None:
     """Runs in a freshly forked child before user code: own session, clean fds, env, limits."""
     child_base(stdin_fd, out_fd, err_fd, keep)
     child_apply(cwd, env, limits)
@@ -166,7 +182,8 @@ def user_traceback(exc: BaseException) -> str:
     ours = os.path.dirname(user_traceback.__code__.co_filename)
     te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if f.filename != runpy.__file__ and os.path.dirname(f.filename) != ours])
+        [f for f in te.stack if f.filename != runpy.__file__ and os.path.dirname(f.filename) != ours]
+    )
     text = "".join(te.format())
     if not te.stack:
         text = text.replace("Traceback (most recent call last):\n", "", 1)

@@ -72,8 +72,9 @@ class RunnerClient:
         self.lost_reason = ""
         self.info: dict[str, Any] = {}
 
-    async def start(self, hello: Mapping[str, Any], send_source: bool = True,
-                    same_interpreter: bool = False) -> dict[str, Any]:
+    async def start(
+        self, hello: Mapping[str, Any], send_source: bool = True, same_interpreter: bool = False
+    ) -> dict[str, Any]:
         self._reader_task = asyncio.ensure_future(self._read_loop())
         if send_source:
             self.conn.write(source_frame(same_interpreter))

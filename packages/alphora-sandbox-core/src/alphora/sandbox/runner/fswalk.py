@@ -69,12 +69,16 @@ def length_problem(rel: str) -> str | None:
     """Why the workspace-relative path ``rel`` is longer than the file API allows, or None."""
     size = _nbytes(rel)
     if size > MAX_PATH_BYTES:
-        return (f"path too long: {size} bytes in {rel.count('/') + 1} levels, the file API's limit is "
-                f"{MAX_PATH_BYTES} bytes per path (PATH_MAX)")
+        return (
+            f"path too long: {size} bytes in {rel.count('/') + 1} levels, the file API's limit is "
+            f"{MAX_PATH_BYTES} bytes per path (PATH_MAX)"
+        )
     for part in rel.split("/"):
         if _nbytes(part) > MAX_NAME_BYTES:
-            return (f"path component too long: {_nbytes(part)} bytes, the limit is {MAX_NAME_BYTES} bytes "
-                    "per file or folder name (NAME_MAX)")
+            return (
+                f"path component too long: {_nbytes(part)} bytes, the limit is {MAX_NAME_BYTES} bytes "
+                "per file or folder name (NAME_MAX)"
+            )
     return None
 
 

@@ -64,8 +64,13 @@ class Kernel:
                 continue
             if done:
                 reaped[pid] = exit_code(status)
-        owners = tuple(cls for cls in (getattr(sys.modules.get(mod), "Popen", None) for mod in
-                                       ("subprocess", "multiprocessing.popen_fork")) if isinstance(cls, type))
+        owners = tuple(
+            cls
+            for cls in (
+                getattr(sys.modules.get(mod), "Popen", None) for mod in ("subprocess", "multiprocessing.popen_fork")
+            )
+            if isinstance(cls, type)
+        )
         if not reaped or not owners:
             return
         import gc

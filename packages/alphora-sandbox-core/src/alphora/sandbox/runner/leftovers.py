@@ -46,7 +46,6 @@ CHURN_MIN = 8
 KILL_WAIT = 2.0
 
 
-
 def tree_of(roots: set[int], table: dict[int, tuple[int, int, int, int]]) -> set[int]:
     """The roots still alive and all their descendants."""
     children: dict[int, list[int]] = {}

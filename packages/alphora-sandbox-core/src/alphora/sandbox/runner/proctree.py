@@ -45,6 +45,7 @@ def exit_code(status: int) -> int:
         return os.WEXITSTATUS(status)
     raise ValueError(f"invalid wait status: {status!r}")
 
+
 def proc_table() -> dict[int, tuple[int, int, int, int]]:
     """pid -> (ppid, pgid, sid, start time in clock ticks since boot) of every visible process."""
     table: dict[int, tuple[int, int, int, int]] = {}
@@ -79,7 +80,10 @@ def own_children() -> list[list[int]]:
     me = os.getpid()
     return [[pid, entry[3]] for pid, entry in proc_table().items() if entry[0] == me]
 
-def descendants(root: int, table: dict[int, tuple[int, int, int, int]], skip: frozenset[tuple[int, int]] = frozenset()) -> set[int]:
+
+def descendants(
+    root: int, table: dict[int, tuple[int, int, int, int]], skip: frozenset[tuple[int, int]] = frozenset()
+) -> set[int]:
     """Every descendant of ``root``, leaving out the subtrees of the ``(pid, start time)`` in ``skip``."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _, start) in table.items():
@@ -194,7 +198,7 @@ def pids_cgroup_dir() -> str | None:
         if path is None:
             continue
         root, point = fields[3], fields[4].replace("\\040", " ")
-        rel = path[len(root):] if root != "/" and path.startswith(root) else ("" if root != "/" else path)
+        rel = path[len(root) :] if root != "/" and path.startswith(root) else ("" if root != "/" else path)
         found = os.path.join(point, rel.lstrip("/"))
         if os.path.exists(os.path.join(found, "pids.max")):
             return found
@@ -253,14 +257,17 @@ def wait_stopped(pid: int, within: float) -> bool:
     return not _wait_states({pid}, (b"", b"T", b"t", b"Z", b"X"), within)
 
 
-
 # -- memory -------------------------------------------------------------------------------------
 
 #: (usage, stat file, its inactive-file key, limit) of the memory cgroup seen at /sys/fs/cgroup: v2, v1
 CGROUP_MEMORY = (
     ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file", "/sys/fs/cgroup/memory.max"),
-    ("/sys/fs/cgroup/memory/memory.usage_in_bytes", "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file",
-     "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    (
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        "/sys/fs/cgroup/memory/memory.stat",
+        "total_inactive_file",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ),
 )
 
 
@@ -325,10 +332,9 @@ def mem_total() -> int:
     return 0
 
 
-
-
-def usage_of(root: int, prev: tuple[float, float] | None, now: float, memory_cgroup: bool,
-             memory_limit: int) -> tuple[dict[str, Any], float]:
+def usage_of(
+    root: int, prev: tuple[float, float] | None, now: float, memory_cgroup: bool, memory_limit: int
+) -> tuple[dict[str, Any], float]:
     """CPU, memory and process count of ``root`` and its descendants: the report (without the disk
     figure) and the CPU seconds used so far (the sample for the next report's ``cpu_percent``,
     with ``prev``, the previous ``(time, CPU seconds)``)."""
@@ -350,6 +356,10 @@ def usage_of(root: int, prev: tuple[float, float] | None, now: float, memory_cgr
     found = cgroup_memory() if memory_cgroup else None
     used, limit = found if found is not None else (sum(process_memory(pid) for pid in pids), 0)
     limit = limit or memory_limit or mem_total()
-    report = {"cpu_percent": percent, "memory_bytes": used, "memory_percent": (used / limit * 100) if limit else 0.0,
-              "process_count": len(pids)}
+    report = {
+        "cpu_percent": percent,
+        "memory_bytes": used,
+        "memory_percent": (used / limit * 100) if limit else 0.0,
+        "process_count": len(pids),
+    }
     return report, cpu

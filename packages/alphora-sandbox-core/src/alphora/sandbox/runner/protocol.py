@@ -21,9 +21,25 @@ import select
 from typing import Any
 
 __all__ = [
-    "EV_DONE", "EV_ERROR", "EV_LOST", "EV_OUT", "EV_STARTED", "FS_FUNCTIONS", "HEADER", "MAX_FRAME", "OPS",
-    "PATH_ESCAPE", "PROTOCOL_VERSION", "FrameBuffer", "decode_body", "encode", "frame_size", "header", "read_exact",
-    "read_frame_blocking", "write_all",
+    "EV_DONE",
+    "EV_ERROR",
+    "EV_LOST",
+    "EV_OUT",
+    "EV_STARTED",
+    "FS_FUNCTIONS",
+    "HEADER",
+    "MAX_FRAME",
+    "OPS",
+    "PATH_ESCAPE",
+    "PROTOCOL_VERSION",
+    "FrameBuffer",
+    "decode_body",
+    "encode",
+    "frame_size",
+    "header",
+    "read_exact",
+    "read_frame_blocking",
+    "write_all",
 ]
 
 #: bumped when a request or reply changes incompatibly; the runner reports it in its ``hello`` reply

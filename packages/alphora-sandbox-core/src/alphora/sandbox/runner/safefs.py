@@ -401,7 +401,7 @@ def _copy_tree(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str)
             for kind, path, _name, st, _fd in walk:
                 if kind != _LEAVE:
                     _refuse_in_copy(path, st)
-                    _check_length(dst + path[len(src):])
+                    _check_length(dst + path[len(src) :])
         try:
             os.mkdir(dname, 0o755, dir_fd=ddfd)
         except FileExistsError:
@@ -412,7 +412,7 @@ def _copy_tree(sdfd: int, sname: str, ddfd: int, dname: str, src: str, dst: str)
             above: list[tuple[int, int]] = []  # (dev, ino) of the destination directories above d
             with contextlib.closing(_walk(s, src, strict=True)) as walk:
                 for kind, path, name, st, sfd in walk:
-                    target = dst + path[len(src):]
+                    target = dst + path[len(src) :]
                     if kind == _LEAVE:
                         fd, d = d, -1
                         d = _up(fd, above.pop(), target)

@@ -172,8 +172,16 @@ class Runner:
         self._drop_spare()
         # imported one per idle loop turn after this reply, so the first call need not wait
         self.preload = list(req.get("preload") or ())
-        self.send({"id": req.get("id"), "ev": EV_DONE, "pid": os.getpid(), "version": PROTOCOL_VERSION,
-                   "python": sys.executable, "python_version": list(sys.version_info[:3])})
+        self.send(
+            {
+                "id": req.get("id"),
+                "ev": EV_DONE,
+                "pid": os.getpid(),
+                "version": PROTOCOL_VERSION,
+                "python": sys.executable,
+                "python_version": list(sys.version_info[:3]),
+            }
+        )
 
     def call_cwd(self, rel: str) -> str:
         parts = safefs.split(rel or "")
@@ -349,12 +357,21 @@ class Runner:
             os.close(call.stdin_fd)
         status = call.status or 0
         rc = exit_code(status) if call.status is not None else None
-        self.send({
-            "id": call.id, "ev": EV_DONE, "rc": rc, "timed_out": call.timed_out, "cancelled": call.cancelled,
-            "stdout_truncated": call.streams[0].truncated, "stderr_truncated": call.streams[1].truncated,
-            "time": (call.ended_at or time.monotonic()) - call.started, "killed": call.killed,
-            "leftover_killed": call.leftover_killed, "leftover_reason": call.leftover_reason,
-        })
+        self.send(
+            {
+                "id": call.id,
+                "ev": EV_DONE,
+                "rc": rc,
+                "timed_out": call.timed_out,
+                "cancelled": call.cancelled,
+                "stdout_truncated": call.streams[0].truncated,
+                "stderr_truncated": call.streams[1].truncated,
+                "time": (call.ended_at or time.monotonic()) - call.started,
+                "killed": call.killed,
+                "leftover_killed": call.leftover_killed,
+                "leftover_reason": call.leftover_reason,
+            }
+        )
 
     # housekeeping
     def reap(self) -> None:
@@ -495,8 +512,9 @@ class Runner:
 
     def usage(self) -> dict[str, Any]:
         now = time.monotonic()
-        report, cpu = usage_of(os.getpid(), self.cpu_sample, now, self.memory_cgroup,
-                               int(self.limits.get("memory_bytes") or 0))
+        report, cpu = usage_of(
+            os.getpid(), self.cpu_sample, now, self.memory_cgroup, int(self.limits.get("memory_bytes") or 0)
+        )
         self.cpu_sample = (now, cpu)
         try:
             report["disk_bytes"] = safefs.disk_usage(self.workspace)
@@ -520,4 +538,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

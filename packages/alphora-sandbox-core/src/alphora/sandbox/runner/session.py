@@ -29,8 +29,9 @@ __all__ = ["RunnerSession"]
 class RunnerSession(PythonSession):
     """A stateful Python session living in the runner (a long-lived forked interpreter)."""
 
-    def __init__(self, backend: RunnerBackend, name: str = "default", *, env: Mapping[str, str] | None = None,
-                 cwd: str = "") -> None:
+    def __init__(
+        self, backend: RunnerBackend, name: str = "default", *, env: Mapping[str, str] | None = None, cwd: str = ""
+    ) -> None:
         self.backend = backend
         self.name = name
         self.env = dict(env or {})
@@ -41,8 +42,7 @@ class RunnerSession(PythonSession):
 
     async def open(self) -> None:
         client = await self.backend._ready()
-        await client.request({"op": "session_open", "name": self.name, "env": self.env, "cwd": self.cwd},
-                             watchdog=30.0)
+        await client.request({"op": "session_open", "name": self.name, "env": self.env, "cwd": self.cwd}, watchdog=30.0)
         self._generation = self.backend._generation
 
     async def run(
@@ -58,23 +58,39 @@ class RunnerSession(PythonSession):
                 await self.open()
                 lost = True
             out = OutputCollector(on_output)
-            msg = {"op": "session_run", "name": self.name, "code": code, "timeout": timeout,
-                   "max_output": self.backend.resource_limits.max_output_size, "grace": self.backend.session_grace}
+            msg = {
+                "op": "session_run",
+                "name": self.name,
+                "code": code,
+                "timeout": timeout,
+                "max_output": self.backend.resource_limits.max_output_size,
+                "grace": self.backend.session_grace,
+            }
             loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 done = await client.request(msg, out, watchdog=timeout + self.backend.session_grace + 10.0)
             except RunnerLost as exc:
-                return ExecutionResult(status=ExecutionStatus.FAILED, stdout=out.text("stdout"),
-                                       stderr=out.text("stderr"), return_code=None, state_lost=True,
-                                       error=f"{exc} during the call; the session's state was lost",
-                                       execution_time=loop.time() - started)
+                return ExecutionResult(
+                    status=ExecutionStatus.FAILED,
+                    stdout=out.text("stdout"),
+                    stderr=out.text("stderr"),
+                    return_code=None,
+                    state_lost=True,
+                    error=f"{exc} during the call; the session's state was lost",
+                    execution_time=loop.time() - started,
+                )
             except asyncio.TimeoutError:
                 await self.backend._abandon(client)
-                return ExecutionResult(status=ExecutionStatus.TIMEOUT, stdout=out.text("stdout"),
-                                       stderr=out.text("stderr"), return_code=None, state_lost=True,
-                                       error="the sandbox runner stopped answering; it was restarted",
-                                       execution_time=loop.time() - started)
+                return ExecutionResult(
+                    status=ExecutionStatus.TIMEOUT,
+                    stdout=out.text("stdout"),
+                    stderr=out.text("stderr"),
+                    return_code=None,
+                    state_lost=True,
+                    error="the sandbox runner stopped answering; it was restarted",
+                    execution_time=loop.time() - started,
+                )
             except RunnerError as exc:
                 raise BackendError(f"session {self.name!r}: {exc.msg}", sandbox_id=self.backend.sandbox_id) from None
         state_lost = lost or bool(done.get("state_lost"))
@@ -86,8 +102,10 @@ class RunnerSession(PythonSession):
                 error = f"execution timed out after {timeout:g}s; {error}"
             else:
                 ended = f" after killing the {killed} process{'es' if killed > 1 else ''} it started" if killed else ""
-                error = (f"execution timed out after {timeout:g}s (interrupted with KeyboardInterrupt{ended}; "
-                         "the session's state is kept)")
+                error = (
+                    f"execution timed out after {timeout:g}s (interrupted with KeyboardInterrupt{ended}; "
+                    "the session's state is kept)"
+                )
         elif done.get("ok"):
             status = ExecutionStatus.SUCCESS
         else:
@@ -100,11 +118,17 @@ class RunnerSession(PythonSession):
         )
         rc = done.get("rc")
         return ExecutionResult(
-            status=status, stdout=out.text("stdout"), stderr=out.text("stderr"),
+            status=status,
+            stdout=out.text("stdout"),
+            stderr=out.text("stderr"),
             return_code=(0 if status is ExecutionStatus.SUCCESS else (rc if rc is not None else 1)),
-            execution_time=float(done.get("time", 0.0)), error=error, value=done.get("value"),
-            attachments=attachments, state_lost=state_lost,
-            stdout_truncated=bool(done.get("stdout_truncated")), stderr_truncated=bool(done.get("stderr_truncated")),
+            execution_time=float(done.get("time", 0.0)),
+            error=error,
+            value=done.get("value"),
+            attachments=attachments,
+            state_lost=state_lost,
+            stdout_truncated=bool(done.get("stdout_truncated")),
+            stderr_truncated=bool(done.get("stderr_truncated")),
             oom_killed=error.startswith("MemoryError"),
         )
 

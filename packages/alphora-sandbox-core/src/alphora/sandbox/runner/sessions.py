@@ -91,8 +91,11 @@ class Sessions:
                     continue
                 left = sess.grace
             elif sess.interrupted_at is not None and now >= sess.interrupted_at + sess.grace:
-                self.lost(sess, f"the cell did not stop within {sess.grace:g}s of KeyboardInterrupt; "
-                                "the session was restarted and its state was lost")
+                self.lost(
+                    sess,
+                    f"the cell did not stop within {sess.grace:g}s of KeyboardInterrupt; "
+                    "the session was restarted and its state was lost",
+                )
                 continue
             else:
                 left = (sess.deadline if sess.interrupted_at is None else sess.interrupted_at + sess.grace) - now
@@ -176,11 +179,19 @@ class Sessions:
         sess.active = None
         state_lost = state_lost or sess.lost_pending
         sess.lost_pending = False
-        self.host.send({
-            "id": rid, "ev": EV_DONE, **reply, "timed_out": sess.interrupted_at is not None,
-            "state_lost": state_lost, "time": time.monotonic() - sess.started, "killed": sess.killed,
-            "stdout_truncated": sess.streams[0].truncated, "stderr_truncated": sess.streams[1].truncated,
-        })
+        self.host.send(
+            {
+                "id": rid,
+                "ev": EV_DONE,
+                **reply,
+                "timed_out": sess.interrupted_at is not None,
+                "state_lost": state_lost,
+                "time": time.monotonic() - sess.started,
+                "killed": sess.killed,
+                "stdout_truncated": sess.streams[0].truncated,
+                "stderr_truncated": sess.streams[1].truncated,
+            }
+        )
         sess.interrupted_at = None
         sess.cell_started = False
 
@@ -242,9 +253,18 @@ class Sessions:
                     self.host.read_stream(sess, s, drain=True)
         timed_out = sess.interrupted_at is not None
         if rid is not None:
-            self._done(sess, {"ok": False, "value": None, "error": error, "interrupted": timed_out,
-                                      "attachments": [], "rc": None if status is None else
-                                      exit_code(status)}, state_lost=True)
+            self._done(
+                sess,
+                {
+                    "ok": False,
+                    "value": None,
+                    "error": error,
+                    "interrupted": timed_out,
+                    "attachments": [],
+                    "rc": None if status is None else exit_code(status),
+                },
+                state_lost=True,
+            )
         else:
             sess.lost_pending = True  # died while idle: the next cell reports state_lost
         self._cleanup(sess)

@@ -27,8 +27,6 @@ __all__ = ["ObjectInfo", "Storage", "StorageConfig", "validate_key", "validate_p
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-
-
 def _valid_name(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not _NAME.match(value):
         raise ValueError(f"{attribute.name} must be a plugin name like 'local' or 's3', got {value!r}")
@@ -83,8 +81,16 @@ class StorageConfig:
         **kw: Any,
     ) -> StorageConfig:
         """A MinIO (or any S3-compatible) server; ``endpoint`` like ``http://localhost:9000``."""
-        return cls(storage_type=StorageType.MINIO.value, endpoint=endpoint, access_key=access_key,
-                   secret_key=secret_key, bucket=bucket, secure=secure, region=region, **kw)
+        return cls(
+            storage_type=StorageType.MINIO.value,
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            bucket=bucket,
+            secure=secure,
+            region=region,
+            **kw,
+        )
 
     @classmethod
     def s3(
@@ -98,8 +104,15 @@ class StorageConfig:
         **kw: Any,
     ) -> StorageConfig:
         """Amazon S3 (``endpoint=None``) or another S3 service. Keys None: the AWS default chain."""
-        return cls(storage_type=StorageType.S3.value, access_key=access_key, secret_key=secret_key,
-                   bucket=bucket, region=region, endpoint=endpoint, **kw)
+        return cls(
+            storage_type=StorageType.S3.value,
+            access_key=access_key,
+            secret_key=secret_key,
+            bucket=bucket,
+            region=region,
+            endpoint=endpoint,
+            **kw,
+        )
 
     @property
     def endpoint_url(self) -> str | None:

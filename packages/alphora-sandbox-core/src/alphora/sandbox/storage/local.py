@@ -190,7 +190,7 @@ class LocalStorage(Storage):
     def _list_sync(self, prefix: str, recursive: bool) -> builtins.list[str]:
         keys = [k for k in self._walk() if k.startswith(prefix)]
         if not recursive:
-            keys = [k for k in keys if "/" not in k[len(prefix):]]
+            keys = [k for k in keys if "/" not in k[len(prefix) :]]
         return sorted(keys)
 
     async def delete(self, key: str) -> bool:

@@ -42,8 +42,9 @@ def _prefix(prefix: str) -> str:
 
 
 def _excluded(path: str, exclude: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(path, pat) or path == pat or path.startswith(pat.rstrip("/") + "/")
-               for pat in exclude)
+    return any(
+        fnmatch.fnmatchcase(path, pat) or path == pat or path.startswith(pat.rstrip("/") + "/") for pat in exclude
+    )
 
 
 async def _files(sandbox: _FileAPI, exclude: Sequence[str]) -> list[Any]:
@@ -77,12 +78,14 @@ async def _files(sandbox: _FileAPI, exclude: Sequence[str]) -> list[Any]:
 
 
 def _cannot_save(sandbox: _FileAPI, exc: FileSystemError) -> FileSystemError:
-    return FileSystemError(f"save_workspace stored nothing: {exc.message}; delete or move that tree, or skip it "
-                           "with exclude=[...]", path=exc.path, sandbox_id=sandbox.sandbox_id)
+    return FileSystemError(
+        f"save_workspace stored nothing: {exc.message}; delete or move that tree, or skip it with exclude=[...]",
+        path=exc.path,
+        sandbox_id=sandbox.sandbox_id,
+    )
 
 
-async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str, *,
-                         exclude: Sequence[str] = ()) -> list[str]:
+async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str, *, exclude: Sequence[str] = ()) -> list[str]:
     """Copy every regular file of the workspace to ``storage`` under ``prefix/``; return their paths.
 
     Paths matching ``exclude`` (glob or directory prefix, e.g. ``".venv"``) are skipped, and so are
@@ -117,14 +120,17 @@ async def restore_workspace(sandbox: _FileAPI, storage: Storage, prefix: str) ->
         raise StorageNotFoundError(f"no workspace saved under {prefix!r}", key=prefix)
     for key in keys:  # every key must be a path the workspace can hold, before anything is written
         try:
-            normalize(key[len(base):])
+            normalize(key[len(base) :])
         except FileSystemError as exc:
-            raise FileSystemError(f"restore_workspace wrote nothing: the stored key {shorten(key)!r} is not a "
-                                  f"workspace path: {exc.message}", path=shorten(key),
-                                  sandbox_id=sandbox.sandbox_id) from exc
+            raise FileSystemError(
+                f"restore_workspace wrote nothing: the stored key {shorten(key)!r} is not a "
+                f"workspace path: {exc.message}",
+                path=shorten(key),
+                sandbox_id=sandbox.sandbox_id,
+            ) from exc
     written: list[str] = []
     for key in keys:
-        rel = key[len(base):]
+        rel = key[len(base) :]
         if rel:
             await sandbox.write_file_bytes(rel, await storage.get(key))
             written.append(rel)

@@ -157,8 +157,12 @@ class BackendContractTests(HostileEntryCases):
         assert check.stdout.strip() == "gone"
 
     async def test_output_is_capped(self, backend: Backend) -> None:
-        request = self.req(backend, "python", code="import sys\nfor _ in range(64): sys.stdout.write('x' * 65536)\n",
-                           max_output=100_000)
+        request = self.req(
+            backend,
+            "python",
+            code="import sys\nfor _ in range(64): sys.stdout.write('x' * 65536)\n",
+            max_output=100_000,
+        )
         r = await backend.run(request)
         assert r.stdout_truncated
         assert len(r.stdout.encode()) <= 100_000 + 1024
@@ -170,8 +174,9 @@ class BackendContractTests(HostileEntryCases):
 
     async def test_streaming_callback(self, backend: Backend) -> None:
         chunks: list[OutputChunk] = []
-        r = await backend.execute_code("import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.05)",
-                                       on_output=chunks.append)
+        r = await backend.execute_code(
+            "import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.05)", on_output=chunks.append
+        )
         assert r.success
         assert "".join(c.text for c in chunks if c.stream == "stdout") == "0\n1\n2\n"
 
@@ -225,8 +230,9 @@ class BackendContractTests(HostileEntryCases):
         assert await backend.remove("src") is False
 
     async def test_planted_symlinks_are_refused(self, backend: Backend) -> None:
-        await backend.execute_shell("ln -s /etc etc_link && ln -s /etc/hostname host_link && mkdir -p d && "
-                                    "ln -s .. d/up")
+        await backend.execute_shell(
+            "ln -s /etc etc_link && ln -s /etc/hostname host_link && mkdir -p d && ln -s .. d/up"
+        )
         for path in ("etc_link/passwd", "host_link", "d/up/x"):
             with pytest.raises(PathTraversalError):
                 await backend.read_bytes(path)
@@ -273,9 +279,11 @@ class BackendContractTests(HostileEntryCases):
         marker = f"MARKER = 'alphora-contract-{secrets.token_hex(4)}'\n"
         py = await self._session(backend)
         try:
-            started = await py.run(marker + "import subprocess\n"
-                                   "server = subprocess.Popen([MARKER + '-server', '300'], executable='sleep')\n"
-                                   "open('cell.pids', 'w').write(str(server.pid))")
+            started = await py.run(
+                marker + "import subprocess\n"
+                "server = subprocess.Popen([MARKER + '-server', '300'], executable='sleep')\n"
+                "open('cell.pids', 'w').write(str(server.pid))"
+            )
             assert started.success, started
             r = await py.run("import time\ntime.sleep(300)", timeout=1)
             assert r.status is ExecutionStatus.TIMEOUT, r

@@ -47,8 +47,10 @@ class HostileEntryCases:
         return path
 
     async def _snapshot(self, backend: Backend, outside: str) -> dict[str, str]:
-        code = ("import json, os\nd = OUT\nprint(json.dumps({n: open(os.path.join(d, n)).read() "
-                "for n in sorted(os.listdir(d))}))").replace("OUT", repr(outside))
+        code = (
+            "import json, os\nd = OUT\nprint(json.dumps({n: open(os.path.join(d, n)).read() "
+            "for n in sorted(os.listdir(d))}))"
+        ).replace("OUT", repr(outside))
         files: dict[str, str] = await self._code_json(backend, code)
         return files
 
@@ -86,9 +88,11 @@ class HostileEntryCases:
     async def test_fifo_is_refused_not_waited_on(self, backend: Backend) -> None:
         made = await backend.execute_code("import os; os.mkfifo('pipe'); os.makedirs('d'); os.mkfifo('d/pipe')")
         assert made.success, made
-        for name, call in (("read_bytes", lambda: backend.read_bytes("pipe")),
-                           ("copy", lambda: backend.copy("pipe", "pipe_copy")),
-                           ("copy of a tree", lambda: backend.copy("d", "d_copy"))):
+        for name, call in (
+            ("read_bytes", lambda: backend.read_bytes("pipe")),
+            ("copy", lambda: backend.copy("pipe", "pipe_copy")),
+            ("copy of a tree", lambda: backend.copy("d", "d_copy")),
+        ):
             try:
                 await asyncio.wait_for(call(), self.fifo_bound)
             except SandboxError:
@@ -107,8 +111,11 @@ class HostileEntryCases:
         await backend.write_bytes("d/f.txt", b"inside")
         await backend.write_bytes("g.txt", b"inside")
         stop = f"stop-{secrets.token_hex(4)}"
-        swapper = asyncio.ensure_future(backend.execute_code(
-            _SWAPPER.replace("OUT", repr(outside)).replace("STOP", repr(stop)), timeout=self.race_bound + 30))
+        swapper = asyncio.ensure_future(
+            backend.execute_code(
+                _SWAPPER.replace("OUT", repr(outside)).replace("STOP", repr(stop)), timeout=self.race_bound + 30
+            )
+        )
         outcomes: collections.Counter[str] = collections.Counter()
         leaks: list[str] = []
         deadline = time.monotonic() + self.race_bound
@@ -160,7 +167,8 @@ async def _unblock_fifos(backend: Backend) -> None:
     await backend.execute_code(
         "import os\nfor p in ('pipe', 'd/pipe'):\n    for _ in range(20):\n        try:\n"
         "            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))\n        except OSError:\n            pass\n",
-        timeout=30)
+        timeout=30,
+    )
 
 
 #: makes a fresh directory outside the workspace (its parent, else /tmp) and prints its path

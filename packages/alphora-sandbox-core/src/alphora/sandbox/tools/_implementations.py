@@ -90,8 +90,12 @@ class ToolImplementations:
     async def _tool_delete_file(self, path: str) -> dict[str, Any]:
         if await self.sandbox.delete_file(path):
             return {"success": True, "path": path, "deleted": True}
-        return error_result("not_found", f"nothing to delete: '{path}' does not exist. Check the name with list_files.",
-                            path=path, deleted=False)
+        return error_result(
+            "not_found",
+            f"nothing to delete: '{path}' does not exist. Check the name with list_files.",
+            path=path,
+            deleted=False,
+        )
 
     async def _tool_list_files(self, path: str = "", recursive: bool = False) -> dict[str, Any]:
         entries = await self.sandbox.list_files(path, recursive)
@@ -136,8 +140,11 @@ class ToolImplementations:
 
     async def _tool_list_installed_packages(self) -> dict[str, Any]:
         packages = await self.sandbox.list_packages()
-        return {"success": True, "packages": [{"name": p.name, "version": p.version} for p in packages],
-                "count": len(packages)}
+        return {
+            "success": True,
+            "packages": [{"name": p.name, "version": p.version} for p in packages],
+            "count": len(packages),
+        }
 
     async def _tool_check_package_installed(self, package: str) -> dict[str, Any]:
         return {"success": True, "package": package, "installed": await self.sandbox.package_installed(package)}
@@ -189,4 +196,3 @@ class ToolImplementations:
                 for child in await self.sandbox.list_files(scratch):
                     await self.sandbox.delete_file(child.path)
         return {"success": True, "status": self.sandbox.status.value, "files_deleted": deleted}
-

@@ -68,8 +68,24 @@ def export_anthropic(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 
 # The OpenAPI-3 subset that Gemini's ``Schema`` accepts (anything else is rejected by the API).
 _GEMINI_KEYS = frozenset(
-    {"type", "format", "description", "nullable", "enum", "items", "properties", "required",
-     "minimum", "maximum", "minItems", "maxItems", "minLength", "maxLength", "anyOf", "propertyOrdering"}
+    {
+        "type",
+        "format",
+        "description",
+        "nullable",
+        "enum",
+        "items",
+        "properties",
+        "required",
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "anyOf",
+        "propertyOrdering",
+    }
 )
 
 

@@ -179,16 +179,27 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=seconds_argument, default=None, help="default per-call timeout in seconds")
     p.add_argument("--memory-mb", type=int, default=None, help="memory limit (backends that enforce it)")
     p.add_argument("--network", action="store_true", help="allow network access from sandbox code")
-    p.add_argument("--policy", choices=("default", "strict", "permissive"), default="default",
-                   help="security policy preset")
-    p.add_argument("--tools", type=_names, default=None, metavar="NAMES",
-                   help="offer only these tools or categories (comma-separated; categories: " + ", ".join(CATEGORIES) + ")")
+    p.add_argument(
+        "--policy", choices=("default", "strict", "permissive"), default="default", help="security policy preset"
+    )
+    p.add_argument(
+        "--tools",
+        type=_names,
+        default=None,
+        metavar="NAMES",
+        help="offer only these tools or categories (comma-separated; categories: " + ", ".join(CATEGORIES) + ")",
+    )
     p.add_argument("--exclude", type=_names, default=[], metavar="NAMES", help="never offer these tools or categories")
     p.add_argument("--read-only", action="store_true", help="offer only tools that change nothing")
-    p.add_argument("--use-session", action="store_true",
-                   help="run_python_code keeps state between calls (one Python session)")
-    p.add_argument("--max-output-chars", type=int, default=DEFAULT_MAX_OUTPUT_CHARS,
-                   help="cut longer tool output in the middle (default %(default)s)")
+    p.add_argument(
+        "--use-session", action="store_true", help="run_python_code keeps state between calls (one Python session)"
+    )
+    p.add_argument(
+        "--max-output-chars",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT_CHARS,
+        help="cut longer tool output in the middle (default %(default)s)",
+    )
     p.add_argument("--keep-workspace", action="store_true", help="on disconnect, stop the sandbox but keep its files")
     p.add_argument("--log-level", default="WARNING", help="log level on stderr (stdout carries the protocol)")
     return p
@@ -251,8 +262,9 @@ def _mcp_problem() -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
     ns = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=ns.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=ns.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     problem = _mcp_problem()
     if problem:
         print(problem, file=sys.stderr)

@@ -91,11 +91,13 @@ def execution_result(result: ExecutionResult, limit: int | None, *, timeout: flo
     if result.value is not None:
         out["value"], _ = truncate_middle(result.value, limit)
     if result.attachments:
-        out["attachments"] = [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in result.attachments]
+        out["attachments"] = [
+            {"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in result.attachments
+        ]
     if result.state_lost:
         out["state_lost"] = True
         if "restarted" not in out["error"]:
-                out["error"] = (out["error"].rstrip(".") + ". " if out["error"] else "") + (
+            out["error"] = (out["error"].rstrip(".") + ". " if out["error"] else "") + (
                 "The Python session was restarted: variables and imports from earlier calls are gone."
             )
     if not result.success:

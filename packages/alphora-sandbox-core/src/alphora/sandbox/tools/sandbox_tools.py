@@ -218,15 +218,21 @@ class SandboxTools(ToolImplementations):
             if spec is None:
                 return self._unknown_tool(tool_name)
             if isinstance(exc, _NonFiniteNumber):
-                msg = (f"invalid arguments for {spec.name}: the arguments contain {exc.constant}, which is not a "
-                       f"JSON number; numbers must be finite{self._numeric_ranges(spec)}. Send the call again with "
-                       "a finite number, or leave the argument out to use its default.")
+                msg = (
+                    f"invalid arguments for {spec.name}: the arguments contain {exc.constant}, which is not a "
+                    f"JSON number; numbers must be finite{self._numeric_ranges(spec)}. Send the call again with "
+                    "a finite number, or leave the argument out to use its default."
+                )
             elif isinstance(exc, RecursionError):
-                msg = (f"invalid arguments for {spec.name}: the arguments are nested too deeply; "
-                       "send one JSON object with the named arguments.")
+                msg = (
+                    f"invalid arguments for {spec.name}: the arguments are nested too deeply; "
+                    "send one JSON object with the named arguments."
+                )
             else:
-                msg = (f"invalid arguments for {spec.name}: the arguments are not valid JSON ({exc}); "
-                       "send one JSON object with the named arguments.")
+                msg = (
+                    f"invalid arguments for {spec.name}: the arguments are not valid JSON ({exc}); "
+                    "send one JSON object with the named arguments."
+                )
             return self._shape(spec, error_result("invalid_arguments", msg))
         return await self._call(tool_name, parameters)
 
@@ -238,16 +244,21 @@ class SandboxTools(ToolImplementations):
             args = validate_arguments(parameters, spec.parameters)
         except ArgumentError as exc:
             if any(p.startswith("argument 'timeout' ") for p in exc.problems):
-                exc.problems.append(f"'timeout' is in seconds, at most {self.max_timeout:g} (this sandbox's limit); "
-                                    "omit it to use the limit")
+                exc.problems.append(
+                    f"'timeout' is in seconds, at most {self.max_timeout:g} (this sandbox's limit); "
+                    "omit it to use the limit"
+                )
             return self._shape(spec, error_result("invalid_arguments", self._argument_message(spec, exc)))
         except Exception as exc:  # hostile input the validator did not foresee (e.g. RecursionError)
             log.debug("validating arguments of %s failed", spec.name, exc_info=True)
-            return self._shape(spec, error_result(
-                "invalid_arguments",
-                f"invalid arguments for {spec.name}: they could not be checked ({type(exc).__name__}); "
-                "send one flat JSON object with the named arguments.",
-            ))
+            return self._shape(
+                spec,
+                error_result(
+                    "invalid_arguments",
+                    f"invalid arguments for {spec.name}: they could not be checked ({type(exc).__name__}); "
+                    "send one flat JSON object with the named arguments.",
+                ),
+            )
         impl: _Impl = getattr(self, f"_tool_{spec.name}")
         try:
             result = await impl(**args)
@@ -273,8 +284,11 @@ class SandboxTools(ToolImplementations):
     @staticmethod
     def _numeric_ranges(spec: ToolSpec) -> str:
         """`` (here: 'timeout' greater than 0 and at most 30)`` for a spec's numeric arguments."""
-        ranges = [f"'{key}' {allowed_range(prop)}" for key, prop in spec.properties.items()
-                  if prop.get("type") in ("number", "integer") and allowed_range(prop)]
+        ranges = [
+            f"'{key}' {allowed_range(prop)}"
+            for key, prop in spec.properties.items()
+            if prop.get("type") in ("number", "integer") and allowed_range(prop)
+        ]
         return f" (here: {', '.join(ranges)})" if ranges else ""
 
     @staticmethod
@@ -283,7 +297,9 @@ class SandboxTools(ToolImplementations):
         for key, prop in spec.properties.items():
             optional = "" if key in spec.required else "?"
             params.append(f"{key}{optional}: {prop.get('type', 'any')}")
-        return f"invalid arguments for {spec.name}: {'; '.join(exc.problems)}. Expected: {spec.name}({', '.join(params)})."
+        return (
+            f"invalid arguments for {spec.name}: {'; '.join(exc.problems)}. Expected: {spec.name}({', '.join(params)})."
+        )
 
     @staticmethod
     def _shape(spec: ToolSpec, result: dict[str, Any]) -> dict[str, Any]:

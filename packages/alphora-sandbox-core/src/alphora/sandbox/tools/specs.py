@@ -314,8 +314,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         name="set_environment_variable",
         category="environment",
         description=(
-            "Set an environment variable for every later command and code run in this sandbox. "
-            "Returns {success, key}."
+            "Set an environment variable for every later command and code run in this sandbox. Returns {success, key}."
         ),
         parameters=_obj(
             {
@@ -387,8 +386,7 @@ def with_timeout_cap(spec: ToolSpec, seconds: float) -> ToolSpec:
     params["properties"]["timeout"] = {
         **params["properties"]["timeout"],
         "maximum": seconds,
-        "description": params["properties"]["timeout"]["description"]
-        + f" This sandbox's limit: {shown} seconds.",
+        "description": params["properties"]["timeout"]["description"] + f" This sandbox's limit: {shown} seconds.",
     }
     return attrs.evolve(spec, parameters=params)
 
@@ -420,7 +418,9 @@ def select_specs(
             elif item in CATEGORIES:
                 out.update(s.name for s in specs if s.category == item)
             else:
-                raise ValueError(f"unknown tool or category in {what}: {item!r}; tools: {sorted(names)}, categories: {list(CATEGORIES)}")
+                raise ValueError(
+                    f"unknown tool or category in {what}: {item!r}; tools: {sorted(names)}, categories: {list(CATEGORIES)}"
+                )
         return out
 
     wanted = expand(include, "include") if include is not None else names

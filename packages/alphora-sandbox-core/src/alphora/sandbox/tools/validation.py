@@ -120,8 +120,10 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, problems: list[str
 
     if isinstance(value, float) and not math.isfinite(value):
         bounds = allowed_range(schema)
-        problems.append(f"argument '{where}' must be a finite number{' ' + bounds if bounds else ''}, "
-                        f"got {_show(value)} (NaN and Infinity are not numbers)")
+        problems.append(
+            f"argument '{where}' must be a finite number{' ' + bounds if bounds else ''}, "
+            f"got {_show(value)} (NaN and Infinity are not numbers)"
+        )
     elif isinstance(value, int | float) and not isinstance(value, bool) and _out_of_range(value, schema):
         problems.append(f"argument '{where}' must be {allowed_range(schema)}, got {_show(value)}")
 
@@ -148,7 +150,9 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, problems: list[str
     return value
 
 
-def _check_object(args: Mapping[str, Any], schema: Mapping[str, Any], problems: list[str], prefix: str = "") -> dict[str, Any]:
+def _check_object(
+    args: Mapping[str, Any], schema: Mapping[str, Any], problems: list[str], prefix: str = ""
+) -> dict[str, Any]:
     properties: Mapping[str, Mapping[str, Any]] = schema.get("properties", {})
     required = list(schema.get("required", ()))
     out: dict[str, Any] = {}
@@ -213,7 +217,7 @@ def validate_arguments(arguments: Any, schema: Mapping[str, Any]) -> dict[str, A
         text = arguments.decode("utf-8", "replace") if isinstance(arguments, bytes) else arguments
         raise ArgumentError(
             [
-                "arguments must be a JSON object such as {\"path\": \"notes.txt\"}, got a string "
+                'arguments must be a JSON object such as {"path": "notes.txt"}, got a string '
                 f"{_show(text)}; send the arguments as an object, not as JSON text inside a string"
             ]
         )
