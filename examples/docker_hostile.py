@@ -13,10 +13,12 @@ ATTACKS = {
     "fork bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
     "memory bomb": "x = []\nwhile True:\n    x.append(bytearray(16 << 20))\n",
     "runaway daemon": "import subprocess, time\nsubprocess.Popen(['sleep', '1000'])\ntime.sleep(1000)\n",
+    # decided from interfaces and routes, without sending a packet anywhere
     "network probe": (
-        "import socket\n"
-        "try:\n    socket.create_connection(('10.0.0.1', 80), timeout=2); print('connected')\n"
-        "except OSError as e:\n    print('blocked:', e)\n"
+        "import os\n"
+        "routes = open('/proc/net/route').read().splitlines()[1:]\n"
+        "default = any(r.split()[1] == '00000000' for r in routes)\n"
+        "print('interfaces:', sorted(os.listdir('/sys/class/net')), 'default route:', default)\n"
     ),
     "write outside": (
         "try:\n    open('/usr/lib/evil', 'w')\n"
