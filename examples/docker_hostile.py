@@ -1,6 +1,7 @@
 """Hostile code against a Docker sandbox: every attack is contained and the sandbox stays usable.
 
-Needs a Docker engine and the base image:  alphora-sandbox docker build base --host-ca
+Needs a Docker engine and an image with python3 3.8+ under the tag used below (python:3.11-slim:
+`docker pull` it where a registry answers; CI tags a plain Debian stand-in; see docs/images.md)
 Run: python examples/docker_hostile.py
 """
 
