@@ -81,6 +81,7 @@ def _storage(tmp_path: Path) -> LocalStorage:
 # -- trees too deep to name: deleted and destroyed, everything else refused clearly -----------------
 
 
+@pytest.mark.slow
 async def test_destroy_removes_a_10000_level_tree_made_by_sandbox_code(sandbox: Sandbox) -> None:
     await _run(sandbox, build(10_000))
     workspace = sandbox.workspace_path
@@ -88,6 +89,7 @@ async def test_destroy_removes_a_10000_level_tree_made_by_sandbox_code(sandbox: 
     assert not workspace.exists(), "destroy left the workspace behind"
 
 
+@pytest.mark.slow
 async def test_delete_file_removes_a_10000_level_tree(sandbox: Sandbox) -> None:
     await _run(sandbox, build(10_000))
     assert await sandbox.delete_file("d") is True
@@ -95,6 +97,7 @@ async def test_delete_file_removes_a_10000_level_tree(sandbox: Sandbox) -> None:
     assert [f.path for f in await sandbox.list_files("", recursive=True)] == ["keep", "keep/top.txt"]
 
 
+@pytest.mark.slow
 async def test_a_10000_level_tree_fails_list_copy_and_save_clearly_writing_nothing(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -118,6 +121,7 @@ async def test_a_10000_level_tree_fails_list_copy_and_save_clearly_writing_nothi
     assert await sandbox.read_file("keep/top.txt") == "top"
 
 
+@pytest.mark.slow
 async def test_save_skips_a_too_deep_tree_that_is_excluded(sandbox: Sandbox, tmp_path: Path) -> None:
     await _run(sandbox, build(10_000))
     storage = _storage(tmp_path)
