@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from .backend import Backend, OutputChunk, ProcessRequest
     from .builtin.local_backend import LocalBackend
     from .config import SandboxConfig, config_from_env, config_from_file
+    from .egress import EgressDecision, EgressPolicy, EgressProxy, EgressRequest
     from .manager import SandboxLimitError, SandboxManager
     from .sandbox import Sandbox
     from .session import PythonSession
@@ -83,6 +84,10 @@ _LAZY: dict[str, str] = {
     "SandboxManager": ".manager",
     "SandboxLimitError": ".manager",
     "SandboxTools": ".tools",
+    "EgressPolicy": ".egress",
+    "EgressProxy": ".egress",
+    "EgressDecision": ".egress",
+    "EgressRequest": ".egress",
 }
 
 # name -> (module of the plugin that provides it, extra to install)
@@ -119,6 +124,10 @@ __all__ = [
     "ConfigurationError",
     "ContainerError",
     "DockerError",
+    "EgressDecision",
+    "EgressPolicy",
+    "EgressProxy",
+    "EgressRequest",
     "ExecutionError",
     "ExecutionFailedError",
     "ExecutionResult",

@@ -19,6 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .backend import Backend
+    from .egress import EgressDecision, EgressRequest
     from .security import SecurityCheck
     from .storage.base import Storage
     from .tools.exporters import ToolExporter
@@ -81,4 +82,21 @@ def sandbox_register_tool_exporters(register: RegisterToolExporter) -> None:
     An exporter is a callable taking the list of :class:`~alphora.sandbox.tools.ToolSpec` and
     returning the JSON-able list the target API expects. ``SandboxTools.export_tools(name)``
     uses it. All implementations are called.
+    """
+
+
+@hookspec(firstresult=True)
+def sandbox_egress_decide(request: EgressRequest) -> EgressDecision | None:
+    """Decide one egress connection or request of a sandbox that has an egress policy.
+
+    Called by the egress proxy (outside the sandbox) for every CONNECT and every plain-HTTP request,
+    after the policy matched: ``request.allowed`` and ``request.rule`` carry the policy's verdict,
+    ``request.sandbox_id`` says whose it is. Return None to keep the policy's verdict, or an
+    :class:`~alphora.sandbox.egress.EgressDecision`: ``EgressDecision.allow(reason)``,
+    ``EgressDecision.deny(reason)``, or ``EgressDecision.allow(reason, host=..., port=...)`` to send
+    the request elsewhere. An allowed or rewritten destination is still resolved and checked: a
+    private, loopback or link-local address is reached only when an address entry of the policy names it.
+    The first non-None answer wins (``firstresult``). It may return an awaitable (an approval that waits
+    on a human); it runs on the proxy's event loop, so keep it quick or async. A hook that raises
+    denies the request. Every decision is written to the proxy's audit sink with ``reason`` as the rule.
     """

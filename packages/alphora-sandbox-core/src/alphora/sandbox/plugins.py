@@ -193,6 +193,11 @@ class PluginRegistry:
                 value=name,
             ) from None
 
+    def egress_decide(self, request: Any) -> Any:
+        """The ``sandbox_egress_decide`` hook (firstresult): what an :class:`~alphora.sandbox.egress.EgressProxy`
+        takes as ``decide=``. None when no plugin answers."""
+        return self.pm.hook.sandbox_egress_decide(request=request)
+
     def plugin_names(self) -> list[str]:
         return sorted(n for n, _ in self.pm.list_name_plugin() if n)
 

@@ -1,0 +1,30 @@
+"""Network egress by policy: the allowlist, the proxy that enforces it outside the sandbox, the
+decision hook's request/answer types and the audit record. See ``docs/egress.md``.
+
+::
+
+    policy = EgressPolicy(allow=["pkgs.example.org", "*.example.com:443", "10.1.2.0/24"])
+    async with EgressProxy(policy, sandbox_id="sb-1") as proxy:   # listens on 127.0.0.1, a free port
+        ...  # point the sandbox's HTTP(S)_PROXY at proxy.url
+"""
+
+from __future__ import annotations
+
+from .decision import AuditRecord, EgressDecision, EgressRequest, log_audit
+from .policy import AllowRule, EgressPolicy, is_special_address, normalize_host
+from .proxy import Connector, EgressProxy, Resolver, default_resolver
+
+__all__ = [
+    "AllowRule",
+    "AuditRecord",
+    "Connector",
+    "EgressDecision",
+    "EgressPolicy",
+    "EgressProxy",
+    "EgressRequest",
+    "Resolver",
+    "default_resolver",
+    "is_special_address",
+    "log_audit",
+    "normalize_host",
+]

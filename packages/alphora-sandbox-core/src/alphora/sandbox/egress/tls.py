@@ -1,0 +1,241 @@
+"""TLS for the egress proxy: the per-sandbox CA, leaf certificates for intercepted hosts, a TLS
+server stream over any byte stream (``ssl.MemoryBIO``, so it works on every supported Python), and
+the SNI of a ClientHello read without terminating TLS.
+
+The CA exists only in the proxy's memory: its private key is never written anywhere and never
+leaves the host; the sandbox gets the certificate (``EgressProxy.ca_pem``) to trust.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .streams import ByteStream
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import Certificate
+
+__all__ = ["CertificateAuthority", "TLSStream", "client_hello_sni"]
+
+
+class CertificateAuthority:
+    """A CA made for one sandbox (EC P-256, valid for ``days``), issuing one leaf per host on demand."""
+
+    def __init__(self, common_name: str, *, days: int = 30) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self._days = days
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+        ski = x509.SubjectKeyIdentifier.from_public_key(self._key.public_key())
+        self._cert: Certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.cert_pem: bytes = self._cert.public_bytes(serialization.Encoding.PEM)
+        self._contexts: dict[str, ssl.SSLContext] = {}
+
+    def _leaf(self, host: str) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        try:
+            san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            san = x509.DNSName(host)
+        from cryptography.hazmat.primitives import serialization
+
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=min(self._days, 7)))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key
+
+    def server_context(self, host: str) -> ssl.SSLContext:
+        """A server-side context presenting a leaf for ``host`` (cached per host), HTTP/1.1 only."""
+        ctx = self._contexts.get(host)
+        if ctx is not None:
+            return ctx
+        from cryptography.hazmat.primitives import serialization
+
+        cert_pem, key = self._leaf(host)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.sni_callback = _remember_sni
+        # load_cert_chain reads files only: write the pair to a private temporary directory and remove it at once
+        with tempfile.TemporaryDirectory(prefix="alphora-egress-") as tmp:
+            path = Path(tmp, "leaf.pem")
+            path.touch(mode=0o600)
+            path.write_bytes(cert_pem + self.cert_pem + key_pem)
+            ctx.load_cert_chain(str(path))
+        self._contexts[host] = ctx
+        return ctx
+
+
+def _remember_sni(obj: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
+    obj._alphora_sni = server_name  # type: ignore[union-attr]
+
+
+class TLSStream(ByteStream):
+    """TLS over ``inner`` (any :class:`ByteStream`), driven through memory BIOs: the server side
+    (``server_side=True``) or a client verifying ``server_hostname``."""
+
+    def __init__(
+        self, inner: ByteStream, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        self._inner = inner
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._obj = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
+
+    @property
+    def server_name(self) -> str | None:
+        """The SNI the client sent (after :meth:`handshake`), or None."""
+        return getattr(self._obj, "_alphora_sni", None)
+
+    async def _flush(self) -> None:
+        data = self._out.read()
+        if data:
+            await self._inner.write(data)
+
+    async def _fill(self) -> bool:
+        data = await self._inner.read(65536)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._obj.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    raise ConnectionError("the peer closed during the TLS handshake") from None
+                continue
+            await self._flush()
+            return
+
+    async def read(self, n: int = 65536) -> bytes:
+        while True:
+            try:
+                return self._obj.read(n)
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._fill():
+                    try:
+                        return self._obj.read(n)
+                    except (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                        return b""
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._obj.write(view)
+            view = view[written:]
+            await self._flush()
+
+    async def close(self) -> None:
+        try:
+            self._obj.unwrap()
+        except ssl.SSLError:
+            pass
+        try:
+            await self._flush()
+        except OSError:
+            pass
+        await self._inner.close()
+
+
+def client_hello_sni(record: bytes) -> str | None:
+    """The server name of a TLS ClientHello record (the first record a client sends), or None when the
+    record carries none. ValueError when ``record`` is not a well-formed ClientHello."""
+
+    def need(cond: bool) -> None:
+        if not cond:
+            raise ValueError("malformed TLS ClientHello")
+
+    need(len(record) >= 9 and record[0] == 0x16 and record[5] == 0x01)
+    body = record[9:]  # handshake body (may be cut short when the hello spans several records)
+    p = 2 + 32  # client_version, random
+    need(len(body) > p)
+    p += 1 + body[p]  # session id
+    need(len(body) >= p + 2)
+    p += 2 + int.from_bytes(body[p : p + 2], "big")  # cipher suites
+    need(len(body) > p)
+    p += 1 + body[p]  # compression methods
+    if len(body) < p + 2:
+        return None  # no extensions
+    end = min(len(body), p + 2 + int.from_bytes(body[p : p + 2], "big"))
+    p += 2
+    while p + 4 <= end:
+        ext_type = int.from_bytes(body[p : p + 2], "big")
+        ext_len = int.from_bytes(body[p + 2 : p + 4], "big")
+        data = body[p + 4 : p + 4 + ext_len]
+        p += 4 + ext_len
+        if ext_type != 0:  # server_name
+            continue
+        need(len(data) >= 5)
+        q = 2
+        while q + 3 <= len(data):
+            name_type, name_len = data[q], int.from_bytes(data[q + 1 : q + 3], "big")
+            name = data[q + 3 : q + 3 + name_len]
+            q += 3 + name_len
+            if name_type == 0:
+                return name.decode("ascii", "replace")
+        return None
+    return None
