@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 import tempfile
 from pathlib import Path
@@ -112,14 +113,28 @@ class CertificateAuthority:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
         ctx.sni_callback = _remember_sni
-        # load_cert_chain reads files only: write the pair to a private temporary directory and remove it at once
-        with tempfile.TemporaryDirectory(prefix="alphora-egress-") as tmp:
-            path = Path(tmp, "leaf.pem")
-            path.touch(mode=0o600)
-            path.write_bytes(cert_pem + self.cert_pem + key_pem)
-            ctx.load_cert_chain(str(path))
+        _load_chain(ctx, cert_pem + self.cert_pem + key_pem)
         self._contexts[host] = ctx
         return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, pem: bytes) -> None:
+    """``load_cert_chain`` reads files only: hand it an anonymous in-memory file (Linux ``memfd``), or
+    elsewhere a 0600 file in a private temporary directory removed at once."""
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("alphora-egress-leaf", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as f:
+                f.write(pem)
+            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="alphora-egress-") as tmp:
+        path = Path(tmp, "leaf.pem")
+        path.touch(mode=0o600)
+        path.write_bytes(pem)
+        ctx.load_cert_chain(str(path))
 
 
 def _remember_sni(obj: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext) -> None:
