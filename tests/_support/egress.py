@@ -88,6 +88,7 @@ class TestCA:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
     server: _Server
 
     def _answer(self) -> None:
