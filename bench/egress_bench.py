@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/_support: the loopback servers
 
-from alphora.sandbox import EgressPolicy, EgressProxy  # noqa: E402
-from tests._support.egress import EchoServer, FakeDNS, TestCA  # noqa: E402
+from alphora.sandbox import EgressPolicy, EgressProxy
+from tests._support.egress import EchoServer, FakeDNS, TestCA
 
 
 def pct(values: list[float], q: float) -> float:
@@ -94,7 +94,9 @@ def main() -> None:
         )
         on_loop(tunnel.start())
         on_loop(inject.start())
-        assert isinstance(tunnel.address, tuple) and isinstance(inject.address, tuple) and inject.ca_pem
+        assert isinstance(tunnel.address, tuple)
+        assert isinstance(inject.address, tuple)
+        assert inject.ca_pem
         phost, pport = tunnel.address
         ihost, iport = inject.address
         server_ctx = ca.client_context()
