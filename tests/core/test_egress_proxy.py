@@ -497,3 +497,41 @@ async def test_aclose_cuts_open_tunnels_and_is_idempotent(allowed: EchoServer) -
     await proxy.aclose()
     with sock:
         assert await asyncio.to_thread(sock.recv, 10) == b""
+
+
+async def test_expect_100_continue_is_answered_by_the_proxy(proxy: EgressProxy, allowed: EchoServer) -> None:
+    """A client that waits for ``100 Continue`` before its body (curl does for larger bodies) gets it
+    from the proxy once the request is allowed, without waiting for a timeout."""
+    assert isinstance(proxy.address, tuple)
+
+    def go() -> tuple[bytes, bytes]:
+        with socket.create_connection(proxy.address, timeout=10) as sock:
+            sock.sendall(
+                f"POST http://127.0.0.1:{allowed.port}/up HTTP/1.1\r\nHost: 127.0.0.1:{allowed.port}\r\n"
+                "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode()
+            )
+            interim = sock.recv(4096)
+            sock.sendall(b"hello")
+            return interim, _recv_all(sock)
+
+    interim, reply = await asyncio.to_thread(go)
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    assert b" 200 " in reply.split(b"\r\n", 1)[0]
+    assert allowed.requests[0]["body_size"] == 5
+    assert allowed.header(0, "Expect") == []
+
+
+async def test_a_sandbox_cannot_exhaust_the_proxys_connections(allowed: EchoServer, audit: Audit) -> None:
+    policy = EgressPolicy(allow=[f"127.0.0.1:{allowed.port}"])
+    async with EgressProxy(policy, sandbox_id="sb-cap", audit=audit, max_connections=2) as proxy:
+        assert isinstance(proxy.address, tuple)
+        held = [await asyncio.to_thread(socket.create_connection, proxy.address, 10) for _ in range(2)]
+        try:
+            third = await asyncio.to_thread(socket.create_connection, proxy.address, 10)
+            with third:
+                reply = await asyncio.to_thread(_recv_all, third)
+        finally:
+            for sock in held:
+                sock.close()
+    assert reply.startswith(b"HTTP/1.1 503 ")
+    assert audit[0].rule == "connection limit 2"

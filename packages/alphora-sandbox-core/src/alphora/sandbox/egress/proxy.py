@@ -61,6 +61,10 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+#: response heads from real servers may carry large cookies; the sandbox's request heads keep h11's 16 KiB
+_MAX_UPSTREAM_HEAD = 256 * 1024
+
+
 async def default_resolver(host: str) -> list[str]:
     """The event loop's ``getaddrinfo``: every address of ``host``, in order, without duplicates."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -126,6 +130,7 @@ class EgressProxy:
         connector: Connector | None = None,
         connect_timeout: float = 10.0,
         header_timeout: float = 30.0,
+        max_connections: int = 256,
     ) -> None:
         if not isinstance(policy, EgressPolicy):
             raise TypeError(f"policy must be an EgressPolicy, got {type(policy).__name__}")
@@ -138,6 +143,9 @@ class EgressProxy:
         self._connector: Connector = connector if connector is not None else _open
         self._connect_timeout = connect_timeout
         self._header_timeout = header_timeout
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self._max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unix_path: str | None = None
@@ -306,6 +314,21 @@ class EgressProxy:
         self._tasks.add(task)
         client = SocketStream(reader, writer)
         try:
+            if len(self._tasks) > self._max_connections:
+                # the proxy lives in the application's process: a sandbox must not exhaust its file descriptors
+                conn = h11.Connection(h11.SERVER)
+                await _send_error(conn, client, 503, f"too many open connections (max {self._max_connections})")
+                await self._record(
+                    AuditRecord(
+                        sandbox_id=self.sandbox_id,
+                        kind="connect",
+                        destination="-",
+                        decision="deny",
+                        rule=f"connection limit {self._max_connections}",
+                        status=503,
+                    )
+                )
+                return
             await self._serve(client)
         except (OSError, h11.ProtocolError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             log.debug("egress connection ended: %s", exc)
@@ -587,7 +610,12 @@ async def _send_error(conn: h11.Connection, client: ByteStream, status: int, mes
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     body = f"alphora egress proxy: {message}\n".encode("utf-8", "replace")
-    reason = {400: b"Bad Request", 403: b"Forbidden by egress policy", 502: b"Bad Gateway"}.get(status, b"Error")
+    reason = {
+        400: b"Bad Request",
+        403: b"Forbidden by egress policy",
+        502: b"Bad Gateway",
+        503: b"Service Unavailable",
+    }.get(status, b"Error")
     try:
         await client.write(
             conn.send(
@@ -627,7 +655,7 @@ async def _forward(
     tally: _Tally,
 ) -> None:
     """Relay one request (its body streamed) to ``upstream`` and its response back, counting in ``tally``."""
-    drop = _HOP_BY_HOP | _connection_tokens(request.headers) | {b"host"}
+    drop = _HOP_BY_HOP | _connection_tokens(request.headers) | {b"host", b"expect"}
     if creds:
         drop |= {name.lower().encode("ascii") for name in creds}
     headers = [(b"host", authority)]
@@ -635,8 +663,10 @@ async def _forward(
     if creds:
         headers += [(n.encode("ascii"), v.encode("latin-1")) for n, v in creds.items()]
     headers.append((b"connection", b"close"))
-    up_conn = h11.Connection(h11.CLIENT)
+    up_conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_UPSTREAM_HEAD)
     await upstream.write(up_conn.send(h11.Request(method=request.method, target=target, headers=headers)))
+    if conn.client_is_waiting_for_100_continue:  # the decision is made: let the body come
+        await client.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
     while True:
         event = await _next_event(conn, client)
         if isinstance(event, h11.Data):
