@@ -8,6 +8,7 @@ private addresses) and an injected connector that records every attempt and only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -279,6 +280,102 @@ async def test_sni_must_match_the_connect_target(
     assert audit[-1].decision == "deny"
     assert audit[-1].rule == "TLS SNI 'evil.test' does not match the CONNECT target 'api.test'"
     assert audit[-1].bytes_up == 0
+
+
+def _client_hello(sni: str, *, ech: bool = False) -> bytes:
+    """A minimal TLS ClientHello handshake message naming ``sni`` (optionally offering ECH)."""
+    name = sni.encode()
+    server_name = (len(name) + 3).to_bytes(2, "big") + b"\x00" + len(name).to_bytes(2, "big") + name
+    exts = b"\x00\x00" + len(server_name).to_bytes(2, "big") + server_name
+    if ech:
+        exts += b"\xfe\x0d\x00\x01\x00"
+    body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00" + len(exts).to_bytes(2, "big") + exts
+    return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def _records(message: bytes, *, split: int) -> bytes:
+    """``message`` in TLS handshake records, the first holding only ``split`` bytes of it."""
+    parts = [message[:split], message[split:]]
+    return b"".join(b"\x16\x03\x01" + len(p).to_bytes(2, "big") + p for p in parts if p)
+
+
+@pytest.mark.parametrize(
+    ("hello", "rule"),
+    [
+        # the name hidden in a second record: the proxy reassembles the ClientHello before deciding
+        (_records(_client_hello("evil.test"), split=20), "TLS SNI 'evil.test' does not match"),
+        (_records(_client_hello("api.test", ech=True), split=9999), "offers Encrypted ClientHello"),
+        (b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", "the first handshake message is not a ClientHello"),
+    ],
+)
+async def test_hidden_or_unreadable_server_names_cut_the_tunnel(
+    https_server: EchoServer, audit: Audit, hello: bytes, rule: str
+) -> None:
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    policy = EgressPolicy(allow=["api.test", f"127.0.0.1:{https_server.port}"])
+    async with EgressProxy(policy, sandbox_id="sb-hello", resolver=dns, audit=audit) as proxy:
+
+        def go() -> bytes:
+            sock, head = _raw_connect(proxy.address, f"api.test:{https_server.port}")
+            assert head.startswith(b"HTTP/1.1 200")
+            with sock:
+                sock.sendall(hello)
+                return _recv_all(sock)
+
+        assert await asyncio.to_thread(go) == b""
+    assert audit[-1].decision == "deny"
+    assert rule in audit[-1].rule
+    assert audit[-1].bytes_up == 0
+
+
+async def test_a_split_client_hello_with_the_right_name_passes(
+    test_ca: TestCA, https_server: EchoServer, audit: Audit
+) -> None:
+    """The reassembly is not a refusal of fragmented hellos: the real handshake, re-split, still works."""
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    policy = EgressPolicy(allow=["api.test", f"127.0.0.1:{https_server.port}"])
+    async with EgressProxy(policy, sandbox_id="sb-split", resolver=dns, audit=audit) as proxy:
+
+        def go() -> bytes:
+            sock, _ = _raw_connect(proxy.address, f"api.test:{https_server.port}")
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = test_ca.client_context().wrap_bio(incoming, outgoing, server_hostname="api.test")
+            with sock:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    tls.do_handshake()
+                record = outgoing.read()
+                sock.sendall(_records(record[5:], split=30))  # one record becomes two
+                while True:
+                    try:
+                        tls.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        sock.sendall(outgoing.read())
+                        incoming.write(sock.recv(65536))
+                sock.sendall(outgoing.read())
+                tls.write(b"GET /split HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+                sock.sendall(outgoing.read())
+                reply = b""
+                while True:
+                    try:
+                        chunk = tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        data = sock.recv(65536)
+                        if not data:
+                            break
+                        incoming.write(data)
+                        continue
+                    except ssl.SSLZeroReturnError:
+                        break
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply
+
+        reply = await asyncio.to_thread(go)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert https_server.requests[0]["path"] == "/split"
+    assert audit[-1].decision == "allow"
 
 
 # -- special destinations: refused before any connection -------------------------------------

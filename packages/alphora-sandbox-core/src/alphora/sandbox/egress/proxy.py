@@ -705,31 +705,35 @@ async def _pump(client: ByteStream, upstream: ByteStream, tally: _Tally, *, expe
     """Copy bytes both ways until both sides are done. When the client's first bytes are a TLS
     ClientHello, its SNI must name ``expected_sni`` (the CONNECT host); otherwise the tunnel is cut
     before a byte reaches the server (``tally.problem`` says why). Counts bytes in ``tally``."""
-    from .tls import client_hello_sni
+    from .tls import client_hello_message, client_hello_sni
 
     async def first_up() -> bytes | None:
         data = await client.read(65536)
         if not data or data[0] != 0x16 or expected_sni is None:
             return data
-        while len(data) < 5:
-            more = await client.read(65536)
-            if not more:
-                return data
-            data += more
-        need = 5 + int.from_bytes(data[3:5], "big")
-        while len(data) < need:
-            more = await client.read(65536)
-            if not more:
+        while True:
+            try:
+                found = client_hello_message(data)
+            except ValueError as exc:
+                tally.problem = f"the TLS ClientHello could not be checked: {exc}"
+                return None
+            if found is not None:
                 break
+            more = await client.read(65536)
+            if not more:
+                tally.problem = "the client closed in the middle of its TLS ClientHello"
+                return None
             data += more
         try:
-            sni = client_hello_sni(data)
-        except ValueError:
-            sni = None
-        if sni is not None and _norm_or_none(sni) != expected_sni:
-            tally.problem = f"TLS SNI {sni!r} does not match the CONNECT target {expected_sni!r}"
+            sni, ech = client_hello_sni(found[0])
+        except ValueError as exc:
+            tally.problem = f"the TLS ClientHello could not be checked: {exc}"
             return None
-        return data
+        if ech:
+            tally.problem = "the TLS ClientHello offers Encrypted ClientHello, which hides the real server name"
+        elif sni is not None and _norm_or_none(sni) != expected_sni:
+            tally.problem = f"TLS SNI {sni!r} does not match the CONNECT target {expected_sni!r}"
+        return None if tally.problem else data
 
     async def copy(src: ByteStream, dst: ByteStream, up: bool, first: bytes | None = b"") -> None:
         try:

@@ -216,16 +216,50 @@ class TLSStream(ByteStream):
         await self._inner.close()
 
 
-def client_hello_sni(record: bytes) -> str | None:
-    """The server name of a TLS ClientHello record (the first record a client sends), or None when the
-    record carries none. ValueError when ``record`` is not a well-formed ClientHello."""
+#: the largest ClientHello the proxy reassembles (real ones are under 2 KiB; post-quantum key shares stay far below)
+MAX_CLIENT_HELLO = 64 * 1024
+_ECH_EXTENSION = 0xFE0D
+
+
+def client_hello_message(data: bytes) -> tuple[bytes, int] | None:
+    """Reassemble the ClientHello handshake message from the TLS records at the start of ``data``
+    (a client may split it over several records). Returns (message, bytes of ``data`` it used), or
+    None when more bytes are needed. ValueError when the records are not a ClientHello."""
+    message = b""
+    p = 0
+    while True:
+        if len(data) < p + 5:
+            return None
+        if data[p] != 0x16 or data[p + 1] != 0x03:
+            raise ValueError("not a TLS handshake record")
+        length = int.from_bytes(data[p + 3 : p + 5], "big")
+        if length == 0 or length > 16384 + 2048:
+            raise ValueError("bad TLS record length")
+        if len(data) < p + 5 + length:
+            return None
+        message += data[p + 5 : p + 5 + length]
+        p += 5 + length
+        if len(message) >= 4:
+            if message[0] != 0x01:
+                raise ValueError("the first handshake message is not a ClientHello")
+            total = 4 + int.from_bytes(message[1:4], "big")
+            if total > MAX_CLIENT_HELLO:
+                raise ValueError("ClientHello too large")
+            if len(message) >= total:
+                return message[:total], p
+
+
+def client_hello_sni(message: bytes) -> tuple[str | None, bool]:
+    """The server name of a ClientHello handshake message (from :func:`client_hello_message`), or None
+    when it carries none, and whether it offers Encrypted ClientHello (which hides the real name).
+    ValueError when the message is malformed."""
 
     def need(cond: bool) -> None:
         if not cond:
             raise ValueError("malformed TLS ClientHello")
 
-    need(len(record) >= 9 and record[0] == 0x16 and record[5] == 0x01)
-    body = record[9:]  # handshake body (may be cut short when the hello spans several records)
+    need(len(message) >= 4 and message[0] == 0x01)
+    body = message[4:]
     p = 2 + 32  # client_version, random
     need(len(body) > p)
     p += 1 + body[p]  # session id
@@ -233,24 +267,30 @@ def client_hello_sni(record: bytes) -> str | None:
     p += 2 + int.from_bytes(body[p : p + 2], "big")  # cipher suites
     need(len(body) > p)
     p += 1 + body[p]  # compression methods
+    need(len(body) >= p)
     if len(body) < p + 2:
-        return None  # no extensions
-    end = min(len(body), p + 2 + int.from_bytes(body[p : p + 2], "big"))
+        return None, False  # no extensions
+    end = p + 2 + int.from_bytes(body[p : p + 2], "big")
+    need(end <= len(body))
     p += 2
+    sni: str | None = None
+    ech = False
     while p + 4 <= end:
         ext_type = int.from_bytes(body[p : p + 2], "big")
         ext_len = int.from_bytes(body[p + 2 : p + 4], "big")
+        need(p + 4 + ext_len <= end)
         data = body[p + 4 : p + 4 + ext_len]
         p += 4 + ext_len
-        if ext_type != 0:  # server_name
-            continue
-        need(len(data) >= 5)
-        q = 2
-        while q + 3 <= len(data):
-            name_type, name_len = data[q], int.from_bytes(data[q + 1 : q + 3], "big")
-            name = data[q + 3 : q + 3 + name_len]
-            q += 3 + name_len
-            if name_type == 0:
-                return name.decode("ascii", "replace")
-        return None
-    return None
+        if ext_type == _ECH_EXTENSION:
+            ech = True
+        elif ext_type == 0:  # server_name
+            need(len(data) >= 5)
+            q = 2
+            while q + 3 <= len(data):
+                name_type, name_len = data[q], int.from_bytes(data[q + 1 : q + 3], "big")
+                name = data[q + 3 : q + 3 + name_len]
+                q += 3 + name_len
+                if name_type == 0:
+                    sni = name.decode("ascii", "replace")
+                    break
+    return sni, ech
