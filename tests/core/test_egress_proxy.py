@@ -307,6 +307,7 @@ def _records(message: bytes, *, split: int) -> bytes:
         (_records(_client_hello("api.test", ech=True), split=9999), "offers Encrypted ClientHello"),
         (b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", "the first handshake message is not a ClientHello"),
     ],
+    ids=["sni-in-second-record", "ech", "not-a-client-hello"],
 )
 async def test_hidden_or_unreadable_server_names_cut_the_tunnel(
     https_server: EchoServer, audit: Audit, hello: bytes, rule: str
