@@ -175,8 +175,9 @@ class EgressProxy:
     async def start(
         self, *, unix_path: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        """Listen on ``unix_path`` (a unix socket, mode 0600... as the umask allows) or on ``host:port``
-        (loopback by default; port 0 picks a free one). ``address`` tells where."""
+        """Listen on ``unix_path`` (a unix socket, created with the process umask: the caller sets the
+        owner and mode its sandbox needs) or on ``host:port`` (loopback by default; port 0 picks a free
+        one). ``address`` tells where."""
         if self._server is not None:
             raise RuntimeError("the proxy is already started")
         if unix_path is not None:
@@ -246,6 +247,8 @@ class EgressProxy:
                     except ValueError as exc:
                         raise _Refused(502, f"{why}: the hook rewrote to an invalid host ({exc})") from None
                     port = decision.port or port
+                    if not 1 <= port <= 65535:
+                        raise _Refused(502, f"{why}: the hook rewrote to an invalid port {port}")
                     why = f"{why} (rewritten to {_dest(host, port)})"
         if not allowed:
             raise _Refused(403, why)
@@ -255,8 +258,8 @@ class EgressProxy:
         else:
             try:
                 names = list(await asyncio.wait_for(self._resolver(host), self._connect_timeout))
-            except (OSError, asyncio.TimeoutError) as exc:
-                raise _Refused(502, f"{why}; but {host} does not resolve ({exc or 'timeout'})") from None
+            except Exception as exc:  # noqa: BLE001 - gaierror, a timeout, whatever an injected resolver raises
+                raise _Refused(502, f"{why}; but {host} does not resolve ({exc or type(exc).__name__})") from None
         if not names:
             raise _Refused(502, f"{why}; but {host} resolves to no address")
         addresses: list[IPAddress] = []
@@ -334,6 +337,8 @@ class EgressProxy:
             log.debug("egress connection ended: %s", exc)
         except asyncio.CancelledError:
             pass  # aclose() cut the connection; this task is the root of the connection, nobody awaits its result
+        except Exception:
+            log.exception("egress proxy of sandbox %s: a connection failed", self.sandbox_id)
         finally:
             self._tasks.discard(task)
             await client.close()
