@@ -400,6 +400,16 @@ async def test_a_split_client_hello_with_the_right_name_passes(
         # an address entry for another port does not open this one
         (["127.0.0.1:8080", "local.test"], {"local.test": ["127.0.0.1"]}, "local.test:22", "127.0.0.1"),
     ],
+    ids=[
+        "metadata-by-name",
+        "private-by-name",
+        "loopback-by-name",
+        "one-bad-answer",
+        "metadata-literal",
+        "v4-mapped-metadata",
+        "link-local-v6",
+        "address-entry-other-port",
+    ],
 )
 async def test_special_destinations_are_refused_before_connecting(
     allow: list[str], dns: dict[str, list[str]], target: str, rule: str, audit: Audit, spy: ConnectSpy
