@@ -24,6 +24,7 @@ import requests
 
 from alphora.sandbox import EgressDecision, EgressPolicy, EgressProxy, EgressRequest, hookimpl
 from alphora.sandbox.egress import AuditRecord
+from alphora.sandbox.egress.proxy import host_matches
 from alphora.sandbox.plugins import PluginRegistry, make_plugin_manager
 from tests._support.egress import ConnectSpy, EchoServer, FakeDNS, TestCA
 
@@ -643,3 +644,20 @@ async def test_a_sandbox_cannot_exhaust_the_proxys_connections(allowed: EchoServ
                 sock.close()
     assert reply.startswith(b"HTTP/1.1 503 ")
     assert audit[0].rule == "connection limit 2"
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        ("api.test", True),
+        ("API.test.", True),
+        ("api.test:443", True),  # the default port written out
+        ("api.test:8443", False),
+        ("other.test", False),
+        ("api.test.evil.test", False),
+        ("", False),
+        ("api.test:x", False),
+    ],
+)
+def test_host_header_matching(header: str, matches: bool) -> None:
+    assert host_matches(header, "api.test", 443) is matches

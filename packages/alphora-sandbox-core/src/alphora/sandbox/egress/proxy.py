@@ -416,7 +416,7 @@ class EgressProxy:
                 assert upstream is not None
                 await _pump(inner, upstream, tally, expected_sni=host)
             else:
-                await self._intercept(inner, admitted, creds, tally, connect_host=host)
+                await self._intercept(inner, admitted, creds, tally, connect_host=host, connect_port=port)
         finally:  # audit first: closing may be cut short when aclose() cancels this connection
             await self._record(
                 AuditRecord(
@@ -491,7 +491,14 @@ class EgressProxy:
         return True
 
     async def _intercept(
-        self, client: ByteStream, admitted: _Admitted, creds: Mapping[str, str], tally: _Tally, *, connect_host: str
+        self,
+        client: ByteStream,
+        admitted: _Admitted,
+        creds: Mapping[str, str],
+        tally: _Tally,
+        *,
+        connect_host: str,
+        connect_port: int,
     ) -> None:
         """Terminate TLS for ``admitted.host`` with a leaf of the per-sandbox CA, then relay each request
         over a fresh verified TLS connection to the real server with the credential headers set."""
@@ -519,7 +526,7 @@ class EgressProxy:
                 break
             if not isinstance(event, h11.Request):
                 break
-            if _host_header(event) not in (connect_host, _authority(connect_host, admitted.port, 443).decode()):
+            if not host_matches(_host_header(event), connect_host, connect_port):
                 tally.problem = f"the Host header does not match the CONNECT target {connect_host!r}"
                 await _send_error(conn, tls, 403, tally.problem)
                 break
@@ -592,14 +599,19 @@ def _split_authority(text: str, *, default_port: int | None) -> tuple[str, int]:
 
 
 def _host_header(request: h11.Request) -> str:
-    for name, value in request.headers:
-        if name == b"host":
-            try:
-                host, port = _split_authority(value.decode("ascii"), default_port=0)
-                return normalize_host(host) + (f":{port}" if port else "")
-            except (ValueError, UnicodeDecodeError):
-                return ""
-    return ""
+    """The request's Host header ("" when absent; h11 refuses an HTTP/1.1 request without one)."""
+    return next((v.decode("latin-1") for n, v in request.headers if n == b"host"), "")
+
+
+def host_matches(header: str, host: str, port: int) -> bool:
+    """Whether a ``Host`` header value names ``host`` (normalized) on ``port``: ``api.example.com``,
+    ``API.example.com.`` and ``api.example.com:443`` all match ``("api.example.com", 443)``; a header
+    without a port matches any port (the client knows which port it tunnelled to)."""
+    try:
+        name, given = _split_authority(header.strip(), default_port=0)
+        return normalize_host(name) == host and given in (0, port)
+    except ValueError:
+        return False
 
 
 async def _next_event(conn: h11.Connection, stream: ByteStream) -> Any:
