@@ -168,3 +168,11 @@ def test_policies_compare_and_hash() -> None:
     assert a == EgressPolicy(allow=("a.example",), credentials={"a.example": {"X": "1"}})
     assert a != EgressPolicy(allow=["a.example"], credentials={"a.example": {"X": "2"}})
     assert hash(a) == hash(EgressPolicy(allow=["a.example"]))
+
+
+def test_to_value_round_trips_and_can_redact() -> None:
+    policy = EgressPolicy(allow=["a.example", "10.0.0.0/8:443"], credentials={"a.example": {"X-Key": "s3cret"}})
+    plain = policy.to_value()
+    assert plain == {"allow": ["a.example", "10.0.0.0/8:443"], "credentials": {"a.example": {"X-Key": "s3cret"}}}
+    assert EgressPolicy.from_value(plain) == policy
+    assert policy.to_value(redact=True)["credentials"] == {"a.example": {"X-Key": "***"}}

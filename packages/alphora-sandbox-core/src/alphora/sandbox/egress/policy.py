@@ -342,6 +342,18 @@ class EgressPolicy:
             value=value,
         )
 
+    def to_value(self, *, redact: bool = False) -> dict[str, Any]:
+        """The plain form :meth:`from_value` reads back: ``{"allow": [...], "credentials": {...}}``.
+        Credentials are included (a config round-trips; don't log it) unless ``redact=True``, which
+        replaces every header value with ``"***"``."""
+        return {
+            "allow": list(self.allow),
+            "credentials": {
+                key: {name: "***" if redact else value for name, value in headers.items()}
+                for key, headers in self.credentials.items()
+            },
+        }
+
     # -- matching ------------------------------------------------------------------------------
 
     def match_name(self, host: str, port: int) -> AllowRule | None:
