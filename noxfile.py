@@ -152,6 +152,7 @@ def bench_smoke(session: nox.Session) -> None:
     install_project(session)
     session.install("rich")
     session.run("python", "bench/run.py", "--quick")
+    session.run("python", "bench/egress_bench.py", "--quick")  # loopback only; the egress proxy's added latency
 
 
 @nox.session(python="3.11")
