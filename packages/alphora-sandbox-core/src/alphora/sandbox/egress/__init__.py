@@ -10,9 +10,26 @@ decision hook's request/answer types and the audit record. See ``docs/egress.md`
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .decision import AuditRecord, EgressDecision, EgressRequest, log_audit
 from .policy import AllowRule, EgressPolicy, is_special_address, normalize_host
-from .proxy import Connector, EgressProxy, Resolver, default_resolver
+
+if TYPE_CHECKING:
+    from .proxy import Connector, EgressProxy, Resolver, default_resolver
+
+#: the proxy (asyncio, h11, ssl) loads on first use: SecurityPolicy needs only the policy model
+_PROXY_NAMES = frozenset({"Connector", "EgressProxy", "Resolver", "default_resolver"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PROXY_NAMES:
+        value = getattr(importlib.import_module(".proxy", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AllowRule",
