@@ -661,3 +661,50 @@ async def test_a_sandbox_cannot_exhaust_the_proxys_connections(allowed: EchoServ
 )
 def test_host_header_matching(header: str, matches: bool) -> None:
     assert host_matches(header, "api.test", 443) is matches
+
+
+async def test_the_hook_decides_each_request_inside_an_intercepted_tunnel(
+    test_ca: TestCA, https_server: EchoServer, audit: Audit, tmp_path: Path
+) -> None:
+    """With credentials the proxy sees each HTTPS request, so an application can refuse one path of an
+    API (or count requests) while the key stays outside the sandbox; every request is audited."""
+    seen: list[EgressRequest] = []
+
+    def decide(*, request: EgressRequest) -> EgressDecision | None:
+        seen.append(request)
+        if request.target.endswith("/admin"):
+            return EgressDecision.deny("admin endpoints are off")
+        return None
+
+    dns = FakeDNS({"api.test": ["127.0.0.1"]})
+    policy = EgressPolicy(
+        allow=["api.test", f"127.0.0.1:{https_server.port}"], credentials={"api.test": {"Authorization": SECRET}}
+    )
+    async with EgressProxy(
+        policy,
+        sandbox_id="sb-paths",
+        resolver=dns,
+        audit=audit,
+        decide=decide,
+        upstream_ssl_context=test_ca.client_context(),
+    ) as proxy:
+        assert proxy.ca_pem is not None
+        bundle = tmp_path / "sandbox-ca.pem"
+        bundle.write_bytes(proxy.ca_pem)
+
+        def go(path: str) -> int:
+            url = f"https://api.test:{https_server.port}{path}"
+            return requests.get(url, proxies={"https": proxy.url}, verify=str(bundle), timeout=10).status_code
+
+        assert await asyncio.to_thread(go, "/v1/models") == 200
+        assert await asyncio.to_thread(go, "/admin") == 403
+    assert [r["path"] for r in https_server.requests] == ["/v1/models"]
+    assert [(r.kind, r.target.rsplit("/", 1)[-1]) for r in seen] == [
+        ("connect", ""),
+        ("http", "models"),
+        ("connect", ""),
+        ("http", "admin"),
+    ]
+    http = [(r.decision, r.status, r.target.rsplit("/", 1)[-1]) for r in audit if r.kind == "http"]
+    assert http == [("allow", 200, "models"), ("deny", 403, "admin")]
+    assert all(r.intercepted for r in audit)

@@ -72,6 +72,7 @@ class AuditRecord:
     rule: str  # the allow entry, "hook: <reason>", or why it was denied
     address: str = ""  # the checked address the proxy connected to ("" when it did not connect)
     method: str = ""
+    target: str = ""  # the URL of an http record (plain, or inside an intercepted tunnel)
     status: int | None = None  # the HTTP status the proxy answered or relayed, when known
     bytes_up: int = 0  # sandbox -> destination
     bytes_down: int = 0  # destination -> sandbox

@@ -274,6 +274,34 @@ class EgressProxy:
             addresses.append(ip)
         return _Admitted(host=host, port=port, addresses=addresses, rule=why)
 
+    async def _decide_inside(self, host: str, port: int, method: str, url: str, rule: str) -> _Refused | None:
+        """The decisions hook about one request inside an intercepted tunnel (the tunnel itself was
+        allowed): None to carry it, else why not. A rewrite cannot apply there: it refuses."""
+        if self._decide is None:
+            return None
+        request = EgressRequest(
+            sandbox_id=self.sandbox_id,
+            kind="http",
+            host=host,
+            port=port,
+            method=method,
+            target=url,
+            allowed=True,
+            rule=rule,
+        )
+        try:
+            decision = await self._ask_hook(request)
+        except _Refused as refused:
+            return refused
+        if decision is None:
+            return None
+        why = f"hook: {decision.reason or decision.action}"
+        if decision.action == "deny":
+            return _Refused(403, why)
+        if decision.host or decision.port:
+            return _Refused(403, f"{why}: a request inside an intercepted TLS tunnel cannot be rewritten")
+        return None
+
     async def _ask_hook(self, request: EgressRequest) -> EgressDecision | None:
         assert self._decide is not None
         try:
@@ -365,7 +393,15 @@ class EgressProxy:
             conn.start_next_cycle()
 
     async def _refuse(
-        self, conn: h11.Connection, client: ByteStream, refused: _Refused, kind: Kind, dest: str, method: str, t0: float
+        self,
+        conn: h11.Connection,
+        client: ByteStream,
+        refused: _Refused,
+        kind: Kind,
+        dest: str,
+        method: str,
+        t0: float,
+        target: str = "",
     ) -> None:
         await self._record(
             AuditRecord(
@@ -375,6 +411,7 @@ class EgressProxy:
                 decision="allow" if refused.decision == "allow" else "deny",
                 rule=refused.rule,
                 method=method,
+                target=target,
                 status=refused.status,
                 duration=time.monotonic() - t0,
             )
@@ -455,7 +492,7 @@ class EgressProxy:
             admitted = await self._admit("http", host, port, method=method, target=target)
             upstream, address = await self._connect(admitted)
         except _Refused as refused:
-            await self._refuse(conn, client, refused, "http", dest, method, t0)
+            await self._refuse(conn, client, refused, "http", dest, method, t0, target)
             return False
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         creds = self.policy.credentials_for(admitted.host, admitted.port)
@@ -481,6 +518,7 @@ class EgressProxy:
                     rule=admitted.rule,
                     address=address,
                     method=method,
+                    target=target,
                     status=tally.status,
                     bytes_up=tally.up,
                     bytes_down=tally.down,
@@ -530,28 +568,53 @@ class EgressProxy:
                 tally.problem = f"the Host header does not match the CONNECT target {connect_host!r}"
                 await _send_error(conn, tls, 403, tally.problem)
                 break
+            t0 = time.monotonic()
+            method = event.method.decode("ascii", "replace")
+            url = f"https://{_authority(connect_host, connect_port, 443).decode()}{event.target.decode('ascii', 'replace')}"
+            record = AuditRecord(
+                sandbox_id=self.sandbox_id,
+                kind="http",
+                destination=_dest(connect_host, connect_port),
+                decision="allow",
+                rule=admitted.rule,
+                method=method,
+                target=url,
+                intercepted=True,
+            )
+            refusal = await self._decide_inside(connect_host, connect_port, method, url, admitted.rule)
+            if refusal is not None:
+                await self._record(attrs.evolve(record, decision="deny", rule=refusal.rule, status=refusal.status))
+                await _send_error(conn, tls, refusal.status, refusal.rule)
+                break
             try:
                 plain, tally.address = await self._connect(admitted)
             except _Refused as refused:
+                await self._record(attrs.evolve(record, rule=refused.rule, status=refused.status))
                 await _send_error(conn, tls, refused.status, refused.rule)
                 break
             upstream = TLSStream(plain, context, server_side=False, server_hostname=admitted.host)
+            one = _Tally(address=tally.address)
             try:
                 await asyncio.wait_for(upstream.handshake(), self._connect_timeout)
                 await _forward(
-                    conn,
-                    tls,
-                    event,
-                    upstream,
-                    event.target,
-                    _authority(admitted.host, admitted.port, 443),
-                    creds,
-                    tally,
+                    conn, tls, event, upstream, event.target, _authority(admitted.host, admitted.port, 443), creds, one
                 )
             except (ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+                one.status = 502
                 await _send_error(conn, tls, 502, f"the upstream TLS connection failed: {exc}")
                 break
             finally:
+                tally.up, tally.down = tally.up + one.up, tally.down + one.down
+                await self._record(
+                    attrs.evolve(
+                        record,
+                        address=one.address,
+                        status=one.status,
+                        bytes_up=one.up,
+                        bytes_down=one.down,
+                        duration=time.monotonic() - t0,
+                    )
+                )
                 await upstream.close()
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 break
