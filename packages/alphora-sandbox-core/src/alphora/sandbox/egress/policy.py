@@ -82,7 +82,7 @@ def is_special_address(ip: IPAddress) -> bool:
     return not ip.is_global or ip.is_multicast or ip.is_unspecified or ip.is_reserved
 
 
-def _parse_port(text: str, entry: str) -> int:
+def _parse_port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ValueError(f"port {text!r} must be a number from 1 to 65535")
     return int(text)
@@ -120,14 +120,14 @@ class AllowRule:
             if rest:
                 if not rest.startswith(":"):
                     raise ValueError("expected ':port' after ']'")
-                port = _parse_port(rest[1:], text)
+                port = _parse_port(rest[1:])
             return cls(text=text, network=_parse_network(inner), port=port)
         if text.count(":") >= 2:  # a bare IPv6 address or network, no port
             return cls(text=text, network=_parse_network(text))
         host, port = text, None
         if ":" in text:
             host, port_text = text.rsplit(":", 1)
-            port = _parse_port(port_text, text)
+            port = _parse_port(port_text)
         if _looks_like_ip(host):
             return cls(text=text, network=_parse_network(host), port=port)
         if host == "*" or (host.startswith("*.") and host.count("*") == 1):
@@ -135,11 +135,7 @@ class AllowRule:
                 raise ValueError(
                     "'*' would allow every host; turn the network on without an egress policy for unrestricted access"
                 )
-            try:
-                suffix = normalize_host(host[2:])
-            except ValueError as exc:
-                raise ValueError(str(exc)) from None
-            return cls(text=text, host="." + suffix, wildcard=True, port=port)
+            return cls(text=text, host="." + normalize_host(host[2:]), wildcard=True, port=port)
         if "*" in host:
             raise ValueError("a wildcard may only be the whole leftmost label ('*.example.com')")
         if "/" in host:
@@ -245,10 +241,10 @@ def _credential_key(key: str) -> tuple[str, int | None]:
         close = text.find("]")
         host, rest = text[1:close], text[close + 1 :]
         if rest:
-            port = _parse_port(rest.lstrip(":"), key)
+            port = _parse_port(rest.lstrip(":"))
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-        port = _parse_port(port_text, key)
+        port = _parse_port(port_text)
     else:
         host = text
     if "*" in host or "/" in host:
