@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alphora.sandbox import ConfigurationError, EgressPolicy
 from alphora.sandbox.egress import AllowRule, is_special_address
+from alphora.sandbox.egress.tls import client_hello_message, client_hello_sni
 
 
 @pytest.mark.parametrize(
@@ -176,3 +180,26 @@ def test_to_value_round_trips_and_can_redact() -> None:
     assert plain == {"allow": ["a.example", "10.0.0.0/8:443"], "credentials": {"a.example": {"X-Key": "s3cret"}}}
     assert EgressPolicy.from_value(plain) == policy
     assert policy.to_value(redact=True)["credentials"] == {"a.example": {"X-Key": "***"}}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([*"ab*.:[]/019f-_ %@", "::", "ffff", "é"]), max_size=14).map("".join))
+def test_any_allow_entry_is_accepted_or_refused_with_a_configuration_error(entry: str) -> None:
+    problem: ConfigurationError | None = None
+    try:
+        policy = EgressPolicy(allow=[entry])
+    except ConfigurationError as exc:
+        problem = exc
+    if problem is not None:
+        assert problem.field == "egress.allow[0]"
+    else:
+        assert len(policy.rules) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_the_client_hello_parser_refuses_garbage_with_value_error_only(body: bytes) -> None:
+    with contextlib.suppress(ValueError):
+        found = client_hello_message(b"\x16\x03\x01" + len(body).to_bytes(2, "big") + body)
+        if found is not None:
+            client_hello_sni(found[0])
