@@ -11,6 +11,7 @@ re-exports :data:`converter`.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,7 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from .egress.policy import EgressPolicy
 from .errors import ConfigurationError
 from .storage.base import StorageConfig
 from .types import ResourceLimits, SecurityPolicy
@@ -100,6 +102,31 @@ def _structure_str_tuple(value: Any, _t: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _structure_egress(value: Any, _t: Any) -> EgressPolicy | None:
+    """``security_policy.egress`` from a file or the environment: a mapping (``allow``,
+    ``credentials``), a list of allow entries, or a string: JSON of either, else allow entries
+    separated by commas (``SANDBOX_EGRESS="pkgs.example.org,*.example.com:443"``)."""
+    if value is None or isinstance(value, EgressPolicy):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("{", "["):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise _BadValue(f"expected JSON (an object or a list), got {value!r}: {exc}") from None
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        return EgressPolicy.from_value(value)
+    except (ValueError, TypeError) as exc:
+        raise _BadValue(str(exc)) from None
+
+
+def _unstructure_egress(policy: EgressPolicy) -> Any:
+    return policy.to_value()
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(bool, _structure_bool)
@@ -108,6 +135,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_str_tuple)
     conv.register_unstructure_hook(tuple, list)
+    conv.register_structure_hook_func(lambda t: t == (EgressPolicy | None), _structure_egress)
+    conv.register_unstructure_hook(EgressPolicy, _unstructure_egress)
     for cls in (ResourceLimits, SecurityPolicy, StorageConfig):
         _register_class(conv, cls)
     return conv

@@ -48,7 +48,7 @@ from ._converter import (
     converter,
 )
 from .errors import ConfigurationError
-from .rules import name_key, network_allowed, sandbox_id_problem
+from .rules import name_key, network_access, network_allowed, sandbox_id_problem
 from .storage.base import StorageConfig
 from .types import BackendType, ResourceLimits, SecurityPolicy
 
@@ -111,6 +111,8 @@ class SandboxConfig:
     env_vars: dict[str, str] = attrs.field(factory=dict, validator=_env_names)
 
     def __attrs_post_init__(self) -> None:
+        # an egress allowlist with both network switches on is a contradiction: said here, not at start
+        network_access(self.resource_limits, self.security_policy)
         if self.backends:  # plain mappings become the backends' options objects (errors name the field)
             try:
                 sections = _structure_backends(self.backends, self.backend_type)
@@ -418,6 +420,10 @@ ENV_VARS: dict[str, tuple[tuple[str, ...], str]] = {
     "ALLOW_SHELL": (("security_policy", "allow_shell"), "allow shell commands"),
     "ALLOW_FILE_WRITE": (("security_policy", "allow_file_write"), "allow file writes"),
     "ALLOW_SUBPROCESS": (("security_policy", "allow_subprocess"), "allow subprocesses"),
+    "EGRESS": (
+        ("security_policy", "egress"),
+        "egress allowlist through the proxy: entries separated by commas, or JSON {allow, credentials}",
+    ),
     "STORAGE_TYPE": (("storage", "storage_type"), "storage: local, s3, minio"),
     "STORAGE_PATH": (("storage", "base_path"), "local storage directory"),
     "STORAGE_ENDPOINT": (("storage", "endpoint"), "S3/MinIO endpoint"),

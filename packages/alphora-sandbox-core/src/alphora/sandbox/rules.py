@@ -1,7 +1,8 @@
 """The cross-cutting rules, each written once; every layer that needs one calls it from here.
 
-* :func:`network_allowed` — whether a sandbox may have a network at all (config, CLI, Docker,
-  isolated, MCP all ask this one function).
+* :func:`network_access` — what network a sandbox gets: none, egress through the proxy only (an
+  egress policy is set), or unrestricted (both switches on). Config, CLI, Docker, isolated, local,
+  MCP and doctor all ask this one function (or :func:`network_allowed`, its "unrestricted" answer).
 * :func:`network_mode` — the container network mode that follows from it (fails closed).
 * :func:`validate_sandbox_id` — what a sandbox id may look like (facade and config).
 * :func:`resolve_timeout` — a call's timeout: validated, defaulted from the limits (``run()``,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigurationError
 
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_IMAGE",
     "MAX_SANDBOX_ID_LENGTH",
+    "NetworkAccess",
     "name_key",
+    "network_access",
     "network_allowed",
     "network_mode",
     "resolve_timeout",
@@ -45,14 +48,44 @@ def name_key(value: Any) -> str:
     return str(getattr(value, "value", value)).strip().lower()
 
 
+#: what network a sandbox gets (see :func:`network_access`)
+NetworkAccess = Literal["none", "egress", "open"]
+
+
+def network_access(limits: ResourceLimits, policy: SecurityPolicy) -> NetworkAccess:
+    """What network a sandbox gets, the one rule:
+
+    * ``"egress"`` when ``SecurityPolicy.egress`` is set: no network of its own, only loopback and
+      the library's egress proxy, which allows what the policy allows (default deny);
+    * ``"open"`` (unrestricted) when ``ResourceLimits.network_enabled`` *and*
+      ``SecurityPolicy.allow_network`` are both true and no egress policy is set;
+    * ``"none"`` otherwise (half-enabled fails closed).
+
+    An egress policy together with both switches on is a contradiction (an allowlist and the whole
+    network): :class:`ConfigurationError` naming both, never a silent choice."""
+    unrestricted = bool(limits.network_enabled and policy.allow_network)
+    if policy.egress is not None:
+        if unrestricted:
+            raise ConfigurationError(
+                "security_policy.egress limits the network to an allowlist, but resource_limits.network_enabled "
+                "and security_policy.allow_network are both true (the whole network): turn one of those off to "
+                "use the allowlist, or drop the egress policy for unrestricted access",
+                field="security_policy.egress",
+            )
+        return "egress"
+    return "open" if unrestricted else "none"
+
+
 def network_allowed(limits: ResourceLimits, policy: SecurityPolicy) -> bool:
-    """A sandbox has a network only when ``ResourceLimits.network_enabled`` *and*
-    ``SecurityPolicy.allow_network`` are both true. Half-enabled fails closed."""
-    return bool(limits.network_enabled and policy.allow_network)
+    """True when the sandbox has an *unrestricted* network: ``ResourceLimits.network_enabled``
+    *and* ``SecurityPolicy.allow_network`` are both true and no egress policy is set (see
+    :func:`network_access`). Half-enabled fails closed."""
+    return network_access(limits, policy) == "open"
 
 
 def network_mode(limits: ResourceLimits, policy: SecurityPolicy, requested: str | None = None) -> str:
-    """The container network mode: ``"none"`` unless :func:`network_allowed`; then ``requested``
+    """The container network mode: ``"none"`` unless :func:`network_allowed` (with an egress policy
+    too: its only way out is the proxy's socket, see docs/egress.md); then ``requested``
     (a Docker network name or mode), with ``None``/``"none"`` meaning the default ``"bridge"``.
 
     A requested mode only chooses *which* network; it can never turn the network on."""

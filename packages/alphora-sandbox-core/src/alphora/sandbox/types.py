@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from .egress.policy import EgressPolicy
 from .errors import ExecutionFailedError, ExecutionTimeoutError
 
 __all__ = [
@@ -222,12 +223,25 @@ def _str_tuple(value: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _egress(value: Any) -> EgressPolicy | None:
+    """``SecurityPolicy.egress``: None, an :class:`EgressPolicy`, or its plain form (a config file's
+    mapping ``{"allow": [...], "credentials": {...}}`` or a list of allow entries)."""
+    if value is None or isinstance(value, EgressPolicy):
+        return value
+    return EgressPolicy.from_value(value)
+
+
 @attrs.frozen(kw_only=True)
 class SecurityPolicy:
     """What sandbox code may do. Checked before every call, on every backend.
 
     On the local backend these checks are a guard rail against accidents, not a security
     boundary: isolation comes from the backend (use Docker for untrusted code).
+
+    ``egress``: an :class:`~alphora.sandbox.egress.EgressPolicy` gives the sandbox a network
+    through the library's egress proxy only, allowing what the policy allows (default deny); see
+    :func:`alphora.sandbox.rules.network_access` and docs/egress.md. Docker and isolated enforce it
+    outside the sandbox; local cannot (it refuses unless its ``allow_unenforced_egress`` option is set).
     """
 
     allow_shell: bool = attrs.field(default=True, validator=v.instance_of(bool))
@@ -238,6 +252,7 @@ class SecurityPolicy:
     blocked_paths: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     max_file_size_mb: float = attrs.field(default=100, validator=[v.instance_of(_NUM), _positive])
     audit_enabled: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    egress: EgressPolicy | None = attrs.field(default=None, converter=_egress)
 
     @classmethod
     def strict(cls) -> SecurityPolicy:
