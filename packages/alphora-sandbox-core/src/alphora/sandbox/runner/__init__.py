@@ -8,7 +8,8 @@ Module map (docs/runner.md has the picture and the protocol table):
   :mod:`.kernel` (the session interpreter), :mod:`.child` (set-up and execution in forked children),
   :mod:`.proctree` (process trees and memory through /proc), :mod:`.leftovers` (the background-process
   rule), :mod:`.streams` (capped output pipes), :mod:`.safefs` (race-safe workspace file operations, also used in-process by the local backend)
-  and :mod:`.fswalk` (the layer below it: path limits, the iterative walk and tree removal).
+  and :mod:`.fswalk` (the layer below it: path limits, the iterative walk and tree removal);
+  :mod:`.forward` (with an egress policy: the loopback forwarder to the host's egress proxy).
 * the host side: :mod:`.transport` (byte streams to a started runner), :mod:`.client` (the asyncio
   protocol client), :mod:`.backend` (:class:`~.backend.RunnerBackend`, the base class of backends
   built on the runner) and :mod:`.session` (:class:`~.session.RunnerSession`).
@@ -40,6 +41,7 @@ RUNNER_MODULES = (
     "streams",
     "fswalk",
     "safefs",
+    "forward",
     "child",
     "kernel",
     "sessions",

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import safefs
+from . import forward, safefs
 from .child import child_base, run_job, spare_main
 from .leftovers import Leftovers
 from .proctree import exit_code, kill_tree, pids_cgroup_dir, prctl_subreaper, usage_of
@@ -57,6 +57,8 @@ class Runner:
         self.memory_cgroup = False  # the sandbox is the memory cgroup at /sys/fs/cgroup (a container)
         self.cpu_sample: tuple[float, float] | None = None
         self.preload: list[str] = []
+        #: the egress forwarder's pid (see forward.py), when the sandbox has an egress policy
+        self.forwarder = 0
         #: a pre-forked child waiting for the next exec: (pid, ctl_w, out_r, err_r, in_w)
         self.spare: tuple[int, int, int, int, int] | None = None
         self.use_spares = True
@@ -170,6 +172,10 @@ class Runner:
         self.use_spares = bool(req.get("spares", True))
         self.leftovers.cgroup = pids_cgroup_dir()
         self._drop_spare()
+        if req.get("egress") and not self.forwarder:
+            # before any call: no user process ever holds the listener
+            self.forwarder = forward.start(req["egress"])
+            self.leftovers.kept.add(self.forwarder)
         # imported one per idle loop turn after this reply, so the first call need not wait
         self.preload = list(req.get("preload") or ())
         self.send(
