@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
-from .errors import BackendError, FileNotFoundError, FileSystemError, PathTraversalError
-from .rules import resolve_timeout
+from .errors import BackendError, ConfigurationError, FileNotFoundError, FileSystemError, PathTraversalError
+from .rules import network_access, resolve_timeout
 from .runner.safefs import rmtree
 from .types import ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from .session import PythonSession
 
 __all__ = [
+    "CA_BUNDLE_VARS",
     "HOST_PACKAGE_ENV",
+    "PROXY_VARS",
     "STANDARD_PATH",
     "Backend",
     "OutputCallback",
@@ -96,14 +98,32 @@ def default_base_path() -> Path:
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+#: the variables that name a CA bundle, for the clients that read one (OpenSSL/Python, requests,
+#: pip, curl, Node)
+CA_BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+#: the variables ordinary clients (pip, requests, httpx, urllib, curl) take their proxy from
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
 def minimal_env(
-    workspace: str, *, home: str | None = None, tmpdir: str | None = None, path: str | None = None
+    workspace: str,
+    *,
+    home: str | None = None,
+    tmpdir: str | None = None,
+    path: str | None = None,
+    proxy: str | None = None,
+    ca_bundle: str | None = None,
 ) -> dict[str, str]:
     """The minimal safe base environment of user code: ``PATH`` (default: the standard one),
     ``HOME`` (default: the workspace), UTF-8 locale, ``TMPDIR`` (default: ``<workspace>/.tmp``) and
     unbuffered Python. Nothing comes from the host's environment; :attr:`ProcessRequest.env` is
-    added on top. The one place this environment is written: every built-in backend starts from it."""
-    return {
+    added on top. The one place this environment is written: every built-in backend starts from it.
+
+    ``proxy`` (a sandbox with an egress policy: the URL of the in-sandbox forwarder to the egress
+    proxy) sets :data:`PROXY_VARS` and empties ``NO_PROXY``/``no_proxy``, so every destination,
+    loopback names included, goes through the proxy; ``ca_bundle`` (the path of a CA bundle inside
+    the sandbox) sets :data:`CA_BUNDLE_VARS`."""
+    env = {
         "PATH": path or STANDARD_PATH,
         "HOME": home or workspace,
         "LANG": "C.UTF-8",
@@ -111,6 +131,12 @@ def minimal_env(
         "TMPDIR": tmpdir or f"{workspace}/.tmp",
         "PYTHONUNBUFFERED": "1",
     }
+    if proxy:
+        env.update(dict.fromkeys(PROXY_VARS, proxy))
+        env.update(NO_PROXY="", no_proxy="")
+    if ca_bundle:
+        env.update(dict.fromkeys(CA_BUNDLE_VARS, ca_bundle))
+    return env
 
 
 def map_fs_error(etype: str, msg: str, path: str | None, sandbox_id: str | None = None) -> Exception:
@@ -335,6 +361,10 @@ class Backend(abc.ABC):
     #: the attrs class of this backend's options: ``SandboxConfig.backends[name]`` (a config file's
     #: section) is validated by it, field by field; None: options are passed on unchecked
     options_class: ClassVar[type[Any] | None] = None
+    #: True if this backend enforces ``SecurityPolicy.egress`` outside the sandbox (isolated, Docker:
+    #: no network but the library's egress proxy). A backend that does not is refused an egress
+    #: policy (fails closed), unless its ``allow_unenforced_egress`` option is true: then it warns.
+    enforces_egress: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -352,6 +382,37 @@ class Backend(abc.ABC):
         self.security_policy = security_policy or SecurityPolicy()
         self.options: dict[str, Any] = {**(options or {}), **extra}
         self._initialized = False
+        self._check_egress()
+
+    def _check_egress(self) -> None:
+        """Refuse an egress policy this backend cannot enforce (see :attr:`enforces_egress`)."""
+        if network_access(self.resource_limits, self.security_policy) != "egress" or self.enforces_egress:
+            return
+        opt_in = self.options.get("allow_unenforced_egress", False)
+        if opt_in is True:
+            import warnings
+
+            warnings.warn(
+                f"the {self.name or type(self).__name__!r} backend cannot enforce security_policy.egress: "
+                f"sandbox {self.sandbox_id!r} reaches the network as this process does (see docs/egress.md)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return
+        if opt_in is not False:
+            raise ConfigurationError(
+                f"backend option allow_unenforced_egress must be true or false, got {opt_in!r}",
+                field="allow_unenforced_egress",
+                value=opt_in,
+            )
+        raise ConfigurationError(
+            f"the {self.name or type(self).__name__!r} backend cannot enforce security_policy.egress (its code "
+            f"reaches the network as this process does): use the 'isolated' or 'docker' backend, which send "
+            f"the sandbox's traffic through the egress proxy only, or set the backend option "
+            f"allow_unenforced_egress=True to run anyway with a warning (see docs/egress.md)",
+            field="security_policy.egress",
+            sandbox_id=self.sandbox_id,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from alphora.sandbox.backend import STANDARD_PATH
+from alphora.sandbox.egress_bridge import INSIDE_DIR as EGRESS_DIR
 from alphora.sandbox.rules import network_mode
 from alphora.sandbox.types import ResourceLimits, SecurityPolicy
 
@@ -126,6 +127,7 @@ def container_spec(
     opts: DockerOptions,
     image_env: Sequence[str] | None = None,
     gvisor: bool = False,
+    egress_dir: str | None = None,
 ) -> ContainerSpec:
     """The hardened container of one sandbox. ``command``: the runner's bootstrap argv;
     ``image_env``: the image's ``Config.Env`` (for its PATH).
@@ -142,6 +144,10 @@ def container_spec(
       the largest file a process may write (``disk_mb``: RLIMIT_FSIZE) from ResourceLimits.
     * ``gvisor`` (the runtime is gVisor's runsc): the pids limit leaves room for the Sentry's threads
       (:data:`GVISOR_SENTRY_PIDS`); the runner enforces ``max_processes`` as RLIMIT_NPROC instead.
+    * ``egress_dir`` (an egress policy; the host directory of the sandbox's egress proxy, see
+      :mod:`alphora.sandbox.egress_bridge`): still no network (``none``), the directory bound
+      read-only at :data:`~alphora.sandbox.egress_bridge.INSIDE_DIR`, one process more for the
+      runner's forwarder.
     """
     base = f"alphora-{sandbox_id}-{instance}"
     labels = {**opts.labels, **owner_labels(), L_ID: sandbox_id, L_ROLE: "sandbox"}
@@ -161,7 +167,7 @@ def container_spec(
         "mem_limit": limits.memory_mb * MiB,
         "memswap_limit": limits.memory_mb * MiB,
         "nano_cpus": int(limits.cpu_cores * 1e9),
-        "pids_limit": pids_limit(limits.max_processes, gvisor),
+        "pids_limit": pids_limit(limits.max_processes + (1 if egress_dir else 0), gvisor),
         "ulimits": [
             {"Name": "nofile", "Soft": limits.max_open_files, "Hard": limits.max_open_files},
             {"Name": "fsize", "Soft": file_limit, "Hard": file_limit},
@@ -172,6 +178,8 @@ def container_spec(
         "log_config": dict(LOG_CONFIG),
         "binds": {name: {"bind": target, "mode": "rw"} for name, target in volumes.items()},
     }
+    if egress_dir:
+        host_config["binds"][egress_dir] = {"bind": EGRESS_DIR, "mode": "ro"}
     if opts.runtime:
         host_config["runtime"] = opts.runtime
     env = {

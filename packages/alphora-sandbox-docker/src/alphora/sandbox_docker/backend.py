@@ -97,6 +97,8 @@ class DockerBackend(RunnerBackend):
     python = "python3"
     #: absolute names of the workspace that the path guard maps back to relative paths
     workspace_aliases: tuple[str, ...] = (WORKSPACE_DIR,)
+    #: an egress policy: network "none", the proxy's socket directory bound in (docs/egress.md)
+    enforces_egress = True
 
     def __init__(
         self,
@@ -117,9 +119,11 @@ class DockerBackend(RunnerBackend):
         self._finalizer: weakref.finalize[Any, Any] | None = None
         #: the runtime is gVisor's runsc (by name until the engine's runtimes are read at initialize)
         self.gvisor = "runsc" in (self.docker_options.runtime or "")
+        self._image_env: list[str] | None = None
         self.spec: ContainerSpec = self._make_spec(None)
 
     def _make_spec(self, image_env: list[str] | None) -> ContainerSpec:
+        self._image_env = image_env
         return container_spec(
             sandbox_id=self.sandbox_id,
             instance=self._instance,
@@ -129,6 +133,7 @@ class DockerBackend(RunnerBackend):
             opts=self.docker_options,
             image_env=image_env,
             gvisor=self.gvisor,
+            egress_dir=str(self.egress.host_dir) if self.egress is not None and self.egress.host_dir else None,
         )
 
     # -- engine access ---------------------------------------------------------------------------
@@ -196,6 +201,20 @@ class DockerBackend(RunnerBackend):
         no_net = any(
             f == "network=none" or (f == "network" and args[i + 1 : i + 2] == ["none"]) for i, f in enumerate(flags)
         )
+        host_uds = any(
+            f in ("host-uds=open", "host-uds=all") or (f == "host-uds" and args[i + 1 : i + 2] in (["open"], ["all"]))
+            for i, f in enumerate(flags)
+        )
+        if self.gvisor and self.egress_wanted and not host_uds:
+            raise DockerError(
+                f"an egress policy needs the sandbox to reach the egress proxy's unix socket, bound in from the "
+                f"host, and gVisor refuses host sockets unless runsc runs with --host-uds=open; container runtime "
+                f"{runtime!r} is registered with {' '.join(args) or 'no arguments'}. Register a runtime with "
+                f'"runtimeArgs": ["--network=none", "--host-uds=open"] and use it, or use the default runtime '
+                f"(see the runsc row of docs/egress.md)",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            )
         if self.network_enabled and no_net:
             raise DockerError(
                 f"network access was asked for, but container runtime {runtime!r} is registered with "
@@ -274,7 +293,16 @@ class DockerBackend(RunnerBackend):
                 self, _cleanup, self.docker_options.docker_host, self.spec.name, tuple(self.spec.volumes)
             )
 
+    def _egress_owner(self) -> tuple[int | None, bool]:
+        """Who gets the egress socket: the container user's uid, or shared when it is a name."""
+        uid = self.docker_options.user.partition(":")[0]
+        return (int(uid), False) if uid.isdigit() else (None, True)
+
     async def spawn_runner(self) -> RunnerConnection:
+        if self.egress_wanted and self.egress is None:
+            owner, shared = self._egress_owner()
+            await self.start_egress(owner=owner, shared=shared)
+            self.spec = self._make_spec(self._image_env)  # now with the proxy's directory bound in
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, self._create_and_attach)
         try:
@@ -362,12 +390,20 @@ class DockerBackend(RunnerBackend):
         return WORKSPACE_DIR
 
     def runner_env(self) -> dict[str, str]:
-        return {
-            **minimal_env(WORKSPACE_DIR, home=HOME_DIR, tmpdir="/tmp", path=self.spec.environment["PATH"]),
-            "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
-            "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
-            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt",
-        }
+        bridge = self.egress
+        ca_bundle = bridge.ca_bundle if bridge is not None else None
+        env = minimal_env(
+            WORKSPACE_DIR,
+            home=HOME_DIR,
+            tmpdir="/tmp",
+            path=self.spec.environment["PATH"],
+            proxy=bridge.proxy_url if bridge is not None else None,
+            ca_bundle=ca_bundle,
+        )
+        if ca_bundle is None:
+            system = "/etc/ssl/certs/ca-certificates.crt"
+            env.update(SSL_CERT_FILE=system, PIP_CERT=system, REQUESTS_CA_BUNDLE=system)
+        return env
 
     def runner_limits(self) -> dict[str, int]:
         # memory and process counts are the container's cgroup limits (an RLIMIT_NPROC would count

@@ -23,6 +23,7 @@ import os
 import shutil
 from typing import Any
 
+from ..egress_bridge import INSIDE_DIR as EGRESS_DIR
 from ..errors import BackendError
 from ..hookspecs import RegisterBackend
 from ..plugins import hookimpl
@@ -105,6 +106,8 @@ class IsolatedLocalBackend(LocalBackend):
     runner_tasks = 4
     #: bubblewrap forks at once: a shell enters the cgroup before it starts (see runner_argv)
     argv_enters_cgroup = True
+    #: an egress policy: no network namespace but loopback, the proxy's socket bound in (docs/egress.md)
+    enforces_egress = True
 
     def __init__(self, sandbox_id: str, workspace_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         super().__init__(sandbox_id, workspace_path, **kwargs)
@@ -116,6 +119,8 @@ class IsolatedLocalBackend(LocalBackend):
         self.uid = int(self.options.get("uid", default_id))
         self.gid = int(self.options.get("gid", default_id if self.drop_root else os.getegid()))
         self._lease: UidLease | None = None
+        if self.egress_wanted:
+            self.runner_tasks += 1  # the runner's egress forwarder
 
     @property
     def host_uid(self) -> int:
@@ -127,6 +132,12 @@ class IsolatedLocalBackend(LocalBackend):
         """Both the limits and the policy must enable the network (fails closed, like Docker)."""
         return network_allowed(self.resource_limits, self.security_policy)
 
+    async def spawn_runner(self) -> Any:
+        # the egress proxy first: the runner's forwarder connects to its socket (given to the
+        # sandbox's uid in _prepare_spawn, once that uid is leased)
+        await self.start_egress()
+        return await super().spawn_runner()
+
     def _prepare_spawn(self) -> None:
         super()._prepare_spawn()
         if not self.drop_root:
@@ -135,6 +146,8 @@ class IsolatedLocalBackend(LocalBackend):
             self._lease = UidLease.acquire(self.sandbox_id, self.uid_range)
         # the workspace (venv included) belongs to the sandbox's uid; the host side, root, still manages it
         chown_tree(self.workspace_path, self._lease.uid, self._lease.uid)
+        if self.egress is not None:
+            self.egress.grant(self._lease.uid)
 
     def _release_environment(self) -> None:
         super()._release_environment()
@@ -177,7 +190,7 @@ class IsolatedLocalBackend(LocalBackend):
             "sandbox",
         ]
         if not self.network_enabled:
-            argv.append("--unshare-net")
+            argv.append("--unshare-net")  # an egress policy too: its only way out is the proxy's socket
         argv += ["--ro-bind", "/usr", "/usr"]
         for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(top):
@@ -191,6 +204,8 @@ class IsolatedLocalBackend(LocalBackend):
         argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev", "--tmpfs", "/tmp"]
         for host, inside in self._binds():
             argv += ["--ro-bind", src.get(host, host), inside]
+        if self.egress is not None and self.egress.host_dir is not None:
+            argv += ["--ro-bind", str(self.egress.host_dir), EGRESS_DIR]
         ws = str(self.workspace_path)
         argv += ["--bind", src.get(ws, ws), ws, "--chdir", ws, "--"]
         return argv

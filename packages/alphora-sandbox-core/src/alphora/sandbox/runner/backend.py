@@ -34,7 +34,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, iterate_output, minimal_env
+from ..egress_bridge import EgressBridge
 from ..errors import BackendError, SandboxNotRunningError
+from ..rules import network_access
 from ..session import PythonSession
 from ..types import ExecutionResult, ExecutionStatus, FileInfo, ResourceUsage
 from .client import OutputCollector, RunnerClient, RunnerError, RunnerLost, entry_to_fileinfo, map_fs_error
@@ -120,6 +122,8 @@ class RunnerBackend(Backend):
         self._generation = 0
         self._runner_lock = asyncio.Lock()
         self._pending_cancels: set[asyncio.Future[Any]] = set()
+        #: the sandbox's egress proxy while its environment runs (see :meth:`start_egress`)
+        self.egress: EgressBridge | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Subclasses written against the underscore names of earlier versions (``_spawn_runner``,
@@ -145,8 +149,37 @@ class RunnerBackend(Backend):
 
     def runner_env(self) -> dict[str, str]:
         """The minimal base environment of user code inside the environment (a call's ``env`` is
-        added to it). Subclasses usually extend ``super().runner_env()``."""
-        return minimal_env(self.runner_workspace() or "/tmp")
+        added to it; with an egress proxy running, its proxy and CA-bundle variables). Subclasses
+        usually extend ``super().runner_env()``."""
+        bridge = self.egress
+        return minimal_env(
+            self.runner_workspace() or "/tmp",
+            proxy=bridge.proxy_url if bridge is not None else None,
+            ca_bundle=bridge.ca_bundle if bridge is not None else None,
+        )
+
+    # -- egress (tiers that enforce SecurityPolicy.egress; see alphora.sandbox.egress_bridge) ----
+
+    @property
+    def egress_wanted(self) -> bool:
+        """The sandbox has an egress policy (its network is the proxy only)."""
+        return network_access(self.resource_limits, self.security_policy) == "egress"
+
+    async def start_egress(self, *, owner: int | None = None, shared: bool = False) -> EgressBridge | None:
+        """Start the egress proxy when the sandbox has an egress policy (before the runner starts;
+        idempotent; it lives until :meth:`stop`). None when there is no policy."""
+        policy = self.security_policy.egress
+        if policy is None or not self.egress_wanted:
+            return None
+        if self.egress is None:
+            self.egress = EgressBridge(policy, sandbox_id=self.sandbox_id, owner=owner, shared=shared)
+        await self.egress.start()
+        return self.egress
+
+    async def stop_egress(self) -> None:
+        bridge, self.egress = self.egress, None
+        if bridge is not None:
+            await bridge.aclose()
 
     def runner_limits(self) -> dict[str, int]:
         """The rlimits the runner applies to every call and session (keys: ``memory_bytes``,
@@ -226,6 +259,7 @@ class RunnerBackend(Backend):
                     "limits": self.runner_limits(),
                     "preload": list(self.preload),
                     "memory_cgroup": self.memory_cgroup,
+                    "egress": self.egress.runner_config() if self.egress is not None else None,
                 },
                 send_source=self.send_source,
                 same_interpreter=self.same_interpreter(),
@@ -267,7 +301,10 @@ class RunnerBackend(Backend):
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-        await self.stop_environment()
+        try:
+            await self.stop_environment()
+        finally:
+            await self.stop_egress()
 
     async def health_check(self) -> bool:
         client = self._client
