@@ -1,0 +1,89 @@
+"""Egress in the isolated tier: the sandbox has loopback only; the host proxy is its one way out.
+
+Real clients inside a real bubblewrap sandbox, loopback servers on the host (tests/_support/egress_tiers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from alphora.sandbox import Sandbox, SecurityPolicy
+from alphora.sandbox.builtin.isolated_backend import bwrap_available
+from alphora.sandbox.egress import EgressPolicy
+
+from .._support.egress_tiers import (
+    PROBE_DIST,
+    PROBE_VERSION,
+    Servers,
+    check_probe,
+    install_requests,
+    loopback_servers,
+    matrix_rows,
+    probe_code,
+    read_json,
+)
+
+if not bwrap_available():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must provide bubblewrap (bwrap): .ci/run installs it")
+    pytest.skip("bubblewrap (bwrap) is not installed: apt install bubblewrap", allow_module_level=True)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    with loopback_servers() as made:
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def sandbox(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+    policy = SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries()))
+    sb = Sandbox.create("isolated", base_path=tmp_path_factory.mktemp("egress-iso"), security_policy=policy)
+    async with sb:
+        yield sb
+
+
+async def test_allow_deny_matrix(sandbox: Sandbox, servers: Servers) -> None:
+    await install_requests(sandbox, servers)  # a real third-party client, installed through the proxy
+    result = await sandbox.run(probe_code(servers), timeout=90)
+    assert result.success, result.stderr
+    probe = read_json(result.stdout)
+    print("\n".join(matrix_rows("isolated", probe)))
+    # the host's /usr is bound in: curl runs in the sandbox when the host has it
+    check_probe(probe, servers, required=("urllib", "requests", *(("curl",) if shutil.which("curl") else ())))
+
+
+async def test_pip_installs_from_the_allowed_index_only(sandbox: Sandbox, servers: Servers) -> None:
+    await sandbox.set_env("PIP_INDEX_URL", servers.url(servers.denied_index, "/simple/"))
+    refused = await sandbox.install_package(PROBE_DIST)
+    assert not refused.success
+    # pip logs the proxy's 403 for the index page at debug level only: what it says is "none found"
+    assert "No matching distribution found" in refused.stderr, refused.stderr[-2000:]
+    assert not servers.denied_index.seen, "the proxy let pip reach the index that is not allowed"
+
+    await sandbox.set_env("PIP_INDEX_URL", servers.url(servers.index, "/simple/"))
+    installed = await sandbox.install_package(PROBE_DIST)
+    assert installed.success, installed.stderr[-2000:]
+    r = await sandbox.run(f"import {PROBE_DIST}; print({PROBE_DIST}.VERSION)")
+    assert r.stdout == f"{PROBE_VERSION}\n", r.stderr
+    assert any(s["path"].startswith("/files/") for s in servers.index.seen)
+
+
+async def test_the_proxy_lives_and_dies_with_the_sandbox(servers: Servers, tmp_path: Path) -> None:
+    policy = SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries()))
+    sb = Sandbox.create("isolated", base_path=tmp_path, security_policy=policy)
+    await sb.start()
+    bridge = sb.backend.egress  # type: ignore[attr-defined]
+    host_dir = bridge.host_dir
+    assert (host_dir / "proxy.sock").is_socket()
+    assert oct(host_dir.stat().st_mode & 0o777) == "0o700"
+    await sb.destroy()
+    assert not host_dir.exists()

@@ -1,0 +1,94 @@
+"""Egress in the Docker tier: network mode "none", the host proxy's socket bound in, nothing else.
+
+Real clients inside real containers (the foreign image and ours), loopback servers on the host
+(tests/_support/egress_tiers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from alphora.sandbox import ResourceLimits, Sandbox, SecurityPolicy
+from alphora.sandbox.egress import EgressPolicy
+from alphora.sandbox.errors import DockerError
+
+from .._support.egress_tiers import (
+    PROBE_DIST,
+    PROBE_VERSION,
+    Servers,
+    check_probe,
+    install_requests,
+    loopback_servers,
+    matrix_rows,
+    probe_code,
+    read_json,
+)
+from .conftest import IMAGE_PARAMS, RUNSC, require_image, require_runtime
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    with loopback_servers() as made:
+        yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=IMAGE_PARAMS)
+async def sandbox(
+    request: pytest.FixtureRequest, servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Sandbox]:
+    sb = Sandbox.create_docker(
+        base_path=tmp_path_factory.mktemp("egress-docker"),
+        docker_image=require_image(request.param),
+        resource_limits=ResourceLimits(timeout_seconds=60, memory_mb=256),
+        security_policy=SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries())),
+    )
+    await sb.start()
+    try:
+        yield sb
+    finally:
+        await sb.destroy()
+
+
+async def test_allow_deny_matrix(sandbox: Sandbox, servers: Servers, docker_client: Any) -> None:
+    info = docker_client.api.inspect_container(sandbox.backend.container_name)  # type: ignore[attr-defined]
+    assert info["HostConfig"]["NetworkMode"] == "none"
+    await install_requests(sandbox, servers)  # a real third-party client, installed through the proxy
+    result = await sandbox.run(probe_code(servers), timeout=90)
+    assert result.success, result.stderr
+    probe = read_json(result.stdout)
+    print("\n".join(matrix_rows(f"docker/{sandbox.backend.image}", probe)))  # type: ignore[attr-defined]
+    check_probe(probe, servers)
+
+
+async def test_pip_installs_from_the_allowed_index_only(sandbox: Sandbox, servers: Servers) -> None:
+    servers.denied_index.seen.clear()
+    await sandbox.set_env("PIP_INDEX_URL", servers.url(servers.denied_index, "/simple/"))
+    refused = await sandbox.install_package(PROBE_DIST)
+    assert not refused.success
+    assert "No matching distribution found" in refused.stderr, refused.stderr[-2000:]
+    assert not servers.denied_index.seen, "the proxy let pip reach the index that is not allowed"
+
+    await sandbox.set_env("PIP_INDEX_URL", servers.url(servers.index, "/simple/"))
+    installed = await sandbox.install_package(PROBE_DIST)
+    assert installed.success, installed.stderr[-2000:]
+    r = await sandbox.run(f"import {PROBE_DIST}; print({PROBE_DIST}.VERSION)")
+    assert r.stdout == f"{PROBE_VERSION}\n", r.stderr
+
+
+async def test_runsc_without_host_uds_is_refused_with_the_fix(servers: Servers, tmp_path_factory: Any) -> None:
+    require_runtime(RUNSC)
+    sb = Sandbox.create_docker(
+        base_path=tmp_path_factory.mktemp("egress-runsc"),
+        docker_image=require_image("alphora/sandbox:base", foreign=False),
+        runtime=RUNSC,
+        security_policy=SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries())),
+    )
+    with pytest.raises(DockerError, match="--host-uds=open"):
+        await sb.start()
+    await sb.destroy()
