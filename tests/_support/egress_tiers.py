@@ -9,11 +9,14 @@ Used by tests/core/test_egress_isolated.py and tests/docker/test_egress_docker.p
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import importlib.metadata
 import io
 import json
 import re
+import secrets
+import ssl
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from .egress import TestCA
 from .packages import wheel
 
 #: the package the local index serves
@@ -52,11 +56,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str, files: dict[str, tuple[bytes, str]] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        name: str,
+        files: dict[str, tuple[bytes, str]] | None = None,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__((host, 0), _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.name = name
         self.files = files or {}
         self.seen: list[dict[str, Any]] = []
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` the server received, in order."""
+        return [v for seen in self.seen for k, v in seen["headers"].items() if k.lower() == name.lower()]
 
     def answer(self, path: str) -> tuple[bytes | None, str]:
         if self.files:
@@ -124,28 +140,66 @@ class Servers:
     index: _Server
     denied_index: _Server
     service: _Server  # bound to 0.0.0.0: a host service the sandbox must not reach
+    secure: _Server  # HTTPS for TLS_NAME (certificate from ca), credentials injected by the proxy
+    ca: TestCA
+    #: the credential the proxy injects; it must never enter the sandbox
+    secret: str = attrs.field(factory=lambda: SECRET_PREFIX + secrets.token_hex(16))
 
     def allow_entries(self) -> list[str]:
-        return [f"127.0.0.1:{self.allowed.port}", f"127.0.0.1:{self.index.port}"]
+        return [f"127.0.0.1:{self.allowed.port}", f"127.0.0.1:{self.index.port}", *self.secure_entries()]
+
+    def secure_entries(self) -> list[str]:
+        # the name, and the loopback address it resolves to (a loopback address must be named to be reached)
+        return [f"{TLS_NAME}:{self.secure.port}", f"127.0.0.1:{self.secure.port}"]
+
+    def credentials(self) -> dict[str, dict[str, str]]:
+        return {
+            f"127.0.0.1:{self.allowed.port}": {"X-Api-Key": self.secret},
+            f"{TLS_NAME}:{self.secure.port}": {"Authorization": f"Bearer {self.secret}"},
+        }
+
+    def proxy_options(self) -> dict[str, Any]:
+        """The proxy's test resolver (TLS_NAME is 127.0.0.1) and its trust of the test CA upstream."""
+
+        async def resolve(host: str) -> list[str]:
+            if host != TLS_NAME:
+                raise OSError(f"test resolver: unknown name {host!r}")
+            return ["127.0.0.1"]
+
+        return {"resolver": resolve, "upstream_ssl_context": self.ca.client_context()}
+
+    def policy(self) -> Any:
+        from alphora.sandbox import SecurityPolicy
+        from alphora.sandbox.egress import EgressPolicy
+
+        return SecurityPolicy(egress=EgressPolicy(allow=self.allow_entries(), credentials=self.credentials()))
 
     def url(self, server: _Server, path: str = "/probe") -> str:
         return f"http://127.0.0.1:{server.port}{path}"
 
 
+#: the public part of the test credential (the probe looks for it, then checks a hash of what follows)
+SECRET_PREFIX = "sk-alphora-egress-"
+#: the name of the HTTPS server (resolved by the proxy's test resolver only)
+TLS_NAME = "secure.egress.test"
+
+
 @contextmanager
-def loopback_servers() -> Iterator[Servers]:
+def loopback_servers(tmp: Path) -> Iterator[Servers]:
     index_files = simple_index(PROBE_DIST, PROBE_VERSION)
+    ca = TestCA()
     made = [
         _Server("allowed"),
         _Server("denied"),
         _Server("index", index_files),
         _Server("denied-index", index_files),
         _Server("service", host="0.0.0.0"),  # on purpose: a host service open to every interface
+        _Server("secure", tls=ca.server_context([TLS_NAME], tmp)),
     ]
     for srv in made:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        yield Servers(*made)
+        yield Servers(*made, ca=ca)
     finally:
         for srv in made:
             srv.shutdown()
@@ -273,6 +327,8 @@ def read_json(stdout: str) -> dict[str, Any]:
 __all__ = [
     "PROBE_DIST",
     "PROBE_VERSION",
+    "SECRET_PREFIX",
+    "TLS_NAME",
     "Servers",
     "check_probe",
     "install_requests",
@@ -280,4 +336,83 @@ __all__ = [
     "matrix_rows",
     "probe_code",
     "read_json",
+    "secret_probe",
 ]
+
+
+#: run inside the sandbox: fetch through the proxy (credentials injected outside), then look for the
+#: secret everywhere the sandbox can read: every process's environment and command line, and the files
+#: under ``roots``. It gets only the secret's public prefix and SHA-256 (never the secret), plus a
+#: planted decoy's hash, which it must find (the search works).
+SECRET_PROBE = r"""
+import hashlib, json, os, shutil, ssl, subprocess, urllib.request
+PREFIX, LENGTH, SECRET_SHA, DECOY_SHA = {prefix!r}, {length!r}, {secret_sha!r}, {decoy_sha!r}
+PLAIN, SECURE, ROOTS = {plain!r}, {secure!r}, {roots!r}
+out = {{"fetch": {{}}}}
+for name, url in (("http", PLAIN), ("https", SECURE)):
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            out["fetch"][name] = r.status
+    except Exception as e:
+        out["fetch"][name] = repr(e)
+if shutil.which("curl"):
+    p = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{{http_code}}", "--max-time", "15", SECURE],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    out["fetch"]["curl https"] = p.stdout.decode() or p.stderr.decode()[-300:]
+out["ca_bundle"] = os.environ.get("SSL_CERT_FILE")
+found = {{SECRET_SHA: [], DECOY_SHA: []}}
+prefix = PREFIX.encode()
+
+def look(where, data):
+    start = data.find(prefix)
+    while start >= 0:
+        digest = hashlib.sha256(data[start:start + LENGTH]).hexdigest()
+        if digest in found:
+            found[digest].append(where)
+        start = data.find(prefix, start + 1)
+
+look("os.environ", "\0".join("%s=%s" % kv for kv in os.environ.items()).encode())
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        for leaf in ("environ", "cmdline"):
+            try:
+                with open("/proc/%s/%s" % (pid, leaf), "rb") as f:
+                    look("/proc/%s/%s" % (pid, leaf), f.read())
+            except OSError:
+                pass
+scanned = 0
+for root in sorted(set(ROOTS + [os.getcwd(), os.environ.get("HOME", "/")])):
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > 50 * 2**20:
+                    continue
+                with open(path, "rb") as f:
+                    look(path, f.read())
+                scanned += 1
+            except OSError:
+                pass
+out["files_scanned"] = scanned
+out["secret_found_in"] = found[SECRET_SHA]
+out["decoy_found_in"] = found[DECOY_SHA]
+print(json.dumps(out))
+"""
+
+
+def secret_probe(servers: Servers, roots: list[str], decoy: str) -> str:
+    """The probe's code: nothing of ``servers.secret`` in it but its public prefix and its hash."""
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert len(decoy) == len(servers.secret)
+    return SECRET_PROBE.format(
+        prefix=SECRET_PREFIX,
+        length=len(servers.secret),
+        secret_sha=sha(servers.secret),
+        decoy_sha=sha(decoy),
+        plain=servers.url(servers.allowed, "/with-credentials"),
+        secure=f"https://{TLS_NAME}:{servers.secure.port}/with-credentials",
+        roots=roots,
+    )

@@ -20,6 +20,7 @@ from alphora.sandbox.egress import EgressPolicy
 from .._support.egress_tiers import (
     PROBE_DIST,
     PROBE_VERSION,
+    SECRET_PREFIX,
     Servers,
     check_probe,
     install_requests,
@@ -27,6 +28,7 @@ from .._support.egress_tiers import (
     matrix_rows,
     probe_code,
     read_json,
+    secret_probe,
 )
 
 if not bwrap_available():
@@ -38,15 +40,15 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
-    with loopback_servers() as made:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with loopback_servers(tmp_path_factory.mktemp("tls")) as made:
         yield made
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def sandbox(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
-    policy = SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries()))
-    sb = Sandbox.create("isolated", base_path=tmp_path_factory.mktemp("egress-iso"), security_policy=policy)
+    sb = Sandbox.create("isolated", base_path=tmp_path_factory.mktemp("egress-iso"), security_policy=servers.policy())
+    sb.backend.egress_proxy_options.update(servers.proxy_options())
     async with sb:
         yield sb
 
@@ -87,3 +89,26 @@ async def test_the_proxy_lives_and_dies_with_the_sandbox(servers: Servers, tmp_p
     assert oct(host_dir.stat().st_mode & 0o777) == "0o700"
     await sb.destroy()
     assert not host_dir.exists()
+
+
+async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandbox, servers: Servers) -> None:
+    decoy = SECRET_PREFIX + "0" * (len(servers.secret) - len(SECRET_PREFIX))
+    await sandbox.write_file("decoy.txt", f"planted: {decoy}\n")  # the search must find this one
+    result = await sandbox.run(secret_probe(servers, ["/tmp", "/run", "/etc"], decoy), timeout=120)
+    assert result.success, result.stderr
+    probe = read_json(result.stdout)
+    print(
+        "isolated: server saw X-Api-Key",
+        servers.allowed.header("X-Api-Key")[-1:],
+        "and",
+        servers.secure.header("Authorization")[-1:],
+    )
+    print("isolated: inside:", probe)
+    assert probe["fetch"]["http"] == 200, probe
+    assert probe["fetch"]["https"] == 200, probe  # TLS terminated by the proxy, trusted through the CA bundle
+    assert probe["fetch"].get("curl https", "200") == "200", probe
+    assert servers.allowed.header("X-Api-Key")[-1] == servers.secret
+    assert servers.secure.header("Authorization")[-1] == f"Bearer {servers.secret}"
+    assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
+    assert probe["decoy_found_in"], probe
+    assert probe["secret_found_in"] == [], probe

@@ -19,6 +19,7 @@ from alphora.sandbox.errors import DockerError
 from .._support.egress_tiers import (
     PROBE_DIST,
     PROBE_VERSION,
+    SECRET_PREFIX,
     Servers,
     check_probe,
     install_requests,
@@ -26,6 +27,7 @@ from .._support.egress_tiers import (
     matrix_rows,
     probe_code,
     read_json,
+    secret_probe,
 )
 from .conftest import IMAGE_PARAMS, RUNSC, require_image, require_runtime
 
@@ -33,8 +35,8 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
-    with loopback_servers() as made:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    with loopback_servers(tmp_path_factory.mktemp("tls")) as made:
         yield made
 
 
@@ -46,8 +48,9 @@ async def sandbox(
         base_path=tmp_path_factory.mktemp("egress-docker"),
         docker_image=require_image(request.param),
         resource_limits=ResourceLimits(timeout_seconds=60, memory_mb=256),
-        security_policy=SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries())),
+        security_policy=servers.policy(),
     )
+    sb.backend.egress_proxy_options.update(servers.proxy_options())
     await sb.start()
     try:
         yield sb
@@ -92,3 +95,26 @@ async def test_runsc_without_host_uds_is_refused_with_the_fix(servers: Servers, 
     with pytest.raises(DockerError, match="--host-uds=open"):
         await sb.start()
     await sb.destroy()
+
+
+async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandbox, servers: Servers) -> None:
+    decoy = SECRET_PREFIX + "0" * (len(servers.secret) - len(SECRET_PREFIX))
+    await sandbox.write_file("decoy.txt", f"planted: {decoy}\n")  # the search must find this one
+    result = await sandbox.run(secret_probe(servers, ["/tmp", "/run", "/etc"], decoy), timeout=120)
+    assert result.success, result.stderr
+    probe = read_json(result.stdout)
+    print(
+        "docker: server saw X-Api-Key",
+        servers.allowed.header("X-Api-Key")[-1:],
+        "and",
+        servers.secure.header("Authorization")[-1:],
+    )
+    print("docker: inside:", probe)
+    assert probe["fetch"]["http"] == 200, probe
+    assert probe["fetch"]["https"] == 200, probe  # TLS terminated by the proxy, trusted through the CA bundle
+    assert probe["fetch"].get("curl https", "200") == "200", probe
+    assert servers.allowed.header("X-Api-Key")[-1] == servers.secret
+    assert servers.secure.header("Authorization")[-1] == f"Bearer {servers.secret}"
+    assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
+    assert probe["decoy_found_in"], probe
+    assert probe["secret_found_in"] == [], probe

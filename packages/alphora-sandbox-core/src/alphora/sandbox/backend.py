@@ -381,6 +381,11 @@ class Backend(abc.ABC):
         self.resource_limits = resource_limits or ResourceLimits()
         self.security_policy = security_policy or SecurityPolicy()
         self.options: dict[str, Any] = {**(options or {}), **extra}
+        #: keyword arguments for the sandbox's :class:`~alphora.sandbox.egress.EgressProxy` when this
+        #: backend enforces an egress policy (``decide``, ``audit``, ``resolver``,
+        #: ``upstream_ssl_context``); the facade sets ``decide`` to its registry's
+        #: ``sandbox_egress_decide`` hook
+        self.egress_proxy_options: dict[str, Any] = {}
         self._initialized = False
         self._check_egress()
 

@@ -24,7 +24,6 @@ import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +72,14 @@ class EgressBridge:
         sandbox_id: str,
         owner: int | None = None,
         shared: bool = False,
-        decide: Callable[..., Any] | None = None,
-        audit: Callable[..., Any] | None = None,
+        **proxy_options: Any,
     ) -> None:
         self.policy = policy
         self.sandbox_id = sandbox_id
         self.owner = owner
         self.shared = shared
-        self.decide = decide
-        self.audit = audit
+        #: keyword arguments of EgressProxy (decide, audit, resolver, upstream_ssl_context)
+        self.proxy_options = proxy_options
         self.host_dir: Path | None = None
         self._proxy: Any = None
 
@@ -117,7 +115,7 @@ class EgressBridge:
         from .egress import EgressProxy
 
         self.host_dir = Path(tempfile.mkdtemp(prefix=f"alphora-egress-{self.sandbox_id}-"))
-        proxy = EgressProxy(self.policy, sandbox_id=self.sandbox_id, decide=self.decide, audit=self.audit)
+        proxy = EgressProxy(self.policy, sandbox_id=self.sandbox_id, **self.proxy_options)
         try:
             await proxy.start(unix_path=str(self.socket_path))
             ca_pem = proxy.ca_pem

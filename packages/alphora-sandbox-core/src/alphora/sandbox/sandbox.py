@@ -106,6 +106,9 @@ class Sandbox(FileMethods, PackageMethods):
                 options=dict(backend_options or {}),
             )
         self.backend = backend
+        # the egress proxy (tiers that enforce SecurityPolicy.egress) asks this registry's
+        # sandbox_egress_decide hook about every request
+        backend.egress_proxy_options.setdefault("decide", self.registry.egress_decide)
         self._env: dict[str, str] = {}
         for key, value in dict(env_vars or {}).items():
             self._put_env(key, value)

@@ -172,7 +172,9 @@ class RunnerBackend(Backend):
         if policy is None or not self.egress_wanted:
             return None
         if self.egress is None:
-            self.egress = EgressBridge(policy, sandbox_id=self.sandbox_id, owner=owner, shared=shared)
+            self.egress = EgressBridge(
+                policy, sandbox_id=self.sandbox_id, owner=owner, shared=shared, **self.egress_proxy_options
+            )
         await self.egress.start()
         return self.egress
 
