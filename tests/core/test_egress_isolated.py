@@ -15,7 +15,8 @@ import pytest_asyncio
 
 from alphora.sandbox import Sandbox, SecurityPolicy
 from alphora.sandbox.builtin.isolated_backend import bwrap_available
-from alphora.sandbox.egress import EgressPolicy
+from alphora.sandbox.egress import EgressDecision, EgressPolicy, EgressRequest
+from alphora.sandbox.plugins import PluginRegistry, hookimpl, make_plugin_manager
 
 from .._support.egress_tiers import (
     PROBE_DIST,
@@ -112,3 +113,35 @@ async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandb
     assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
     assert probe["decoy_found_in"], probe
     assert probe["secret_found_in"] == [], probe
+
+
+class _Decider:
+    """A sandbox_egress_decide plugin: denies one path of an allowed server, records every request."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    @hookimpl
+    def sandbox_egress_decide(self, request: EgressRequest) -> EgressDecision | None:
+        self.seen.append((request.sandbox_id, request.target))
+        return EgressDecision.deny("budget spent") if request.target.endswith("/expensive") else None
+
+
+async def test_the_sandboxs_registry_decides(servers: Servers, tmp_path: Path) -> None:
+    decider = _Decider()
+    registry = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[decider]))
+    policy = SecurityPolicy(egress=EgressPolicy(allow=servers.allow_entries()))
+    sb = Sandbox.create("isolated", base_path=tmp_path, security_policy=policy, registry=registry)
+    code = (
+        "import urllib.request, urllib.error\n"
+        "for path in ('/cheap', '/expensive'):\n"
+        "    try:\n"
+        f"        print(urllib.request.urlopen('{servers.url(servers.allowed, '')}' + path, timeout=15).status)\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        print(e.code)\n"
+    )
+    async with sb:
+        result = await sb.run(code)
+    assert result.stdout.split() == ["200", "403"], result.stderr
+    assert [target.rsplit("/", 1)[-1] for _sid, target in decider.seen] == ["cheap", "expensive"]
+    assert {sid for sid, _t in decider.seen} == {sb.sandbox_id}
