@@ -6,7 +6,11 @@ Real clients inside real containers (the foreign image and ours), loopback serve
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +122,23 @@ async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandb
     assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
     assert probe["decoy_found_in"], probe
     assert probe["secret_found_in"] == [], probe
+
+
+@pytest.mark.usefixtures("spec_images")
+async def test_the_example_runs_as_documented() -> None:
+    root = Path(__file__).resolve().parents[2]
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "examples/egress_allowlist.py", "docker"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=root,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "with X-Api-Key='sk-example-0123456789'" in out.stdout
+    assert "allowed -> 200 hello from the allowed server" in out.stdout
+    assert "other -> 403 refused by the egress proxy" in out.stdout
+    assert "interfaces -> ['lo']" in out.stdout
+    assert "API key in the sandbox's environment -> False" in out.stdout
