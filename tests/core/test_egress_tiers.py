@@ -93,3 +93,11 @@ def test_user_code_environment_names_the_proxy_and_the_bundle() -> None:
     assert all(env[v] == "/run/x/ca-bundle.pem" for v in CA_BUNDLE_VARS)
     plain = minimal_env("/workspace")
     assert not set(plain) & {*PROXY_VARS, *CA_BUNDLE_VARS}
+
+
+def test_the_doctor_says_the_network_is_the_proxy() -> None:
+    from alphora.sandbox.doctor import _describe
+
+    config = SandboxConfig(backend_type="isolated", security_policy=SecurityPolicy(egress=EgressPolicy(allow=ALLOW)))
+    assert _describe(config).startswith("network: egress through the proxy only (3 allow entries)")
+    assert _describe(SandboxConfig()).startswith("network disabled")

@@ -265,7 +265,11 @@ def _host_info() -> dict[str, Any]:
 
 
 def _describe(config: SandboxConfig) -> str:
-    net = "network enabled" if config.network_enabled else "network disabled"
+    egress = config.security_policy.egress
+    if egress is not None:  # rules.network_access: the proxy only (the probes still run with no network)
+        net = f"network: egress through the proxy only ({len(egress.allow)} allow entries)"
+    else:
+        net = "network enabled" if config.network_enabled else "network disabled"
     return f"{net}; configured backend {config.backend_type!r}"
 
 
