@@ -31,6 +31,7 @@ from .._support.egress_tiers import (
     read_json,
     secret_probe,
 )
+from .._support.packages import wheel
 
 if not bwrap_available():
     if os.environ.get("CI"):
@@ -145,3 +146,19 @@ async def test_the_sandboxs_registry_decides(servers: Servers, tmp_path: Path) -
     assert result.stdout.split() == ["200", "403"], result.stderr
     assert [target.rsplit("/", 1)[-1] for _sid, target in decider.seen] == ["cheap", "expensive"]
     assert {sid for sid, _t in decider.seen} == {sb.sandbox_id}
+
+
+async def test_a_wheelhouse_installs_packages_with_no_network(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"{PROBE_DIST}-{PROBE_VERSION}-py3-none-any.whl").write_bytes(wheel(PROBE_DIST, PROBE_VERSION))
+    sb = Sandbox.create("isolated", base_path=tmp_path / "ws", backend_options={"wheelhouse": str(wheels)})
+    async with sb:
+        await sb.set_env("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")  # ignored: the wheelhouse is the only source
+        installed = await sb.install_package(PROBE_DIST)
+        assert installed.success, installed.stderr[-2000:]
+        r = await sb.run(
+            f"import {PROBE_DIST}; print({PROBE_DIST}.VERSION)\n"
+            "try:\n    open('/run/alphora-sandbox/wheels/x', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
+        )
+        assert r.stdout.splitlines() == [PROBE_VERSION, "Read-only file system"], r.stderr

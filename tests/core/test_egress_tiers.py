@@ -101,3 +101,9 @@ def test_the_doctor_says_the_network_is_the_proxy() -> None:
     config = SandboxConfig(backend_type="isolated", security_policy=SecurityPolicy(egress=EgressPolicy(allow=ALLOW)))
     assert _describe(config).startswith("network: egress through the proxy only (3 allow entries)")
     assert _describe(SandboxConfig()).startswith("network disabled")
+
+
+def test_a_wheelhouse_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="is not a directory on this host") as info:
+        Sandbox.create("isolated", base_path=tmp_path, backend_options={"wheelhouse": str(tmp_path / "missing")})
+    assert info.value.field == "wheelhouse"

@@ -33,6 +33,7 @@ from .._support.egress_tiers import (
     read_json,
     secret_probe,
 )
+from .._support.packages import wheel
 from .conftest import IMAGE_PARAMS, RUNSC, require_image, require_runtime
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
@@ -142,3 +143,21 @@ async def test_the_example_runs_as_documented() -> None:
     assert "other -> 403 refused by the egress proxy" in out.stdout
     assert "interfaces -> ['lo']" in out.stdout
     assert "API key in the sandbox's environment -> False" in out.stdout
+
+
+async def test_a_wheelhouse_installs_packages_with_no_network(foreign_image: str, tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / f"{PROBE_DIST}-{PROBE_VERSION}-py3-none-any.whl").write_bytes(wheel(PROBE_DIST, PROBE_VERSION))
+    wheels.chmod(0o755)
+    sb = Sandbox.create_docker(
+        base_path=tmp_path / "ws", docker_image=foreign_image, backend_options={"wheelhouse": str(wheels)}
+    )
+    async with sb:
+        installed = await sb.install_package(PROBE_DIST)
+        assert installed.success, installed.stderr[-2000:]
+        r = await sb.run(
+            f"import {PROBE_DIST}; print({PROBE_DIST}.VERSION)\n"
+            "try:\n    open('/run/alphora-sandbox/wheels/x', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
+        )
+        assert r.stdout.splitlines() == [PROBE_VERSION, "Read-only file system"], r.stderr

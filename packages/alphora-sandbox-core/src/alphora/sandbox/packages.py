@@ -19,7 +19,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .backend import HOST_PACKAGE_ENV, ProcessRequest
-from .errors import PackageError
+from .errors import ConfigurationError, PackageError
 from .types import ExecutionResult, ExecutionStatus, PackageInfo, ResourceLimits
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIST_DISTRIBUTIONS",
     "PIP_TIMEOUT",
+    "WHEELHOUSE_DIR",
     "PackageMethods",
     "host_pip_env",
     "installed_code",
@@ -39,6 +40,8 @@ __all__ = [
     "validate_requirement",
     "validate_requirements",
     "version_code",
+    "wheelhouse_dir",
+    "wheelhouse_env",
 ]
 
 #: seconds a pip call may take unless the sandbox's own timeout is longer
@@ -126,6 +129,34 @@ def host_pip_env() -> dict[str, str]:
     :data:`~alphora.sandbox.backend.HOST_PACKAGE_ENV`) that are set, for a backend whose
     ``pip_host_env`` says its pip runs on this host's network."""
     return {k: v for k in HOST_PACKAGE_ENV if (v := os.environ.get(k)) is not None}
+
+
+#: where a backend's ``wheelhouse`` option (a host directory of wheels) appears inside the sandbox
+WHEELHOUSE_DIR = "/run/alphora-sandbox/wheels"
+
+
+def wheelhouse_dir(value: Any, *, field: str = "wheelhouse") -> str | None:
+    """A backend's ``wheelhouse`` option checked: None, or an existing host directory (absolute,
+    symlinks resolved); else a :class:`~alphora.sandbox.errors.ConfigurationError` naming it."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigurationError(f"{field} must be a directory path, got {value!r}", field=field, value=value)
+    path = os.path.realpath(os.path.expanduser(os.fspath(value)))
+    if not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{field} {str(value)!r} is not a directory on this host (it is mounted read-only into the sandbox "
+            f"as pip's only package source)",
+            field=field,
+            value=value,
+        )
+    return path
+
+
+def wheelhouse_env(mounted: str | None) -> dict[str, str]:
+    """pip's variables for a sandbox with a wheelhouse mounted at ``mounted``: that directory is its
+    only package source (``--no-index --find-links``), whatever index the sandbox's env names."""
+    return {} if mounted is None else {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": mounted}
 
 
 def pip_env(host: Mapping[str, str], sandbox_env: Mapping[str, str], backend_env: Mapping[str, str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ import attrs
 
 from alphora.sandbox.backend import STANDARD_PATH
 from alphora.sandbox.egress_bridge import INSIDE_DIR as EGRESS_DIR
+from alphora.sandbox.packages import WHEELHOUSE_DIR, wheelhouse_dir
 from alphora.sandbox.rules import network_mode
 from alphora.sandbox.types import ResourceLimits, SecurityPolicy
 
@@ -180,6 +181,9 @@ def container_spec(
     }
     if egress_dir:
         host_config["binds"][egress_dir] = {"bind": EGRESS_DIR, "mode": "ro"}
+    wheels = wheelhouse_dir(opts.wheelhouse, field="docker.wheelhouse")
+    if wheels:
+        host_config["binds"][wheels] = {"bind": WHEELHOUSE_DIR, "mode": "ro"}
     if opts.runtime:
         host_config["runtime"] = opts.runtime
     env = {

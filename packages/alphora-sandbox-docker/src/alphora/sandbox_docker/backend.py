@@ -32,6 +32,7 @@ import attrs
 
 from alphora.sandbox.backend import OutputCallback, ProcessRequest, minimal_env
 from alphora.sandbox.errors import BackendError, DockerError
+from alphora.sandbox.packages import WHEELHOUSE_DIR, wheelhouse_env
 from alphora.sandbox.runner import bootstrap_argv
 from alphora.sandbox.runner.backend import RunnerBackend
 from alphora.sandbox.runner.client import RunnerClient
@@ -422,6 +423,7 @@ class DockerBackend(RunnerBackend):
             "PIP_USER": "1",
             "PIP_NO_CACHE_DIR": "1",
             "PIP_NO_WARN_SCRIPT_LOCATION": "1",
+            **wheelhouse_env(WHEELHOUSE_DIR if self.docker_options.wheelhouse else None),
         }
 
     # -- processes -------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ class DockerOptions:
     #: seconds the docker SDK waits for one engine API call
     api_timeout: float = attrs.field(default=120.0, validator=_opt_pos)
     read_only_rootfs: bool = attrs.field(default=True, validator=_is_bool)
+    #: a host directory of wheels, mounted read-only: pip's only package source (``--no-index
+    #: --find-links``), so ``install_package`` works without any network (docs/egress.md)
+    wheelhouse: str | None = attrs.field(default=None, validator=_opt_str)
 
     #: other names accepted by :meth:`from_mapping` (the original alphora's and the SDK's)
     ALIASES: ClassVar[dict[str, str]] = {"docker_image": "image", "base_url": "docker_host", "env": "environment"}

@@ -26,6 +26,7 @@ from typing import Any
 from ..egress_bridge import INSIDE_DIR as EGRESS_DIR
 from ..errors import BackendError
 from ..hookspecs import RegisterBackend
+from ..packages import WHEELHOUSE_DIR, wheelhouse_dir, wheelhouse_env
 from ..plugins import hookimpl
 from ..rules import network_allowed
 from ..runner.backend import RunnerBackend
@@ -119,6 +120,8 @@ class IsolatedLocalBackend(LocalBackend):
         self.uid = int(self.options.get("uid", default_id))
         self.gid = int(self.options.get("gid", default_id if self.drop_root else os.getegid()))
         self._lease: UidLease | None = None
+        #: a host directory of wheels, mounted read-only: pip's only package source (docs/egress.md)
+        self.wheelhouse = wheelhouse_dir(self.options.get("wheelhouse"))
         if self.egress_wanted:
             self.runner_tasks += 1  # the runner's egress forwarder
 
@@ -161,6 +164,8 @@ class IsolatedLocalBackend(LocalBackend):
         pip = host_pip_root()
         if pip is not None:
             out.append((os.path.join(pip, "pip"), f"{PIP_MOUNT}/pip"))
+        if self.wheelhouse is not None:
+            out.append((self.wheelhouse, WHEELHOUSE_DIR))
         return out
 
     def bwrap_argv(self, sources: dict[str, str] | None = None) -> list[str]:
@@ -276,6 +281,10 @@ class IsolatedLocalBackend(LocalBackend):
                 continue  # already inside a bound parent
             out.append(real)
         return out
+
+    async def pip_command(self) -> tuple[list[str], dict[str, str]]:
+        argv, env = await super().pip_command()
+        return argv, {**env, **wheelhouse_env(WHEELHOUSE_DIR if self.wheelhouse else None)}
 
     def _pip_root(self) -> str:
         root = super()._pip_root()
