@@ -126,7 +126,7 @@ def _structure_egress(value: Any, _t: Any) -> EgressPolicy | None:
 def _unstructure_egress(policy: EgressPolicy) -> dict[str, Any]:
     """The plain form :func:`_structure_egress` reads back (credentials included: ``to_dict()`` is
     meant to round-trip, like storage secrets; don't log it)."""
-    return {"allow": list(policy.allow), "credentials": {k: dict(v) for k, v in policy.credentials.items()}}
+    return policy.to_value()
 
 
 def _make_converter() -> cattrs.Converter:
