@@ -5,8 +5,13 @@ Real clients inside a real bubblewrap sandbox, loopback servers on the host (tes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -162,3 +167,44 @@ async def test_a_wheelhouse_installs_packages_with_no_network(tmp_path: Path) ->
             "try:\n    open('/run/alphora-sandbox/wheels/x', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
         )
         assert r.stdout.splitlines() == [PROBE_VERSION, "Read-only file system"], r.stderr
+
+
+CRASH = """
+import asyncio, os, sys
+from alphora.sandbox import EgressPolicy, Sandbox, SecurityPolicy
+
+async def main():
+    policy = SecurityPolicy(egress=EgressPolicy(allow=["127.0.0.1:9"]))
+    sb = Sandbox.create("isolated", base_path=sys.argv[1], security_policy=policy)
+    await sb.start()
+    print(sb.backend.egress.socket_path, flush=True)
+    os._exit(1)  # the host process dies without stop()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_crash_leaves_a_dead_socket_file_and_nothing_running(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CRASH, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    sock_path = Path(out.stdout.strip())
+    assert sock_path.name == "proxy.sock", out.stderr
+    try:
+        assert sock_path.is_socket()  # left behind: a file in a private temp directory ...
+        probe = socket.socket(socket.AF_UNIX)
+        with pytest.raises(ConnectionRefusedError):  # ... that nothing listens on
+            probe.connect(str(sock_path))
+        probe.close()
+        # and no process of that sandbox outlives its host (bubblewrap's --die-with-parent; give the
+        # kernel a moment to take the namespace down)
+        deadline = time.monotonic() + 20
+        while True:
+            ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=False).stdout
+            left = [line for line in ps.splitlines() if str(tmp_path) in line]
+            if not left or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert left == []
+    finally:
+        shutil.rmtree(sock_path.parent, ignore_errors=True)
