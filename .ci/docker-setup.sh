@@ -11,6 +11,8 @@
 # /etc/docker/daemon.json "runtimes" (merged into what the file holds), with --network=none among its
 # runtime arguments: on hosts like CI's, runsc's own network stack refuses to start ("cannot run with
 # network enabled in root network namespace"), so the sandbox refuses network under it (docs/docker.md).
+# A second runtime "runsc-egress" adds --host-uds=open, so an egress policy's proxy socket, bound into
+# the container, can be reached under gVisor (docs/egress.md).
 # A running dockerd reloads "runtimes" on SIGHUP; it is never restarted for this.
 #
 # Idempotent: installs Debian's docker.io and mmdebstrap only when missing, starts dockerd only when
@@ -67,9 +69,15 @@ if os.path.exists(path):
     with open(path) as fh:
         text = fh.read().strip()
     conf = json.loads(text) if text else {}
-want = {"path": sys.argv[1], "runtimeArgs": ["--network=none"]}
-if conf.get("runtimes", {}).get("runsc") != want:
-    conf.setdefault("runtimes", {})["runsc"] = want
+# "runsc-egress": the same runtime, also allowed to connect to host unix sockets bound into the
+# container (--host-uds=open), which an egress policy needs: its proxy is reached through one
+wants = {
+    "runsc": {"path": sys.argv[1], "runtimeArgs": ["--network=none"]},
+    "runsc-egress": {"path": sys.argv[1], "runtimeArgs": ["--network=none", "--host-uds=open"]},
+}
+runtimes = conf.get("runtimes", {})
+if any(runtimes.get(name) != want for name, want in wants.items()):
+    conf.setdefault("runtimes", {}).update(wants)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as fh:
         json.dump(conf, fh, indent=2)
@@ -122,7 +130,7 @@ else
   fi
 fi
 if [ "$RUNSC" = 1 ]; then
-  has_runsc() { docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; }
+  has_runsc() { docker info --format '{{json .Runtimes}}' | grep -q '"runsc-egress"'; }
   if [ -n "$runsc_changed" ] || ! has_runsc; then
     log "registering runsc with the running dockerd (SIGHUP: it reloads \"runtimes\", nothing restarts)"
     $SUDO kill -HUP "$(cat /var/run/docker.pid)"

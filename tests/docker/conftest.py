@@ -43,6 +43,8 @@ RECIPE_LABEL = "org.alphora.sandbox.recipe"
 IMAGE_PARAMS = [pytest.param(FOREIGN_IMAGE, id="foreign"), pytest.param(OUR_IMAGE, id="ours")]
 #: gVisor's runtime name, as .ci/docker-setup.sh registers it with dockerd
 RUNSC = "runsc"
+#: runsc with --host-uds=open as well (.ci/docker-setup.sh registers both): what egress needs under gVisor
+RUNSC_EGRESS = "runsc-egress"
 _HERE = Path(__file__).parent
 
 

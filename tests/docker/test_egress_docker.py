@@ -34,7 +34,7 @@ from .._support.egress_tiers import (
     secret_probe,
 )
 from .._support.packages import wheel
-from .conftest import IMAGE_PARAMS, RUNSC, require_image, require_runtime
+from .conftest import IMAGE_PARAMS, RUNSC, RUNSC_EGRESS, require_image, require_runtime
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
@@ -100,6 +100,35 @@ async def test_runsc_without_host_uds_is_refused_with_the_fix(servers: Servers, 
     with pytest.raises(DockerError, match="--host-uds=open"):
         await sb.start()
     await sb.destroy()
+
+
+async def test_runsc_egress_runtime_enforces_the_policy_under_gvisor(
+    servers: Servers, tmp_path_factory: Any, docker_client: Any
+) -> None:
+    """The "runsc-egress" runtime (runsc with --host-uds=open, registered by .ci/docker-setup.sh): the
+    proxy's socket is reachable under gVisor, and the same matrix holds (urllib; requests is not
+    installed here, to keep gVisor's slow pip out of the suite)."""
+    require_runtime(RUNSC_EGRESS)
+    sb = Sandbox.create_docker(
+        base_path=tmp_path_factory.mktemp("egress-runsc-hostuds"),
+        docker_image=require_image("alphora/sandbox:base", foreign=False),
+        runtime=RUNSC_EGRESS,
+        resource_limits=ResourceLimits(timeout_seconds=60, memory_mb=256),
+        security_policy=servers.policy(),
+    )
+    sb.backend.egress_proxy_options.update(servers.proxy_options())
+    await sb.start()
+    try:
+        info = docker_client.api.inspect_container(sb.backend.container_name)  # type: ignore[attr-defined]
+        assert info["HostConfig"]["NetworkMode"] == "none"
+        assert info["HostConfig"]["Runtime"] == RUNSC_EGRESS
+        result = await sb.run(probe_code(servers), timeout=90)
+        assert result.success, result.stderr
+        probe = read_json(result.stdout)
+        print("\n".join(matrix_rows(f"docker+{RUNSC_EGRESS}", probe)))
+        check_probe(probe, servers, required=("urllib",))
+    finally:
+        await sb.destroy()
 
 
 async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandbox, servers: Servers) -> None:

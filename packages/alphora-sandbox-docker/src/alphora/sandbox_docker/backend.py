@@ -211,8 +211,8 @@ class DockerBackend(RunnerBackend):
                 f"an egress policy needs the sandbox to reach the egress proxy's unix socket, bound in from the "
                 f"host, and gVisor refuses host sockets unless runsc runs with --host-uds=open; container runtime "
                 f"{runtime!r} is registered with {' '.join(args) or 'no arguments'}. Register a runtime with "
-                f'"runtimeArgs": ["--network=none", "--host-uds=open"] and use it, or use the default runtime '
-                f"(see the runsc row of docs/egress.md)",
+                f'"runtimeArgs": ["--network=none", "--host-uds=open"] (.ci/docker-setup.sh registers one as '
+                f'"runsc-egress") and use it, or use the default runtime (see the runsc row of docs/egress.md)',
                 sandbox_id=self.sandbox_id,
                 image=self.image,
             )
