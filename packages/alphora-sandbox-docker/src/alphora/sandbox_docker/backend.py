@@ -42,7 +42,7 @@ from alphora.sandbox.session import PythonSession
 from alphora.sandbox.types import ExecutionResult, ExecutionStatus
 
 from ._client import in_thread, make_client
-from ._errors import build_hint, map_docker_errors
+from ._errors import build_hint, engine_address, engine_is_local, map_docker_errors
 from ._setup import MIN_PYTHON, SETUP_ERROR
 from ._spec import HOME_DIR, L_ID, L_ROLE, WORKSPACE_DIR, ContainerSpec, container_spec, owner_labels
 from ._stream import DockerConnection
@@ -179,6 +179,14 @@ class DockerBackend(RunnerBackend):
                 ) from None
         if self.docker_options.runtime:
             self._check_runtime(self.docker_options.runtime)
+        if self.egress_wanted and not engine_is_local(address := engine_address(self.docker_options.docker_host)):
+            raise DockerError(
+                f"an egress policy binds the egress proxy's unix socket from this machine into the container, "
+                f"and the Docker engine at {address} is not on this machine; run the sandbox on a local engine "
+                f"(unix socket or TCP to loopback), or use the isolated backend (see docs/egress.md)",
+                sandbox_id=self.sandbox_id,
+                image=self.image,
+            )
         self.spec = self._make_spec(list((info.get("Config") or {}).get("Env") or []))
 
     def _check_runtime(self, runtime: str) -> None:
