@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .builtin.local_backend import LocalBackend
     from .config import SandboxConfig, config_from_env, config_from_file
     from .manager import SandboxLimitError, SandboxManager
+    from .pool import OnRelease, PoolClosedError, PoolStats, PoolTimeoutError, SandboxPool
     from .sandbox import Sandbox
     from .session import PythonSession
     from .tools import SandboxTools
@@ -82,6 +83,11 @@ _LAZY: dict[str, str] = {
     "config_from_file": ".config",
     "SandboxManager": ".manager",
     "SandboxLimitError": ".manager",
+    "SandboxPool": ".pool",
+    "OnRelease": ".pool",
+    "PoolStats": ".pool",
+    "PoolTimeoutError": ".pool",
+    "PoolClosedError": ".pool",
     "SandboxTools": ".tools",
 }
 
@@ -129,11 +135,15 @@ __all__ = [
     "FileSystemError",
     "FileType",
     "LocalBackend",
+    "OnRelease",
     "OutputChunk",
     "PackageError",
     "PackageInfo",
     "PackageInstallError",
     "PathTraversalError",
+    "PoolClosedError",
+    "PoolStats",
+    "PoolTimeoutError",
     "ProcessRequest",
     "PythonSession",
     "ResourceLimits",
@@ -148,6 +158,7 @@ __all__ = [
     "SandboxManager",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
+    "SandboxPool",
     "SandboxStatus",
     "SandboxTools",
     "SecurityPolicy",
