@@ -49,7 +49,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -157,10 +157,10 @@ class _Slot:
 
     __slots__ = ("backend", "created", "fingerprint", "sandbox", "uses")
 
-    def __init__(self, sandbox: Sandbox, fingerprint: str) -> None:
+    def __init__(self, sandbox: Sandbox, fingerprint: str, created: float) -> None:
         self.sandbox = sandbox
         self.backend: Backend = sandbox.backend
-        self.created = time.monotonic()
+        self.created = created
         self.uses = 0
         self.fingerprint = fingerprint
 
@@ -264,6 +264,8 @@ class SandboxPool:
         self._last_error: BaseException | None = None
         self._failures = 0  # consecutive failed creations (backs off the refill)
         self._failure_gen = 0
+        #: the clock of max_age (a test may replace it)
+        self._clock: Callable[[], float] = time.monotonic
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -445,7 +447,7 @@ class SandboxPool:
         return len(self._idle) + len(self._in_use) + self._creating + self._resetting
 
     def _expired(self, slot: _Slot) -> bool:
-        return self.max_age is not None and time.monotonic() - slot.created >= self.max_age
+        return self.max_age is not None and self._clock() - slot.created >= self.max_age
 
     def _retire_reason(self, slot: _Slot) -> str | None:
         if self._closed:
@@ -596,7 +598,7 @@ class SandboxPool:
         self._failures = 0
         self._last_error = None
         self._counts["created"] += 1
-        slot = _Slot(sandbox, fingerprint)
+        slot = _Slot(sandbox, fingerprint, self._clock())
         if self._closed:
             self._discard(slot, "the pool shuts down")
         else:
