@@ -81,8 +81,8 @@ async def test_reset_hands_out_a_clean_sandbox(pool: SandboxPool) -> None:
         r = await first.run(MESS)
         assert r.success, r
         await first.set_env("LEAKED", "secret")
-        leaked_session = first.session("kept")
-        py = await leaked_session.__aenter__()  # never closed: the holder walks away from it
+        kept = first.session("kept")  # referenced until the end: never closed, never collected
+        py = await kept.__aenter__()
         assert (await py.run("state = 'left'")).success
         await asyncio.sleep(0.1)
         assert await first.file_exists("daemon.txt")
