@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from .config import SandboxConfig, config_from_env, config_from_file
     from .egress import EgressDecision, EgressPolicy, EgressProxy, EgressRequest
     from .manager import SandboxLimitError, SandboxManager
+    from .pool import OnRelease, PoolClosedError, PoolStats, PoolTimeoutError, SandboxPool
     from .sandbox import Sandbox
     from .session import PythonSession
     from .tools import SandboxTools
@@ -83,6 +84,11 @@ _LAZY: dict[str, str] = {
     "config_from_file": ".config",
     "SandboxManager": ".manager",
     "SandboxLimitError": ".manager",
+    "SandboxPool": ".pool",
+    "OnRelease": ".pool",
+    "PoolStats": ".pool",
+    "PoolTimeoutError": ".pool",
+    "PoolClosedError": ".pool",
     "SandboxTools": ".tools",
     "EgressPolicy": ".egress",
     "EgressProxy": ".egress",
@@ -138,11 +144,15 @@ __all__ = [
     "FileSystemError",
     "FileType",
     "LocalBackend",
+    "OnRelease",
     "OutputChunk",
     "PackageError",
     "PackageInfo",
     "PackageInstallError",
     "PathTraversalError",
+    "PoolClosedError",
+    "PoolStats",
+    "PoolTimeoutError",
     "ProcessRequest",
     "PythonSession",
     "ResourceLimits",
@@ -157,6 +167,7 @@ __all__ = [
     "SandboxManager",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
+    "SandboxPool",
     "SandboxStatus",
     "SandboxTools",
     "SecurityPolicy",

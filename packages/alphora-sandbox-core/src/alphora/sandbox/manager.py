@@ -29,6 +29,7 @@ from .types import BackendType, ResourceLimits, ResourceUsage, SandboxInfo, Sand
 if TYPE_CHECKING:
     from .config import SandboxConfig
     from .plugins import PluginRegistry
+    from .pool import SandboxPool
     from .sandbox import Sandbox
 
 __all__ = ["SandboxLimitError", "SandboxManager"]
@@ -60,6 +61,13 @@ class SandboxManager:
       ``idle_timeout`` seconds (checked every ``cleanup_interval`` seconds), and
       :meth:`shutdown` destroys every sandbox (workspaces included). With ``False`` nothing is
       reaped and shutdown only stops them, keeping their workspaces.
+    * ``pool_size=N``: the manager keeps ``N`` started sandboxes of its defaults ready (a
+      :class:`~alphora.sandbox.pool.SandboxPool`, started with the manager); ``create_sandbox()``
+      with nothing but defaults (no name, id, backend or per-sandbox setting) takes one of them
+      in milliseconds instead of starting one cold, and the pool makes a replacement in the
+      background. Named or explicitly configured sandboxes are created cold as before.
+      ``pool_options`` are more :class:`~alphora.sandbox.pool.SandboxPool` options (``max_age``,
+      ``refill_concurrency`` …). The ready sandboxes do not count against ``max_sandboxes``.
 
     Every method that takes a ``sandbox_id`` also accepts the sandbox's name.
     """
@@ -81,6 +89,8 @@ class SandboxManager:
         registry: PluginRegistry | None = None,
         default_limits: ResourceLimits | None = None,
         default_policy: SecurityPolicy | None = None,
+        pool_size: int = 0,
+        pool_options: Mapping[str, Any] | None = None,
     ) -> None:
         # the original alphora's names for resource_limits / security_policy
         if default_limits is not None:
@@ -126,6 +136,13 @@ class SandboxManager:
         self.env_vars = dict(env_vars if env_vars is not None else (config.env_vars if config else {}))
         self.idle_timeout = idle_timeout
         self.cleanup_interval = cleanup_interval
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 0:
+            raise ConfigurationError(
+                f"pool_size must be a non-negative integer, got {pool_size!r}", field="pool_size", value=pool_size
+            )
+        self.pool_size = pool_size
+        self.pool_options = dict(pool_options or {})
+        self.pool: SandboxPool | None = None
         self._registry = registry
         self._sandboxes: dict[str, Sandbox] = {}
         self._pending: dict[str, Sandbox] = {}  # created, not started yet: counts against the limit
@@ -149,6 +166,21 @@ class SandboxManager:
         """Start the manager (and its idle reaper when ``auto_cleanup``). Idempotent."""
         if self._running:
             return self
+        if self.pool_size:
+            from .pool import SandboxPool
+
+            self.pool = SandboxPool(
+                self.default_backend,
+                size=self.pool_size,
+                **self.pool_options,
+                **self._sandbox_defaults(self.default_backend, None, None),
+            )
+            try:
+                await self.pool.start()
+            except BaseException:
+                pool, self.pool = self.pool, None
+                await pool.shutdown()
+                raise
         self._running = True
         self._started_at = time.time()
         if self.auto_cleanup and self.idle_timeout is not None:
@@ -167,10 +199,15 @@ class SandboxManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
         self._running = False
-        if force or self.auto_cleanup:
-            await self.destroy_all(raise_errors=not force)
-        else:
-            await self.stop_all()
+        pool, self.pool = self.pool, None
+        try:
+            if force or self.auto_cleanup:
+                await self.destroy_all(raise_errors=not force)
+            else:
+                await self.stop_all()
+        finally:
+            if pool is not None:
+                await pool.shutdown()
 
     async def __aenter__(self) -> SandboxManager:
         return await self.start()
@@ -221,26 +258,19 @@ class SandboxManager:
 
         if not self._running:
             await self.start()
+        same_backend = backend_type is None or _backend_name(backend_type) == self.default_backend
+        plain = same_backend and not (name or sandbox_id or resource_limits or security_policy or docker_image)
+        if self.pool is not None and plain and not (env_vars or backend_options or kwargs) and auto_start:
+            return await self._from_pool(self.pool)
         backend = _backend_name(backend_type) if backend_type is not None else self.default_backend
-        # precedence: the config's section for this backend < the docker_image alias < backend_options
-        options = self.config.backend_options(backend) if self.config is not None else {}
-        image = docker_image or self.docker_image
-        if image and backend == BackendType.DOCKER.value:
-            options["image"] = image
-        options.update(backend_options or {})
-        env = {**self.env_vars, **(env_vars or {})}
-        sandbox = Sandbox(
-            backend,
-            sandbox_id=sandbox_id,
-            name=name,
-            base_path=self.base_path,
+        params = self._sandbox_defaults(backend, docker_image, backend_options)
+        params.update(
             resource_limits=resource_limits or self.resource_limits,
             security_policy=security_policy or self.security_policy,
-            backend_options=options,
-            env_vars=env,
-            registry=self._registry,
-            **kwargs,
+            env_vars={**self.env_vars, **(env_vars or {})},
         )
+        params.update(kwargs)
+        sandbox = Sandbox(backend, sandbox_id=sandbox_id, name=name, **params)
         await self._reserve(sandbox)
         try:
             if auto_start:
@@ -249,6 +279,43 @@ class SandboxManager:
             self._release(sandbox)
             with contextlib.suppress(Exception):
                 await sandbox.destroy()
+            raise
+        self._pending.pop(sandbox.sandbox_id, None)
+        self._sandboxes[sandbox.sandbox_id] = sandbox
+        return sandbox
+
+    def _sandbox_defaults(
+        self, backend: str, docker_image: str | None, backend_options: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """What the manager gives every new sandbox of this backend (its pool's sandboxes too)."""
+        # precedence: the config's section for this backend < the docker_image alias < backend_options
+        options = self.config.backend_options(backend) if self.config is not None else {}
+        image = docker_image or self.docker_image
+        if image and backend == BackendType.DOCKER.value:
+            options["image"] = image
+        options.update(backend_options or {})
+        return {
+            "base_path": self.base_path,
+            "resource_limits": self.resource_limits,
+            "security_policy": self.security_policy,
+            "backend_options": options,
+            "env_vars": dict(self.env_vars),
+            "registry": self._registry,
+        }
+
+    async def _from_pool(self, pool: SandboxPool) -> Sandbox:
+        """A ready sandbox taken from the pool (it is the manager's from now on)."""
+        if len(self._sandboxes) + len(self._pending) >= self.max_sandboxes:
+            raise SandboxLimitError(
+                f"the manager already holds {len(self._sandboxes) + len(self._pending)} sandboxes "
+                f"(max_sandboxes={self.max_sandboxes}); destroy some (destroy_sandbox, cleanup_stopped, "
+                "cleanup_idle) or raise max_sandboxes"
+            )
+        sandbox = await pool.take()
+        try:
+            await self._reserve(sandbox)  # checks the limit again: others may have come first
+        except BaseException:
+            await sandbox.destroy()
             raise
         self._pending.pop(sandbox.sandbox_id, None)
         self._sandboxes[sandbox.sandbox_id] = sandbox
@@ -504,6 +571,7 @@ class SandboxManager:
             "by_backend": by_backend,
             "auto_cleanup": self.auto_cleanup,
             "idle_timeout": self.idle_timeout,
+            "pool": self.pool.stats().to_dict() if self.pool is not None else None,
             "uptime_seconds": round(time.time() - self._started_at, 3) if self._running and self._started_at else 0.0,
         }
 
