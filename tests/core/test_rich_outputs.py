@@ -85,7 +85,9 @@ async def test_display_and_trailing_values_give_bundles_in_order(py: PythonSessi
     assert json.loads(texts["output-2-4.json"]) == {"rows": 3}
     assert texts["output-2-4.tex"] == "$x^2$"
     png = r.attachments[9]
-    assert png.data.startswith(PNG_SIGNATURE) and png.is_image and not png.truncated
+    assert png.data.startswith(PNG_SIGNATURE)
+    assert png.is_image
+    assert not png.truncated
     # streamed as they happened: one display chunk per output, the same attachments
     shown = [c for c in chunks if c.stream == "display"]
     assert len(shown) == 5
@@ -117,7 +119,8 @@ async def test_mimebundle_raw_and_a_broken_repr(py: PythonSession) -> None:
     )
     assert r.success, r.stderr
     kinds = [(a.mime_type, a.name.rsplit("-", 1)[-1]) for a in r.attachments]
-    assert ("image/png", "1.png") in kinds and ("text/markdown", "1.md") in kinds
+    assert ("image/png", "1.png") in kinds
+    assert ("text/markdown", "1.md") in kinds
     png = next(a for a in r.attachments if a.mime_type == "image/png")
     assert png.data.startswith(PNG_SIGNATURE)  # base64 text in a bundle is decoded
     csv = next(a for a in r.attachments if a.mime_type == "text/csv")
@@ -136,10 +139,13 @@ async def test_outputs_over_the_cap_are_cut_with_a_mark(py: PythonSession) -> No
     )
     assert r.success, r.stderr
     text, image, small_png, _ = r.attachments
-    assert text.truncated and len(text.data) <= MAX_OUTPUT_BYTES
+    assert text.truncated
+    assert len(text.data) <= MAX_OUTPUT_BYTES
     assert text.text.endswith(f"[… output cut: {big:,} bytes, over the size cap]\n")
-    assert image.truncated and image.data == b""  # half an image is no image
-    assert not small_png.truncated and small_png.data.startswith(PNG_SIGNATURE)
+    assert image.truncated
+    assert image.data == b""
+    assert not small_png.truncated
+    assert small_png.data.startswith(PNG_SIGNATURE)
 
 
 @pytest.mark.skipif(not HAVE_PANDAS, reason="pandas is not installed in the test environment")
@@ -148,7 +154,8 @@ async def test_a_dataframe_gives_html_markdown_and_text(py: PythonSession) -> No
     assert r.success, r.stderr
     kinds = {a.mime_type: a.text for a in r.attachments}
     assert list(kinds) == ["text/html", "text/markdown", "text/plain"]
-    assert "<table" in kinds["text/html"] and "Oslo" in kinds["text/html"]
+    assert "<table" in kinds["text/html"]
+    assert "Oslo" in kinds["text/html"]
     assert kinds["text/markdown"] == "|  | city | temp |\n|---|---|---|\n| 0 | Oslo | 3.5 |\n| 1 | Lima | 19.0 |\n"
     assert kinds["text/plain"] == r.value
 

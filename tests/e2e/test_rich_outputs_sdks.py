@@ -90,12 +90,14 @@ async def test_anthropic_tool_result_carries_the_png(tools: SandboxTools) -> Non
             use = {"type": "tool_use", "id": "toolu_1", "name": "run_python_code", "input": {"code": CODE}}
             return anthropic_message(0, [use], "tool_use")
         (block,) = body["messages"][-1]["content"]
-        assert block["type"] == "tool_result" and block["tool_use_id"] == "toolu_1"
+        assert block["type"] == "tool_result"
+        assert block["tool_use_id"] == "toolu_1"
         assert block["is_error"] is False
         text, image = block["content"]
         _check_result_json(text["text"])
         assert image["type"] == "image"
-        assert image["source"]["type"] == "base64" and image["source"]["media_type"] == "image/png"
+        assert image["source"]["type"] == "base64"
+        assert image["source"]["media_type"] == "image/png"
         assert base64.b64decode(image["source"]["data"]) == PNG
         return anthropic_message(1, [{"type": "text", "text": "A 16x12 gradient."}], "end_turn")
 
@@ -131,7 +133,8 @@ async def test_openai_responses_function_call_output_carries_the_png(tools: Sand
         text, image = out["output"]
         assert text["type"] == "input_text"
         _check_result_json(text["text"])
-        assert image["type"] == "input_image" and image["image_url"] == PNG_URI
+        assert image["type"] == "input_image"
+        assert image["image_url"] == PNG_URI
         msg = {
             "type": "message",
             "id": "msg_1",
@@ -250,7 +253,8 @@ async def test_mcp_image_content_carries_the_png(tmp_path: Path) -> None:
     text, image = result.content
     _check_result_json(text.text)
     assert result.structured_content == json.loads(text.text)
-    assert image.type == "image" and image.mime_type == "image/png"
+    assert image.type == "image"
+    assert image.mime_type == "image/png"
     assert base64.b64decode(image.data) == PNG
 
 
@@ -289,4 +293,5 @@ async def test_chart_agent_example_model_sees_the_matplotlib_chart(tools: Sandbo
     assert not fake.errors, fake.errors[0]
     assert answer == "Sales rise, fastest from April to June."
     (png,) = seen
-    assert png.startswith(PNG_SIGNATURE) and len(png) > 5000  # a real rendered figure
+    assert png.startswith(PNG_SIGNATURE)
+    assert len(png) > 5000
