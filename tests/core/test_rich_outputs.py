@@ -20,6 +20,7 @@ from alphora.sandbox import ConfigurationError, OutputChunk, Sandbox
 from alphora.sandbox.runner.display import MAX_OUTPUT_BYTES, markdown_table
 from alphora.sandbox.session import PythonSession
 from tests._support.rich import PNG_SIGNATURE, RICH_CLASSES, host_site_packages
+from tests.e2e.e2e_support import load_example
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -220,3 +221,32 @@ async def test_markdown_table_elides_long_and_wide_frames() -> None:
     assert lines[4] == "| … | … | … | … |"
     assert lines[-1] == "10 rows x 4 columns"
     assert markdown_table(pd.DataFrame({"a|b": ["x\ny"]})).splitlines()[2] == "| 0 | x y |"
+
+
+@pytest.mark.skipif(not (HAVE_PANDAS and HAVE_MPL), reason="pandas and matplotlib are not installed here")
+async def test_the_rich_outputs_example_gives_dataframe_svg_markdown_and_png(py: PythonSession) -> None:
+    """examples/rich_outputs.py's cell, in this module's session (pandas and matplotlib from the dev env)."""
+    example = load_example("rich_outputs")
+    r = await py.run(example.CELL, timeout=120)
+    assert r.success, r.stderr
+    print("\n".join(example.describe(r)))  # shown with -s: the "must show" table
+    kinds = [a.mime_type for a in r.attachments]
+    assert kinds == [
+        "image/svg+xml",  # Thermometer
+        "text/plain",
+        "text/markdown",  # the raw Markdown
+        "image/png",  # the bar chart
+        "image/svg+xml",
+        "text/html",  # the DataFrame
+        "text/markdown",
+        "text/plain",
+    ]
+    svg, _, md, png, fig_svg, html, table, text = r.attachments
+    assert svg.text.startswith("<svg ")
+    assert 'height="82"' in svg.text
+    assert md.text == "Warmest: **Pune**"
+    assert png.data.startswith(PNG_SIGNATURE)
+    assert "<svg" in fig_svg.text
+    assert "<table" in html.text
+    assert "| 2 | Pune | 27.5 |" in table.text
+    assert text.text == r.value

@@ -16,6 +16,7 @@ from .content import (
     gemini_parts,
     openai_chat_messages,
     openai_responses_output,
+    result_images,
 )
 from .exporters import (
     ToolExporter,
@@ -61,6 +62,7 @@ __all__ = [
     "get_spec",
     "openai_chat_messages",
     "openai_responses_output",
+    "result_images",
     "select_specs",
     "truncate_middle",
     "validate_arguments",

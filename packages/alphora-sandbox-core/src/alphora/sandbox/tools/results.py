@@ -124,7 +124,7 @@ def attachment_entries(
                 entry["note"] = "the image was over the sandbox's output size cap and was left out"
             elif len(images) >= max_images:
                 entry["shown"] = False
-                entry["note"] = f"not shown: at most {max_images} images per result"
+                entry["note"] = f"not shown: at most {max_images} image{'' if max_images == 1 else 's'} per result"
             elif spent + len(a.data) > max_image_bytes:
                 entry["shown"] = False
                 entry["note"] = f"not shown: over the image budget of {max_image_bytes:,} bytes per result"
