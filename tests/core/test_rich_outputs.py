@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from alphora.sandbox import ConfigurationError, OutputChunk, Sandbox
+from alphora.sandbox import ConfigurationError, ExecutionResult, OutputChunk, Sandbox
 from alphora.sandbox.runner.display import MAX_OUTPUT_BYTES, markdown_table
 from alphora.sandbox.session import PythonSession
 from tests._support.rich import PNG_SIGNATURE, RICH_CLASSES, host_site_packages
@@ -94,6 +94,19 @@ async def test_display_and_trailing_values_give_bundles_in_order(py: PythonSessi
     assert len(shown) == 5
     assert tuple(a for c in shown for a in c.attachments) == r.attachments
     assert all(c.text == "" for c in shown)
+
+
+async def test_session_stream_yields_display_chunks_then_the_result(py: PythonSession) -> None:
+    items = [item async for item in py.stream("print('a')\ndisplay(Note())\nChart(2, 2)")]
+    *chunks, result = items
+    assert isinstance(result, ExecutionResult)
+    assert result.success
+    shown = [c for c in chunks if isinstance(c, OutputChunk) and c.stream == "display"]
+    assert [[a.mime_type for a in c.attachments] for c in shown] == [
+        ["text/markdown", "text/plain"],
+        ["image/png", "text/plain"],
+    ]
+    assert "".join(c.text for c in chunks if isinstance(c, OutputChunk) and c.stream == "stdout") == "a\n"
 
 
 async def test_a_plain_trailing_value_is_no_attachment(py: PythonSession) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
-from .backend import OutputCallback
+from .backend import OutputCallback, OutputChunk, iterate_output
 from .errors import ConfigurationError
 from .runner.display import FIGURE_FORMATS
 from .types import ExecutionResult
@@ -49,6 +49,15 @@ class PythonSession(abc.ABC):
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult: ...
+
+    def stream(self, code: str, timeout: float | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
+        """Run a cell and yield its output as it comes: ``OutputChunk`` s of ``stdout``, ``stderr``
+        and ``display`` (rich outputs, in ``chunk.attachments``), then the ``ExecutionResult``::
+
+            async for item in py.stream("display(df)\nprint('done')"):
+                print(item)
+        """
+        return iterate_output(lambda on_output: self.run(code, timeout, on_output=on_output))
 
     @abc.abstractmethod
     async def reset(self) -> None:
