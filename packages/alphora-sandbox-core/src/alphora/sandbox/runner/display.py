@@ -28,6 +28,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .protocol import EV_DISPLAY
+
 __all__ = [
     "FIGURE_FORMATS",
     "MAX_CELL_BYTES",
@@ -164,12 +166,10 @@ class Display:
         self.cell = 0
 
     def begin(self, cell: int, options: dict[str, Any] | None) -> None:
-        """A new cell: reset the counters and take the host's options for it."""
+        """A new cell: reset the counters and take the host's options for it (``figure_formats``)."""
         options = options or {}
         formats = [f for f in options.get("figure_formats") or ("png",) if f in FIGURE_FORMATS]
         self.figure_formats = formats or ["png"]
-        self.max_output = int(options.get("max_output_bytes") or MAX_OUTPUT_BYTES)
-        self.max_cell = int(options.get("max_cell_bytes") or MAX_CELL_BYTES)
         self.used = 0
         self.count = 0
         self.cell = cell
@@ -264,7 +264,7 @@ class Display:
                 s.flush()
             except Exception:
                 pass
-        self.send({"ev": "display", "a": items})
+        self.send({"ev": EV_DISPLAY, "a": items})
 
     @staticmethod
     def _cut(mime: str, data: bytes, room: int) -> bytes:
