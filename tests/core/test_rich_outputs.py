@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from alphora.sandbox import ConfigurationError, ExecutionResult, OutputChunk, Sandbox
-from alphora.sandbox.runner.display import MAX_OUTPUT_BYTES, markdown_table
+from alphora.sandbox.runner.display import MAX_CELL_BYTES, MAX_OUTPUT_BYTES, markdown_table
 from alphora.sandbox.session import PythonSession
 from tests._support.rich import PNG_SIGNATURE, RICH_CLASSES, host_site_packages
 from tests.e2e.e2e_support import load_example
@@ -160,6 +160,26 @@ async def test_outputs_over_the_cap_are_cut_with_a_mark(py: PythonSession) -> No
     assert image.data == b""
     assert not small_png.truncated
     assert small_png.data.startswith(PNG_SIGNATURE)
+
+
+async def test_a_timeout_never_cuts_a_display_frame_in_half(py: PythonSession) -> None:
+    """The deadline's KeyboardInterrupt lands while big outputs are being written: the frame in
+    flight is finished first, so the cell times out cleanly and the session keeps its state."""
+    code = (
+        "kept = 7\n"
+        "display.__self__.max_cell = 1 << 40\n"  # no cell cap: every frame is big, all the time
+        "while True:\n"
+        "    display({'text/plain': 'y' * 300_000}, raw=True)"
+    )
+    try:
+        r = await py.run(code, timeout=1.5)
+        assert r.timed_out
+        assert not r.state_lost, r.error
+        assert len(r.attachments) > 5
+        assert all(a.data == b"y" * 300_000 for a in r.attachments)
+        assert (await py.run("kept")).value == "7"
+    finally:
+        await py.run(f"display.__self__.max_cell = {MAX_CELL_BYTES}")
 
 
 @pytest.mark.skipif(not HAVE_PANDAS, reason="pandas is not installed in the test environment")

@@ -38,13 +38,29 @@ class Kernel:
         self.in_cell = False
         self.interrupted = False  # a SIGINT came: the runner may have killed processes to reap
         self.keep: set[tuple[int, int]] = set()  # (pid, start time) of the children from before the cell
-        self.display = Display(lambda frame: write_all(4, encode(frame)))
+        self.display = Display(self._send_display)
+        self.deferred = False  # a SIGINT came while a display frame was being written
         self.ns["display"] = self.display.display  # like IPython: no import needed
         self.pyplot = PyplotHook(self.display.show)
 
     def _sigint(self, signum: int, frame: Any) -> None:
         self.interrupted = True
         if self.in_cell:
+            raise KeyboardInterrupt
+        self.deferred = True
+
+    def _send_display(self, frame: dict[str, Any]) -> None:
+        """Send a rich output to the runner. Called from user code (``display()``): a timeout's
+        KeyboardInterrupt must not cut the frame in half (the runner would read garbage after it),
+        so it is held until the frame is written, then raised in the cell."""
+        self.deferred = False
+        was, self.in_cell = self.in_cell, False
+        try:
+            write_all(4, encode(frame))
+        finally:
+            self.in_cell = was
+        if was and self.deferred:
+            self.deferred = False
             raise KeyboardInterrupt
 
     def _reap(self) -> None:
