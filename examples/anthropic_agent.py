@@ -12,7 +12,6 @@ The end-to-end tests import ``agent_loop`` from this file and drive it through t
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from anthropic import AsyncAnthropic
 
 from alphora.sandbox import Sandbox, SandboxTools
+from alphora.sandbox.tools import anthropic_tool_result
 
 SYSTEM = (
     "You are a careful engineer with an isolated Python sandbox. Use the tools to write files, run them "
@@ -45,12 +45,8 @@ async def agent_loop(
             if block.type == "tool_use":
                 # execute_tool never raises for anything the model sent: failures come back as data
                 result = await tools.execute_tool(block.name, block.input)
-                results.append({
-                    "type": "tool_result",
-                    "tool_use_id": block.id,
-                    "content": json.dumps(result),
-                    "is_error": not result["success"],
-                })
+                # the JSON result, plus image blocks for any chart the code showed
+                results.append(anthropic_tool_result(block.id, result))
         messages.append({"role": "user", "content": results})
     return "(stopped: too many steps)"
 

@@ -12,7 +12,6 @@ SDK against a local stand-in for the model, so this is exactly the code that is 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from alphora.sandbox import Sandbox, SandboxTools
+from alphora.sandbox.tools import openai_chat_messages
 
 SYSTEM = (
     "You are a careful engineer with an isolated Python sandbox. Use the tools to write files, run them "
@@ -37,6 +37,7 @@ async def agent_loop(client: AsyncOpenAI, tools: SandboxTools, prompt: str, *, m
         messages.append(message)  # the assistant turn, tool calls included
         if not message.tool_calls:
             return message.content or ""
+        answers = []
         for call in message.tool_calls:
             if call.type == "function":
                 # execute_tool_json never raises: bad JSON, unknown tools, wrong arguments, policy
@@ -44,7 +45,9 @@ async def agent_loop(client: AsyncOpenAI, tools: SandboxTools, prompt: str, *, m
                 result = await tools.execute_tool_json(call.function.name, call.function.arguments)
             else:  # only function tools are offered; answer anyway so the conversation stays valid
                 result = {"success": False, "error": "only function tools are available"}
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+            answers.append((call.id, result))
+        # a "tool" message per call; images (charts) follow in one "user" message: tool messages hold text only
+        messages.extend(openai_chat_messages(answers))
     return "(stopped: too many steps)"
 
 

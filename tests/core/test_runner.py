@@ -22,6 +22,7 @@ from alphora.sandbox.runner import (
     RUNNER_PACKAGE,
     _module_sources,
     bootstrap_argv,
+    protocol,
     runner_source,
     safefs,
     source_frame,
@@ -137,7 +138,7 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     r = RawRunner(python, tmp_path)
     _, hello = r.call({"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
     assert hello["ev"] == "done"
-    assert hello["version"] == 1
+    assert hello["version"] == protocol.PROTOCOL_VERSION
     events, done = r.call(
         {"op": "exec", **CALL, "kind": "python", "code": "import sys; print('hi', sys.flags.isolated)"}
     )

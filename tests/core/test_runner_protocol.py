@@ -104,8 +104,8 @@ def _call(proc: subprocess.Popen[bytes], rid: int, msg: dict[str, Any]) -> tuple
         head = proc.stdout.read(protocol.HEADER)
         assert len(head) == protocol.HEADER, proc.stderr.read().decode() if proc.stderr else ""
         ev = protocol.decode_body(proc.stdout.read(protocol.frame_size(head)))
-        if ev["ev"] == protocol.EV_OUT:
-            out += ev["d"]
+        if ev["ev"] == protocol.EV_OUT:  # rich outputs of a session cell show as their MIME types
+            out += "".join(f"[{a['mime_type']}]" for a in ev["a"]) if ev["s"] == protocol.DISPLAY_STREAM else ev["d"]
             continue
         return out, ev
 
@@ -181,7 +181,7 @@ def _older_pythons() -> list[Any]:
 @pytest.mark.parametrize("python", _older_pythons())
 def test_the_runner_runs_on_python_3_8_and_3_9(python: str, tmp_path: Path) -> None:
     """The sandbox's python3 may be as old as 3.8: calls, exit statuses (os.waitstatus_to_exitcode
-    is 3.9+), a session whose interpreter dies."""
+    is 3.9+), rich outputs of a session cell, a session whose interpreter dies."""
     proc = _raw_runner(python, tmp_path)
     try:
         _, hello = _call(proc, 1, {"op": "hello", "workspace": str(tmp_path), "env": {"PATH": "/usr/bin:/bin"}})
@@ -191,6 +191,22 @@ def test_the_runner_runs_on_python_3_8_and_3_9(python: str, tmp_path: Path) -> N
         _, done = _call(proc, 3, {"op": "exec", **CALL, "kind": "shell", "code": "kill -9 $$"})
         assert done["rc"] == -9
         _call(proc, 4, {"op": "session_open", "name": "s"})
+        shown, done = _call(  # the display protocol (runner/display.py) on an old interpreter
+            proc,
+            40,
+            {
+                "op": "session_run",
+                **CALL,
+                "grace": 2,
+                "name": "s",
+                "code": "display({'text/markdown': '**hi**'}, raw=True)\n"
+                "class C:\n    def _repr_svg_(self): return '<svg/>'\n"
+                "C()",
+                "display": {"figure_formats": ["png"]},
+            },
+        )
+        assert done["ok"], done
+        assert shown == "[text/markdown][image/svg+xml][text/plain]"
         _, done = _call(
             proc, 5, {"op": "session_run", **CALL, "grace": 2, "name": "s", "code": "import os; os._exit(7)"}
         )

@@ -38,7 +38,7 @@ import attrs
 from .errors import BackendError, ConfigurationError, FileNotFoundError, FileSystemError, PathTraversalError
 from .rules import network_access, resolve_timeout
 from .runner.safefs import rmtree
-from .types import ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
+from .types import Attachment, ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
 if TYPE_CHECKING:
     from .session import PythonSession
@@ -223,10 +223,13 @@ def fileinfo_from_stat(path: str, st: os.stat_result) -> FileInfo:
 
 @attrs.frozen(kw_only=True)
 class OutputChunk:
-    """A piece of output streamed while a call runs."""
+    """A piece of output streamed while a call runs. A session cell's rich output (``display()``,
+    a figure, a rich trailing value) comes as a chunk on the ``display`` stream: ``text`` is empty
+    and ``attachments`` holds the output in each of its MIME types (see docs/rich-outputs.md)."""
 
-    stream: Literal["stdout", "stderr"]
+    stream: Literal["stdout", "stderr", "display"]
     text: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 #: Called with each chunk as it arrives; may be a plain function or a coroutine function.

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +42,7 @@ from .packages import PackageMethods
 from .plugins import PluginRegistry, get_registry
 from .rules import name_key, resolve_timeout, validate_sandbox_id
 from .security import CheckRequest, run_checks
-from .session import PythonSession
+from .session import PythonSession, check_figure_formats
 from .types import (
     BackendType,
     ExecutionResult,
@@ -472,15 +472,23 @@ class Sandbox(FileMethods, PackageMethods):
         )
 
     @asynccontextmanager
-    async def session(self, name: str = "default") -> AsyncIterator[PythonSession]:
+    async def session(
+        self, name: str = "default", *, figure_formats: Iterable[str] = ("png",)
+    ) -> AsyncIterator[PythonSession]:
         """A stateful Python session (variables persist between calls, like a notebook kernel)::
 
         async with sandbox.session() as py:
             await py.run("x = 41")
             r = await py.run("x + 1")      # r.value == "42"
+
+        Rich outputs (``display(obj)``, a trailing DataFrame, figures) come back as
+        ``result.attachments``; ``figure_formats`` says which formats figures are rendered in
+        (``"png"``, ``"svg"`` or both; docs/rich-outputs.md).
         """
+        formats = check_figure_formats(figure_formats)
         self._require_running()
         inner = await self.backend.open_session(name, env=dict(self._env))
+        inner.figure_formats = formats
         session = _CheckedSession(self, inner)
         try:
             yield session
@@ -578,6 +586,14 @@ class _CheckedSession(PythonSession):
         self._sandbox = sandbox
         self._inner = inner
         self.name = inner.name
+
+    @property
+    def figure_formats(self) -> tuple[str, ...]:
+        return self._inner.figure_formats
+
+    @figure_formats.setter
+    def figure_formats(self, formats: Iterable[str]) -> None:
+        self._inner.figure_formats = check_figure_formats(formats)
 
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None

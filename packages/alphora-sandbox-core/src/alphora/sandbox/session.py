@@ -3,29 +3,61 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
-from .backend import OutputCallback
+from .backend import OutputCallback, OutputChunk, iterate_output
+from .errors import ConfigurationError
+from .runner.display import FIGURE_FORMATS
 from .types import ExecutionResult
 
-__all__ = ["PythonSession"]
+__all__ = ["PythonSession", "check_figure_formats"]
+
+
+def check_figure_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The figure formats a session renders matplotlib figures in (``"png"``, ``"svg"``), checked."""
+    if isinstance(formats, str):
+        formats = (formats,)
+    got = tuple(dict.fromkeys(str(f).lower() for f in formats))
+    unknown = [f for f in got if f not in FIGURE_FORMATS]
+    if unknown or not got:
+        raise ConfigurationError(
+            f"figure_formats must name one or more of {', '.join(FIGURE_FORMATS)}; got {tuple(formats)!r}",
+            field="figure_formats",
+            value=formats,
+        )
+    return got
 
 
 class PythonSession(abc.ABC):
     """A long-lived Python interpreter in the sandbox; variables, imports and the working directory
     persist between calls like a notebook kernel. The trailing expression's repr comes back as
-    ``result.value``; matplotlib figures shown during a call come back as PNG ``attachments``.
+    ``result.value``; rich outputs (``display(obj)``, a trailing DataFrame, SVG, Markdown …, and
+    matplotlib figures, as PNG, plus SVG when ``figure_formats`` asks for it) come back in order as
+    ``result.attachments`` (docs/rich-outputs.md).
     A timeout (validated like ``run()``'s by :func:`alphora.sandbox.rules.resolve_timeout`) kills
     every process the cell started and interrupts the cell with KeyboardInterrupt; the state is
     kept. If the interpreter does not recover within a grace period it is killed and restarted and
     ``result.state_lost`` is True. Processes started by earlier, completed cells keep running."""
 
     name: str = "default"
+    #: the formats matplotlib figures are rendered in, of ``("png", "svg")``; set it with
+    #: ``sandbox.session(figure_formats=...)`` (a backend's session reads it for each cell)
+    figure_formats: tuple[str, ...] = ("png",)
 
     @abc.abstractmethod
     async def run(
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult: ...
+
+    def stream(self, code: str, timeout: float | None = None) -> AsyncIterator[OutputChunk | ExecutionResult]:
+        """Run a cell and yield its output as it comes: ``OutputChunk`` s of ``stdout``, ``stderr``
+        and ``display`` (rich outputs, in ``chunk.attachments``), then the ``ExecutionResult``::
+
+            async for item in py.stream("display(df)\nprint('done')"):
+                print(item)
+        """
+        return iterate_output(lambda on_output: self.run(code, timeout, on_output=on_output))
 
     @abc.abstractmethod
     async def reset(self) -> None:

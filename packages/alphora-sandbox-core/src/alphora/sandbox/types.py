@@ -294,11 +294,34 @@ class SecurityPolicy:
 
 @attrs.frozen(kw_only=True)
 class Attachment:
-    """A rich output of a call, e.g. a matplotlib figure shown in a session (PNG bytes)."""
+    """A rich output of a session cell in one MIME type: a figure (``image/png``, ``image/svg+xml``),
+    an HTML or Markdown table, JSON, LaTeX … (see docs/rich-outputs.md). Text types are UTF-8 bytes
+    (:attr:`text` decodes them). ``truncated``: the output was over the size cap; text was cut and
+    ends with a mark saying so, an image was left out (``data`` is empty)."""
 
     mime_type: str
     data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
     name: str = ""
+    truncated: bool = False
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the data is text (``text/*``, SVG, JSON): UTF-8 bytes."""
+        from .runner.display import is_text_mime
+
+        return is_text_mime(self.mime_type)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the data is a raster image a vision model can take (PNG, JPEG, GIF, WebP)."""
+        return self.mime_type in ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+    @property
+    def text(self) -> str:
+        """The data decoded as UTF-8 (text types); ValueError for binary ones."""
+        if not self.is_text:
+            raise ValueError(f"{self.mime_type} is not a text type; use .data")
+        return self.data.decode("utf-8", "replace")
 
 
 @attrs.frozen(kw_only=True)
@@ -366,7 +389,10 @@ class ExecutionResult:
             "oom_killed": self.oom_killed,
             "value": self.value,
             "state_lost": self.state_lost,
-            "attachments": [{"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in self.attachments],
+            "attachments": [
+                {"mime_type": a.mime_type, "name": a.name, "size": len(a.data), "truncated": a.truncated}
+                for a in self.attachments
+            ],
         }
 
 

@@ -43,6 +43,7 @@ RUNNER_MODULES = (
     "safefs",
     "forward",
     "child",
+    "display",
     "kernel",
     "sessions",
     "server",

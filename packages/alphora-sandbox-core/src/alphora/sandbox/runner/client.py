@@ -13,6 +13,7 @@ here: ``RunnerBackend`` (now :mod:`.backend`), ``RunnerSession`` (:mod:`.session
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..backend import OutputCallback, OutputChunk, emit, entry_to_fileinfo, map_fs_error
 from ..errors import BackendError
+from ..types import Attachment
 from . import source_frame
-from .protocol import EV_DONE, EV_ERROR, EV_LOST, EV_OUT, HEADER, decode_body, encode, frame_size
+from .protocol import DISPLAY_STREAM, EV_DONE, EV_ERROR, EV_LOST, EV_OUT, HEADER, decode_body, encode, frame_size
 from .transport import ProcessConnection, RunnerConnection
 
 if TYPE_CHECKING:
@@ -168,10 +170,24 @@ class OutputCollector:
 
     def __init__(self, on_output: OutputCallback | None) -> None:
         self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.attachments: list[Attachment] = []
         self.on_output = on_output
 
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("ev") != EV_OUT:
+            return
+        if ev.get("s") == DISPLAY_STREAM:
+            shown = tuple(
+                Attachment(
+                    mime_type=str(a["mime_type"]),
+                    data=base64.b64decode(a["data"]),
+                    name=str(a.get("name", "")),
+                    truncated=bool(a.get("truncated")),
+                )
+                for a in ev.get("a") or ()
+            )
+            self.attachments.extend(shown)
+            await emit(self.on_output, OutputChunk(stream="display", text="", attachments=shown))
             return
         stream: Literal["stdout", "stderr"] = "stderr" if ev.get("s") == "stderr" else "stdout"
         text = str(ev.get("d", ""))

@@ -9,9 +9,7 @@ Part of the runner program (stdlib only). The runner side of sessions is :mod:`.
 from __future__ import annotations
 
 import ast
-import base64
 import builtins
-import io
 import linecache
 import os
 import signal
@@ -21,6 +19,7 @@ import types
 from typing import Any
 
 from .child import _finish, _std_streams, user_traceback
+from .display import Display, PyplotHook
 from .proctree import exit_code, own_children, proc_table
 from .protocol import EV_STARTED, encode, read_frame_blocking, write_all
 
@@ -39,12 +38,29 @@ class Kernel:
         self.in_cell = False
         self.interrupted = False  # a SIGINT came: the runner may have killed processes to reap
         self.keep: set[tuple[int, int]] = set()  # (pid, start time) of the children from before the cell
-        self.figures: list[tuple[str, bytes]] = []
-        self.patched = False
+        self.display = Display(self._send_display)
+        self.deferred = False  # a SIGINT came while a display frame was being written
+        self.ns["display"] = self.display.display  # like IPython: no import needed
+        self.pyplot = PyplotHook(self.display.show)
 
     def _sigint(self, signum: int, frame: Any) -> None:
         self.interrupted = True
         if self.in_cell:
+            raise KeyboardInterrupt
+        self.deferred = True
+
+    def _send_display(self, frame: dict[str, Any]) -> None:
+        """Send a rich output to the runner. Called from user code (``display()``): a timeout's
+        KeyboardInterrupt must not cut the frame in half (the runner would read garbage after it),
+        so it is held until the frame is written, then raised in the cell."""
+        self.deferred = False
+        was, self.in_cell = self.in_cell, False
+        try:
+            write_all(4, encode(frame))
+        finally:
+            self.in_cell = was
+        if was and self.deferred:
+            self.deferred = False
             raise KeyboardInterrupt
 
     def _reap(self) -> None:
@@ -93,6 +109,8 @@ class Kernel:
         import warnings
 
         warnings.filterwarnings("ignore", message=".*non-interactive.*")
+        sys.meta_path.insert(0, self.pyplot)
+        self.pyplot.patch_loaded()
         signal.signal(signal.SIGINT, self._sigint)
         while True:
             try:
@@ -107,37 +125,22 @@ class Kernel:
             keep = own_children()
             self.keep = {(pid, start) for pid, start in keep}
             write_all(4, encode({"ev": EV_STARTED, "keep": keep}))
-            reply = self.run_cell(req["code"])
+            reply = self.run_cell(req["code"], req.get("display"))
             if self.interrupted:  # the cell timed out: reap what the runner killed
                 self._reap()
             write_all(4, encode(reply))
 
-    def _show(self, *args: Any, **kwargs: Any) -> None:
-        self._collect()
-
-    def _collect(self) -> None:
-        plt = sys.modules.get("matplotlib.pyplot")
-        if plt is None:
-            return
-        if not self.patched:
-            setattr(plt, "show", self._show)  # noqa: B010
-            self.patched = True
-        for num in plt.get_fignums():
-            fig = plt.figure(num)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            self.figures.append((f"figure-{num}.png", buf.getvalue()))
-        plt.close("all")
-
-    def run_cell(self, code: str) -> dict[str, Any]:
+    def run_cell(self, code: str, display: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run one cell; its rich outputs (``display()``, a rich trailing value, figures) are sent
+        as ``display`` frames while it runs (see :mod:`.display`), the reply comes last."""
         self.count += 1
+        self.display.begin(self.count, display)
         fname = f"<cell-{self.count}>"
         linecache.cache[fname] = (len(code), None, code.splitlines(True), fname)
         value = None
         error = ""
         interrupted = False
         ok = True
-        self.figures = []
         try:
             self.in_cell = True
             if self.interrupted:  # the deadline passed before the cell began
@@ -154,6 +157,7 @@ class Kernel:
                 if result is not None:
                     self.ns["_"] = result
                     value = repr(result)
+                    self.display.result(result)
         except SystemExit as exc:
             ok = False
             error = f"SystemExit: {exc.code}"
@@ -170,7 +174,7 @@ class Kernel:
         finally:
             self.in_cell = False
         try:
-            self._collect()
+            self.display.figures()
         except Exception as exc:
             sys.stderr.write(f"[could not render figures: {exc!r}]\n")
         for s in (sys.stdout, sys.stderr):
@@ -183,7 +187,4 @@ class Kernel:
             "value": value,
             "error": error,
             "interrupted": interrupted,
-            "attachments": [
-                {"mime_type": "image/png", "name": n, "data": base64.b64encode(d).decode()} for n, d in self.figures
-            ],
         }

@@ -21,6 +21,8 @@ import select
 from typing import Any
 
 __all__ = [
+    "DISPLAY_STREAM",
+    "EV_DISPLAY",
     "EV_DONE",
     "EV_ERROR",
     "EV_LOST",
@@ -43,7 +45,8 @@ __all__ = [
 ]
 
 #: bumped when a request or reply changes incompatibly; the runner reports it in its ``hello`` reply
-PROTOCOL_VERSION = 1
+#: (2: a session cell's rich outputs stream as ``out`` events on the ``display`` stream)
+PROTOCOL_VERSION = 2
 #: bytes of the length prefix
 HEADER = 4
 #: the largest frame either side accepts (a larger length prefix means the stream is corrupt)
@@ -62,6 +65,10 @@ EV_ERROR = "error"
 EV_LOST = "lost"
 #: session interpreter -> runner: the cell began (with the children it had before)
 EV_STARTED = "started"
+#: session interpreter -> runner: a rich output of the cell (``a``: its MIME types, see runner/display.py)
+EV_DISPLAY = "display"
+#: the ``s`` of an ``out`` event that carries rich outputs (``a``) instead of text (``d``)
+DISPLAY_STREAM = "display"
 
 #: ``etype`` of an error frame for a path that leaves the workspace (safefs.PathEscape); other
 #: error frames carry the exception's class name (``FileNotFoundError``, ``TooLarge`` …)

@@ -8,7 +8,6 @@ Obtained with ``RunnerBackend.open_session()``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from ..backend import OutputCallback
 from ..errors import BackendError
 from ..rules import resolve_timeout
 from ..session import PythonSession
-from ..types import Attachment, ExecutionResult, ExecutionStatus
+from ..types import ExecutionResult, ExecutionStatus
 from .client import OutputCollector, RunnerError, RunnerLost
 
 if TYPE_CHECKING:
@@ -65,6 +64,7 @@ class RunnerSession(PythonSession):
                 "timeout": timeout,
                 "max_output": self.backend.resource_limits.max_output_size,
                 "grace": self.backend.session_grace,
+                "display": {"figure_formats": list(self.figure_formats)},
             }
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -77,6 +77,7 @@ class RunnerSession(PythonSession):
                     stderr=out.text("stderr"),
                     return_code=None,
                     state_lost=True,
+                    attachments=tuple(out.attachments),
                     error=f"{exc} during the call; the session's state was lost",
                     execution_time=loop.time() - started,
                 )
@@ -88,6 +89,7 @@ class RunnerSession(PythonSession):
                     stderr=out.text("stderr"),
                     return_code=None,
                     state_lost=True,
+                    attachments=tuple(out.attachments),
                     error="the sandbox runner stopped answering; it was restarted",
                     execution_time=loop.time() - started,
                 )
@@ -112,10 +114,6 @@ class RunnerSession(PythonSession):
             status = ExecutionStatus.FAILED
         if lost and not error:
             error = "the sandbox runner was restarted before this call; the session's earlier state was lost"
-        attachments = tuple(
-            Attachment(mime_type=a["mime_type"], data=base64.b64decode(a["data"]), name=a.get("name", ""))
-            for a in done.get("attachments") or ()
-        )
         rc = done.get("rc")
         return ExecutionResult(
             status=status,
@@ -125,7 +123,7 @@ class RunnerSession(PythonSession):
             execution_time=float(done.get("time", 0.0)),
             error=error,
             value=done.get("value"),
-            attachments=attachments,
+            attachments=tuple(out.attachments),
             state_lost=state_lost,
             stdout_truncated=bool(done.get("stdout_truncated")),
             stderr_truncated=bool(done.get("stderr_truncated")),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .child import child_setup
 from .kernel import Kernel
 from .proctree import exit_code, kill_cell_tree, wait_dead, wait_stopped
-from .protocol import EV_DONE, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
+from .protocol import DISPLAY_STREAM, EV_DISPLAY, EV_DONE, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
 from .streams import READ_SIZE, Stream, required
 
 if TYPE_CHECKING:
@@ -163,8 +163,21 @@ class Sessions:
                 if frame.get("ev") == EV_STARTED:
                     sess.cell_started = True
                     sess.keep = frozenset((int(pid), int(start)) for pid, start in frame["keep"])
+                elif frame.get("ev") == EV_DISPLAY:
+                    self._display(sess, frame)
                 else:
                     self._done(sess, frame, state_lost=False)
+
+    def _display(self, sess: Session, frame: dict[str, Any]) -> None:
+        """A rich output of the running cell: the output printed before it first, then the
+        output itself, streamed to the host as an ``out`` event on the ``display`` stream."""
+        rid = sess.active
+        if rid is None:  # displayed by a background thread between cells: dropped, like its prints
+            return
+        for s in sess.streams:
+            if not s.eof:
+                self.host.read_stream(sess, s, drain=True)
+        self.host.send({"id": rid, "ev": EV_OUT, "s": DISPLAY_STREAM, "a": frame.get("a") or []})
 
     def _done(self, sess: Session, reply: dict[str, Any], state_lost: bool) -> None:
         rid = sess.active
@@ -218,7 +231,7 @@ class Sessions:
         for s in sess.streams:
             s.reset(cap)
         try:
-            write_all(sess.ctl_w, encode({"code": code}))
+            write_all(sess.ctl_w, encode({"code": code, "display": req.get("display")}))
         except OSError:
             self.lost(sess, "session process is gone")
 
@@ -260,7 +273,6 @@ class Sessions:
                     "value": None,
                     "error": error,
                     "interrupted": timed_out,
-                    "attachments": [],
                     "rc": None if status is None else exit_code(status),
                 },
                 state_lost=True,

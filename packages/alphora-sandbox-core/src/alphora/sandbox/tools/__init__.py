@@ -10,6 +10,14 @@
 
 from __future__ import annotations
 
+from .content import (
+    ToolResult,
+    anthropic_tool_result,
+    gemini_parts,
+    openai_chat_messages,
+    openai_responses_output,
+    result_images,
+)
 from .exporters import (
     ToolExporter,
     export_anthropic,
@@ -42,13 +50,19 @@ __all__ = [
     "ArgumentError",
     "SandboxTools",
     "ToolExporter",
+    "ToolResult",
     "ToolSpec",
+    "anthropic_tool_result",
     "export_anthropic",
     "export_gemini",
     "export_openai_chat",
     "export_openai_responses",
     "export_spec_dicts",
+    "gemini_parts",
     "get_spec",
+    "openai_chat_messages",
+    "openai_responses_output",
+    "result_images",
     "select_specs",
     "truncate_middle",
     "validate_arguments",

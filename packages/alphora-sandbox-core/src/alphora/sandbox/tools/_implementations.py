@@ -36,6 +36,8 @@ class ToolImplementations:
     sandbox: Sandbox
     use_session: bool
     max_output_chars: int | None
+    max_images: int
+    max_image_bytes: int
 
     @property
     def max_timeout(self) -> float:
@@ -49,7 +51,13 @@ class ToolImplementations:
 
     def _code(self, result: ExecutionResult, timeout: float | None) -> dict[str, Any]:
         limit = resolve_timeout(timeout, self.sandbox.resource_limits)
-        return execution_result(result, self.max_output_chars, timeout=limit)
+        return execution_result(
+            result,
+            self.max_output_chars,
+            timeout=limit,
+            max_images=self.max_images,
+            max_image_bytes=self.max_image_bytes,
+        )
 
     async def _tool_run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
         if self.use_session:

@@ -7,13 +7,15 @@ process is one client session and owns one sandbox: created when the session ope
 
 Tools are the same :class:`~alphora.sandbox.tools.ToolSpec` objects as every other exporter: the
 input schema a client sees is exactly ``spec.json_schema()``. A tool's result dict comes back as
-``structuredContent`` and as JSON text; ``isError`` is set when ``success`` is false.
+``structuredContent`` and as JSON text, followed by an ``ImageContent`` per image a session cell
+produced (docs/rich-outputs.md); ``isError`` is set when ``success`` is false.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -31,6 +33,7 @@ from ..cli import seconds_argument
 from ..plugins import install_hint
 from ..rules import DEFAULT_IMAGE
 from ..types import ResourceLimits, SecurityPolicy
+from .content import result_images
 from .sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS, SandboxTools
 from .specs import CATEGORIES, TOOL_SPECS, ToolSpec
 
@@ -62,10 +65,17 @@ def mcp_tool(spec: ToolSpec) -> Any:
 
 
 def _call_result(result: dict[str, Any]) -> Any:
+    """A tool result as MCP's ``CallToolResult``: the JSON text, then an ``ImageContent`` per image
+    the result shows (figures and other raster outputs of a session cell, within the tools' budget)."""
     import mcp.types as types
 
+    content: list[Any] = [types.TextContent(type="text", text=json.dumps(result, ensure_ascii=False, default=str))]
+    content.extend(
+        types.ImageContent(type="image", data=base64.b64encode(a.data).decode("ascii"), mime_type=a.mime_type)
+        for a in result_images(result)
+    )
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=json.dumps(result, ensure_ascii=False, default=str))],
+        content=content,
         structured_content=result,
         is_error=not result.get("success", False),
     )

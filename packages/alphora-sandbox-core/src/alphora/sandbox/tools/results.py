@@ -15,9 +15,25 @@ from ..errors import (
     SandboxNotRunningError,
     SecurityViolationError,
 )
-from ..types import ExecutionResult, ExecutionStatus
+from ..types import Attachment, ExecutionResult, ExecutionStatus
+from .content import ToolResult
 
-__all__ = ["error_result", "exception_result", "execution_result", "truncate_middle"]
+__all__ = [
+    "DEFAULT_MAX_IMAGES",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "attachment_entries",
+    "error_result",
+    "exception_result",
+    "execution_result",
+    "truncate_middle",
+]
+
+#: the most images one tool result shows the model
+DEFAULT_MAX_IMAGES = 4
+#: the most image bytes one tool result shows the model (Anthropic takes at most 5 MB per image)
+DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
+#: the text form a model reads of an output that has several, best first
+_TEXT_PREFERENCE = ("text/markdown", "application/json", "text/latex", "text/plain", "text/html")
 
 #: ``error_type`` values a result can carry (stable: agents may branch on them)
 ERROR_TYPES = (
@@ -72,18 +88,82 @@ def _derive_error(result: ExecutionResult, timeout: float | None) -> str:
     return f"exit code {result.return_code}"
 
 
-def execution_result(result: ExecutionResult, limit: int | None, *, timeout: float | None = None) -> dict[str, Any]:
+def _stem(a: Attachment) -> str:
+    return a.name.rsplit(".", 1)[0] if a.name else a.mime_type
+
+
+def attachment_entries(
+    attachments: tuple[Attachment, ...],
+    limit: int | None,
+    *,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> tuple[list[dict[str, Any]], tuple[Attachment, ...]]:
+    """What a model is told about a call's rich outputs, and the images it is shown.
+
+    One entry per attachment (``mime_type``, ``name``, ``size``). Of each output (the attachments
+    sharing a name stem, e.g. a DataFrame's HTML, Markdown and plain text) one text form is
+    inlined as ``text`` (Markdown first, cut to ``limit`` characters); raster images are shown
+    (``"shown": true``) while ``max_images`` and ``max_image_bytes`` allow, else ``"shown": false``
+    with the reason in ``note``. Outputs cut in the sandbox say ``truncated``."""
+    entries: list[dict[str, Any]] = []
+    images: list[Attachment] = []
+    spent = 0
+    inlined: set[str] = set()
+    by_stem: dict[str, set[str]] = {}
+    for a in attachments:
+        by_stem.setdefault(_stem(a), set()).add(a.mime_type)
+    for a in attachments:
+        entry: dict[str, Any] = {"mime_type": a.mime_type, "name": a.name, "size": len(a.data)}
+        if a.truncated:
+            entry["truncated"] = True
+        stem = _stem(a)
+        if a.is_image:
+            if a.truncated or not a.data:
+                entry["shown"] = False
+                entry["note"] = "the image was over the sandbox's output size cap and was left out"
+            elif len(images) >= max_images:
+                entry["shown"] = False
+                entry["note"] = f"not shown: at most {max_images} image{'' if max_images == 1 else 's'} per result"
+            elif spent + len(a.data) > max_image_bytes:
+                entry["shown"] = False
+                entry["note"] = f"not shown: over the image budget of {max_image_bytes:,} bytes per result"
+            else:
+                entry["shown"] = True
+                images.append(a)
+                spent += len(a.data)
+        elif a.is_text and stem not in inlined:
+            best = next((m for m in _TEXT_PREFERENCE if m in by_stem[stem]), None)
+            if best == a.mime_type:
+                entry["text"], _ = truncate_middle(a.text, limit)
+                inlined.add(stem)
+        entries.append(entry)
+    return entries, tuple(images)
+
+
+def execution_result(
+    result: ExecutionResult,
+    limit: int | None,
+    *,
+    timeout: float | None = None,
+    max_images: int = DEFAULT_MAX_IMAGES,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> ToolResult:
     """The spec's code-tool shape ``{success, output, error, execution_time}`` plus exit_code,
-    status and (when cut) truncated/truncated_chars; session runs add ``value``."""
+    status and (when cut) truncated/truncated_chars; session runs add ``value``, and
+    ``attachments`` for rich outputs (:func:`attachment_entries`; the images shown are in the
+    result's ``images``, for the SDK helpers in :mod:`.content`)."""
     output, cut = truncate_middle(result.output, limit)
-    out: dict[str, Any] = {
-        "success": result.success,
-        "output": output,
-        "error": _derive_error(result, timeout),
-        "execution_time": round(result.execution_time, 3),
-        "exit_code": result.return_code,
-        "status": result.status.value,
-    }
+    out = ToolResult(
+        {
+            "success": result.success,
+            "output": output,
+            "error": _derive_error(result, timeout),
+            "execution_time": round(result.execution_time, 3),
+            "exit_code": result.return_code,
+            "status": result.status.value,
+        }
+    )
     if cut or result.stdout_truncated or result.stderr_truncated:
         out["truncated"] = True
         if cut:
@@ -91,9 +171,9 @@ def execution_result(result: ExecutionResult, limit: int | None, *, timeout: flo
     if result.value is not None:
         out["value"], _ = truncate_middle(result.value, limit)
     if result.attachments:
-        out["attachments"] = [
-            {"mime_type": a.mime_type, "name": a.name, "size": len(a.data)} for a in result.attachments
-        ]
+        out["attachments"], out.images = attachment_entries(
+            result.attachments, limit, max_images=max_images, max_image_bytes=max_image_bytes
+        )
     if result.state_lost:
         out["state_lost"] = True
         if "restarted" not in out["error"]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..plugins import PluginRegistry, get_registry
 from ..rules import resolve_timeout
 from ._implementations import MAX_LISTED_FILES, ToolImplementations
-from .results import error_result, exception_result
+from .results import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGES, error_result, exception_result
 from .specs import TOOL_SPECS, ToolSpec, select_specs, with_session_note, with_timeout_cap
 from .validation import ArgumentError, allowed_range, validate_arguments
 
@@ -76,6 +76,9 @@ class SandboxTools(ToolImplementations):
             it past what the application configured). It is written into the exported schemas
             (``maximum``); longer requests are ``invalid_arguments``. A value that is not a finite
             positive number raises ConfigurationError.
+        max_images / max_image_bytes: the size budget of the images (figures, ``_repr_png_``) one
+            code-tool result shows the model; the rest are listed with the reason (see
+            :func:`~alphora.sandbox.tools.results.attachment_entries` and docs/rich-outputs.md).
         registry: plugin registry for the exporters (default: the process-wide one).
     """
 
@@ -90,10 +93,16 @@ class SandboxTools(ToolImplementations):
         read_only: bool = False,
         max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
         max_timeout: float | None = None,
+        max_images: int = DEFAULT_MAX_IMAGES,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         registry: PluginRegistry | None = None,
     ) -> None:
         if max_output_chars is not None and max_output_chars < 100:
             raise ValueError(f"max_output_chars must be at least 100 (or None), got {max_output_chars!r}")
+        if max_images < 0 or max_image_bytes < 0:
+            raise ValueError(f"max_images and max_image_bytes must be >= 0, got {max_images!r}, {max_image_bytes!r}")
+        self.max_images = max_images
+        self.max_image_bytes = max_image_bytes
         self.sandbox = sandbox
         self.use_session = use_session
         self.session_name = session_name

@@ -111,7 +111,8 @@ _FRESH = "Each call runs in a fresh interpreter: variables do not persist betwee
 #: replaces _FRESH when SandboxTools runs code in a stateful session
 SESSION_NOTE = (
     "Variables, imports and definitions persist between calls (one Python session, like a notebook); "
-    "the repr of a trailing expression comes back as 'value'."
+    "the repr of a trailing expression comes back as 'value'. Figures (plt.show()), display(obj) and a "
+    "trailing DataFrame come back under 'attachments': you see the images, and tables as Markdown."
 )
 
 TOOL_SPECS: tuple[ToolSpec, ...] = (
