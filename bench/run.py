@@ -237,7 +237,7 @@ async def concurrent(base: Path, sandboxes: int, calls: int) -> tuple[list[float
         await asyncio.gather(*(b.stop() for b in backends))
 
 
-async def main(quick: bool, json_path: str | None, skip_docker: bool = False) -> int:
+async def main(quick: bool, json_path: str | None, skip_docker: bool = False, skip_pool: bool = False) -> int:
     n = 3 if quick else 200
     rows: dict[str, Row] = {}
     with tempfile.TemporaryDirectory(prefix="alphora-bench-") as tmp:
@@ -336,6 +336,11 @@ async def main(quick: bool, json_path: str | None, skip_docker: bool = False) ->
     print("\ntargets" + (" (quick mode: informational only)" if quick else "") + ":")
     for name, ok, detail in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {name}: {detail}")
+    if not skip_pool:  # the warm pool's rows (bench/pool_bench.py; the many-at-once rows are there only)
+        from pool_bench import docker_image, pool_rows, print_pool_rows
+
+        image = None if skip_docker else docker_image()
+        print_pool_rows(await pool_rows(3 if quick else 20, image, ["local", "isolated", "docker"]))
     if json_path:
         Path(json_path).write_text(  # noqa: ASYNC240 - once, after measuring
             json.dumps(
@@ -354,5 +359,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="smoke mode: few iterations, no timing assertions")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     parser.add_argument("--no-docker", action="store_true", help="skip the Docker rows even if an engine is up")
+    parser.add_argument("--no-pool", action="store_true", help="skip the warm pool rows (bench/pool_bench.py)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.quick, args.json_path, args.no_docker)))
+    sys.exit(asyncio.run(main(args.quick, args.json_path, args.no_docker, args.no_pool)))

@@ -154,6 +154,12 @@ async def test_never_two_holders_and_waiting_for_a_free_one(tmp_path: Path) -> N
             assert a.sandbox_id != b.sandbox_id
             with pytest.raises(PoolTimeoutError, match="2 of size=2 handed out"):
                 await pool.get(timeout=0.2)
+            waiter = asyncio.create_task(pool.get())
+            await asyncio.sleep(0.05)
+            waiter.cancel()  # a cancelled wait takes nothing with it
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert (pool.stats().waiting, pool.stats().in_use) == (0, 2)
         assert pool.stats().acquired == 8
 
 

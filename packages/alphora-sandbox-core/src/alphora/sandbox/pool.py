@@ -383,7 +383,13 @@ class SandboxPool:
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             slot = await self._take_idle(deadline)
-            if self.health_check and not await slot.sandbox.health_check():
+            try:
+                healthy = await slot.sandbox.health_check() if self.health_check else True
+            except BaseException:  # cancelled while checking: the slot must not stay "handed out"
+                self._in_use.pop(id(slot.sandbox), None)
+                self._discard(slot, "the caller was cancelled during its health check")
+                raise
+            if not healthy:
                 self._in_use.pop(id(slot.sandbox), None)
                 self._counts["health_failures"] += 1
                 self._discard(slot, "it failed its health check")
@@ -572,6 +578,7 @@ class SandboxPool:
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** min(self._failures, 5)))
             async with self._sem:
                 if self._closed:
+                    self._creating -= 1
                     return
                 sandbox = Sandbox(self.backend_type, keep_workspace=False, **self.sandbox_kwargs)
                 await sandbox.start()
