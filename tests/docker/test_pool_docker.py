@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alphora.sandbox import ResourceLimits, SandboxNotRunningError, SandboxPool
+from alphora.sandbox import ResourceLimits, SandboxManager, SandboxNotRunningError, SandboxPool
 from alphora.sandbox_docker import prune_orphans
 
 Objects = Callable[[str], tuple[list[str], list[str]]]
@@ -118,3 +118,16 @@ async def test_a_crashed_pool_leaves_only_what_the_reaper_removes(
         report = prune_orphans(sandbox_id=sid)
         assert set(report.containers) == set(containers)
         assert objects_of(sid) == ([], [])
+
+
+async def test_manager_pool_size_on_docker(tmp_path: Path, foreign_image: str, objects_of: Objects) -> None:
+    async with SandboxManager(
+        base_path=tmp_path, default_backend="docker", docker_image=foreign_image, resource_limits=LIMITS, pool_size=1
+    ) as manager:
+        assert manager.pool is not None
+        sandbox = await manager.create_sandbox()
+        assert manager.pool.stats().acquired == 1
+        assert (await sandbox.run("print(1)")).stdout == "1\n"
+        await manager.pool.settle()
+        ids = [sandbox.sandbox_id, *(slot.backend.sandbox_id for slot in manager.pool._idle)]
+    assert [objects_of(sid) for sid in ids] == [([], [])] * 2
