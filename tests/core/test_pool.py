@@ -135,7 +135,8 @@ async def test_changed_package_environment_is_destroyed_not_reset(pool: SandboxP
 
 
 async def test_never_two_holders_and_waiting_for_a_free_one(tmp_path: Path) -> None:
-    async with SandboxPool("local", size=2, base_path=tmp_path, on_release="destroy") as pool:
+    # min_idle=0: nothing is made ahead; every hand-out waits for one made on demand
+    async with SandboxPool("local", size=2, min_idle=0, base_path=tmp_path, on_release="destroy") as pool:
         held: set[str] = set()
         most = 0
 
