@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -247,4 +248,29 @@ async def test_manager_pool_size_serves_anonymous_sandboxes_warm(tmp_path: Path)
         assert manager.pool.stats().idle == 2  # refilled
         status = await manager.get_status()
         assert status["pool"]["size"] == 2
+    assert _runner_processes(tmp_path) == []
+
+
+async def test_a_crashed_pool_leaves_no_process(tmp_path: Path) -> None:
+    """The host process dies with a pool full of sandboxes, one of them running a background daemon:
+    the runners and everything they started go with it (only the workspaces stay on disk)."""
+    script = (
+        "import asyncio, os\n"
+        "from alphora.sandbox import SandboxPool\n"
+        "async def main():\n"
+        f"    pool = await SandboxPool('local', size=2, base_path={str(tmp_path)!r}).start()\n"
+        "    sandbox = await pool.get()\n"
+        '    await sandbox.run(\'import subprocess, sys; subprocess.Popen([sys.executable, "-c", '
+        '"import time; time.sleep(60)"], start_new_session=True)\')\n'
+        "    print(len(os.listdir(" + repr(str(tmp_path)) + ")), flush=True)\n"
+        "    os._exit(1)  # a crash: no shutdown, no finalizers\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert out.strip() == b"2"
+    for _ in range(50):  # the runners notice their closed stdin and kill their trees
+        if not _runner_processes(tmp_path):
+            break
+        await asyncio.sleep(0.1)
     assert _runner_processes(tmp_path) == []
