@@ -274,3 +274,24 @@ async def test_a_crashed_pool_leaves_no_process(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.1)
     assert _runner_processes(tmp_path) == []
+
+
+async def test_refills_are_bounded_by_refill_concurrency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alphora.sandbox import Sandbox
+
+    running = most = 0
+    real_start = Sandbox.start
+
+    async def counted_start(self: Sandbox) -> Sandbox:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            return await real_start(self)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(Sandbox, "start", counted_start)
+    async with SandboxPool("local", size=4, refill_concurrency=2, base_path=tmp_path) as pool:
+        assert pool.stats().idle == 4
+    assert most == 2
