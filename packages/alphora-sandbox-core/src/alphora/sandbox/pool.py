@@ -374,7 +374,9 @@ class SandboxPool:
         """A sandbox for the caller alone until :meth:`put` (use :meth:`acquire` where you can).
 
         Waits up to ``timeout`` seconds (None: as long as it takes) when all ``size`` sandboxes are
-        handed out. Starts the pool if it was not started."""
+        handed out (:class:`PoolTimeoutError` after that). If a sandbox the pool makes while the caller
+        waits fails to start, raises :class:`~alphora.sandbox.errors.SandboxError` with that cause
+        instead of waiting on. Starts the pool if it was not started."""
         if timeout is not None and not timeout >= 0:
             raise ConfigurationError(f"timeout must be >= 0 or None, got {timeout!r}", field="timeout", value=timeout)
         if not self._started:
