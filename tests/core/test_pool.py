@@ -222,6 +222,11 @@ async def test_bad_input_is_refused_with_its_cause(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match=r"could not start a local sandbox: .*system_site_packages"):
         async with SandboxPool("local", size=1, base_path=tmp_path, backend_options={"system_site_packages": "maybe"}):
             pass
+    broken = SandboxPool("local", size=1, base_path=tmp_path, backend_options={"system_site_packages": "maybe"})
+    # not started: get() starts it, and the failure comes back at once (not as a timeout)
+    with pytest.raises(SandboxError, match=r"could not start a local sandbox: .*system_site_packages"):
+        await broken.get(timeout=5)
+    await broken.shutdown()
     async with SandboxPool("local", size=1, base_path=tmp_path) as pool:
         from alphora.sandbox import Sandbox
 
