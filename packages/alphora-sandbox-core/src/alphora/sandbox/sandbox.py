@@ -604,6 +604,13 @@ class _CheckedSession(PythonSession):
         self._sandbox._audit("session_run", session=self.name, code=code[:2000])
         return await self._inner.run(code, resolve_timeout(timeout, self._sandbox.resource_limits), on_output=on_output)
 
+    async def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> PythonSession:
+        self._sandbox._require_running()
+        self._sandbox._touch()
+        inner = await self._inner.fork(name, copy_workspace=copy_workspace)
+        self._sandbox._audit("session_fork", session=self.name, fork=inner.name, copy_workspace=copy_workspace)
+        return _CheckedSession(self._sandbox, inner)
+
     async def reset(self) -> None:
         await self._inner.reset()
 
