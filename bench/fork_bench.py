@@ -15,6 +15,7 @@ import asyncio
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from alphora.sandbox import ResourceLimits, Sandbox
@@ -67,8 +68,7 @@ async def main() -> None:
             f"(min {res['min_ms']:.1f}, max {res['max_ms']:.1f}, n={res['forks']})"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

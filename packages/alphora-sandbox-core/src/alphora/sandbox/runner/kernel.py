@@ -18,7 +18,7 @@ import traceback
 import types
 from typing import Any
 
-from .child import _finish, _std_streams, user_traceback
+from .child import _finish, _refresh_import_state, _std_streams, user_traceback
 from .display import Display, PyplotHook
 from .proctree import exit_code, own_children, prctl_subreaper, proc_table
 from .protocol import EV_FORKED, EV_STARTED, encode, read_frame_blocking, write_all
@@ -131,6 +131,7 @@ class Kernel:
             keep = own_children()
             self.keep = {(pid, start) for pid, start in keep}
             write_all(4, encode({"ev": EV_STARTED, "keep": keep}))
+            _refresh_import_state()  # packages installed since the interpreter started (a new user site too)
             reply = self.run_cell(req["code"], req.get("display"))
             if self.interrupted:  # the cell timed out: reap what the runner killed
                 self._reap()
