@@ -29,7 +29,9 @@ async def bench(backend: str, mb: int, forks: int, image: str) -> dict[str, Any]
     else:
         sandbox = Sandbox.create(backend, resource_limits=limits)
     async with sandbox, sandbox.session() as py:
-        r = await py.run(f"state = bytearray({mb} << 20)\nfor i in range(0, len(state), 4096): state[i] = 1\nlen(state)")
+        r = await py.run(
+            f"state = bytearray({mb} << 20)\nfor i in range(0, len(state), 4096): state[i] = 1\nlen(state)"
+        )
         assert r.success, r.error
         samples = []
         for _ in range(forks):
@@ -68,7 +70,7 @@ async def main() -> None:
             f"(min {res['min_ms']:.1f}, max {res['max_ms']:.1f}, n={res['forks']})"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        await asyncio.to_thread(Path(args.json).write_text, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
