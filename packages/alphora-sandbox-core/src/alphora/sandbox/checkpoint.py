@@ -33,8 +33,7 @@ from .storage.base import Storage, validate_key
 from .storage.persist import workspace_files
 
 if TYPE_CHECKING:
-    from .sandbox import Sandbox
-    from .session import PythonSession
+    from .sandbox import Sandbox, _CheckedSession
 
 __all__ = ["CheckpointError", "CheckpointResult", "ResumeReport", "checkpoint", "load_manifest", "resume"]
 
@@ -193,14 +192,14 @@ def _last_json(stdout: str) -> dict[str, Any]:
 
 
 async def _sandbox_python(sandbox: Sandbox, code: str, what: str) -> dict[str, Any]:
-    r = await sandbox.execute_code(code)
+    r = await sandbox._python_internal(code)
     if not r.success:
         raise CheckpointError(f"{what} failed in the sandbox: {r.error or r.stderr[-2000:]}")
     return _last_json(r.stdout)
 
 
-async def _session_python(session: PythonSession, code: str, what: str) -> dict[str, Any]:
-    r = await session.run(code)
+async def _session_python(session: _CheckedSession, code: str, what: str) -> dict[str, Any]:
+    r = await session._run_internal(code)
     if not r.success:
         raise CheckpointError(f"{what} failed in session {session.name!r}: {r.error or r.stderr[-2000:]}")
     return _last_json(r.stdout)
@@ -234,7 +233,7 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
         env: dict[str, Any] = {k: info[k] for k in ("python", "tag", "platform", "requirements")}
         env["blob"] = await put_blob(await sandbox.read_file_bytes(f"{tmp}/env.tar.gz")) if info["packed"] else None
         sessions: dict[str, Any] = {}
-        for sname, session in sandbox.open_sessions.items():
+        for sname, session in dict(sandbox._sessions).items():
             path = f"{tmp}/session-{len(sessions)}.pkl"
             got = await _session_python(
                 session, _with(_SAVE_SESSION, PICKLE_PATH=f"{ws}/{path}"), "saving the variables"
@@ -364,7 +363,7 @@ async def resume(sandbox: Sandbox, storage: Storage, name: str) -> ResumeReport:
             outcome = "empty"
         elif same:
             await sandbox.write_file_bytes(f"{tmp}/env.tar.gz", blobs[env["blob"]])
-            r = await sandbox.execute_code(_with(_UNPACK_ENV, IN_TAR=f"{tmp}/env.tar.gz"))
+            r = await sandbox._python_internal(_with(_UNPACK_ENV, IN_TAR=f"{tmp}/env.tar.gz"))
             outcome = "copied" if r.success else f"not restored: unpacking failed: {r.error or r.stderr[-500:]}"
         else:
             why = (

@@ -124,7 +124,7 @@ class Sandbox(FileMethods, PackageMethods):
         self.execution_count = 0
         self.last_activity = time.time()
         self.audit_events: list[dict[str, Any]] = []
-        self._sessions: dict[str, PythonSession] = {}
+        self._sessions: dict[str, _CheckedSession] = {}
         #: what :meth:`resume` restored (None for a sandbox that was not resumed)
         self.resume_report: ResumeReport | None = None
 
@@ -501,7 +501,7 @@ class Sandbox(FileMethods, PackageMethods):
         finally:
             await session.close()
 
-    async def _open_session(self, name: str) -> PythonSession:
+    async def _open_session(self, name: str) -> _CheckedSession:
         """A session left open (its state stays in the sandbox until ``session(name)`` closes it)."""
         return _CheckedSession(self, await self.backend.open_session(name, env=dict(self._env)))
 
@@ -655,6 +655,13 @@ class _CheckedSession(PythonSession):
         inner = await self._inner.fork(name, copy_workspace=copy_workspace)
         self._sandbox._audit("session_fork", session=self.name, fork=inner.name, copy_workspace=copy_workspace)
         return _CheckedSession(self._sandbox, inner)
+
+    async def _run_internal(self, code: str) -> ExecutionResult:
+        """Library-written helper code (checkpoints): skips the policy's code checks, still in the
+        session, like ``PackageMethods._python_internal`` for fresh processes."""
+        self._sandbox._require_running()
+        self._sandbox._touch()
+        return await self._inner.run(code, max(60.0, self._sandbox.resource_limits.timeout_seconds))
 
     async def reset(self) -> None:
         await self._inner.reset()

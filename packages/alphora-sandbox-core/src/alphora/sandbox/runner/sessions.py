@@ -180,10 +180,10 @@ class Sessions:
         theirs_fds = [pipes[0][1], pipes[1][1], pipes[2][0], pipes[3][1], theirs.fileno()]
         ours = (pipes[0][0], pipes[1][0], pipes[2][1], pipes[3][0])
         assert src.fork_sock is not None
-        try:
-            write_all(src.ctl_w, encode(msg))
+        try:  # the descriptors first: if they cannot go, the interpreter is not told to wait for them
             # socket.send_fds is 3.9+; the runner runs on 3.8
             src.fork_sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs_fds))])
+            write_all(src.ctl_w, encode(msg))
         except OSError:
             for fd in ours:
                 os.close(fd)
