@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alphora.sandbox import Sandbox
+from alphora.sandbox import Sandbox, SecurityPolicy, SecurityViolationError
 from alphora.sandbox.checkpoint import BLOBS, CheckpointError
 from alphora.sandbox.storage.base import StorageConfig
 from alphora.sandbox.storage.local import LocalStorage
@@ -133,3 +133,17 @@ async def test_partial_and_corrupted_checkpoints_are_refused(
     assert not base.exists()  # refused before any sandbox was created
     with pytest.raises(CheckpointError, match="invalid checkpoint name"):
         await local_sandbox.checkpoint(storage, "../x")
+
+
+async def test_the_policy_checks_user_code_not_the_checkpoint_helpers(storage: LocalStorage, tmp_path: Path) -> None:
+    policy = SecurityPolicy(blocked_imports=["pickle", "tarfile"])
+    async with Sandbox.create_local(base_path=tmp_path / "p", security_policy=policy) as sandbox:
+        async with sandbox.session() as py:
+            await py.run("answer = 42")
+            with pytest.raises(SecurityViolationError):
+                await py.run("import pickle")
+            res = await sandbox.checkpoint(storage, "policy")
+        assert res.sessions == {"default": ("answer",)}
+    resumed = await Sandbox.resume(storage, "policy", base_path=tmp_path / "q", security_policy=policy)
+    async with resumed, resumed.session() as py:
+        assert (await py.run("answer")).value == "42"
