@@ -102,3 +102,31 @@ async def test_bad_fork_requests_are_refused_with_the_reason(sandbox: Sandbox) -
         assert await sandbox.read_file(".forks/taken/x") == "keep"
         r = await py.run("1 + 1")  # the session still works after the refusals
         assert r.value == "2"
+
+
+HOSTILE_FORK = """
+import array, gc, json, os, socket
+kernel = next(o for o in gc.get_objects() if type(o).__name__ == 'Kernel')
+def answer_with_the_runners_pid(req):
+    sock = socket.socket(fileno=5)
+    _, anc, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(20))
+    sock.detach()
+    fds = array.array('i')
+    fds.frombytes(anc[0][2])
+    body = json.dumps({'ev': 'forked', 'pid': os.getppid(), 'cwd': os.getcwd()}).encode()
+    os.write(fds[3], len(body).to_bytes(4, 'big') + body)
+    for fd in fds:
+        os.close(fd)
+kernel._fork = answer_with_the_runners_pid
+"""
+
+
+async def test_a_session_cannot_pass_off_another_process_as_its_fork(sandbox: Sandbox) -> None:
+    # sandbox code owns its interpreter and can answer the fork request itself; had the runner
+    # believed it, closing the "fork" would kill the runner's own tree
+    async with sandbox.session() as py:
+        assert (await py.run(HOSTILE_FORK)).success
+        with pytest.raises(BackendError, match="not a process of the runner"):
+            await py.fork("liar")
+        assert (await py.run("1 + 1")).value == "2"
+    assert (await sandbox.run("print('runner alive')")).stdout == "runner alive\n"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .child import child_setup
 from .kernel import Kernel
-from .proctree import exit_code, kill_cell_tree, wait_dead, wait_stopped
+from .proctree import exit_code, kill_cell_tree, own_child_pids, proc_table, wait_dead, wait_stopped
 from .protocol import DISPLAY_STREAM, EV_DISPLAY, EV_DONE, EV_ERROR, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
 from .streams import READ_SIZE, Stream, required
 
@@ -210,6 +210,8 @@ class Sessions:
             self.host.sel.unregister(fd)
             self.forking.discard(new)
             reply = got[0] if got else {"error": "the session's interpreter ended before the fork was ready"}
+            if reply.get("pid") and not self._own_child(reply["pid"]):  # sandbox code can answer too
+                reply = {"error": f"the fork answered with pid {reply['pid']!r}, not a process of the runner"}
             if not reply.get("pid"):
                 for f in ours:
                     os.close(f)
@@ -224,6 +226,18 @@ class Sessions:
 
         os.set_blocking(ours[3], False)
         self.host.sel.register(ours[3], selectors.EVENT_READ, on_readable)
+
+    @staticmethod
+    def _own_child(pid: Any) -> bool:
+        """True if ``pid`` is a child of the runner (what a session interpreter must be, so that
+        killing its tree later kills nothing else)."""
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        kids = own_child_pids()
+        if kids is not None:
+            return pid in kids
+        entry = proc_table().get(pid)
+        return entry is not None and entry[0] == os.getpid()
 
     def _reader(self, sess: Session) -> Callable[[int, int], None]:
         def on_readable(fd: int, mask: int) -> None:
