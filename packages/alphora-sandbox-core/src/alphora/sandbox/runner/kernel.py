@@ -14,6 +14,7 @@ import linecache
 import os
 import signal
 import sys
+import time
 import traceback
 import types
 from typing import Any
@@ -172,12 +173,15 @@ class Kernel:
             self._fork_failed(res_w, f"fork failed: {exc}")
             mid = -1
         if mid == 0:
+            me = os.getpid()
             try:
-                if os.fork() == 0:
-                    self._adopt(fds, req)
-                    return  # the new interpreter: back to serve()'s loop, on its own pipes
+                child = os.fork()
             except BaseException as exc:
-                self._fork_failed(res_w, f"the fork could not start: {exc!r}")
+                self._fork_failed(res_w, f"fork failed: {exc!r}")
+                os._exit(0)
+            if child == 0:
+                self._adopt(fds, req, me)
+                return  # the new interpreter: back to serve()'s loop, on its own pipes
             os._exit(0)
         if mid > 0:
             os.waitpid(mid, 0)
@@ -192,22 +196,32 @@ class Kernel:
         except OSError:
             pass
 
-    def _adopt(self, fds: list[int], req: dict[str, Any]) -> None:
-        """In the new interpreter: own session and process group, the new pipes on fds 1-5, and
-        (``copy_to``) its own copy of the workspace as the working directory."""
+    def _adopt(self, fds: list[int], req: dict[str, Any], mid: int) -> None:
+        """In the new interpreter (its parent is ``mid``, the middle process, which is exiting): own
+        session and process group, the new pipes on fds 1-5, (``copy_to``) its own copy of the
+        workspace as the working directory; it answers once it is the runner's child."""
         os.setsid()
         prctl_subreaper()
         for i, target in enumerate((1, 2, REQ_FD, REPLY_FD, FORK_FD)):
             os.dup2(fds[i], target, inheritable=target < REQ_FD)
             os.close(fds[i])
-        self.keep = set()
-        self.interrupted = False
-        copy_to = req.get("copy_to")
-        if copy_to:
-            rel = os.path.relpath(os.getcwd(), req["copy_from"])
-            skip = {os.path.join(req["copy_from"], p) for p in req.get("skip") or ()}
-            copy_tree(req["copy_from"], copy_to, skip | {os.path.join(req["copy_from"], ".forks")})
-            os.chdir(os.path.normpath(os.path.join(copy_to, rel)) if not rel.startswith("..") else copy_to)
+        try:
+            self.keep = set()
+            self.interrupted = False
+            copy_to = req.get("copy_to")
+            if copy_to:
+                rel = os.path.relpath(os.getcwd(), req["copy_from"])
+                skip = {os.path.join(req["copy_from"], p) for p in req.get("skip") or ()}
+                copy_tree(req["copy_from"], copy_to, skip | {os.path.join(req["copy_from"], ".forks")})
+                os.chdir(os.path.normpath(os.path.join(copy_to, rel)) if not rel.startswith("..") else copy_to)
+            deadline = time.monotonic() + 10.0
+            while os.getppid() == mid:  # the middle process exits now; the runner accepts only its own child
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fork was not re-parented to the runner within 10 s")
+                time.sleep(0.0002)
+        except BaseException as exc:
+            self._fork_failed(REPLY_FD, f"the fork could not start: {exc!r}")
+            os._exit(0)
         write_all(REPLY_FD, encode({"ev": EV_FORKED, "pid": os.getpid(), "cwd": os.getcwd()}))
 
     def run_cell(self, code: str, display: dict[str, Any] | None = None) -> dict[str, Any]:
