@@ -4,6 +4,7 @@ backends; tests/s3 does one round trip through S3)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,6 +59,16 @@ async def test_round_trip_restores_files_packages_and_variables(
         r = await resumed.run("import ckpt_probe; print(ckpt_probe.VERSION)")  # installed, not only imported
         assert r.stdout == "1.0.0\n", r.stderr
         assert not await resumed.file_exists(".alphora-checkpoint")
+
+
+async def test_an_unchanged_environment_is_not_uploaded_again(local_sandbox: Sandbox, storage: LocalStorage) -> None:
+    await _taken(local_sandbox, storage)
+    env_blob = json.loads(await storage.get("checkpoints/c/manifest.json"))["body"]["environment"]["blob"]
+    await asyncio.sleep(1.1)  # a later second: a gzip or tar time stamp would change the bytes
+    await local_sandbox.run("import ckpt_probe")  # may write bytecode caches into the environment
+    again = await local_sandbox.checkpoint(storage, "c")
+    assert json.loads(await storage.get("checkpoints/c/manifest.json"))["body"]["environment"]["blob"] == env_blob
+    assert again.uploaded_files == 0
 
 
 async def test_a_one_file_change_uploads_one_file(local_sandbox: Sandbox, storage: LocalStorage) -> None:

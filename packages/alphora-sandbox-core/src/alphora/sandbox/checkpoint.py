@@ -89,9 +89,10 @@ def _manifest_key(name: str) -> str:
 
 # -- code run inside the sandbox ---------------------------------------------------------------------
 
-#: the sandbox's own environment (its venv, else its user site), packed into a tar; prints a JSON summary
+#: the sandbox's own environment (its venv, else its user site), packed into a tar that is byte for byte
+#: the same when the packages are (so an unchanged environment is not uploaded again); prints a JSON summary
 _PACK_ENV = """\
-import importlib.metadata as m, json, os, site, sys, sysconfig, tarfile
+import gzip, importlib.metadata as m, json, os, site, sys, sysconfig, tarfile
 own = []
 if sys.prefix != sys.base_prefix:
     own += [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
@@ -100,10 +101,16 @@ elif site.ENABLE_USER_SITE:
 own = sorted({os.path.realpath(p) for p in own if os.path.isdir(p)})
 reqs = sorted({f"{d.metadata['Name']}=={d.version}" for d in m.distributions(path=own) if d.metadata["Name"]})
 entries = [(d, e) for d in own for e in sorted(os.listdir(d))]
+def same_bytes_for_same_files(info):  # no bytecode caches, no owners: unchanged packages, same blob
+    if "__pycache__" in info.name.split("/"):
+        return None
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
 if entries and OUT_TAR:
-    with tarfile.open(OUT_TAR, "w:gz") as t:
+    with gzip.GzipFile(OUT_TAR, "wb", mtime=0) as z, tarfile.open(fileobj=z, mode="w") as t:
         for d, e in entries:
-            t.add(os.path.join(d, e), arcname=e)
+            t.add(os.path.join(d, e), arcname=e, filter=same_bytes_for_same_files)
 print(json.dumps({"python": "%d.%d" % sys.version_info[:2], "tag": sys.implementation.cache_tag,
                   "platform": sysconfig.get_platform(), "requirements": reqs, "packed": bool(entries and OUT_TAR),
                   "cwd": os.getcwd()}))
