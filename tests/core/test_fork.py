@@ -40,6 +40,8 @@ async def test_fork_copies_the_state_and_the_two_diverge(sandbox: Sandbox) -> No
             r = await child.run("json.dumps(data), os.getpid()")
             assert eval(r.value)[0] == '{"n": 2, "items": [1, "child"]}'
             assert eval(r.value)[1] != int(parent_pid)
+            r = await child.run("class Bold:\n    def _repr_html_(self): return '<b>x</b>'\ndisplay(Bold())")
+            assert [a.mime_type for a in r.attachments][:1] == ["text/html"]  # rich outputs on its own pipes
             async with await child.fork() as grandchild:  # a fork forks too
                 r = await grandchild.run("data['items']")
                 assert r.value == "[1, 'child']"

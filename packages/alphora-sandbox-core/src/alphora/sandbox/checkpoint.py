@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ import attrs
 
 from .errors import FileSystemError, StorageError, StorageNotFoundError
 from .pathguard import normalize
+from .runner import RUNNER_PACKAGE
 from .storage.base import Storage, validate_key
 from .storage.persist import workspace_files
 
@@ -139,6 +141,8 @@ def _alphora_checkpoint_save(path):
         if isinstance(v, types.ModuleType):
             modules[k] = v.__name__
             continue
+        if str(getattr(v, "__module__", "")).startswith(RUNNER_PACKAGE + "."):
+            continue  # what the session itself provides (display): every session has its own
         if isinstance(v, (type, types.FunctionType)) and getattr(v, "__module__", None) == "__main__":
             bad[k] = "defined in a session cell: pickle would store only its name; define it again after resuming"
             continue
@@ -185,9 +189,8 @@ finally:
 def _with(code: str, **values: Any) -> str:
     """``code`` with its upper-case placeholders replaced by literals (repr: no injection, and no
     name left behind in a session's namespace)."""
-    for k, v in values.items():
-        code = code.replace(k, repr(v))
-    return code
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, values)) + r")\b")  # one pass: a value is never rescanned
+    return pattern.sub(lambda m: repr(values[m.group(1)]), code)
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -242,9 +245,8 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
         sessions: dict[str, Any] = {}
         for sname, session in dict(sandbox._sessions).items():
             path = f"{tmp}/session-{len(sessions)}.pkl"
-            got = await _session_python(
-                session, _with(_SAVE_SESSION, PICKLE_PATH=f"{ws}/{path}"), "saving the variables"
-            )
+            code = _with(_SAVE_SESSION, PICKLE_PATH=f"{ws}/{path}", RUNNER_PACKAGE=RUNNER_PACKAGE)
+            got = await _session_python(session, code, "saving the variables")
             sessions[sname] = {
                 "blob": await put_blob(await sandbox.read_file_bytes(path)),
                 "saved": got["saved"],
