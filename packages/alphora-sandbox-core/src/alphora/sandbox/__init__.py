@@ -61,6 +61,7 @@ from .types import (
 if TYPE_CHECKING:
     from .backend import Backend, OutputChunk, ProcessRequest
     from .builtin.local_backend import LocalBackend
+    from .checkpoint import CheckpointError, CheckpointResult, ResumeReport
     from .config import SandboxConfig, config_from_env, config_from_file
     from .egress import EgressDecision, EgressPolicy, EgressProxy, EgressRequest
     from .manager import SandboxLimitError, SandboxManager
@@ -94,6 +95,9 @@ _LAZY: dict[str, str] = {
     "EgressProxy": ".egress",
     "EgressDecision": ".egress",
     "EgressRequest": ".egress",
+    "CheckpointError": ".checkpoint",
+    "CheckpointResult": ".checkpoint",
+    "ResumeReport": ".checkpoint",
 }
 
 # name -> (module of the plugin that provides it, extra to install)
@@ -127,6 +131,8 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendType",
+    "CheckpointError",
+    "CheckpointResult",
     "ConfigurationError",
     "ContainerError",
     "DockerError",
@@ -157,6 +163,7 @@ __all__ = [
     "PythonSession",
     "ResourceLimits",
     "ResourceUsage",
+    "ResumeReport",
     "Sandbox",
     "SandboxAlreadyExistsError",
     "SandboxAlreadyRunningError",

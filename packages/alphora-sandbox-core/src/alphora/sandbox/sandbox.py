@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import checkpoint as _checkpoint
 from ._files import FileMethods
 from .backend import (
     Backend,
@@ -54,7 +55,9 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .checkpoint import CheckpointResult, ResumeReport
     from .config import SandboxConfig
+    from .storage.base import Storage
 
 __all__ = ["Sandbox"]
 
@@ -121,6 +124,9 @@ class Sandbox(FileMethods, PackageMethods):
         self.execution_count = 0
         self.last_activity = time.time()
         self.audit_events: list[dict[str, Any]] = []
+        self._sessions: dict[str, _CheckedSession] = {}
+        #: what :meth:`resume` restored (None for a sandbox that was not resumed)
+        self.resume_report: ResumeReport | None = None
 
     # -- factories -------------------------------------------------------------------------------
 
@@ -493,7 +499,45 @@ class Sandbox(FileMethods, PackageMethods):
         try:
             yield session
         finally:
-            await inner.close()
+            await session.close()
+
+    async def _open_session(self, name: str) -> _CheckedSession:
+        """A session left open (its state stays in the sandbox until ``session(name)`` closes it)."""
+        return _CheckedSession(self, await self.backend.open_session(name, env=dict(self._env)))
+
+    @property
+    def open_sessions(self) -> dict[str, PythonSession]:
+        """The sessions open now, by name (``session()`` ones, forks, and those :meth:`resume` restored)."""
+        return dict(self._sessions)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    async def checkpoint(self, storage: Storage, name: str, *, exclude: Sequence[str] = ()) -> CheckpointResult:
+        """Save the workspace, the sandbox's own Python environment (what was installed into it, not
+        the image) and the picklable globals of each open session to ``storage`` as ``name``;
+        unchanged files are not sent again. Names that cannot be pickled are reported in the result.
+        See docs/checkpoints.md."""
+        self._require_running()
+        return await _checkpoint.checkpoint(self, storage, name, exclude=exclude)
+
+    @classmethod
+    async def resume(
+        cls, storage: Storage, name: str, *, backend: BackendType | str = BackendType.LOCAL, **kwargs: Any
+    ) -> Sandbox:
+        """A new, started sandbox on ``backend`` (``kwargs`` as for :meth:`create`) holding checkpoint
+        ``name``: files, environment (copied when Python and platform match, else re-installed from
+        the recorded requirements) and sessions (open them with ``session(name)``). What was and
+        was not restored is in ``sandbox.resume_report``. A corrupted or partial checkpoint raises
+        :class:`~alphora.sandbox.checkpoint.CheckpointError` before anything is created."""
+        await _checkpoint.load_manifest(storage, name)  # refuse a bad name or manifest before creating anything
+        sandbox = cls.create(backend, **kwargs)
+        try:
+            sandbox.resume_report = await _checkpoint.resume(sandbox, storage, name)
+        except BaseException:
+            if sandbox.status is not SandboxStatus.CREATED:
+                await sandbox.destroy()
+            raise
+        return sandbox
 
     # -- environment variables -------------------------------------------------------------------
 
@@ -586,6 +630,7 @@ class _CheckedSession(PythonSession):
         self._sandbox = sandbox
         self._inner = inner
         self.name = inner.name
+        sandbox._sessions[self.name] = self
 
     @property
     def figure_formats(self) -> tuple[str, ...]:
@@ -604,8 +649,24 @@ class _CheckedSession(PythonSession):
         self._sandbox._audit("session_run", session=self.name, code=code[:2000])
         return await self._inner.run(code, resolve_timeout(timeout, self._sandbox.resource_limits), on_output=on_output)
 
+    async def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> PythonSession:
+        self._sandbox._require_running()
+        self._sandbox._touch()
+        inner = await self._inner.fork(name, copy_workspace=copy_workspace)
+        self._sandbox._audit("session_fork", session=self.name, fork=inner.name, copy_workspace=copy_workspace)
+        return _CheckedSession(self._sandbox, inner)
+
+    async def _run_internal(self, code: str) -> ExecutionResult:
+        """Library-written helper code (checkpoints): skips the policy's code checks, still in the
+        session, like ``PackageMethods._python_internal`` for fresh processes."""
+        self._sandbox._require_running()
+        self._sandbox._touch()
+        return await self._inner.run(code, max(60.0, self._sandbox.resource_limits.timeout_seconds))
+
     async def reset(self) -> None:
         await self._inner.reset()
 
     async def close(self) -> None:
+        if self._sandbox._sessions.get(self.name) is self:
+            del self._sandbox._sessions[self.name]
         await self._inner.close()

@@ -59,6 +59,14 @@ class PythonSession(abc.ABC):
         """
         return iterate_output(lambda on_output: self.run(code, timeout, on_output=on_output))
 
+    async def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> PythonSession:
+        """A new session whose interpreter is a copy-on-write copy of this one (variables, imports,
+        working directory), made in milliseconds; the two then diverge independently. The workspace
+        is shared unless ``copy_workspace`` is True: the fork then works in its own copy of it,
+        ``.forks/<name>/`` (its working directory). Threads and processes of this session are not
+        copied. The fork is closed by its own ``close()`` (or ``async with``). See docs/fork.md."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fork a session")
+
     @abc.abstractmethod
     async def reset(self) -> None:
         """Forget all state (restart the interpreter)."""

@@ -14,14 +14,18 @@ import linecache
 import os
 import signal
 import sys
+import time
 import traceback
 import types
 from typing import Any
 
-from .child import _finish, _std_streams, user_traceback
+from .child import _finish, _refresh_import_state, _std_streams, user_traceback
 from .display import Display, PyplotHook
-from .proctree import exit_code, own_children, proc_table
-from .protocol import EV_STARTED, encode, read_frame_blocking, write_all
+from .proctree import exit_code, own_children, prctl_subreaper, proc_table
+from .protocol import EV_FORKED, EV_STARTED, encode, read_frame_blocking, write_all
+
+#: the kernel's fds: cells in, replies out, and the socket on which a fork's pipes arrive
+REQ_FD, REPLY_FD, FORK_FD = 3, 4, 5
 
 
 class Kernel:
@@ -120,15 +124,105 @@ class Kernel:
             if req is None:
                 _finish(0)
                 return
+            if "fork" in req:
+                self._fork(req)
+                continue
             if self.interrupted:  # an interrupt that came too late for its cell
                 self._reap()
             keep = own_children()
             self.keep = {(pid, start) for pid, start in keep}
             write_all(4, encode({"ev": EV_STARTED, "keep": keep}))
+            _refresh_import_state()  # packages installed since the interpreter started (a new user site too)
             reply = self.run_cell(req["code"], req.get("display"))
             if self.interrupted:  # the cell timed out: reap what the runner killed
                 self._reap()
             write_all(4, encode(reply))
+
+    def _fork(self, req: dict[str, Any]) -> None:
+        """``{"fork": name}``: become two interpreters with the same state (copy-on-write ``fork``).
+
+        The new one must be the runner's child, like every session interpreter (the runner reaps it
+        and sees it die), so the kernel stops being a subreaper, forks a middle process that forks
+        the new interpreter and exits: the orphan is re-parented to the runner (a subreaper). Its
+        pipes (stdout, stderr, cells, replies, its own fork socket) arrive on ``FORK_FD`` from the
+        runner; it answers ``forked`` (pid, cwd) or an ``error`` on the new reply pipe."""
+        import array
+        import socket
+
+        sock = socket.socket(fileno=FORK_FD)
+        fds: list[int] = []
+        try:  # socket.recv_fds is 3.9+; the runner runs on 3.8
+            _, anc, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(5 * 4))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    got = array.array("i")
+                    got.frombytes(data[: len(data) - len(data) % got.itemsize])
+                    fds.extend(got)
+        finally:
+            sock.detach()
+        if len(fds) != 5:
+            for fd in fds:
+                os.close(fd)
+            return
+        res_w = fds[3]
+        prctl_subreaper(False)
+        try:
+            mid = os.fork()
+        except OSError as exc:
+            prctl_subreaper(True)
+            self._fork_failed(res_w, f"fork failed: {exc}")
+            mid = -1
+        if mid == 0:
+            me = os.getpid()
+            try:
+                child = os.fork()
+            except BaseException as exc:
+                self._fork_failed(res_w, f"fork failed: {exc!r}")
+                os._exit(0)
+            if child == 0:
+                self._adopt(fds, req, me)
+                return  # the new interpreter: back to serve()'s loop, on its own pipes
+            os._exit(0)
+        if mid > 0:
+            os.waitpid(mid, 0)
+            prctl_subreaper(True)  # only now: the new interpreter was re-parented to the runner
+        for fd in fds:
+            os.close(fd)
+
+    @staticmethod
+    def _fork_failed(res_w: int, error: str) -> None:
+        try:
+            write_all(res_w, encode({"ev": EV_FORKED, "error": error}))
+        except OSError:
+            pass
+
+    def _adopt(self, fds: list[int], req: dict[str, Any], mid: int) -> None:
+        """In the new interpreter (its parent is ``mid``, the middle process, which is exiting): own
+        session and process group, the new pipes on fds 1-5, (``copy_to``) its own copy of the
+        workspace as the working directory; it answers once it is the runner's child."""
+        os.setsid()
+        prctl_subreaper()
+        for i, target in enumerate((1, 2, REQ_FD, REPLY_FD, FORK_FD)):
+            os.dup2(fds[i], target, inheritable=target < REQ_FD)
+            os.close(fds[i])
+        try:
+            self.keep = set()
+            self.interrupted = False
+            copy_to = req.get("copy_to")
+            if copy_to:
+                rel = os.path.relpath(os.getcwd(), req["copy_from"])
+                skip = {os.path.join(req["copy_from"], p) for p in req.get("skip") or ()}
+                copy_tree(req["copy_from"], copy_to, skip | {os.path.join(req["copy_from"], ".forks")})
+                os.chdir(os.path.normpath(os.path.join(copy_to, rel)) if not rel.startswith("..") else copy_to)
+            deadline = time.monotonic() + 10.0
+            while os.getppid() == mid:  # the middle process exits now; the runner accepts only its own child
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the fork was not re-parented to the runner within 10 s")
+                time.sleep(0.0002)
+        except BaseException as exc:
+            self._fork_failed(REPLY_FD, f"the fork could not start: {exc!r}")
+            os._exit(0)
+        write_all(REPLY_FD, encode({"ev": EV_FORKED, "pid": os.getpid(), "cwd": os.getcwd()}))
 
     def run_cell(self, code: str, display: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run one cell; its rich outputs (``display()``, a rich trailing value, figures) are sent
@@ -188,3 +282,33 @@ class Kernel:
             "error": error,
             "interrupted": interrupted,
         }
+
+
+def copy_tree(src: str, dst: str, skip: set[str]) -> None:
+    """Copy the directory tree ``src`` to ``dst`` (which must not exist), leaving out the paths in ``skip``:
+    directories and regular files are copied (with their modes), symlinks are copied as links (never
+    followed), FIFOs, sockets and devices are left out (opening one could block or reach outside)."""
+    import shutil
+    import stat
+
+    os.makedirs(dst)
+    for root, dirs, files in os.walk(src):
+        out = os.path.join(dst, os.path.relpath(root, src))
+        for name in list(dirs):
+            path = os.path.join(root, name)
+            if path in skip or os.path.islink(path):
+                dirs.remove(name)
+                if path not in skip:
+                    os.symlink(os.readlink(path), os.path.join(out, name))
+                continue
+            os.mkdir(os.path.join(out, name))
+            shutil.copymode(path, os.path.join(out, name))
+        for name in files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if path in skip:
+                continue
+            if stat.S_ISLNK(mode):
+                os.symlink(os.readlink(path), os.path.join(out, name))
+            elif stat.S_ISREG(mode):
+                shutil.copy2(path, os.path.join(out, name), follow_symlinks=False)

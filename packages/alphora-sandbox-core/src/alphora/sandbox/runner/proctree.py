@@ -20,15 +20,16 @@ PR_SET_CHILD_SUBREAPER = 36
 _libc: Any = None
 
 
-def prctl_subreaper() -> None:
-    """Make this process a child subreaper: orphans below it are re-parented to it, not to init."""
+def prctl_subreaper(on: bool = True) -> None:
+    """Make this process a child subreaper: orphans below it are re-parented to it, not to init
+    (``on=False`` undoes it, e.g. while a session forks a process that must belong to the runner)."""
     global _libc
     try:
         if _libc is None:
             import ctypes
 
             _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0, 0, 0, 0)
     except Exception:  # not Linux / no ctypes: orphans go to init instead
         pass
 

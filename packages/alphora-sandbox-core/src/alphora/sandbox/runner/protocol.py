@@ -25,6 +25,7 @@ __all__ = [
     "EV_DISPLAY",
     "EV_DONE",
     "EV_ERROR",
+    "EV_FORKED",
     "EV_LOST",
     "EV_OUT",
     "EV_STARTED",
@@ -53,7 +54,19 @@ HEADER = 4
 MAX_FRAME = 1 << 30
 
 #: the requests the runner serves
-OPS = ("hello", "ping", "exec", "cancel", "fs", "usage", "session_open", "session_run", "session_close", "shutdown")
+OPS = (
+    "hello",
+    "ping",
+    "exec",
+    "cancel",
+    "fs",
+    "usage",
+    "session_open",
+    "session_run",
+    "session_close",
+    "session_fork",
+    "shutdown",
+)
 #: the ``fn`` of an ``fs`` request
 FS_FUNCTIONS = ("read", "write", "stat", "list", "remove", "copy", "move", "mkdir")
 
@@ -69,6 +82,8 @@ EV_STARTED = "started"
 EV_DISPLAY = "display"
 #: the ``s`` of an ``out`` event that carries rich outputs (``a``) instead of text (``d``)
 DISPLAY_STREAM = "display"
+#: new session interpreter -> runner, on its own reply pipe: the fork is ready (``pid``, ``cwd``) or failed (``error``)
+EV_FORKED = "forked"
 
 #: ``etype`` of an error frame for a path that leaves the workspace (safefs.PathEscape); other
 #: error frames carry the exception's class name (``FileNotFoundError``, ``TooLarge`` …)

@@ -151,6 +151,8 @@ class Runner:
             self.sessions.open(req)
         elif op == "session_run":
             self.sessions.run(req)
+        elif op == "session_fork":
+            self.sessions.fork(req)
         elif op == "session_close":
             self.send({"id": rid, "ev": EV_DONE, "existed": self.sessions.close(req)})
         elif op == "shutdown":

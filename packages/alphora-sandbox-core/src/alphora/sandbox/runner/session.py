@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..backend import OutputCallback
-from ..errors import BackendError
+from ..errors import BackendError, FileSystemError
+from ..pathguard import normalize
 from ..rules import resolve_timeout
 from ..session import PythonSession
 from ..types import ExecutionResult, ExecutionStatus
@@ -129,6 +131,39 @@ class RunnerSession(PythonSession):
             stderr_truncated=bool(done.get("stderr_truncated")),
             oom_killed=error.startswith("MemoryError"),
         )
+
+    async def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> RunnerSession:
+        if self._closed:
+            raise BackendError(f"session {self.name!r} is closed", sandbox_id=self.backend.sandbox_id)
+        new = name if name is not None else f"{self.name}-fork-{secrets.token_hex(4)}"
+        if copy_workspace:  # its copy goes to .forks/<new>: the name must be one folder name
+            try:
+                ok = "/" not in new and normalize(f".forks/{new}") == f".forks/{new}"
+            except FileSystemError:
+                ok = False
+            if not ok:
+                raise ValueError(f"fork name {new!r} cannot name the folder .forks/{new}; use a plain folder name")
+        async with self._lock:
+            client = await self.backend._ready()
+            if self._generation != self.backend._generation:
+                raise BackendError(
+                    f"session {self.name!r} lost its state (the sandbox runner was restarted); nothing to fork",
+                    sandbox_id=self.backend.sandbox_id,
+                )
+            msg = {
+                "op": "session_fork",
+                "name": self.name,
+                "new": new,
+                "copy": copy_workspace,
+                "skip": list(self.backend.internal_paths),  # its venv, its scratch: not the user's files
+            }
+            try:
+                done = await client.request(msg, watchdog=None if copy_workspace else 60.0)
+            except RunnerError as exc:
+                raise BackendError(f"session {self.name!r}: {exc.msg}", sandbox_id=self.backend.sandbox_id) from None
+        child = RunnerSession(self.backend, new, env=self.env, cwd=str(done.get("cwd") or ""))
+        child._generation = self._generation
+        return child
 
     async def reset(self) -> None:
         async with self._lock:

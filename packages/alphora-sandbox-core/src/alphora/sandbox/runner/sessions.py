@@ -9,9 +9,11 @@ Part of the runner program (stdlib only). The host's side is :mod:`.session` (``
 
 from __future__ import annotations
 
+import array
 import os
 import selectors
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from .child import child_setup
 from .kernel import Kernel
-from .proctree import exit_code, kill_cell_tree, wait_dead, wait_stopped
-from .protocol import DISPLAY_STREAM, EV_DISPLAY, EV_DONE, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
+from .proctree import exit_code, kill_cell_tree, own_child_pids, proc_table, wait_dead, wait_stopped
+from .protocol import DISPLAY_STREAM, EV_DISPLAY, EV_DONE, EV_ERROR, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
 from .streams import READ_SIZE, Stream, required
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ class Session:
         self.pid = 0
         self.ctl_w = -1
         self.ctl_r = -1
+        self.fork_sock: socket.socket | None = None  # the runner's end of the socket a fork's pipes go through
         self.frames = FrameBuffer()
         self.streams: list[Stream] = []
         self.active: Any = None  # request id of the running cell
@@ -56,6 +59,7 @@ class Sessions:
     def __init__(self, host: Runner) -> None:
         self.host = host
         self.table: dict[str, Session] = {}
+        self.forking: set[str] = set()  # names of forks whose interpreter has not answered yet
 
     def close(self, req: dict[str, Any]) -> bool:
         """``session_close``: end the session's interpreter and its processes; False if it did not exist."""
@@ -116,27 +120,124 @@ class Sessions:
         err_r, err_w = os.pipe()
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
+        mine, theirs = socket.socketpair()
         null = os.open(os.devnull, os.O_RDONLY)
         pid = os.fork()
         if pid == 0:
             try:
-                child_setup(null, out_w, err_w, (req_r, res_w), sess.cwd, sess.env, self.host.limits)
+                child_setup(null, out_w, err_w, (req_r, res_w, theirs.fileno()), sess.cwd, sess.env, self.host.limits)
                 Kernel().serve()
             except BaseException:
                 traceback.print_exc()
             os._exit(1)
         for fd in (out_w, err_w, req_r, res_w, null):
             os.close(fd)
+        theirs.close()
+        self._attach(sess, pid, (out_r, err_r, req_w, res_r), mine, FrameBuffer())
+
+    def _attach(
+        self, sess: Session, pid: int, fds: tuple[int, int, int, int], sock: socket.socket, frames: FrameBuffer
+    ) -> None:
+        """Start serving an interpreter: its stdout, stderr, cell and reply pipes, its fork socket."""
+        out_r, err_r, req_w, res_r = fds
         sess.pid = pid
         sess.ctl_w = req_w
         sess.ctl_r = res_r
-        sess.frames = FrameBuffer()
+        sess.fork_sock = sock
+        sess.frames = frames
         sess.streams = [Stream("stdout", out_r), Stream("stderr", err_r)]
         for s in sess.streams:
             os.set_blocking(s.fd, False)
             self.host.sel.register(s.fd, selectors.EVENT_READ, self.host.reader(sess, s))
         os.set_blocking(res_r, False)
         self.host.sel.register(res_r, selectors.EVENT_READ, self._reader(sess))
+
+    def fork(self, req: dict[str, Any]) -> None:
+        """``session_fork``: a new session ``new`` whose interpreter is a copy-on-write fork of the
+        idle session ``name`` (variables, imports, cwd). The reply (``pid``, ``cwd`` relative to the
+        workspace) goes out when the new interpreter answers, so copying the workspace for it
+        (``copy``: to ``.forks/<new>``, its new working directory, without the workspace paths in
+        ``skip``: the backend's internal ones) does not hold up other calls."""
+        name, new = req.get("name", "default"), required(req, "new", str)
+        src = self.table.get(name)
+        if src is None:
+            raise KeyError(f"no session {name!r}")
+        if src.active is not None:
+            raise RuntimeError(f"session {name!r} is busy; fork it between cells")
+        if new in self.table or new in self.forking or not new:
+            raise ValueError(f"a session named {new!r} already exists")
+        if src.pid == 0 or src.fork_sock is None:
+            self._spawn(src)
+        msg: dict[str, Any] = {"fork": new}
+        if req.get("copy"):
+            msg["copy_from"] = self.host.workspace
+            msg["copy_to"] = os.path.join(self.host.workspace, ".forks", new)
+            msg["skip"] = [p for p in req.get("skip") or () if isinstance(p, str)]
+            if os.path.lexists(msg["copy_to"]):
+                raise FileExistsError(f"the workspace copy .forks/{new} already exists; pick another name")
+        pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, cells, replies
+        mine, theirs = socket.socketpair()
+        theirs_fds = [pipes[0][1], pipes[1][1], pipes[2][0], pipes[3][1], theirs.fileno()]
+        ours = (pipes[0][0], pipes[1][0], pipes[2][1], pipes[3][0])
+        assert src.fork_sock is not None
+        try:  # the descriptors first: if they cannot go, the interpreter is not told to wait for them
+            # socket.send_fds is 3.9+; the runner runs on 3.8
+            src.fork_sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", theirs_fds))])
+            write_all(src.ctl_w, encode(msg))
+        except OSError:
+            for fd in ours:
+                os.close(fd)
+            mine.close()
+            raise
+        finally:
+            for fd in theirs_fds[:4]:
+                os.close(fd)
+            theirs.close()
+        self.forking.add(new)
+        frames = FrameBuffer()
+        rid = req.get("id")
+
+        def on_readable(fd: int, mask: int) -> None:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            got = frames.feed(data) if data else []
+            if data and not got:
+                return
+            self.host.sel.unregister(fd)
+            self.forking.discard(new)
+            reply = got[0] if got else {"error": "the session's interpreter ended before the fork was ready"}
+            if reply.get("pid") and not self._own_child(reply["pid"]):  # sandbox code can answer too
+                reply = {"error": f"the fork answered with pid {reply['pid']!r}, not a process of the runner"}
+            if not reply.get("pid"):
+                for f in ours:
+                    os.close(f)
+                mine.close()
+                self.host.send({"id": rid, "ev": EV_ERROR, "etype": "RuntimeError", "msg": str(reply.get("error"))})
+                return
+            sess = Session(new, dict(src.env), str(reply["cwd"]))
+            self._attach(sess, int(reply["pid"]), ours, mine, frames)
+            self.table[new] = sess
+            rel = os.path.relpath(sess.cwd, self.host.workspace)
+            self.host.send({"id": rid, "ev": EV_DONE, "pid": sess.pid, "cwd": "" if rel == "." else rel})
+
+        os.set_blocking(ours[3], False)
+        self.host.sel.register(ours[3], selectors.EVENT_READ, on_readable)
+
+    @staticmethod
+    def _own_child(pid: Any) -> bool:
+        """True if ``pid`` is a child of the runner (what a session interpreter must be, so that
+        killing its tree later kills nothing else)."""
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        kids = own_child_pids()
+        if kids is not None:
+            return pid in kids
+        entry = proc_table().get(pid)
+        return entry is not None and entry[0] == os.getpid()
 
     def _reader(self, sess: Session) -> Callable[[int, int], None]:
         def on_readable(fd: int, mask: int) -> None:
@@ -252,6 +353,9 @@ class Sessions:
                 except (KeyError, ValueError):
                     pass
                 os.close(fd)
+        if sess.fork_sock is not None:
+            sess.fork_sock.close()
+            sess.fork_sock = None
         sess.ctl_w = sess.ctl_r = -1
         sess.pid = 0
 

@@ -23,7 +23,7 @@ from ..pathguard import normalize
 from ..runner.safefs import shorten
 from .base import Storage, validate_key
 
-__all__ = ["restore_workspace", "save_workspace"]
+__all__ = ["restore_workspace", "save_workspace", "workspace_files"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _excluded(path: str, exclude: Sequence[str]) -> bool:
     )
 
 
-async def _files(sandbox: _FileAPI, exclude: Sequence[str]) -> list[Any]:
+async def workspace_files(sandbox: _FileAPI, exclude: Sequence[str]) -> list[Any]:
     """The workspace's non-directory entries outside ``exclude``: one recursive listing; if that
     fails (a tree deeper than the path limit), a folder-by-folder walk that skips excluded
     folders, so excluding a too-deep folder is enough to save the rest."""
@@ -94,7 +94,7 @@ async def save_workspace(sandbox: _FileAPI, storage: Storage, prefix: str, *, ex
     """
     base = _prefix(prefix)
     stored: list[str] = []
-    for info in await _files(sandbox, exclude):
+    for info in await workspace_files(sandbox, exclude):
         try:
             data = await sandbox.read_file_bytes(info.path)
         except PathTraversalError:
