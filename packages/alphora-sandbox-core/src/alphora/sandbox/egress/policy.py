@@ -74,11 +74,13 @@ def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 
 def is_special_address(ip: IPAddress) -> bool:
     """True for every address that is not plainly public: private, loopback, link-local (the cloud
-    metadata service 169.254.169.254), shared (100.64/10), reserved, multicast, unspecified, and IPv6
-    addresses that embed such an IPv4 address (``::ffff:127.0.0.1``, 6to4, Teredo)."""
+    metadata service 169.254.169.254), IPv6 site-local, shared (100.64/10), reserved, multicast,
+    unspecified, and IPv6 addresses that embed such an IPv4 address (``::ffff:127.0.0.1``, 6to4, Teredo)."""
     embedded = _embedded_v4(ip)
     if embedded is not None and is_special_address(embedded):
         return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return True  # fec0::/10: deprecated, yet routed inside networks, and `is_global` calls it global
     return not ip.is_global or ip.is_multicast or ip.is_unspecified or ip.is_reserved
 
 
@@ -158,7 +160,9 @@ class AllowRule:
         if self.network is None or not self._port_ok(port):
             return False
         if ip.version != self.network.version:
-            mapped = _embedded_v4(ip)
+            # ::ffff:a.b.c.d is a.b.c.d (a dual-stack socket dials it over IPv4); a 6to4 or Teredo address
+            # only carries an IPv4 address in its bits and is another host, reached over IPv6
+            mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
             return mapped is not None and mapped in self.network
         return ip in self.network
 
