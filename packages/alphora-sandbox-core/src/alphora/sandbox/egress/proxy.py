@@ -647,7 +647,11 @@ def _split_authority(text: str, *, default_port: int | None) -> tuple[str, int]:
         if close < 0:
             raise ValueError("missing ']'")
         host, rest = text[1:close], text[close + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
+        if not isinstance(_ip_or_none(host), ipaddress.IPv6Address):
+            raise ValueError(f"only an IPv6 address goes in brackets, not {host!r}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected {rest!r} after ']'")
+        port_text = rest[1:]
     elif ":" in text:
         host, port_text = text.rsplit(":", 1)
     else:
