@@ -483,7 +483,11 @@ class EgressProxy:
             url = urlsplit(target)
             if url.scheme != "http" or not url.hostname:
                 raise ValueError("a proxy request needs an absolute http:// URI (use CONNECT for https)")
-            host, port = url.hostname, url.port or 80
+            host, port = url.hostname, url.port
+            if port is None:
+                port = 80
+            elif port == 0:  # "or 80" would quietly dial port 80 for it
+                raise ValueError("port 0 is not a destination")
         except ValueError as exc:
             await self._refuse(conn, client, _Refused(400, str(exc)), "http", target[:200], method, t0)
             return False
