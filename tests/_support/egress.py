@@ -107,9 +107,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
     server: _Server
 
+    def _chunked_body(self) -> bytes | None:
+        """A chunked request body (None when the client stopped in the middle of it)."""
+        body = b""
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return body
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)
+
     def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            chunked = self._chunked_body()
+            if chunked is None:
+                self.close_connection = True
+                return
+            body = chunked
+        else:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
         seen = {
             "method": self.command,
             "path": self.path,
