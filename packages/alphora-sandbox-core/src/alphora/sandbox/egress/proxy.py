@@ -724,6 +724,14 @@ async def _send_error(conn: h11.Connection, client: ByteStream, status: int, mes
         pass
 
 
+def _framing_drop(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+    """A message with both Transfer-Encoding and Content-Length is framed by Transfer-Encoding (h11 reads
+    it so); RFC 9112 6.3 has an intermediary remove the Content-Length before forwarding, else a
+    next hop that trusts Content-Length reads the body differently (request smuggling)."""
+    names = {name for name, _ in headers}
+    return {b"content-length"} if b"transfer-encoding" in names else set()
+
+
 def _connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -743,7 +751,7 @@ async def _forward(
     tally: _Tally,
 ) -> None:
     """Relay one request (its body streamed) to ``upstream`` and its response back, counting in ``tally``."""
-    drop = _HOP_BY_HOP | _connection_tokens(request.headers) | {b"host", b"expect"}
+    drop = _HOP_BY_HOP | _connection_tokens(request.headers) | _framing_drop(request.headers) | {b"host", b"expect"}
     if creds:
         drop |= {name.lower().encode("ascii") for name in creds}
     headers = [(b"host", authority)]
@@ -772,8 +780,8 @@ async def _forward(
             continue  # 1xx answers are for the hop that asked; the final response follows
         if isinstance(event, h11.Response):
             status = tally.status = event.status_code
-            keep = _HOP_BY_HOP | _connection_tokens(event.headers)
-            out = [(n, v) for n, v in event.headers if n not in keep]
+            drop_down = _HOP_BY_HOP | _connection_tokens(event.headers) | _framing_drop(event.headers)
+            out = [(n, v) for n, v in event.headers if n not in drop_down]
             await client.write(conn.send(h11.Response(status_code=status, headers=out, reason=event.reason)))
         elif isinstance(event, h11.Data):
             tally.down += len(event.data)
