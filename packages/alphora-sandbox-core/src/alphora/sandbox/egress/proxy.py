@@ -764,7 +764,12 @@ async def _forward(
     if conn.client_is_waiting_for_100_continue:  # the decision is made: let the body come
         await client.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
     while True:
-        event = await _next_event(conn, client)
+        try:
+            event = await _next_event(conn, client)
+        except h11.RemoteProtocolError as exc:  # a malformed body (bad chunk): the response has not begun
+            tally.status = 400
+            await _send_error(conn, client, 400, f"bad request body: {exc}")
+            return
         if isinstance(event, h11.Data):
             tally.up += len(event.data)
             await upstream.write(up_conn.send(h11.Data(data=event.data)) or b"")
