@@ -275,22 +275,38 @@ def client_hello_sni(message: bytes) -> tuple[str | None, bool]:
     p += 2
     sni: str | None = None
     ech = False
+    seen: set[int] = set()
     while p + 4 <= end:
         ext_type = int.from_bytes(body[p : p + 2], "big")
         ext_len = int.from_bytes(body[p + 2 : p + 4], "big")
         need(p + 4 + ext_len <= end)
+        # one extension of a type (RFC 8446 4.2): with two server_name extensions a server may take either
+        need(ext_type not in seen)
+        seen.add(ext_type)
         data = body[p + 4 : p + 4 + ext_len]
         p += 4 + ext_len
         if ext_type == _ECH_EXTENSION:
             ech = True
         elif ext_type == 0:  # server_name
-            need(len(data) >= 5)
-            q = 2
-            while q + 3 <= len(data):
-                name_type, name_len = data[q], int.from_bytes(data[q + 1 : q + 3], "big")
-                name = data[q + 3 : q + 3 + name_len]
-                q += 3 + name_len
-                if name_type == 0:
-                    sni = name.decode("ascii", "replace")
-                    break
+            sni = _server_name(data)
     return sni, ech
+
+
+def _server_name(data: bytes) -> str:
+    """The host name of a server_name extension: a list that must hold exactly one host_name entry
+    (RFC 6066 3 allows one per type; servers that take the first or the last of two would differ)."""
+    if len(data) < 2 or int.from_bytes(data[:2], "big") != len(data) - 2:
+        raise ValueError("malformed TLS ClientHello: server_name list length")
+    names = []
+    q = 2
+    while q < len(data):
+        if q + 3 > len(data):
+            raise ValueError("malformed TLS ClientHello: server_name entry")
+        name_type, name_len = data[q], int.from_bytes(data[q + 1 : q + 3], "big")
+        if q + 3 + name_len > len(data):
+            raise ValueError("malformed TLS ClientHello: server_name entry")
+        names.append((name_type, data[q + 3 : q + 3 + name_len]))
+        q += 3 + name_len
+    if len(names) != 1 or names[0][0] != 0:
+        raise ValueError("the TLS ClientHello's server_name must hold exactly one host name")
+    return names[0][1].decode("ascii", "replace")
