@@ -572,6 +572,12 @@ class EgressProxy:
                 tally.problem = f"the Host header does not match the CONNECT target {connect_host!r}"
                 await _send_error(conn, tls, 403, tally.problem)
                 break
+            if not event.target.startswith(b"/"):
+                # the hook decides by the URL built from the path; an absolute-form target would show it
+                # one URL (https://host/http://host/admin) while the server reads another (/admin)
+                tally.problem = "inside a tunnel a request target must be a path ('/...')"
+                await _send_error(conn, tls, 400, tally.problem)
+                break
             t0 = time.monotonic()
             method = event.method.decode("ascii", "replace")
             url = f"https://{_authority(connect_host, connect_port, 443).decode()}{event.target.decode('ascii', 'replace')}"
