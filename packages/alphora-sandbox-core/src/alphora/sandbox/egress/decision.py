@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -38,6 +38,12 @@ class EgressRequest:
         return f"{host}:{self.port}"
 
 
+def _port_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # a hook's mistake fails where the hook made it (the proxy then refuses the request), not in the proxy
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
+        raise ValueError(f"EgressDecision.port must be a number from 1 to 65535 or None, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class EgressDecision:
     """A hook's answer: ``"allow"`` or ``"deny"``, optionally sending the request to another
@@ -49,8 +55,8 @@ class EgressDecision:
 
     action: Literal["allow", "deny"] = attrs.field(validator=attrs.validators.in_(("allow", "deny")))
     reason: str = ""
-    host: str | None = None
-    port: int | None = None
+    host: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
+    port: int | None = attrs.field(default=None, validator=_port_or_none)
 
     @classmethod
     def allow(cls, reason: str = "hook", *, host: str | None = None, port: int | None = None) -> EgressDecision:
