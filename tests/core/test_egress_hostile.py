@@ -232,6 +232,7 @@ async def test_no_spelling_of_an_internal_address_gets_past_an_allow_all_hook(
         ["not-an-address"],
         ["127.0.0.1 "],
     ],
+    ids=lambda answers: "+".join(answers).replace(" ", "_") or "no-answer",
 )
 async def test_a_resolver_answer_with_any_internal_or_bad_address_refuses_before_connecting(
     answers: list[str],
@@ -312,6 +313,10 @@ def test_cidr_edges(address: str, port: int, admitted: bool) -> None:
         connect("allowed.test%0d%0aX:443"),
         connect("xn--:443"),
         connect("a" * 300 + ".test:443"),
+        connect("http://allowed.test:443/"),
+        connect("allowed.test:443/path"),
+        "CONNECT \uff41llowed.test:443 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),  # fullwidth 'a', raw UTF-8
+        get("allowed.test:80"),  # authority-form for GET
         get("http://allowed.test:0/"),
         get("http://allowed.test:65536/"),
         get("http://allowed.test:-1/"),
@@ -344,6 +349,41 @@ async def test_userinfo_and_the_host_header_do_not_choose_the_destination(server
     assert run.spy.attempts == [("127.0.0.1", server.port)]
     assert [r["path"] for r in server.requests] == ["/hi"]
     assert server.header(0, "Host") == [allowed]
+
+
+async def test_the_name_resolved_and_dialled_is_the_name_decided(server: EchoServer) -> None:
+    """Case, a trailing dot and a Host header naming another host: the policy, the hook and the resolver
+    all see one normalized name, and the bytes reach the address resolved for it."""
+    dns = FakeDNS({"allowed.test": ["127.0.0.1"]})
+    hosts: list[str] = []
+
+    def decide(*, request: EgressRequest) -> None:
+        hosts.append(request.host)
+
+    allow = [f"allowed.test:{server.port}", f"127.0.0.1:{server.port}"]
+    async with running(allow, resolver=dns, decide=decide) as run:
+        inner = b"GET / HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+        answer = await exchange(run.proxy, connect(f"ALLOWED.Test.:{server.port}"), then=inner)
+    assert statuses(answer)[:2] == [200, 200]
+    assert hosts == ["allowed.test"]
+    assert dns.lookups == ["allowed.test"]
+    assert run.spy.attempts == [("127.0.0.1", server.port)]
+    assert run.audit[-1].rule == f"allowed.test:{server.port}"
+
+
+async def test_a_resolver_that_hangs_or_raises_refuses_in_bounded_time() -> None:
+    async def hangs(host: str) -> list[str]:
+        await asyncio.sleep(60)
+        return ["127.0.0.1"]
+
+    async def raises(host: str) -> list[str]:
+        raise RuntimeError("resolver bug")
+
+    for resolver in (hangs, raises):
+        async with running(["allowed.test"], resolver=resolver, connect_timeout=0.3) as run:
+            answer = await asyncio.wait_for(exchange(run.proxy, connect("allowed.test:443")), 5)
+        assert statuses(answer) == [502], answer[:200]
+        assert run.spy.attempts == []
 
 
 # -- one request decided, one request carried: pipelining and smuggling ---------------------------
@@ -456,15 +496,14 @@ async def test_slowloris_is_cut_at_the_header_timeout(server: EchoServer) -> Non
             try:
                 writer.write(b"X: y\r\n")
                 await writer.drain()
-            except (ConnectionResetError, BrokenPipeError):
-                closed_after = loop.time() - t0
-                break
-            try:
                 if await asyncio.wait_for(reader.read(65536), 0.1) == b"":
                     closed_after = loop.time() - t0
                     break
             except asyncio.TimeoutError:
-                pass
+                pass  # still open: drip the next line
+            except OSError:  # reset or broken pipe: closed
+                closed_after = loop.time() - t0
+                break
         writer.close()
     assert closed_after is not None, "the proxy kept a trickling head open for 10 s"
     assert closed_after < 5.0
@@ -488,6 +527,29 @@ async def test_idle_connections_at_the_cap_do_not_lock_out_the_next_sandbox_requ
     assert statuses(over) == [503]
     assert statuses(after) == [200]
     assert [r["path"] for r in server.requests] == ["/after"]
+
+
+async def test_tunnels_nested_through_the_proxy_itself_stop_at_the_cap(server: EchoServer) -> None:
+    """With 127.0.0.1 allowed on every port, the sandbox can CONNECT to the proxy itself, and again
+    inside that tunnel: each level is one more client connection of the proxy, so the nesting ends
+    past ``max_connections`` with a 503, and the proxy serves normally once the chain is closed."""
+    async with running(["127.0.0.1"], max_connections=6) as run:
+        assert isinstance(run.proxy.address, tuple)
+        host, port = run.proxy.address
+        reader, writer = await asyncio.open_connection(host, port)
+        codes = []
+        for _ in range(20):
+            writer.write(connect(f"127.0.0.1:{port}"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT)
+            codes += statuses(head)
+            if codes[-1] != 200:
+                break
+        writer.close()
+        await asyncio.sleep(0.2)  # the chain unwinds
+        after = await exchange(run.proxy, get(f"http://127.0.0.1:{server.port}/after"))
+    assert codes[-1] == 503
+    assert len(codes) <= 6 + 1
+    assert statuses(after) == [200]
 
 
 # -- tunnels -----------------------------------------------------------------------------------
