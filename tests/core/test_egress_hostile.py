@@ -695,6 +695,27 @@ async def test_an_intercepted_tunnel_refuses_targets_that_are_not_a_path(
     assert [r["path"] for r in https_server.requests] == ["/ok"]
 
 
+async def test_plain_bytes_into_a_credential_hosts_tunnel_reach_nothing(
+    test_ca: TestCA, https_server: EchoServer
+) -> None:
+    """For a host with credentials the proxy terminates TLS; a sandbox that skips TLS inside the tunnel
+    (hoping the proxy injects the key into cleartext, or relays it raw) gets the tunnel cut."""
+    async with running(
+        ["api.test", f"127.0.0.1:{https_server.port}"],
+        resolver=FakeDNS({"api.test": ["127.0.0.1"]}),
+        credentials={"api.test": {"Authorization": "Bearer sk-hostile"}},
+        upstream_ssl_context=test_ca.client_context(),
+    ) as run:
+        inner = f"GET / HTTP/1.1\r\nHost: api.test:{https_server.port}\r\n\r\n".encode()
+        answer = await exchange(run.proxy, connect(f"api.test:{https_server.port}"), then=inner)
+    assert statuses(answer) == [200]  # the CONNECT; then the proxy's TLS handshake fails and it closes
+    assert b"sk-hostile" not in answer
+    assert run.spy.attempts == []  # intercepted hosts are dialled per request: none was made
+    assert https_server.requests == []
+    assert run.audit[-1].decision == "deny"
+    assert "TLS handshake" in run.audit[-1].rule
+
+
 # -- the decision hook misbehaving --------------------------------------------------------------
 
 GARBAGE: dict[str, Callable[..., Any]] = {
