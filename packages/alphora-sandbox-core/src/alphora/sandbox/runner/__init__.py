@@ -14,7 +14,7 @@ Module map (docs/runner.md has the picture and the protocol table):
   protocol client), :mod:`.backend` (:class:`~.backend.RunnerBackend`, the base class of backends
   built on the runner) and :mod:`.session` (:class:`~.session.RunnerSession`).
 
-Boot: a backend starts :func:`bootstrap_argv` (``python3 -u -c BOOT``) in the environment and writes
+Boot: a backend starts :func:`bootstrap_argv` (``python3 -u -S -c BOOT``) in the environment and writes
 :func:`source_frame` to its stdin. The frame holds a small loader program with the sources of
 :data:`RUNNER_MODULES`; the loader installs a meta-path finder that imports them from that dict as
 the package ``_alphora_runner`` (so they are ordinary modules with ordinary relative imports, as on
@@ -54,7 +54,17 @@ RUNNER_PACKAGE = "_alphora_runner"
 #: A tiny program for ``python -c``: reads one length-prefixed blob (the loader, see
 #: :func:`runner_source`) from fd 0 with unbuffered reads (so nothing after it is swallowed) and
 #: execs it; the runner then speaks the protocol over the same stdin/stdout.
+#:
+#: The runner is started with ``-S`` and without ``''`` on ``sys.path`` (dropped before the first
+#: import): the runner itself never imports from its working directory (the workspace) and never
+#: runs ``.pth`` files or ``sitecustomize`` from the package environment or the user site. Sandbox
+#: code can write all three; without this, a module planted there (``json.py`` in the workspace, a
+#: ``.pth`` in site-packages) ran inside the runner at its next start and outlived a restart or a
+#: pool reset. User code gets the usual ``sys.path`` and site set-up in its own process
+#: (:func:`.child.enter_site`).
 BOOT = (
+    "import sys\n"
+    "if sys.path and sys.path[0] in ('', '.'):del sys.path[0]\n"
     "import os\n"
     "def _r(n):\n"
     " b=b''\n"
@@ -158,5 +168,6 @@ def source_frame(same_interpreter: bool = False) -> bytes:
 
 
 def bootstrap_argv(python: str = "python3") -> list[str]:
-    """``[python, "-u", "-c", BOOT]``: start a runner with nothing but a Python interpreter."""
-    return [python, "-u", "-c", BOOT]
+    """``[python, "-u", "-S", "-c", BOOT]``: start a runner with nothing but a Python interpreter
+    (``-S``: no site set-up in the runner itself, see :data:`BOOT`)."""
+    return [python, "-u", "-S", "-c", BOOT]

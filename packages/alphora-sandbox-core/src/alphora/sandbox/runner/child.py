@@ -135,6 +135,7 @@ def spare_main(in_r: int, out_w: int, err_w: int, ctl_r: int) -> None:
     """A pre-forked child waiting for its request: fork and base setup are off the critical path."""
     try:
         child_base(in_r, out_w, err_w, (ctl_r,))
+        enter_site()
         job = read_frame_blocking(3)
         os.close(3)
     except BaseException:
@@ -190,12 +191,31 @@ def user_traceback(exc: BaseException) -> str:
     return text
 
 
+_SITE_ENTERED = False
+
+
+def enter_site() -> None:
+    """Do, once in this process, the site set-up the runner skipped (it runs with ``-S``, see
+    ``BOOT``): the package environment, the user site, their ``.pth`` files and ``sitecustomize``,
+    as ``python`` would for user code. Called in a forked child before user code runs (a spare
+    does it while it waits, off the critical path)."""
+    global _SITE_ENTERED
+    if _SITE_ENTERED:
+        return
+    _SITE_ENTERED = True
+    if sys.flags.no_site:
+        import site
+
+        site.main()
+
+
 def _refresh_import_state() -> None:
     """See what a fresh interpreter would: packages installed since the runner started, and a user
     site-packages directory (``pip install --user``) that did not exist then."""
     import importlib
     import site
 
+    enter_site()
     importlib.invalidate_caches()
     if not site.ENABLE_USER_SITE:
         return
@@ -213,7 +233,7 @@ def run_python_child(kind: str, code: str, argv: list[str]) -> None:
     try:
         if kind == "python":
             sys.argv = ["-c", *argv]
-            sys.path[0] = ""
+            sys.path.insert(0, "")
             main = types.ModuleType("__main__")
             main.__dict__["__builtins__"] = builtins
             sys.modules["__main__"] = main
@@ -224,7 +244,7 @@ def run_python_child(kind: str, code: str, argv: list[str]) -> None:
                 sys.stderr.write(f"{sys.executable}: can't open file {path!r}: [Errno 2] No such file or directory\n")
                 _finish(2)
             sys.argv = [argv[0], *argv[1:]]
-            sys.path[0] = os.path.dirname(path)
+            sys.path.insert(0, os.path.dirname(path))
             runpy.run_path(path, run_name="__main__")
     except SystemExit as exc:
         status = _exit_code(exc)

@@ -19,7 +19,7 @@ import traceback
 import types
 from typing import Any
 
-from .child import _finish, _refresh_import_state, _std_streams, user_traceback
+from .child import _finish, _refresh_import_state, _std_streams, enter_site, user_traceback
 from .display import Display, PyplotHook
 from .proctree import exit_code, own_children, prctl_subreaper, proc_table
 from .protocol import EV_FORKED, EV_STARTED, encode, read_frame_blocking, write_all
@@ -108,7 +108,8 @@ class Kernel:
         self.ns = main.__dict__
         sys.modules["__main__"] = main
         sys.argv = [""]
-        sys.path[0] = ""
+        enter_site()  # before "" goes in: site makes every sys.path entry absolute
+        sys.path.insert(0, "")  # the runner dropped it (BOOT); a session imports from its cwd like `python`
         os.environ.setdefault("MPLBACKEND", "Agg")
         import warnings
 
