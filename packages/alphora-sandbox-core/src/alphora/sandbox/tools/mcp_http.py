@@ -30,12 +30,14 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -66,6 +68,9 @@ MIN_TOKEN_CHARS = 16
 
 _SESSION_HEADER = "mcp-session-id"
 _VERSION_HEADER = "mcp-protocol-version"
+#: after SIGTERM/SIGINT, how long open requests (a running tool call, an event stream) may take to finish
+SHUTDOWN_GRACE_SECONDS = 10
+
 #: how many ended session ids are remembered (answered 404 instead of reaching the SDK)
 _ENDED_MEMORY = 10_000
 
@@ -527,6 +532,21 @@ async def serve_http(ns: argparse.Namespace, tokens: list[Token]) -> None:
     def ready() -> None:
         print(f"alphora-sandbox MCP server on http://{host}:{port}/mcp ({auth})", file=sys.stderr, flush=True)
 
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # SIGTERM/SIGINT stop the server gracefully (every session's sandbox is cleaned up) and the
+            # process then exits 0 like the stdio server, instead of re-raising the signal (uvicorn's way)
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
     app, _sessions = build_app(ns, tokens, on_ready=ready)
-    config = uvicorn.Config(app, log_level=ns.log_level.lower(), log_config=None, lifespan="on", access_log=False)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    config = uvicorn.Config(
+        app,
+        log_level=ns.log_level.lower(),
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+    await _Server(config).serve(sockets=[sock])
