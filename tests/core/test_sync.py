@@ -165,6 +165,20 @@ def test_refused_inside_a_running_loop(tmp_path: Path) -> None:
         assert isinstance(seen[0], SyncInAsyncError)
 
 
+def test_data_attributes_read_and_write_through(tmp_path: Path) -> None:
+    sandbox = Sandbox.create_local(base_path=tmp_path, sandbox_id="named-one", keep_workspace=False)
+    assert sandbox.sandbox_id == "named-one"
+    assert sandbox.name == "named-one"
+    assert sandbox.resource_limits.timeout_seconds > 0
+    sandbox.keep_workspace = True
+    assert sandbox.async_object.keep_workspace is True
+    tools = SandboxTools(sandbox)
+    assert tools.sandbox is sandbox  # the tools' sandbox is the same sync object
+    assert {s.name for s in tools.specs} >= {"run_python_code"}
+    with pytest.raises(AttributeError):
+        sandbox.no_such_attribute  # noqa: B018
+
+
 def test_async_objects_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"sync API takes alphora\.sandbox\.sync\.Sandbox"):
         SandboxTools(async_api.Sandbox.create_local(base_path=tmp_path))

@@ -281,6 +281,24 @@ class SyncWrapper:
         else:
             self._family.run(what, lambda: holder[0].__aexit__(None, None, None))
 
+    # -- data attributes (sandbox_id, name, resource_limits, specs, …) -----------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """The async object's public data attributes, read through (methods are mirrored above)."""
+        if name.startswith("_") or "_obj" not in self.__dict__:
+            raise AttributeError(name)
+        value = getattr(self._obj, name)
+        if callable(value) and not isinstance(value, type):
+            raise AttributeError(f"{type(self).__name__} has no method {name!r}")
+        return self._wrap(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Public attributes the async object has (``keep_workspace``, …) are set on it."""
+        if not name.startswith("_") and "_obj" in self.__dict__ and hasattr(self._obj, name):
+            setattr(self._obj, name, _unwrap(value))
+        else:
+            object.__setattr__(self, name, value)
+
     def __repr__(self) -> str:
         return f"<sync {self._obj!r}>"
 
