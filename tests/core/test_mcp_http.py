@@ -248,3 +248,22 @@ async def test_no_auth_on_loopback_and_stop_cleans_up(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_example_transcript(tmp_path: Path) -> None:
+    """examples/mcp_http_client.py: two authenticated clients isolated, one refused (docs/mcp-http.md)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "mcp_http_client.py"
+    env = {k: v for k, v in os.environ.items() if k != TOKENS_ENV}
+    out = subprocess.run(
+        [sys.executable, str(example)],
+        env={**env, "ALPHORA_SANDBOX_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "alice: OWNER, notes.txt exists -> alice True\n" in out.stdout
+    assert "bob: OWNER, notes.txt exists -> None False\n" in out.stdout
+    assert "no token: 401 Authentication required\n" in out.stdout
+    assert "server stopped, exit status 0\n" in out.stdout
+    assert not list(tmp_path.iterdir())

@@ -208,3 +208,19 @@ def test_generated_module_is_up_to_date() -> None:
     script = ROOT / "packages" / "alphora-sandbox-core" / "scripts" / "gen_sync.py"
     out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_sync_quickstart_example_runs(tmp_path: Path) -> None:
+    """examples/sync_quickstart.py as written (docs/sync.md shows it)."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sync_quickstart.py")],
+        env={**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Hello, World!\n\nHello, file!\nHELLO\n")
+    assert "session value: 42\n" in out.stdout
+    assert "['hi from worker-0', 'hi from worker-1', 'hi from worker-2']\n" in out.stdout
+    assert not list(tmp_path.iterdir())
