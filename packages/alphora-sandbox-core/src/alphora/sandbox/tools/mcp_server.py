@@ -237,12 +237,19 @@ def make_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=seconds_argument,
         default=900.0,
+        metavar="SECONDS",
         help="end a session and destroy its sandbox after this many seconds without a request (default %(default)s)",
     )
     http.add_argument(
-        "--max-sessions-per-token", type=_positive, default=4, help="open sessions per token (default %(default)s)"
+        "--max-sessions-per-token",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="open sessions per token (default %(default)s)",
     )
-    http.add_argument("--max-sessions", type=_positive, default=64, help="open sessions in all (default %(default)s)")
+    http.add_argument(
+        "--max-sessions", type=_positive, default=64, metavar="N", help="open sessions in all (default %(default)s)"
+    )
     return p
 
 
@@ -312,7 +319,10 @@ def _mcp_problem() -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
-    ns = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = make_parser()
+    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.transport == "stdio" and (ns.token_file or ns.no_auth):
+        parser.error("--token-file and --no-auth apply to --transport http only")
     logging.basicConfig(
         level=ns.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
