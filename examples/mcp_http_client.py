@@ -21,7 +21,6 @@ import sys
 import httpx2  # comes with the mcp SDK
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def start_server(tokens: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
@@ -42,7 +41,7 @@ def start_server(tokens: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
 
 def connect(url: str, token: str) -> Client:
     headers = {"Authorization": f"Bearer {token}"}
-    return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)))
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))))
 
 
 async def main() -> None:

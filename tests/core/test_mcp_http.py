@@ -22,7 +22,6 @@ pytest.importorskip("mcp", reason="the MCP HTTP server needs the mcp SDK (pip in
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 from alphora.sandbox.tools.mcp_http import TOKENS_ENV
@@ -46,7 +45,11 @@ class Server:
 
     def client(self, token: str | None) -> Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return Client(streamable_http_client(self.url, http_client=create_mcp_http_client(headers=headers)))
+        return Client(
+            streamable_http_client(
+                self.url, http_client=httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
+            )
+        )
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
