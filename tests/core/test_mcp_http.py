@@ -270,3 +270,14 @@ def test_example_transcript(tmp_path: Path) -> None:
     assert "no token: 401 Authentication required\n" in out.stdout
     assert "server stopped, exit status 0\n" in out.stdout
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_sandbox_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    proc, url = _start(tmp_path, "--no-auth", "--backend", "no-such-backend")
+    srv = Server(proc, url, tmp_path / "sandboxes", {})
+    try:
+        async with srv.client(None) as client:
+            with pytest.raises(MCPError, match=r"the session's sandbox did not start: .*no-such-backend"):
+                await client.call_tool("run_python_code", {"code": "print(1)"})
+    finally:
+        assert srv.stop() == 0

@@ -419,19 +419,23 @@ class _Gate:
             limit = self.sessions.max_per_token
             await _respond(send, *_json_error(429, -32000, f"too many open sessions for {owner} (limit {limit})"))
             return
-        sid: list[str | None] = [None]
+        converted = False
 
         async def watch(message: Any) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
+            nonlocal converted
+            if message["type"] == "http.response.start" and message["status"] < 400 and not converted:
                 for k, v in message.get("headers", []):
                     if k.decode("latin-1").lower() == _SESSION_HEADER:
-                        sid[0] = v.decode("latin-1")
+                        # registered before the client can hear of the session, so its next request finds it
+                        self.sessions.opened(owner, v.decode("latin-1"))
+                        converted = True
             await send(message)
 
         try:
             await self.inner(scope, receive, watch)
         finally:
-            self.sessions.opened(owner, sid[0])
+            if not converted:
+                self.sessions.opened(owner, None)
 
 
 def build_app(
@@ -455,19 +459,29 @@ def build_app(
 
     sessions = SessionSandboxes(ns, idle_timeout=ns.idle_timeout, max_per_token=ns.max_sessions_per_token)
 
-    def session_id(ctx: Any) -> str:
+    async def session_tools(ctx: Any) -> SandboxTools:
+        """The tools of the request's session; an MCP error the client can read when there are none."""
+        from mcp.shared.exceptions import MCPError
+
         request = getattr(ctx, "request", None)
         sid = request.headers.get(_SESSION_HEADER) if request is not None else None
         if sid is None:
-            raise LookupError("no MCP session: this server needs the initialize handshake")
-        return str(sid)
+            raise MCPError(code=-32600, message="no MCP session: this server needs the initialize handshake")
+        try:
+            return await sessions.tools(str(sid))
+        except LookupError as exc:
+            raise MCPError(code=-32600, message=str(exc)) from exc
+        except Exception as exc:
+            log.warning("the sandbox of session %s did not start: %s", str(sid)[:8], exc)
+            log.debug("the sandbox of session %s did not start", str(sid)[:8], exc_info=True)
+            raise MCPError(code=-32603, message=f"the session's sandbox did not start: {exc}") from exc
 
     async def list_tools(ctx: Any, _params: Any) -> Any:
-        tools = await sessions.tools(session_id(ctx))
+        tools = await session_tools(ctx)
         return types.ListToolsResult(tools=[mcp_tool(s) for s in tools.specs])
 
     async def call_tool(ctx: Any, params: Any) -> Any:
-        tools = await sessions.tools(session_id(ctx))
+        tools = await session_tools(ctx)
         return _call_result(await tools.execute_tool(params.name, params.arguments))
 
     server = Server(
