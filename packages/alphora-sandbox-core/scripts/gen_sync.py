@@ -19,6 +19,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -300,9 +301,9 @@ def generate() -> str:
                 ]
                 continue
             body += ["", *_method(w, target, node, mod)]
-    imports = ["from .. import sandbox as _sandbox, manager as _manager, session as _session"]
-    imports += ["from ..tools import sandbox_tools as _tools"]
-    imports += ["from ._portal import ManagerBase, SandboxBase, SyncWrapper, _family_of, _unwrap, register"]
+    bases = sorted({t.base for t in TARGETS})
+    imports = [f"import {t.module} as {t.alias}" for t in TARGETS]
+    imports += [f"from ._portal import {', '.join(bases)}, _family_of, _unwrap, register"]
     for n, (m, a) in sorted(w.runtime.items()):
         imports.append(_import(n, m, a))
     lines = [HEADER + "\n".join(imports), "", "if TYPE_CHECKING:"]
@@ -310,19 +311,23 @@ def generate() -> str:
         lines.append("    " + _import(n, *w.known[n]))
     lines += [
         "",
-        '__all__ = ["PythonSession", "Sandbox", "SandboxManager", "SandboxTools"]',
+        f"__all__ = {sorted(WRAPPED)!r}".replace("'", '"'),
         *body,
         "",
         "",
-        "register(Sandbox, SandboxManager, SandboxTools, PythonSession)",
+        f"register({', '.join(t.name for t in TARGETS)})",
         "",
     ]
     return "\n".join(lines)
 
 
 def _formatted(text: str) -> str:
-    ruff = Path(sys.executable).with_name("ruff")
-    cmd = [str(ruff)] if ruff.exists() else [sys.executable, "-m", "ruff"]
+    """The text as ``ruff`` (import sorting and format, the settings lint uses) leaves it."""
+    beside = Path(sys.executable).with_name("ruff")
+    ruff = str(beside) if beside.exists() else shutil.which("ruff")
+    if ruff is None:
+        raise SystemExit("gen_sync.py formats its output with ruff, which is not installed: pip install ruff")
+    cmd = [ruff]
     fixed = subprocess.run(
         [*cmd, "check", "--select", "I", "--fix", "--quiet", "--stdin-filename", str(OUT), "-"],
         input=text,

@@ -7,13 +7,13 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+import alphora.sandbox.manager as _manager
+import alphora.sandbox.sandbox as _sandbox
+import alphora.sandbox.session as _session
+import alphora.sandbox.tools.sandbox_tools as _tools
 from alphora.sandbox.tools.sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS
 from alphora.sandbox.types import BackendType
 
-from .. import manager as _manager
-from .. import sandbox as _sandbox
-from .. import session as _session
-from ..tools import sandbox_tools as _tools
 from ._portal import ManagerBase, SandboxBase, SyncWrapper, _family_of, _unwrap, register
 
 if TYPE_CHECKING:
