@@ -187,6 +187,19 @@ def test_data_attributes_read_and_write_through(tmp_path: Path) -> None:
         sandbox.no_such_attribute  # noqa: B018
 
 
+def test_usable_from_a_worker_thread_of_a_running_loop(tmp_path: Path) -> None:
+    """An async app handing a sync tool to asyncio.to_thread: that thread runs no loop, so it works."""
+
+    def sync_tool() -> str:
+        with Sandbox.create_local(base_path=tmp_path) as sandbox:
+            return sandbox.run("print('from a worker')").stdout
+
+    async def app() -> str:
+        return await asyncio.to_thread(sync_tool)
+
+    assert asyncio.run(app()) == "from a worker\n"
+
+
 def test_async_objects_are_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"sync API takes alphora\.sandbox\.sync\.Sandbox"):
         SandboxTools(async_api.Sandbox.create_local(base_path=tmp_path))
