@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +17,10 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP HTTP server needs the mcp SDK (pip install 'alphora-sandbox[mcp]')")
 
 import httpx2
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from alphora.sandbox.tools.mcp_http import TOKENS_ENV
+from tests._support.mcp_http import Server, start_server
 
 IDLE = 3.0  # the server's idle timeout in this module (seconds)
 INIT = {
@@ -36,64 +32,13 @@ INIT = {
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen[str], url: str, base: Path, tokens: dict[str, str]) -> None:
-        self.proc, self.url, self.base, self.tokens = proc, url, base, tokens
-
-    def workspaces(self) -> list[str]:
-        return sorted(p.name for p in self.base.iterdir()) if self.base.exists() else []
-
-    def client(self, token: str | None) -> Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return Client(
-            streamable_http_client(
-                self.url, http_client=httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
-            )
-        )
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-
-def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "alphora.sandbox.tools.mcp_server", "--transport", "http", "--port", "0"]
-    full_env = {k: v for k, v in os.environ.items() if k != TOKENS_ENV}
-    proc = subprocess.Popen(
-        [*cmd, "--base-path", str(tmp / "sandboxes"), *args],
-        env={**full_env, **(env or {})},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    found: list[str] = []
-
-    def read() -> None:  # the first line names the URL; keep draining so the pipe never fills
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            match = re.search(r"on (http://\S+/mcp)", line)
-            if match and not found:
-                found.append(match.group(1))
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not found and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not found:
-        proc.kill()
-        pytest.fail("the MCP HTTP server did not start:\n" + "".join(lines))
-    return proc, found[0]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("mcp-http")
     tokens = {"alice": secrets.token_urlsafe(24), "bob": secrets.token_urlsafe(24)}
     token_file = tmp / "tokens.txt"
     token_file.write_text("".join(f"{name} {token}\n" for name, token in tokens.items()))
-    proc, url = _start(
+    proc, url = start_server(
         tmp, "--token-file", str(token_file), "--idle-timeout", str(IDLE), "--max-sessions-per-token", "2"
     )
     srv = Server(proc, url, tmp / "sandboxes", tokens)
@@ -234,7 +179,7 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
 
 
 async def test_no_auth_on_loopback_and_stop_cleans_up(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path, "--no-auth")
+    proc, url = start_server(tmp_path, "--no-auth")
     srv = Server(proc, url, tmp_path / "sandboxes", {})
     checked = False
     try:
@@ -273,7 +218,7 @@ def test_example_transcript(tmp_path: Path) -> None:
 
 
 async def test_a_sandbox_that_cannot_start_is_reported(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path, "--no-auth", "--backend", "no-such-backend")
+    proc, url = start_server(tmp_path, "--no-auth", "--backend", "no-such-backend")
     srv = Server(proc, url, tmp_path / "sandboxes", {})
     try:
         async with srv.client(None) as client:
