@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -198,6 +200,45 @@ def test_usable_from_a_worker_thread_of_a_running_loop(tmp_path: Path) -> None:
         return await asyncio.to_thread(sync_tool)
 
     assert asyncio.run(app()) == "from a worker\n"
+
+
+def test_an_open_sandbox_dropped_without_closing_is_closed(tmp_path: Path) -> None:
+    """Forgetting stop() leaks nothing: the garbage collector's finalizer closes it on the loop (with
+    a ResourceWarning naming it) and the loop thread ends."""
+    held = [Sandbox.create_local(base_path=tmp_path)]
+    held[0].start()
+    workspace = held[0].workspace_path
+    with pytest.warns(ResourceWarning, match="garbage-collected while open"):
+        held.clear()  # the last reference: CPython finalizes the sync sandbox here
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while (loop_thread_alive() or workspace.exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not workspace.exists()
+    assert not loop_thread_alive()
+
+
+def test_open_objects_are_closed_at_interpreter_exit(tmp_path: Path) -> None:
+    script = (
+        "from alphora.sandbox.sync import Sandbox, SandboxManager\n"
+        "kept = Sandbox.create_local()\n"
+        "kept.start()\n"
+        "manager = SandboxManager()\n"
+        "manager.start()\n"
+        "worker = manager.create_sandbox('worker')\n"
+        "print(kept.run('print(1)').stdout, worker.run('print(2)').stdout)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2"]
+    assert "failed" not in out.stderr
+    assert not list(tmp_path.iterdir()), "sandboxes left open by the script were not removed at exit"
 
 
 def test_async_objects_are_refused(tmp_path: Path) -> None:

@@ -18,9 +18,12 @@ it is the sync API's own loop, e.g. from an ``on_output`` callback), so it raise
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import importlib
 import logging
 import threading
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar, TypeVar
@@ -35,6 +38,8 @@ log = logging.getLogger("alphora.sandbox.sync")
 T = TypeVar("T")
 
 THREAD_NAME = "alphora-sandbox-sync"
+#: at interpreter exit, how long clean-ups of still-open sync objects may take
+EXIT_GRACE_SECONDS = 30.0
 
 
 class SyncInAsyncError(SandboxError, RuntimeError):
@@ -71,6 +76,21 @@ class _LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def join(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the loop thread to end, if one runs."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def release_from_finalizer(self) -> None:
+        """:meth:`release`, or the same on a short-lived thread if this thread holds the lock now."""
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            self.release()
+        else:
+            threading.Thread(target=self.release, name=f"{THREAD_NAME}-release", daemon=True).start()
 
     @property
     def alive(self) -> bool:
@@ -124,6 +144,7 @@ class _Family:
         self._lock = threading.Lock()
         self._leased = False
         self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.needs_loop: Callable[[], bool] = lambda: False
 
     def run(self, what: str, factory: Callable[[], Awaitable[T]]) -> T:
@@ -134,6 +155,7 @@ class _Family:
                 self._leased = True
             self._in_flight += 1
             loop = self._loop
+            assert loop is not None
 
         async def call() -> T:
             return await factory()
@@ -161,12 +183,23 @@ class _Family:
             log.debug("needs_loop predicate failed", exc_info=True)
             return False
 
-    def close(self) -> None:
-        """Give the lease back (the root was garbage-collected)."""
+    def leased_loop(self) -> asyncio.AbstractEventLoop | None:
         with self._lock:
+            return self._loop if self._leased else None
+
+    def close(self) -> None:
+        """Give the lease back: the root was garbage-collected without being closed. A finalizer can
+        run in the middle of any code of this thread, including while it holds one of the locks
+        involved; then the release is handed to a short-lived thread instead of deadlocking."""
+        if not self._lock.acquire(blocking=False):
+            threading.Thread(target=self.close, name=f"{THREAD_NAME}-release", daemon=True).start()
+            return
+        try:
             leased, self._leased = self._leased, False
+        finally:
+            self._lock.release()
         if leased:
-            _LOOP.release()
+            _LOOP.release_from_finalizer()
 
 
 W = TypeVar("W", bound="SyncWrapper")
@@ -184,14 +217,16 @@ class SyncWrapper:
 
     _obj: Any
     _family: _Family
+    _root: bool
 
     def _bind(self, obj: Any, family: _Family | None) -> None:
         self._obj = obj
+        self._root = family is None
         if family is None:  # a root: it decides when the loop is needed
             family = _Family()
             ref = weakref.ref(self)
             family.needs_loop = lambda: (lambda me: me is not None and me._needs_loop())(ref())
-            weakref.finalize(self, family.close)
+            weakref.finalize(self, _finalize_root, family, obj, type(self)._cleanup, type(self).__name__)
         self._family = family
         with SyncWrapper._wrappers_lock:
             SyncWrapper._wrappers[id(obj)] = self
@@ -210,6 +245,11 @@ class SyncWrapper:
 
     def _needs_loop(self) -> bool:
         return False
+
+    @staticmethod
+    def _cleanup(obj: Any) -> Callable[[], Awaitable[Any]] | None:
+        """What closes ``obj`` when its sync object is garbage-collected still open (None: nothing)."""
+        return None
 
     # -- forwarding (used by the generated methods) ----------------------------------------------
 
@@ -303,6 +343,60 @@ class SyncWrapper:
         return f"<sync {self._obj!r}>"
 
 
+def _finalize_root(
+    family: _Family, obj: Any, cleanup: Callable[[Any], Callable[[], Awaitable[Any]] | None], kind: str
+) -> None:
+    """A root sync object was garbage-collected (or the interpreter exits) while it still needed the
+    loop: close it on the loop as leaving its ``with`` block would, then give the lease back. Nothing
+    blocks here (a finalizer may run anywhere); at exit, :func:`_wait_at_exit` waits for it."""
+    try:
+        close = cleanup(obj)
+    except Exception:  # a half-built object: nothing to close
+        log.debug("no clean-up for a garbage-collected sync %s", kind, exc_info=True)
+        close = None
+    loop = family.leased_loop()
+    if close is None or loop is None:
+        family.close()
+        return
+    warnings.warn(
+        f"sync {kind} {obj!r} was garbage-collected while open; closing it now (use 'with' or close it)",
+        ResourceWarning,
+        stacklevel=2,
+    )
+
+    async def run() -> None:
+        try:
+            await close()
+        except Exception:
+            log.warning("closing a garbage-collected sync %s failed", kind, exc_info=True)
+
+    try:
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+    except RuntimeError:  # the loop is already closed
+        family.close()
+        return
+    future.add_done_callback(lambda _f: family.close())
+
+
+def _close_all_at_exit() -> None:
+    """At interpreter exit, close the sync objects still open (as the garbage collector would) and
+    wait, bounded, for that to finish. Runs from ``threading``'s exit hooks, which come before the
+    thread pools stop taking work (a sandbox's clean-up needs the loop's executor); the later
+    weakref finalizers then find nothing left to do."""
+    with SyncWrapper._wrappers_lock:
+        roots = [w for w in list(SyncWrapper._wrappers.values()) if w._root]
+    for root in roots:
+        _finalize_root(root._family, root._obj, type(root)._cleanup, type(root).__name__)
+    _LOOP.join(EXIT_GRACE_SECONDS)
+
+
+# threading's exit hooks run last-registered first; concurrent.futures.thread registers the one that
+# stops its pools when it is first imported, so it is imported here, before ours is registered
+# (atexit proper would run too late: the pools would already refuse work)
+importlib.import_module("concurrent.futures.thread")
+getattr(threading, "_register_atexit", atexit.register)(_close_all_at_exit)
+
+
 def _family_of(*objs: Any) -> _Family | None:
     """The family of the first sync object among a constructor's arguments (None: a new root)."""
     for obj in objs:
@@ -331,12 +425,24 @@ class SandboxBase(SyncWrapper):
     def _needs_loop(self) -> bool:
         return bool(self._obj.status in _BUSY)
 
+    @staticmethod
+    def _cleanup(obj: Any) -> Callable[[], Awaitable[Any]] | None:
+        if obj.status not in _BUSY:
+            return None
+        return lambda: obj.__aexit__(None, None, None)  # what leaving ``with`` does: stop or destroy
+
 
 class ManagerBase(SyncWrapper):
     """A manager needs the loop while it runs (its reaper) or holds a sandbox that is not stopped."""
 
     def _needs_loop(self) -> bool:
         return bool(self._obj.is_running) or any(s.status in _BUSY for s in self._obj.list_sandboxes())
+
+    @staticmethod
+    def _cleanup(obj: Any) -> Callable[[], Awaitable[Any]] | None:
+        if not obj.is_running and not any(s.status in _BUSY for s in obj.list_sandboxes()):
+            return None
+        return lambda: obj.shutdown(force=True)
 
 
 #: filled by the generated module: the sync classes, most specific first
