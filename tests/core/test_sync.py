@@ -23,6 +23,7 @@ from alphora.sandbox.sync import (
     PythonSession,
     Sandbox,
     SandboxManager,
+    SandboxPool,
     SandboxTools,
     SyncInAsyncError,
     loop_thread_alive,
@@ -113,6 +114,24 @@ def test_spec_tools_and_manager_examples_sync(tmp_path: Path) -> None:
         assert sandbox1.status is SandboxStatus.DESTROYED
     assert sandbox2.status is SandboxStatus.DESTROYED
     assert not sandbox2.workspace_path.exists()
+
+
+def test_pool_sync(tmp_path: Path) -> None:
+    """A warm pool from plain threads; a sandbox taken from it outlives the pool's shutdown."""
+    with SandboxPool("local", size=2, base_path=tmp_path) as pool:
+        with ThreadPoolExecutor(2) as threads:
+            outs = list(threads.map(lambda i: _pool_run(pool, i), range(4)))
+        assert outs == ["0\n", "1\n", "2\n", "3\n"]
+        taken = pool.take()
+    assert pool.closed
+    assert taken.run("print('still here')").stdout == "still here\n"
+    taken.destroy()
+
+
+def _pool_run(pool: SandboxPool, i: int) -> str:
+    with pool.acquire(timeout=60) as sandbox:
+        assert isinstance(sandbox, Sandbox)
+        return sandbox.run(f"print({i})").stdout
 
 
 def test_threads_share_one_sandbox_and_nothing_is_left(tmp_path: Path) -> None:
@@ -252,6 +271,7 @@ def test_async_objects_are_refused(tmp_path: Path) -> None:
         (Sandbox, async_api.Sandbox),
         (SandboxManager, async_api.SandboxManager),
         (SandboxTools, async_api.SandboxTools),
+        (SandboxPool, async_api.SandboxPool),
         (PythonSession, AsyncPythonSession),
     ],
 )

@@ -40,6 +40,7 @@ class Target:
 TARGETS = (
     Target("Sandbox", "alphora.sandbox.sandbox", "SandboxBase", "_sandbox"),
     Target("SandboxManager", "alphora.sandbox.manager", "ManagerBase", "_manager"),
+    Target("SandboxPool", "alphora.sandbox.pool", "PoolBase", "_pool"),
     Target("SandboxTools", "alphora.sandbox.tools.sandbox_tools", "SyncWrapper", "_tools"),
     Target("PythonSession", "alphora.sandbox.session", "SyncWrapper", "_session", constructible=False),
 )
@@ -180,6 +181,21 @@ def _docstring(doc: str | None, indent: str) -> list[str]:
     return [f'{indent}"""{lines[0]}', *[f"{indent}{ln}" if ln else "" for ln in lines[1:]], f'{indent}"""']
 
 
+def _method_docstring(node: ast.FunctionDef | ast.AsyncFunctionDef, mod: _Module) -> list[str]:
+    """The method's docstring literal exactly as written (escapes included): the sync method's
+    ``__doc__`` is then the async one's, character for character."""
+    first = node.body[0] if node.body else None
+    if not (
+        isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+    ):
+        return []
+    segment = ast.get_source_segment(mod.source, first)
+    if segment is None or first.col_offset != 8:  # not at a method body's usual depth: re-indent it
+        return _docstring(ast.get_docstring(node, clean=True), " " * 8)
+    lines = segment.splitlines()
+    return [" " * 8 + lines[0], *lines[1:]]
+
+
 def _decorators(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return {ast.unparse(d) for d in node.decorator_list}
 
@@ -198,7 +214,7 @@ def _method(w: _Writer, target: Target, node: ast.FunctionDef | ast.AsyncFunctio
     w.need(_names(node.returns), mod, runtime=False)
     call = _call_args(node.args, wrapped_args)
     name = node.name
-    doc = _docstring(ast.get_docstring(node, clean=True), " " * 8)
+    doc = _method_docstring(node, mod)
     out: list[str] = []
 
     def result(expr: str, returns: str) -> str:

@@ -19,7 +19,15 @@ needs it (a running sandbox or manager): when the last one is stopped, destroyed
 thread ends. ``on_output`` callbacks run on that thread.
 """
 
-from ._generated import PythonSession, Sandbox, SandboxManager, SandboxTools
+from ._generated import PythonSession, Sandbox, SandboxManager, SandboxPool, SandboxTools
 from ._portal import SyncInAsyncError, loop_thread_alive
 
-__all__ = ["PythonSession", "Sandbox", "SandboxManager", "SandboxTools", "SyncInAsyncError", "loop_thread_alive"]
+__all__ = [
+    "PythonSession",
+    "Sandbox",
+    "SandboxManager",
+    "SandboxPool",
+    "SandboxTools",
+    "SyncInAsyncError",
+    "loop_thread_alive",
+]

@@ -8,13 +8,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import alphora.sandbox.manager as _manager
+import alphora.sandbox.pool as _pool
 import alphora.sandbox.sandbox as _sandbox
 import alphora.sandbox.session as _session
 import alphora.sandbox.tools.sandbox_tools as _tools
+from alphora.sandbox.pool import OnRelease
+from alphora.sandbox.tools.results import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGES
 from alphora.sandbox.tools.sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS
 from alphora.sandbox.types import BackendType
 
-from ._portal import ManagerBase, SandboxBase, SyncWrapper, _family_of, _unwrap, register
+from ._portal import ManagerBase, PoolBase, SandboxBase, SyncWrapper, _family_of, _unwrap, register
 
 if TYPE_CHECKING:
     import os
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from alphora.sandbox.backend import Backend, OutputCallback, OutputChunk
     from alphora.sandbox.config import SandboxConfig
     from alphora.sandbox.plugins import PluginRegistry
+    from alphora.sandbox.pool import PoolStats
     from alphora.sandbox.storage.base import Storage
     from alphora.sandbox.types import (
         ExecutionResult,
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
         SecurityPolicy,
     )
 
-__all__ = ["PythonSession", "Sandbox", "SandboxManager", "SandboxTools"]
+__all__ = ["PythonSession", "Sandbox", "SandboxManager", "SandboxPool", "SandboxTools"]
 
 
 class Sandbox(SandboxBase):
@@ -108,8 +112,7 @@ class Sandbox(SandboxBase):
 
         The spec's constructor, a thin alias: ``docker_image`` is the Docker backend's ``image``
         option (default: the plugin's, :data:`~alphora.sandbox.rules.DEFAULT_IMAGE`), ``runtime``
-        its ``runtime`` option (e.g. ``"runsc"`` for gVisor); other options go in ``backend_options``.
-        """
+        its ``runtime`` option (e.g. ``"runsc"`` for gVisor); other options go in ``backend_options``."""
         return cls._from_async(
             _sandbox.Sandbox.create_docker(base_path, docker_image, resource_limits, security_policy, runtime, **kwargs)
         )
@@ -117,8 +120,7 @@ class Sandbox(SandboxBase):
     @classmethod
     def from_config(cls, config: SandboxConfig, **kwargs: Any) -> Sandbox:
         """A sandbox as a :class:`~alphora.sandbox.config.SandboxConfig` describes it: its backend
-        gets the config's section for that backend (``config.backend_options()``).
-        """
+        gets the config's section for that backend (``config.backend_options()``)."""
         return cls._from_async(_sandbox.Sandbox.from_config(config, **kwargs))
 
     @classmethod
@@ -198,8 +200,7 @@ class Sandbox(SandboxBase):
 
         Processes the code leaves running in the background keep running until :meth:`stop` (a server
         for the next call), unless they hit the process limit or keep forking (killed: a fork bomb is
-        not a server); ``keep_background=False`` kills everything the call leaves when it ends.
-        """
+        not a server); ``keep_background=False`` kills everything the call leaves when it ends."""
         return self._run(
             "execute_code",
             lambda: self._obj.execute_code(
@@ -218,8 +219,7 @@ class Sandbox(SandboxBase):
         keep_background: bool = True,
     ) -> ExecutionResult:
         """Run a Python file of the workspace with arguments (``sys.argv[1:] == args``);
-        ``keep_background`` as for :meth:`execute_code`.
-        """
+        ``keep_background`` as for :meth:`execute_code`."""
         return self._run(
             "execute_file",
             lambda: self._obj.execute_file(
@@ -237,8 +237,7 @@ class Sandbox(SandboxBase):
         keep_background: bool = True,
     ) -> ExecutionResult:
         """Run a ``/bin/sh -c`` command line in the workspace (needs ``allow_shell``);
-        ``keep_background`` as for :meth:`execute_code`.
-        """
+        ``keep_background`` as for :meth:`execute_code`."""
         return self._run(
             "execute_shell",
             lambda: self._obj.execute_shell(
@@ -265,14 +264,20 @@ class Sandbox(SandboxBase):
             "stream", lambda: self._obj.stream(code, timeout, kind=kind, env=env, keep_background=keep_background)
         )
 
-    def session(self, name: str = "default") -> AbstractContextManager[PythonSession]:
+    def session(
+        self, name: str = "default", *, figure_formats: Iterable[str] = ("png",)
+    ) -> AbstractContextManager[PythonSession]:
         """A stateful Python session (variables persist between calls, like a notebook kernel)::
 
         async with sandbox.session() as py:
             await py.run("x = 41")
             r = await py.run("x + 1")      # r.value == "42"
+
+        Rich outputs (``display(obj)``, a trailing DataFrame, figures) come back as
+        ``result.attachments``; ``figure_formats`` says which formats figures are rendered in
+        (``"png"``, ``"svg"`` or both; docs/rich-outputs.md).
         """
-        return self._context("session", lambda: self._obj.session(name))
+        return self._context("session", lambda: self._obj.session(name, figure_formats=figure_formats))
 
     def set_env(self, key: str, value: str) -> None:
         """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
@@ -300,8 +305,7 @@ class Sandbox(SandboxBase):
 
     def get_status(self) -> dict[str, Any]:
         """The original's status dict (sandbox_id, name, status, backend_type, is_running,
-        workspace_path, created_at, started_at, execution_count) plus uptime_seconds and last_activity.
-        """
+        workspace_path, created_at, started_at, execution_count) plus uptime_seconds and last_activity."""
         return self._run("get_status", lambda: self._obj.get_status())
 
     def get_info(self) -> SandboxInfo:
@@ -353,8 +357,7 @@ class Sandbox(SandboxBase):
         """Files under ``path`` (workspace root by default), optionally recursive and filtered by a
         glob ``pattern`` matched against the file name (``"*.py"``). The backend's own entries
         (its ``internal_paths``, e.g. the local backend's ``.tmp`` and ``.venv``) are left out unless
-        ``path`` names them.
-        """
+        ``path`` names them."""
         return self._run("list_files", lambda: self._obj.list_files(path, recursive, pattern))
 
     def save_workspace(
@@ -363,14 +366,12 @@ class Sandbox(SandboxBase):
         """Mirror the workspace into ``storage`` under ``prefix`` (default ``sandboxes/<id>``) and
         return the saved paths. Planted symlinks are skipped; ``exclude`` globs are skipped (by default
         the backend's ``internal_paths``, e.g. the local backends' ``.venv``: rebuild it with
-        install_requirements, and ``__pycache__``).
-        """
+        install_requirements, and ``__pycache__``)."""
         return self._run("save_workspace", lambda: self._obj.save_workspace(storage, prefix, exclude=exclude))
 
     def restore_workspace(self, storage: Storage, prefix: str | None = None) -> list[str]:
         """Write what was saved under ``prefix`` (by this or another process or host) back into the
-        workspace; StorageNotFoundError when nothing was saved there.
-        """
+        workspace; StorageNotFoundError when nothing was saved there."""
         return self._run("restore_workspace", lambda: self._obj.restore_workspace(storage, prefix))
 
     def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
@@ -387,8 +388,7 @@ class Sandbox(SandboxBase):
     def uninstall_package(self, package: str) -> ExecutionResult:
         """pip-uninstall a package the sandbox installed. A package that is not installed, or that
         comes from the sandbox's base environment (the base interpreter's site-packages with
-        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so.
-        """
+        ``system_site_packages``, an image's own packages on Docker), gives a FAILED result saying so."""
         return self._run("uninstall_package", lambda: self._obj.uninstall_package(package))
 
     def list_packages(self) -> list[PackageInfo]:
@@ -420,6 +420,13 @@ class SandboxManager(ManagerBase):
       ``idle_timeout`` seconds (checked every ``cleanup_interval`` seconds), and
       :meth:`shutdown` destroys every sandbox (workspaces included). With ``False`` nothing is
       reaped and shutdown only stops them, keeping their workspaces.
+    * ``pool_size=N``: the manager keeps ``N`` started sandboxes of its defaults ready (a
+      :class:`~alphora.sandbox.pool.SandboxPool`, started with the manager); ``create_sandbox()``
+      with nothing but defaults (no name, id, backend or per-sandbox setting) takes one of them
+      in milliseconds instead of starting one cold, and the pool makes a replacement in the
+      background. Named or explicitly configured sandboxes are created cold as before.
+      ``pool_options`` are more :class:`~alphora.sandbox.pool.SandboxPool` options (``max_age``,
+      ``refill_concurrency`` …). The ready sandboxes do not count against ``max_sandboxes``.
 
     Every method that takes a ``sandbox_id`` also accepts the sandbox's name.
     """
@@ -444,6 +451,8 @@ class SandboxManager(ManagerBase):
         registry: PluginRegistry | None = None,
         default_limits: ResourceLimits | None = None,
         default_policy: SecurityPolicy | None = None,
+        pool_size: int = 0,
+        pool_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._bind(
             _manager.SandboxManager(
@@ -461,6 +470,8 @@ class SandboxManager(ManagerBase):
                 registry=registry,
                 default_limits=default_limits,
                 default_policy=default_policy,
+                pool_size=pool_size,
+                pool_options=pool_options,
             ),
             _family_of(),
         )
@@ -539,8 +550,7 @@ class SandboxManager(ManagerBase):
 
     def create_docker_sandbox(self, name: str | None = None, docker_image: str | None = None, **kwargs: Any) -> Sandbox:
         """A sandbox on the Docker backend; ``docker_image`` defaults to the manager's, else the
-        config's ``docker`` section, else the plugin's default image.
-        """
+        config's ``docker`` section, else the plugin's default image."""
         return cast(
             "Sandbox",
             self._wrap(
@@ -637,9 +647,122 @@ class SandboxManager(ManagerBase):
         """The manager's state: the original's keys (base_path, default_backend, max_sandboxes,
         sandbox_count, running_count, and ``sandboxes`` keyed by id with each one's name, status and
         backend) plus counts by status and backend, the cleanup settings and uptime. Each entry of
-        ``sandboxes`` is that sandbox's :meth:`Sandbox.get_status` with ``backend`` added.
-        """
+        ``sandboxes`` is that sandbox's :meth:`Sandbox.get_status` with ``backend`` added."""
         return self._run("get_status", lambda: self._obj.get_status())
+
+
+class SandboxPool(PoolBase):
+    """The sync :class:`alphora.sandbox.pool.SandboxPool`: the same methods, names and arguments, called without ``await`` (``with`` instead of ``async with``, ``for`` instead of ``async for``). Works from any thread that does not run an event loop; see :mod:`alphora.sandbox.sync`.
+
+    A pool of started sandboxes of one configuration; see the module docstring.
+
+    * ``backend``: ``"local"``, ``"isolated"``, ``"docker"``, a :class:`BackendType` or a plugin's name.
+    * ``size``: the most sandboxes the pool owns at once (ready + handed out + being made or reset);
+      :meth:`acquire` waits when all are handed out.
+    * ``min_idle``: how many ready sandboxes the pool keeps (default: ``size``); refilled in the
+      background, at most ``refill_concurrency`` (default 2) made or reset at a time.
+    * ``max_age`` (seconds since it was made) and ``max_uses`` (hand-outs): a sandbox past either is
+      destroyed instead of handed out or reset. None: no limit.
+    * ``on_release``: ``"reset"`` (default) or ``"destroy"``; see :class:`OnRelease`.
+    * ``health_check``: ping a ready sandbox before handing it out (default True).
+    * ``sandbox_kwargs``: what every sandbox is made with (:class:`~alphora.sandbox.sandbox.Sandbox`'s
+      ``base_path``, ``resource_limits``, ``security_policy``, ``backend_options``, ``env_vars``,
+      ``registry``). ``sandbox_id`` and ``name`` are the pool's to choose.
+    """
+
+    _async_class = _pool.SandboxPool
+    _obj: _pool.SandboxPool
+
+    def __init__(
+        self,
+        backend: BackendType | str = BackendType.LOCAL,
+        size: int = 4,
+        *,
+        min_idle: int | None = None,
+        max_age: float | None = None,
+        max_uses: int | None = None,
+        on_release: OnRelease | str = OnRelease.RESET,
+        refill_concurrency: int = 2,
+        health_check: bool = True,
+        maintenance_interval: float = 5.0,
+        **sandbox_kwargs: Any,
+    ) -> None:
+        self._bind(
+            _pool.SandboxPool(
+                backend,
+                size,
+                min_idle=min_idle,
+                max_age=max_age,
+                max_uses=max_uses,
+                on_release=on_release,
+                refill_concurrency=refill_concurrency,
+                health_check=health_check,
+                maintenance_interval=maintenance_interval,
+                **sandbox_kwargs,
+            ),
+            _family_of(),
+        )
+
+    def start(self, *, wait: bool = True) -> SandboxPool:
+        """Start filling the pool up to ``min_idle``; with ``wait`` (default) return once they are ready.
+
+        A sandbox that cannot be made raises here (the first failure, with its cause) when
+        ``wait`` is set. Idempotent."""
+        return cast("SandboxPool", self._wrap(self._run("start", lambda: self._obj.start(wait=wait))))
+
+    def shutdown(self) -> None:
+        """Destroy every sandbox of the pool (ready, handed out, being made or reset) and stop.
+
+        Handed-out sandboxes are retired and destroyed too; callers waiting in :meth:`acquire` get
+        :class:`PoolClosedError`. Returns when nothing of the pool runs any more. Idempotent."""
+        return self._run("shutdown", lambda: self._obj.shutdown())
+
+    def __enter__(self) -> SandboxPool:
+        self._run("__enter__", lambda: self._obj.__aenter__())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._run("__exit__", lambda: self._obj.__aexit__(exc_type, exc, tb))
+
+    @property
+    def closed(self) -> bool:
+        return self._obj.closed
+
+    def stats(self) -> PoolStats:
+        """Counts of ready, handed-out, in-flight sandboxes and totals since start."""
+        return self._obj.stats()
+
+    def settle(self) -> None:
+        """Wait until no sandbox is being made, reset or destroyed (for tests and benchmarks)."""
+        return self._run("settle", lambda: self._obj.settle())
+
+    def acquire(self, timeout: float | None = None) -> AbstractContextManager[Sandbox]:
+        """``async with pool.acquire(timeout=...) as sandbox:`` a sandbox for the block alone; returned
+        (reset or destroyed) when the block ends. :class:`PoolTimeoutError` when none is free in time."""
+        return self._context("acquire", lambda: self._obj.acquire(timeout))
+
+    def get(self, timeout: float | None = None) -> Sandbox:
+        """A sandbox for the caller alone until :meth:`put` (use :meth:`acquire` where you can).
+
+        Waits up to ``timeout`` seconds (None: as long as it takes) when all ``size`` sandboxes are
+        handed out. Starts the pool if it was not started."""
+        return cast("Sandbox", self._wrap(self._run("get", lambda: self._obj.get(timeout))))
+
+    def put(self, sandbox: Sandbox) -> None:
+        """Give a sandbox from :meth:`get` back; the object is retired at once (see the module
+        docstring), the sandbox reset or destroyed in the background."""
+        return self._run("put", lambda: self._obj.put(_unwrap(sandbox)))
+
+    def take(self, timeout: float | None = None) -> Sandbox:
+        """A sandbox that leaves the pool: the caller owns it (stop/destroy it yourself); the pool
+        makes a replacement. What :class:`~alphora.sandbox.manager.SandboxManager` uses with ``pool_size``."""
+        return cast("Sandbox", self._wrap(self._run("take", lambda: self._obj.take(timeout))))
+
+    def detach(self, sandbox: Sandbox) -> None:
+        """Hand a sandbox from :meth:`get` over to the caller for good (the pool forgets it)."""
+        return self._obj.detach(_unwrap(sandbox))
 
 
 class SandboxTools(SyncWrapper):
@@ -669,6 +792,9 @@ class SandboxTools(SyncWrapper):
             it past what the application configured). It is written into the exported schemas
             (``maximum``); longer requests are ``invalid_arguments``. A value that is not a finite
             positive number raises ConfigurationError.
+        max_images / max_image_bytes: the size budget of the images (figures, ``_repr_png_``) one
+            code-tool result shows the model; the rest are listed with the reason (see
+            :func:`~alphora.sandbox.tools.results.attachment_entries` and docs/rich-outputs.md).
         registry: plugin registry for the exporters (default: the process-wide one).
     """
 
@@ -686,6 +812,8 @@ class SandboxTools(SyncWrapper):
         read_only: bool = False,
         max_output_chars: int | None = DEFAULT_MAX_OUTPUT_CHARS,
         max_timeout: float | None = None,
+        max_images: int = DEFAULT_MAX_IMAGES,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         registry: PluginRegistry | None = None,
     ) -> None:
         self._bind(
@@ -698,6 +826,8 @@ class SandboxTools(SyncWrapper):
                 read_only=read_only,
                 max_output_chars=max_output_chars,
                 max_timeout=max_timeout,
+                max_images=max_images,
+                max_image_bytes=max_image_bytes,
                 registry=registry,
             ),
             _family_of(sandbox),
@@ -739,8 +869,7 @@ class SandboxTools(SyncWrapper):
         self, format: str, *, include: Iterable[str] | None = None, exclude: Iterable[str] = (), read_only: bool = False
     ) -> list[dict[str, Any]]:
         """Definitions in any registered format (``openai``, ``openai-responses``, ``anthropic``,
-        ``gemini``, ``spec`` or a plugin's), optionally for a subset.
-        """
+        ``gemini``, ``spec`` or a plugin's), optionally for a subset."""
         return self._obj.export_tools(format, include=include, exclude=exclude, read_only=read_only)
 
     def get_openai_tools(
@@ -773,8 +902,7 @@ class SandboxTools(SyncWrapper):
         """Like :meth:`execute_tool`, for APIs that hand over the arguments as JSON text (OpenAI's
         ``tool_call.function.arguments``). Text that is not valid JSON, or that decodes to anything
         but an object, comes back as an ``invalid_arguments`` result; so do ``NaN``, ``Infinity``
-        and ``-Infinity``, which Python's ``json`` would otherwise accept but JSON does not have.
-        """
+        and ``-Infinity``, which Python's ``json`` would otherwise accept but JSON does not have."""
         return self._run("execute_tool_json", lambda: self._obj.execute_tool_json(tool_name, arguments_json))
 
     def run_python_code(self, code: str, timeout: float | None = None) -> dict[str, Any]:
@@ -865,7 +993,9 @@ class PythonSession(SyncWrapper):
 
     A long-lived Python interpreter in the sandbox; variables, imports and the working directory
     persist between calls like a notebook kernel. The trailing expression's repr comes back as
-    ``result.value``; matplotlib figures shown during a call come back as PNG ``attachments``.
+    ``result.value``; rich outputs (``display(obj)``, a trailing DataFrame, SVG, Markdown …, and
+    matplotlib figures, as PNG, plus SVG when ``figure_formats`` asks for it) come back in order as
+    ``result.attachments`` (docs/rich-outputs.md).
     A timeout (validated like ``run()``'s by :func:`alphora.sandbox.rules.resolve_timeout`) kills
     every process the cell started and interrupts the cell with KeyboardInterrupt; the state is
     kept. If the interpreter does not recover within a grace period it is killed and restarted and
@@ -882,6 +1012,15 @@ class PythonSession(SyncWrapper):
         self, code: str, timeout: float | None = None, *, on_output: OutputCallback | None = None
     ) -> ExecutionResult:
         return self._run("run", lambda: self._obj.run(code, timeout, on_output=on_output))
+
+    def stream(self, code: str, timeout: float | None = None) -> Iterator[OutputChunk | ExecutionResult]:
+        """Run a cell and yield its output as it comes: ``OutputChunk`` s of ``stdout``, ``stderr``
+        and ``display`` (rich outputs, in ``chunk.attachments``), then the ``ExecutionResult``::
+
+            async for item in py.stream("display(df)\nprint('done')"):
+                print(item)
+        """
+        return self._iterate("stream", lambda: self._obj.stream(code, timeout))
 
     def reset(self) -> None:
         """Forget all state (restart the interpreter)."""
@@ -901,4 +1040,4 @@ class PythonSession(SyncWrapper):
         self._run("__exit__", lambda: self._obj.__aexit__(exc_type, exc, tb))
 
 
-register(Sandbox, SandboxManager, SandboxTools, PythonSession)
+register(Sandbox, SandboxManager, SandboxPool, SandboxTools, PythonSession)

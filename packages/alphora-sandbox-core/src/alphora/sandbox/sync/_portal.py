@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 from ..errors import SandboxError
 from ..types import SandboxStatus
 
-__all__ = ["ManagerBase", "SandboxBase", "SyncInAsyncError", "SyncWrapper", "loop_thread_alive", "register"]
+__all__ = ["ManagerBase", "PoolBase", "SandboxBase", "SyncInAsyncError", "SyncWrapper", "loop_thread_alive", "register"]
 
 log = logging.getLogger("alphora.sandbox.sync")
 
@@ -146,6 +146,8 @@ class _Family:
         self._in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.needs_loop: Callable[[], bool] = lambda: False
+        #: the sync objects that came out of the root (a pool's or manager's sandboxes, sessions)
+        self.members: weakref.WeakSet[SyncWrapper] = weakref.WeakSet()
 
     def run(self, what: str, factory: Callable[[], Awaitable[T]]) -> T:
         _refuse_in_loop(what)
@@ -177,8 +179,10 @@ class _Family:
                 _LOOP.release()
 
     def _needs_loop(self) -> bool:
+        """The root needs the loop, or an object that came out of it does (a sandbox taken from a
+        pool keeps running after the pool is shut down)."""
         try:
-            return self.needs_loop()
+            return self.needs_loop() or any(m._needs_loop() for m in list(self.members))
         except Exception:  # a broken predicate must not leak the thread's lease forever
             log.debug("needs_loop predicate failed", exc_info=True)
             return False
@@ -227,6 +231,8 @@ class SyncWrapper:
             ref = weakref.ref(self)
             family.needs_loop = lambda: (lambda me: me is not None and me._needs_loop())(ref())
             weakref.finalize(self, _finalize_root, family, obj, type(self)._cleanup, type(self).__name__)
+        else:
+            family.members.add(self)
         self._family = family
         with SyncWrapper._wrappers_lock:
             SyncWrapper._wrappers[id(obj)] = self
@@ -430,6 +436,17 @@ class SandboxBase(SyncWrapper):
         if obj.status not in _BUSY:
             return None
         return lambda: obj.__aexit__(None, None, None)  # what leaving ``with`` does: stop or destroy
+
+
+class PoolBase(SyncWrapper):
+    """A pool needs the loop from its start until its shutdown (its refill and maintenance tasks)."""
+
+    def _needs_loop(self) -> bool:
+        return not self._obj.closed  # the calls that use the loop (start, get, acquire, take) start it
+
+    @staticmethod
+    def _cleanup(obj: Any) -> Callable[[], Awaitable[Any]] | None:
+        return None if obj.closed else obj.shutdown
 
 
 class ManagerBase(SyncWrapper):
