@@ -226,3 +226,24 @@ async def test_a_sandbox_that_cannot_start_is_reported(tmp_path: Path) -> None:
                 await client.call_tool("run_python_code", {"code": "print(1)"})
     finally:
         assert srv.stop() == 0
+
+
+async def test_warm_pool_sessions_reuse_a_reset_sandbox(tmp_path: Path) -> None:
+    """--warm: a session's sandbox comes from the pool and goes back reset clean; the next session
+    gets the same sandbox with nothing of the first left in it."""
+    proc, url = start_server(tmp_path, "--no-auth", "--warm", "1", "--max-sessions", "1")
+    srv = Server(proc, url, tmp_path / "sandboxes", {})
+    probe = {"code": "import os; print(os.getcwd(), os.environ.get('WHO'), os.path.exists('first.txt'))"}
+    try:
+        async with srv.client(None) as first:
+            await first.call_tool("save_file", {"path": "first.txt", "content": "1"})
+            await first.call_tool("set_environment_variable", {"key": "WHO", "value": "first"})
+            cwd_1, who_1, seen_1 = _output(await first.call_tool("run_python_code", probe)).split()
+        async with srv.client(None) as second:
+            cwd_2, who_2, seen_2 = _output(await second.call_tool("run_python_code", probe)).split()
+        assert (who_1, seen_1) == ("first", "True")
+        assert cwd_2 == cwd_1  # the same pooled sandbox …
+        assert (who_2, seen_2) == ("None", "False")  # … reset clean in between
+    finally:
+        assert srv.stop() == 0
+    assert srv.workspaces() == []  # the pool's shutdown destroyed it

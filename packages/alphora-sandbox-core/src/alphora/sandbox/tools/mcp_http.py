@@ -46,6 +46,7 @@ from ..errors import ConfigurationError
 from .sandbox_tools import SandboxTools
 
 if TYPE_CHECKING:
+    from ..pool import SandboxPool
     from ..sandbox import Sandbox
 
 __all__ = [
@@ -174,10 +175,18 @@ class _TokenVerifier:
         return AccessToken(token=token, client_id=found, scopes=[])
 
 
+#: how long a new session waits for a sandbox from the warm pool (all busy or being reset)
+POOL_WAIT_SECONDS = 60.0
+
+
 @asynccontextmanager
-async def session_sandbox(ns: argparse.Namespace) -> AsyncIterator[Sandbox]:
-    """The sandbox of one MCP session, from start to clean-up. (When a warm pool serves the
-    sessions, its ``acquire()`` replaces this.)"""
+async def session_sandbox(ns: argparse.Namespace, pool: SandboxPool | None = None) -> AsyncIterator[Sandbox]:
+    """The sandbox of one MCP session, from start to clean-up: from the warm pool (``--warm``;
+    reset clean or destroyed when the session ends, as the pool's policy says) or made for it."""
+    if pool is not None:
+        async with pool.acquire(timeout=POOL_WAIT_SECONDS) as pooled:
+            yield pooled
+        return
     from .mcp_server import _make_sandbox
 
     sandbox = _make_sandbox(ns)
@@ -208,8 +217,16 @@ class SessionSandboxes:
     session ends, after ``idle_timeout`` seconds without a request (a request in progress counts as
     activity; an open event stream does not), or by :meth:`aclose`."""
 
-    def __init__(self, ns: argparse.Namespace, *, idle_timeout: float, max_per_token: int) -> None:
+    def __init__(
+        self,
+        ns: argparse.Namespace,
+        *,
+        idle_timeout: float,
+        max_per_token: int,
+        pool: SandboxPool | None = None,
+    ) -> None:
         self.ns = ns
+        self.pool = pool
         self.idle_timeout = idle_timeout
         self.max_per_token = max_per_token
         self._sessions: dict[str, _Session] = {}
@@ -268,7 +285,7 @@ class SessionSandboxes:
             if s.tools is None:
                 stack = contextlib.AsyncExitStack()
                 try:
-                    sandbox = await stack.enter_async_context(session_sandbox(self.ns))
+                    sandbox = await stack.enter_async_context(session_sandbox(self.ns, self.pool))
                     tools = SandboxTools(
                         sandbox,
                         use_session=self.ns.use_session,
@@ -457,7 +474,14 @@ def build_app(
 
     from .mcp_server import INSTRUCTIONS, _call_result, _version, mcp_tool
 
-    sessions = SessionSandboxes(ns, idle_timeout=ns.idle_timeout, max_per_token=ns.max_sessions_per_token)
+    pool = None
+    if getattr(ns, "warm", 0):
+        from ..pool import SandboxPool
+        from .mcp_server import sandbox_settings
+
+        backend, sandbox_kwargs = sandbox_settings(ns)
+        pool = SandboxPool(backend, size=ns.max_sessions, min_idle=ns.warm, **sandbox_kwargs)
+    sessions = SessionSandboxes(ns, idle_timeout=ns.idle_timeout, max_per_token=ns.max_sessions_per_token, pool=pool)
 
     async def session_tools(ctx: Any) -> SandboxTools:
         """The tools of the request's session; an MCP error the client can read when there are none."""
@@ -513,13 +537,19 @@ def build_app(
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         async with manager.run():
+            if pool is not None:
+                await pool.start()  # ready once --warm sandboxes are
             sessions.start()
             try:
                 if on_ready is not None:
                     on_ready()
                 yield
             finally:
-                await sessions.aclose()
+                try:
+                    await sessions.aclose()
+                finally:
+                    if pool is not None:
+                        await pool.shutdown()
 
     app = Starlette(routes=[Route("/mcp", endpoint=endpoint)], middleware=middleware, lifespan=lifespan)
     return app, sessions

@@ -148,9 +148,9 @@ def _version() -> str:
     return __version__
 
 
-def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
-    from ..sandbox import Sandbox
-
+def sandbox_settings(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The backend and the Sandbox keyword arguments the command line asks for (one place for the
+    stdio server, the HTTP server's sandboxes and its warm pool)."""
     limits = ResourceLimits()
     changes: dict[str, Any] = {}
     if ns.timeout is not None:
@@ -168,8 +168,15 @@ def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
         policy = attrs.evolve(policy, allow_network=True)
     kwargs: dict[str, Any] = {"base_path": ns.base_path, "resource_limits": limits, "security_policy": policy}
     if ns.backend == "docker":
-        return Sandbox.create_docker(docker_image=ns.image, **kwargs)
-    return Sandbox.create(ns.backend, **kwargs)
+        kwargs["backend_options"] = {"image": ns.image}  # what create_docker(docker_image=...) does
+    return ns.backend, kwargs
+
+
+def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
+    from ..sandbox import Sandbox
+
+    backend, kwargs = sandbox_settings(ns)
+    return Sandbox.create(backend, **kwargs)
 
 
 def _names(value: str) -> list[str]:
@@ -250,7 +257,18 @@ def make_parser() -> argparse.ArgumentParser:
     http.add_argument(
         "--max-sessions", type=_positive, default=64, metavar="N", help="open sessions in all (default %(default)s)"
     )
+    http.add_argument(
+        "--warm",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="keep N sandboxes started in a pool; a session gets one at once, reset clean after it (default 0)",
+    )
     return p
+
+
+def _count(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive(text)
 
 
 def _positive(text: str) -> int:
@@ -321,8 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
     parser = make_parser()
     ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if ns.transport == "stdio" and (ns.token_file or ns.no_auth):
-        parser.error("--token-file and --no-auth apply to --transport http only")
+    if ns.transport == "stdio" and (ns.token_file or ns.no_auth or ns.warm):
+        parser.error("--token-file, --no-auth and --warm apply to --transport http only")
+    if ns.warm and ns.keep_workspace:
+        parser.error("--warm reuses sandboxes (reset clean between sessions): it can't keep workspaces")
+    if ns.warm > ns.max_sessions:
+        parser.error(f"--warm ({ns.warm}) can't exceed --max-sessions ({ns.max_sessions})")
     logging.basicConfig(
         level=ns.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
