@@ -7,9 +7,10 @@
   line: ``TOKEN`` or ``NAME TOKEN``) and the ``ALPHORA_SANDBOX_MCP_TOKENS`` variable (separated by
   commas or whitespace, same forms with ``NAME=TOKEN``). Without any token the server does not
   start, unless ``--no-auth`` is given *and* it listens on a loopback address.
-* **One sandbox per MCP session**, created at the session's first ``tools/list`` or
-  ``tools/call`` and destroyed when the session ends (the client's ``DELETE``), after
-  ``--idle-timeout`` seconds without a request, or when the server stops. A session may only be
+* **One sandbox per MCP session**, created (or taken from the warm pool, ``--warm N``) at the
+  session's first ``tools/list`` or ``tools/call``, and destroyed (or reset into the pool) when
+  the session ends (the client's ``DELETE``), after ``--idle-timeout`` seconds without a
+  request, or when the server stops. A session may only be
   used with the token that opened it (the SDK answers ``404`` otherwise).
 * **Limits**: ``--max-sessions-per-token`` open sessions per token (one more gets ``429``) and
   ``--max-sessions`` in all (``503``).

@@ -245,7 +245,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=seconds_argument,
         default=900.0,
         metavar="SECONDS",
-        help="end a session and destroy its sandbox after this many seconds without a request (default %(default)s)",
+        help="end a session and clean up its sandbox after this many seconds without a request (default %(default)s)",
     )
     http.add_argument(
         "--max-sessions-per-token",
