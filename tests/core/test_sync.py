@@ -168,6 +168,31 @@ def test_stream_and_session_sync(tmp_path: Path) -> None:
             assert py.run("x + 1").value == "42"
 
 
+def test_fork_checkpoint_and_resume_sync(tmp_path: Path) -> None:
+    """A session fork, and an async factory (Sandbox.resume) made a sync one."""
+    from alphora.sandbox.storage.base import StorageConfig
+    from alphora.sandbox.storage.local import LocalStorage
+
+    store = LocalStorage(StorageConfig.local(str(tmp_path / "store")))
+    with Sandbox.create_local(base_path=tmp_path / "a") as sandbox:
+        sandbox.write_file("a.txt", "A")
+        with sandbox.session() as py:
+            py.run("x = 41")
+            fork = py.fork()
+            assert isinstance(fork, PythonSession)
+            assert fork.run("x + 1").value == "42"
+            fork.close()
+            sandbox.checkpoint(store, "cp")
+    resumed = Sandbox.resume(store, "cp", base_path=tmp_path / "b")
+    try:
+        assert isinstance(resumed, Sandbox)
+        assert resumed.read_file("a.txt") == "A"
+        with resumed.session() as py:
+            assert py.run("x").value == "41"
+    finally:
+        resumed.destroy()
+
+
 def test_refused_inside_a_running_loop(tmp_path: Path) -> None:
     """From the thread of a running loop a sync call would block that loop: a clear error instead."""
     sandbox = Sandbox.create_local(base_path=tmp_path)

@@ -233,7 +233,11 @@ def _method(w: _Writer, target: Target, node: ast.FunctionDef | ast.AsyncFunctio
         return out
     if "classmethod" in decorators:
         out += ["    @classmethod", f"    {_signature(node, ann)}", *doc]
-        out += [f"        return cls._from_async({target.alias}.{target.name}.{name}({call}))"]
+        made = f"{target.alias}.{target.name}.{name}({call})"
+        if isinstance(node, ast.AsyncFunctionDef):  # an async factory: it runs on the loop, as a new root
+            out += [f'        return cls._from_async_call("{name}", lambda: {made})']
+        else:
+            out += [f"        return cls._from_async({made})"]
         return out
     if "staticmethod" in decorators:
         raise ValueError(f"don't know how to mirror {target.name}.{name}")

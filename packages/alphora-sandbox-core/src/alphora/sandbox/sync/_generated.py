@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from alphora.sandbox.backend import Backend, OutputCallback, OutputChunk
+    from alphora.sandbox.checkpoint import CheckpointResult
     from alphora.sandbox.config import SandboxConfig
     from alphora.sandbox.plugins import PluginRegistry
     from alphora.sandbox.pool import PoolStats
@@ -278,6 +279,29 @@ class Sandbox(SandboxBase):
         (``"png"``, ``"svg"`` or both; docs/rich-outputs.md).
         """
         return self._context("session", lambda: self._obj.session(name, figure_formats=figure_formats))
+
+    @property
+    def open_sessions(self) -> dict[str, PythonSession]:
+        """The sessions open now, by name (``session()`` ones, forks, and those :meth:`resume` restored)."""
+        return cast("dict[str, PythonSession]", self._wrap(self._obj.open_sessions))
+
+    def checkpoint(self, storage: Storage, name: str, *, exclude: Sequence[str] = ()) -> CheckpointResult:
+        """Save the workspace, the sandbox's own Python environment (what was installed into it, not
+        the image) and the picklable globals of each open session to ``storage`` as ``name``;
+        unchanged files are not sent again. Names that cannot be pickled are reported in the result.
+        See docs/checkpoints.md."""
+        return self._run("checkpoint", lambda: self._obj.checkpoint(storage, name, exclude=exclude))
+
+    @classmethod
+    def resume(
+        cls, storage: Storage, name: str, *, backend: BackendType | str = BackendType.LOCAL, **kwargs: Any
+    ) -> Sandbox:
+        """A new, started sandbox on ``backend`` (``kwargs`` as for :meth:`create`) holding checkpoint
+        ``name``: files, environment (copied when Python and platform match, else re-installed from
+        the recorded requirements) and sessions (open them with ``session(name)``). What was and
+        was not restored is in ``sandbox.resume_report``. A corrupted or partial checkpoint raises
+        :class:`~alphora.sandbox.checkpoint.CheckpointError` before anything is created."""
+        return cls._from_async_call("resume", lambda: _sandbox.Sandbox.resume(storage, name, backend=backend, **kwargs))
 
     def set_env(self, key: str, value: str) -> None:
         """Set a variable for every later call in this sandbox (the host's environment is never passed)."""
@@ -747,7 +771,9 @@ class SandboxPool(PoolBase):
         """A sandbox for the caller alone until :meth:`put` (use :meth:`acquire` where you can).
 
         Waits up to ``timeout`` seconds (None: as long as it takes) when all ``size`` sandboxes are
-        handed out. Starts the pool if it was not started."""
+        handed out (:class:`PoolTimeoutError` after that). If a sandbox the pool makes while the caller
+        waits fails to start, raises :class:`~alphora.sandbox.errors.SandboxError` with that cause
+        instead of waiting on. Starts the pool if it was not started."""
         return cast("Sandbox", self._wrap(self._run("get", lambda: self._obj.get(timeout))))
 
     def put(self, sandbox: Sandbox) -> None:
@@ -1021,6 +1047,16 @@ class PythonSession(SyncWrapper):
                 print(item)
         """
         return self._iterate("stream", lambda: self._obj.stream(code, timeout))
+
+    def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> PythonSession:
+        """A new session whose interpreter is a copy-on-write copy of this one (variables, imports,
+        working directory), made in milliseconds; the two then diverge independently. The workspace
+        is shared unless ``copy_workspace`` is True: the fork then works in its own copy of it,
+        ``.forks/<name>/`` (its working directory). Threads and processes of this session are not
+        copied. The fork is closed by its own ``close()`` (or ``async with``). See docs/fork.md."""
+        return cast(
+            "PythonSession", self._wrap(self._run("fork", lambda: self._obj.fork(name, copy_workspace=copy_workspace)))
+        )
 
     def reset(self) -> None:
         """Forget all state (restart the interpreter)."""

@@ -187,6 +187,15 @@ class _Family:
             log.debug("needs_loop predicate failed", exc_info=True)
             return False
 
+    def close_if_idle(self) -> None:
+        """Give the lease back now if nothing needs the loop (after a root was made)."""
+        with self._lock:
+            release = self._leased and self._in_flight == 0 and not self._needs_loop()
+            if release:
+                self._leased = False
+        if release:
+            _LOOP.release()
+
     def leased_loop(self) -> asyncio.AbstractEventLoop | None:
         with self._lock:
             return self._loop if self._leased else None
@@ -223,11 +232,12 @@ class SyncWrapper:
     _family: _Family
     _root: bool
 
-    def _bind(self, obj: Any, family: _Family | None) -> None:
+    def _bind(self, obj: Any, family: _Family | None, *, root: bool = False) -> None:
         self._obj = obj
-        self._root = family is None
-        if family is None:  # a root: it decides when the loop is needed
+        self._root = root or family is None
+        if family is None:
             family = _Family()
+        if self._root:  # a root: it decides when the loop is needed
             ref = weakref.ref(self)
             family.needs_loop = lambda: (lambda me: me is not None and me._needs_loop())(ref())
             weakref.finalize(self, _finalize_root, family, obj, type(self)._cleanup, type(self).__name__)
@@ -241,6 +251,23 @@ class SyncWrapper:
     def _from_async(cls: type[W], obj: Any, family: _Family | None = None) -> W:
         self = cls.__new__(cls)
         self._bind(obj, family)
+        return self
+
+    @classmethod
+    def _from_async_call(cls: type[W], name: str, factory: Callable[[], Awaitable[Any]]) -> W:
+        """A new root made by an async factory (e.g. ``Sandbox.resume``): the factory runs on the
+        loop under the new root's own claim, which the loop keeps while the object is being made."""
+        family = _Family()
+        family.needs_loop = lambda: True
+        try:
+            obj = family.run(f"{cls.__name__}.{name}", factory)
+        except BaseException:
+            family.needs_loop = lambda: False
+            family.close()
+            raise
+        self = cls.__new__(cls)
+        self._bind(obj, family, root=True)
+        family.close_if_idle()
         return self
 
     @property
