@@ -9,7 +9,8 @@ forward to :mod:`._portal`. Run it after changing the async API::
 
 Translations: ``async def`` → ``def`` (runs on the sync API's loop thread); an ``AsyncIterator``
 result → ``Iterator``; an ``@asynccontextmanager`` → a context manager; ``__aenter__``/``__aexit__``
-→ ``__enter__``/``__exit__``; ``aclose`` → ``close``. The wrapped classes' names in signatures
+→ ``__enter__``/``__exit__``; ``aclose`` → ``close``; an async classmethod (``Sandbox.resume``) runs
+on the loop and makes a new root. The wrapped classes' names in signatures
 mean the sync classes (arguments are unwrapped, results wrapped).
 """
 
