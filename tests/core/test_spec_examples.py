@@ -16,7 +16,11 @@ def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
         [sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    text = out.stdout
+    check_spec_output(out.stdout, tmp_path)
+
+
+def check_spec_output(text: str, home: Path) -> None:
+    """What the examples print, and that they left nothing under the sandbox home."""
     assert "Hello, World!\n" in text
     assert "\n2\n" in text
     assert "create_local with base_path: True" in text
@@ -29,4 +33,4 @@ def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
     assert "exists: True deleted: True now exists: False dest: src new: old old gone: True pdf: b'%PDF-1.4'" in text
     assert "config.json: 16 B" in text
     assert "*.py: ['script.py', 'src/main.py']" in text or "*.py: ['script.py']" in text
-    assert not list(tmp_path.iterdir()), "the examples' sandboxes were not cleaned up"
+    assert not list(home.iterdir()), "the examples' sandboxes were not cleaned up"

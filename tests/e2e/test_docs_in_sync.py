@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
         ("examples/anthropic_agent.py", "docs/anthropic.md"),
         ("examples/mcp_client.py", "docs/mcp.md"),
         ("examples/mcp_agent.py", "docs/mcp.md"),
+        ("examples/mcp_http_client.py", "docs/mcp-http.md"),
+        ("examples/sync_quickstart.py", "docs/sync.md"),
     ],
 )
 def test_page_embeds_the_example_verbatim(example: str, page: str) -> None:

@@ -7,7 +7,7 @@
     alphora-sandbox run --shell "ls -la"         # a shell command
     alphora-sandbox run --backend docker ...     # in a hardened container
     alphora-sandbox plugins                      # what is registered
-    alphora-sandbox mcp                          # the MCP server over stdio
+    alphora-sandbox mcp                          # the MCP server over stdio (--transport http: many clients)
     alphora-sandbox docker build|images|prune    # Docker plugin: build images, list them, reap orphans
     alphora-sandbox doctor [--tier T] [--json]   # hostile probes on this machine: a scorecard per tier
 
@@ -186,7 +186,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,plugins,mcp,docker}")
     _add_run(sub)
     sub.add_parser("plugins", help="list registered plugins, backends, storages and tool formats")
-    sub.add_parser("mcp", help="serve the sandbox tools over MCP (stdio); see 'alphora-sandbox mcp --help'")
+    sub.add_parser("mcp", help="serve the sandbox tools over MCP (stdio or HTTP); see 'alphora-sandbox mcp --help'")
     sub.add_parser("docker", help="Docker plugin commands: build (alias build-images), images, prune")
     sub.add_parser("doctor", help="attack the sandbox on this machine, every tier, and print a scorecard")
     return parser

@@ -129,14 +129,17 @@ def build_server(ns: argparse.Namespace, on_cleanup: Callable[[], None] | None =
     return Server(
         "alphora-sandbox",
         version=_version(),
-        instructions=(
-            "An isolated Python sandbox with its own workspace. Write files with save_file, run them with "
-            "run_python_file or run_python_code, read results with read_file. Paths are relative to the workspace."
-        ),
+        instructions=INSTRUCTIONS,
         lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+
+
+INSTRUCTIONS = (
+    "An isolated Python sandbox with its own workspace. Write files with save_file, run them with "
+    "run_python_file or run_python_code, read results with read_file. Paths are relative to the workspace."
+)
 
 
 def _version() -> str:
@@ -145,9 +148,9 @@ def _version() -> str:
     return __version__
 
 
-def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
-    from ..sandbox import Sandbox
-
+def sandbox_settings(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The backend and the Sandbox keyword arguments the command line asks for (one place for the
+    stdio server, the HTTP server's sandboxes and its warm pool)."""
     limits = ResourceLimits()
     changes: dict[str, Any] = {}
     if ns.timeout is not None:
@@ -165,8 +168,15 @@ def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
         policy = attrs.evolve(policy, allow_network=True)
     kwargs: dict[str, Any] = {"base_path": ns.base_path, "resource_limits": limits, "security_policy": policy}
     if ns.backend == "docker":
-        return Sandbox.create_docker(docker_image=ns.image, **kwargs)
-    return Sandbox.create(ns.backend, **kwargs)
+        kwargs["backend_options"] = {"image": ns.image}  # what create_docker(docker_image=...) does
+    return ns.backend, kwargs
+
+
+def _make_sandbox(ns: argparse.Namespace) -> Sandbox:
+    from ..sandbox import Sandbox
+
+    backend, kwargs = sandbox_settings(ns)
+    return Sandbox.create(backend, **kwargs)
 
 
 def _names(value: str) -> list[str]:
@@ -181,8 +191,12 @@ def _names(value: str) -> list[str]:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alphora-sandbox mcp",
-        description="Serve the sandbox tools over MCP (stdio). One sandbox per session, removed on disconnect.",
+        description=(
+            "Serve the sandbox tools over MCP: stdio (one client, the default) or streamable HTTP (many "
+            "clients, bearer tokens). One sandbox per session, removed when the session ends."
+        ),
     )
+    p.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http")
     p.add_argument("--backend", default="local", help="backend name: local (default), docker, or a plugin's")
     p.add_argument("--image", default=DEFAULT_IMAGE, help="Docker image (docker backend)")
     p.add_argument("--base-path", default=None, help="parent folder of sandbox workspaces")
@@ -212,7 +226,59 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-workspace", action="store_true", help="on disconnect, stop the sandbox but keep its files")
     p.add_argument("--log-level", default="WARNING", help="log level on stderr (stdout carries the protocol)")
+    http = p.add_argument_group("http transport")
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    http.add_argument(
+        "--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default %(default)s)"
+    )
+    http.add_argument(
+        "--token-file",
+        default=None,
+        metavar="FILE",
+        help="bearer tokens, one a line: TOKEN or NAME TOKEN (also read: the ALPHORA_SANDBOX_MCP_TOKENS variable)",
+    )
+    http.add_argument(
+        "--no-auth", action="store_true", help="serve without tokens; refused unless --host is a loopback address"
+    )
+    http.add_argument(
+        "--idle-timeout",
+        type=seconds_argument,
+        default=900.0,
+        metavar="SECONDS",
+        help="end a session and clean up its sandbox after this many seconds without a request (default %(default)s)",
+    )
+    http.add_argument(
+        "--max-sessions-per-token",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="open sessions per token (default %(default)s)",
+    )
+    http.add_argument(
+        "--max-sessions", type=_positive, default=64, metavar="N", help="open sessions in all (default %(default)s)"
+    )
+    http.add_argument(
+        "--warm",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="keep N sandboxes started in a pool; a session gets one at once, reset clean after it (default 0)",
+    )
     return p
+
+
+def _count(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return value
 
 
 #: after SIGTERM/SIGINT, how long the sandbox's cleanup may take before the process exits anyway
@@ -271,7 +337,14 @@ def _mcp_problem() -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``alphora-sandbox mcp``; returns the exit code."""
-    ns = make_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = make_parser()
+    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.transport == "stdio" and (ns.token_file or ns.no_auth or ns.warm):
+        parser.error("--token-file, --no-auth and --warm apply to --transport http only")
+    if ns.warm and ns.keep_workspace:
+        parser.error("--warm reuses sandboxes (reset clean between sessions): it can't keep workspaces")
+    if ns.warm > ns.max_sessions:
+        parser.error(f"--warm ({ns.warm}) can't exceed --max-sessions ({ns.max_sessions})")
     logging.basicConfig(
         level=ns.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -279,7 +352,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    if ns.transport == "http":
+        return _main_http(ns)
     asyncio.run(serve_stdio(ns))
+    return 0
+
+
+def _main_http(ns: argparse.Namespace) -> int:
+    from ..errors import ConfigurationError
+    from .mcp_http import bind_problem, load_tokens, serve_http
+
+    try:
+        tokens = load_tokens(ns.token_file)
+    except ConfigurationError as exc:
+        print(f"alphora-sandbox mcp: {exc}", file=sys.stderr)
+        return 2
+    problem = bind_problem(ns.host, tokens, ns.no_auth)
+    if problem:
+        print(f"alphora-sandbox mcp: {problem}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve_http(ns, tokens))
+    except ConfigurationError as exc:
+        print(f"alphora-sandbox mcp: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
