@@ -66,6 +66,9 @@ class Runner:
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
+        # a mask inherited from the spawning thread (Ray's worker threads block SIGINT) would reach the
+        # session kernels, whose cells could then never be interrupted: start from an empty one
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *a: None)
         signal.signal(signal.SIGTERM, self._sigterm)
