@@ -8,6 +8,7 @@ processes and moves bytes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -196,9 +197,21 @@ class Sandbox(FileMethods, PackageMethods):
 
     @classmethod
     def create(cls, backend_type: BackendType | str = BackendType.LOCAL, **kwargs: Any) -> Sandbox:
-        """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name."""
+        """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name.
+
+        For a backend that declares an ``options_class`` (docker, ray …), keyword arguments that are
+        not the constructor's own are that backend's options (``Sandbox.create("ray", inner="docker")``),
+        validated by the class field by field; for other backends they are a TypeError as before."""
         if name_key(backend_type) == BackendType.DOCKER.value and "docker_image" in kwargs:
             return cls.create_docker(**kwargs)
+        own = inspect.signature(cls.__init__).parameters
+        extra = [k for k in kwargs if k not in own]
+        if extra:
+            registry = kwargs.get("registry") or get_registry()
+            if registry.backend(name_key(backend_type)).options_class is not None:
+                options = dict(kwargs.pop("backend_options", None) or {})
+                options.update({k: kwargs.pop(k) for k in extra})
+                kwargs["backend_options"] = options
         return cls(backend_type, **kwargs)
 
     @property
