@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 try:
@@ -55,26 +56,32 @@ HEAD_SYSTEM_CONFIG = {
 }
 
 
+@attrs.frozen
+class RayTestCluster:
+    """The session's cluster and its nodes by our name (``head``, ``node_a``, ``node_b``: node ids in hex)."""
+
+    cluster: Cluster
+    nodes: dict[str, str]
+
+    @property
+    def address(self) -> str:
+        return str(self.cluster.address)
+
+
 @pytest.fixture(scope="session")
-def ray_cluster(_sandbox_home: Path) -> Iterator[Cluster]:
+def ray_cluster(_sandbox_home: Path) -> Iterator[RayTestCluster]:
     """The session's cluster; the test process is its driver."""
     cluster = Cluster(
         initialize_head=True,
         head_node_args={**NODE, "num_cpus": 1, "resources": {"head": 1}, "_system_config": HEAD_SYSTEM_CONFIG},
     )
     try:
-        cluster.add_node(**NODE, num_cpus=2, resources={"zone_a": 100})
-        cluster.add_node(**NODE, num_cpus=2, resources={"zone_b": 100, "sandbox_docker": 1})
+        node_a = cluster.add_node(**NODE, num_cpus=2, resources={"zone_a": 100})
+        node_b = cluster.add_node(**NODE, num_cpus=2, resources={"zone_b": 100, "sandbox_docker": 1})
         cluster.wait_for_nodes(timeout=60)
         ray.init(address=cluster.address, _node_ip_address=LOOPBACK, log_to_driver=False)
-        yield cluster
+        nodes = {"head": cluster.head_node.node_id, "node_a": node_a.node_id, "node_b": node_b.node_id}
+        yield RayTestCluster(cluster, nodes)
     finally:
         ray.shutdown()
         cluster.shutdown()
-
-
-def node_ids(cluster: Cluster) -> dict[str, str]:
-    """Node id (hex) by our name: head, node_a, node_b (the nodes the fixture started)."""
-    names = ["head", "node_a", "node_b"]
-    nodes = [cluster.head_node, *cluster.worker_nodes]
-    return {name: n.node_id for name, n in zip(names, nodes, strict=True)}

@@ -7,18 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ray.cluster_utils import Cluster
 
 from alphora.sandbox.backend import Backend
 from alphora.sandbox.testing import BackendContractTests
 from alphora.sandbox_ray import RayBackend
+
+from .conftest import RayTestCluster
 
 pytestmark = pytest.mark.timeout(120)
 
 
 class TestRayLocalContract(BackendContractTests):
     @pytest.fixture(autouse=True)
-    def _cluster(self, ray_cluster: Cluster) -> None:
+    def _cluster(self, ray_cluster: RayTestCluster) -> None:
         pass
 
     async def make_backend(self, workspace: Path) -> Backend:
