@@ -8,7 +8,10 @@ relying on pickling exception objects with keyword-only constructors.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,23 @@ class SandboxActor:
         self._next_session = 0
         self.storage: Storage | None = None
         self.prefix: str = spec.get("storage_prefix") or f"ray-sandboxes/{self.sandbox_id}"
+        self.guard: subprocess.Popen[bytes] | None = None
+
+    def _start_guard(self) -> None:
+        """The child that cleans the inner sandbox up if this worker dies (see ``_guard``)."""
+        self.guard = subprocess.Popen(
+            [sys.executable, "-m", "alphora.sandbox_ray._guard", str(os.getpid()), self.sandbox_id, self.spec["inner"]],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # not in the worker's process group, which may be killed with it
+        )
+        self.guard.wait(30)  # the launcher exits at once; the guard itself has forked away (see _guard)
+
+    def _poke(self, what: bytes = b"\n") -> None:
+        """Tell the guard to look at the process tree again now (``q``: stand down)."""
+        if self.guard is not None and self.guard.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.guard.stdin.write(what)
+                self.guard.stdin.flush()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -111,6 +131,7 @@ class SandboxActor:
                 cfg = storage_cfg if isinstance(storage_cfg, StorageConfig) else StorageConfig(**storage_cfg)
                 self.storage = StorageFactory.create(cfg)
                 await self.storage.connect()
+            self._start_guard()
             await self.inner.initialize()
             restored: list[str] = []
             if self.storage is not None and restore:
@@ -119,6 +140,7 @@ class SandboxActor:
                 except StorageNotFoundError:
                     restored = []
             await self.inner.start()
+            self._poke()
             return (
                 "ok",
                 {
@@ -165,6 +187,7 @@ class SandboxActor:
                     if saved[0] != "ok":
                         return saved
                 await self.inner.stop()
+            self._poke(b"q")
             return ("ok", None)
         except Exception as exc:  # noqa: BLE001 - reported to the driver
             return _err(exc)
@@ -182,6 +205,7 @@ class SandboxActor:
                     "the sandbox's actor has not started it", sandbox_id=self.sandbox_id
                 )
             value = await getattr(self.inner, method)(*args)
+            self._poke()
             if method in _MUTATING or method == "run":
                 await self._after_change()
             return ("ok", value)
@@ -197,8 +221,10 @@ class SandboxActor:
                     "the sandbox's actor has not started it", sandbox_id=self.sandbox_id
                 )
             inner = self.inner
+            self._poke()
             async for item in iterate_output(lambda cb: inner.run(request, cb)):
                 yield ("ok", item)
+            self._poke()
             await self._after_change()
         except Exception as exc:  # noqa: BLE001 - reported to the driver
             yield _err(exc)
@@ -214,6 +240,7 @@ class SandboxActor:
             session = await self.inner.open_session(name, env=env, cwd=cwd)
             self._next_session += 1
             self.sessions[self._next_session] = session
+            self._poke()
             return ("ok", self._next_session)
         except Exception as exc:  # noqa: BLE001 - reported to the driver
             return _err(exc)
@@ -224,6 +251,7 @@ class SandboxActor:
             if session is None:
                 raise BackendError("the session is closed", sandbox_id=self.sandbox_id)
             value = await getattr(session, method)(*args)
+            self._poke()
             if method == "close":
                 self.sessions.pop(sid, None)
             elif method == "run":
