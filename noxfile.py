@@ -22,6 +22,7 @@ nox.options.sessions = [
     "docs",
     "bench_smoke",
     "example_plugin",
+    "ray",
 ]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
@@ -41,7 +42,10 @@ TEST_DEPS = [
     "build",  # tests/install builds the wheels it installs into fresh venvs
     "ruff>=0.6",  # tests/core/test_sync.py checks the generated sync classes are current (formatted as lint does)
 ]
-SRC = [f"{p}/src" for p in PACKAGES]
+#: the ray plugin is linted and typed with the others but installed only by the sessions that need it
+#: (Ray is large): ``ray`` for its tests, ``typecheck`` without its dependencies
+RAY_PACKAGE = "packages/alphora-sandbox-ray"
+SRC = [f"{p}/src" for p in [*PACKAGES, RAY_PACKAGE]]
 
 
 def install_project(session: nox.Session) -> None:
@@ -79,6 +83,7 @@ def format_code(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy in strict mode ([tool.mypy] in pyproject.toml) over the three packages' sources."""
     install_project(session)
+    session.install("--no-deps", "-e", RAY_PACKAGE)
     session.install("mypy>=1.10", *TYPE_STUBS, "pytest", "hypothesis", "mcp>=2,<3")
     session.run("mypy", *SRC)
 
@@ -88,7 +93,18 @@ def tests(session: nox.Session) -> None:
     """The whole suite: core, docker (real engine), s3 (real SeaweedFS), e2e (real SDKs)."""
     install_project(session)
     session.install(*TEST_DEPS)
-    session.run("pytest", *(session.posargs or ["tests"]), env={"PYTHONDONTWRITEBYTECODE": "1"})
+    # tests/ray runs in its own session (the ray session below), which installs Ray
+    session.run("pytest", *(session.posargs or ["tests", "--ignore=tests/ray"]), env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session(python="3.11")
+def ray(session: nox.Session) -> None:
+    """tests/ray: the ray backend on a real 3-node Ray cluster started on this machine, every address
+    on 127.0.0.1 (Ray from PyPI; a few minutes). Not part of ``tests``, so only this session installs Ray."""
+    install_project(session)
+    session.install("-e", RAY_PACKAGE)
+    session.install(*TEST_DEPS)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/ray"]))
 
 
 @nox.session(python=PYTHONS)

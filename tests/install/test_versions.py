@@ -25,7 +25,7 @@ else:  # pragma: no cover - the install tests run on 3.11 (nox tests-3.11)
 
 PACKAGES = Path(__file__).resolve().parents[2] / "packages"
 CORE = "alphora-sandbox"
-PLUGINS = {"docker": "alphora-sandbox-docker", "s3": "alphora-sandbox-s3"}
+PLUGINS = {"docker": "alphora-sandbox-docker", "s3": "alphora-sandbox-s3", "ray": "alphora-sandbox-ray"}
 
 
 def project(directory: str) -> dict[str, Any]:

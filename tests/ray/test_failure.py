@@ -106,9 +106,7 @@ _DRIVER = textwrap.dedent(
     import asyncio, os, sys
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-from alphora.sandbox import Sandbox
+    from alphora.sandbox import Sandbox
 
     async def main():
         ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -202,12 +200,17 @@ def test_driver_killed_leaves_nothing(ray_cluster: RayTestCluster, tmp_path: Pat
     proc = subprocess.Popen(
         [sys.executable, str(script), ray_cluster.address, marker, "docker" if docker else "none"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=env,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+            pytest.fail(f"the driver did not get ready: {line!r}\n{err[-3000:]}")
         actors = [n for n in list_sandbox_actors() if marker in n]
         assert len(actors) == (2 if docker else 1), actors
         assert _leftovers(marker), "the sandboxes' processes should be running before the crash"

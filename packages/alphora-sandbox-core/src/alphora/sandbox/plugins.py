@@ -69,6 +69,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 PLUGIN_EXTRAS: dict[str, str] = {
     "docker": "alphora-sandbox-docker",
     "s3": "alphora-sandbox-s3",
+    "ray": "alphora-sandbox-ray",
 }
 
 
@@ -164,7 +165,7 @@ class PluginRegistry:
         try:
             return self.backends[key]
         except KeyError:
-            hint = f" (install it with: {install_hint('docker')})" if key == "docker" else ""
+            hint = f" (install it with: {install_hint(key)})" if key in ("docker", "ray") else ""
             raise ConfigurationError(
                 f"unknown backend {key!r}{hint}; registered: {sorted(self.backends)}",
                 field="backend_type",
