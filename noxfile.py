@@ -105,6 +105,8 @@ def ray(session: nox.Session) -> None:
     session.install("-e", RAY_PACKAGE)
     session.install(*TEST_DEPS)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/ray"]))
+    if not session.posargs:
+        session.run("python", "bench/ray_bench.py", "--quick")  # proves the Ray benchmark runs; asserts no time
 
 
 @nox.session(python=PYTHONS)
