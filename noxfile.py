@@ -107,6 +107,7 @@ def ray(session: nox.Session) -> None:
     session.run("pytest", "-q", "-p", "no:cacheprovider", *(session.posargs or ["tests/ray"]))
     if not session.posargs:
         session.run("python", "bench/ray_bench.py", "--quick")  # proves the Ray benchmark runs; asserts no time
+        session.run("python", "examples/ray_cluster.py")  # the docs' runnable example
 
 
 @nox.session(python=PYTHONS)
