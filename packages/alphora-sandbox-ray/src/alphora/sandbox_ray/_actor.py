@@ -181,13 +181,27 @@ class SandboxActor:
                 if self.storage is not None:
                     await self.storage.delete_prefix(self.prefix.strip("/") + "/")
                 await self.inner.destroy()
+                self._poke(b"q")
             else:
                 if self.storage is not None:
                     saved = await self.checkpoint()
                     if saved[0] != "ok":
                         return saved
                 await self.inner.stop()
-            self._poke(b"q")
+            self._poke()
+            return ("ok", None)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver
+            return _err(exc)
+
+    async def resume(self) -> Tagged:
+        """Start the inner sandbox again after shutdown(destroy=False): same node, same workspace."""
+        try:
+            if self.inner is None:
+                raise _errors.SandboxNotRunningError(
+                    "the sandbox's actor has not started it", sandbox_id=self.sandbox_id
+                )
+            await self.inner.start()
+            self._poke()
             return ("ok", None)
         except Exception as exc:  # noqa: BLE001 - reported to the driver
             return _err(exc)

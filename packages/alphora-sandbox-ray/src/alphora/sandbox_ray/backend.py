@@ -6,6 +6,9 @@ or node that is gone turns into :class:`SandboxNodeLostError` — a call never h
 Streaming output and session cells with an ``on_output`` callback use Ray streaming generators:
 the node yields each chunk as it arrives and the driver hands it on at once.
 
+``stop()`` stops the inner sandbox and keeps the actor, so the workspace stays on its node for the
+next ``start()`` (a pool's reset); ``destroy()`` ends the actor too.
+
 The actor is owned by this process (not detached): when the driver exits or crashes, Ray kills
 it, and the inner sandbox goes with it (its runner or container stops when the actor's end of the
 connection closes; docs/cluster.md says what is left to the Docker reaper).
@@ -106,6 +109,7 @@ class RayBackend(Backend):
         self._storage: StorageConfig | None = storage
         self._actor: Any = None
         self._lost: str | None = None
+        self._running = False
         #: the hex id of the node the actor runs on (None until started)
         self.node_id: str | None = None
         #: the workspace files restored from the storage when the actor last started
@@ -200,6 +204,7 @@ class RayBackend(Backend):
             return exc
         try:
             await self._start_actor()
+            self._running = True
         except Exception as again:  # noqa: BLE001 - reported in the error the caller gets
             return SandboxNodeLostError(
                 f"{exc.message}; re-creating it on another node failed too: {again}", sandbox_id=self.sandbox_id
@@ -214,6 +219,7 @@ class RayBackend(Backend):
 
     def _drop_actor(self) -> None:
         actor, self._actor = self._actor, None
+        self._running = False
         if actor is not None:
             import ray
 
@@ -267,36 +273,49 @@ class RayBackend(Backend):
         log.debug("sandbox %s runs on node %s (%s)", self.sandbox_id, self.node_id, self.workspace_path)
 
     async def start(self) -> None:
-        if self._actor is not None:
-            return
-        self._lost = None
-        await self._start_actor()
+        """Place the actor and start its inner sandbox; after stop(), start the same inner sandbox
+        again on the same node (its workspace is there)."""
+        if self._actor is None:
+            self._lost = None
+            await self._start_actor()
+        elif not self._running:
+            await self._call(lambda a: a.resume.remote(), self.ray_options.start_timeout, "start")
+        self._running = True
 
-    async def _shutdown(self, destroy: bool) -> None:
+    async def stop(self) -> None:
+        """Save the workspace (with a storage) and stop the inner sandbox; the actor stays, holding
+        the workspace on its node for a later start(). Idempotent."""
+        actor = self._actor
+        if actor is None:
+            self._lost = None
+            return
+        if not self._running:
+            return
+        try:
+            tagged = await self._bounded(actor.shutdown.remote(False), self.ray_options.call_timeout, "stop")
+        except SandboxNodeLostError:
+            self._drop_actor()  # nothing left to stop there
+            return
+        self._running = False
+        raise_remote(tagged, self.sandbox_id)
+
+    async def destroy(self) -> None:
+        """Remove the inner sandbox and its workspace on the node, the saved copy in the storage, and
+        the actor."""
         actor = self._actor
         if actor is None:
             self._lost = None
             return
         try:
-            tagged = await self._bounded(
-                actor.shutdown.remote(destroy), self.ray_options.call_timeout, "destroy" if destroy else "stop"
-            )
+            tagged = await self._bounded(actor.shutdown.remote(True), self.ray_options.call_timeout, "destroy")
         except SandboxNodeLostError:
-            tagged = ("ok", None)  # nothing left to stop there
+            tagged = ("ok", None)  # nothing left to remove there
         finally:
             self._drop_actor()
         raise_remote(tagged, self.sandbox_id)
 
-    async def stop(self) -> None:
-        """Save the workspace (with a storage), stop the inner sandbox, end the actor. Idempotent."""
-        await self._shutdown(destroy=False)
-
-    async def destroy(self) -> None:
-        """Remove the inner sandbox and its workspace on the node, and the saved copy in the storage."""
-        await self._shutdown(destroy=True)
-
     async def health_check(self) -> bool:
-        if self._actor is None:
+        if self._actor is None or not self._running:
             return False
         try:
             return bool(
