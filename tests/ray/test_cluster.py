@@ -15,7 +15,6 @@ import ray
 
 from alphora.sandbox import Sandbox
 from alphora.sandbox.backend import OutputChunk
-from alphora.sandbox.errors import ConfigurationError
 from alphora.sandbox.types import ExecutionResult
 from alphora.sandbox_ray import RayBackend, list_sandbox_actors, shutdown_sandbox_actors
 
@@ -106,15 +105,6 @@ async def test_docker_inner_goes_where_docker_is(ray_cluster: RayTestCluster) ->
         assert _ray_backend(sandbox).node_id == ids["node_b"]
         r = await sandbox.run("import os; print(os.getcwd())")
         assert r.stdout == "/workspace\n", r
-
-
-def test_bad_options_name_the_field(ray_cluster: RayTestCluster) -> None:
-    with pytest.raises(ConfigurationError) as err:
-        Sandbox.create("ray", inner="local", num_cpu=1)
-    assert "num_cpu" in str(err.value)
-    with pytest.raises(ConfigurationError) as err:
-        Sandbox.create("ray", recover=True)
-    assert "storage" in str(err.value)
 
 
 async def test_cluster_wide_count_and_cleanup(ray_cluster: RayTestCluster) -> None:
