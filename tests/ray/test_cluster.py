@@ -13,7 +13,7 @@ import psutil
 import pytest
 import ray
 
-from alphora.sandbox import Sandbox
+from alphora.sandbox import Sandbox, SandboxManager
 from alphora.sandbox.backend import OutputChunk
 from alphora.sandbox.types import ExecutionResult
 from alphora.sandbox_ray import RayBackend, list_sandbox_actors, shutdown_sandbox_actors
@@ -129,3 +129,15 @@ async def test_cluster_wide_count_and_cleanup(ray_cluster: RayTestCluster) -> No
         assert not await box.health_check()
         await box.destroy()
     assert ray.is_initialized()
+
+
+async def test_manager_counts_and_cleans_up_across_nodes(ray_cluster: RayTestCluster) -> None:
+    before = set(list_sandbox_actors())
+    async with SandboxManager(default_backend="ray") as manager:
+        for zone in ("zone_a", "zone_b"):
+            await manager.create_sandbox(backend_options={"inner": "local", "resources": {zone: 1}})
+        assert manager.sandbox_count == 2
+        nodes = {_ray_backend(s).node_id for s in manager.list_running()}
+        assert nodes == {ray_cluster.nodes["node_a"], ray_cluster.nodes["node_b"]}
+        assert len(set(list_sandbox_actors()) - before) == 2
+    assert set(list_sandbox_actors()) - before == set()
