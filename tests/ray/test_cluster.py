@@ -141,3 +141,23 @@ async def test_manager_counts_and_cleans_up_across_nodes(ray_cluster: RayTestClu
         assert nodes == {ray_cluster.nodes["node_a"], ray_cluster.nodes["node_b"]}
         assert len(set(list_sandbox_actors()) - before) == 2
     assert set(list_sandbox_actors()) - before == set()
+
+
+async def test_leaving_a_stream_early_stops_the_code_on_the_node(ray_cluster: RayTestCluster) -> None:
+    async with Sandbox.create("ray", inner="local", resources={"zone_a": 1}) as sandbox:
+        code = (
+            "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('started', flush=True)\ntime.sleep(120)"
+        )
+        async for item in sandbox.stream(code, timeout=100):
+            assert isinstance(item, OutputChunk)
+            break
+        pid = await sandbox.read_file("pid")
+        deadline = time.monotonic() + 15
+        state = "alive"
+        while time.monotonic() < deadline:
+            check = await sandbox.execute_shell(f"kill -0 {pid} 2>/dev/null && echo alive || echo gone")
+            state = check.stdout.strip()
+            if state == "gone":
+                break
+            await asyncio.sleep(0.3)
+        assert state == "gone"

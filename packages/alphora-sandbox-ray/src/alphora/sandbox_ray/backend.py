@@ -186,6 +186,12 @@ class RayBackend(Backend):
         with self._guard(what):
             try:
                 return await asyncio.wait_for(_await(ref), timeout)
+            except asyncio.CancelledError:
+                # the caller gave up (e.g. left a stream() loop early): so does the actor's call,
+                # which kills what it runs like a timeout would
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
+                raise
             except asyncio.TimeoutError:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref)
@@ -345,8 +351,8 @@ class RayBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound
         result: ExecutionResult | None = None
+        gen = gen_of(actor)
         try:
-            gen = gen_of(actor)
             while True:
                 remaining = max(deadline - loop.time(), 0.001)
                 try:
@@ -361,6 +367,12 @@ class RayBackend(Backend):
         except SandboxNodeLostError as exc:
             if self._actor is actor:
                 raise await self._lost_and_maybe_recover(exc) from exc.__cause__
+            raise
+        except asyncio.CancelledError:
+            import ray
+
+            with contextlib.suppress(Exception):
+                ray.cancel(gen)
             raise
         if result is None:
             raise BackendError(
