@@ -15,6 +15,7 @@ import ray
 
 from alphora.sandbox import Sandbox, SandboxManager
 from alphora.sandbox.backend import OutputChunk
+from alphora.sandbox.errors import BackendError
 from alphora.sandbox.types import ExecutionResult
 from alphora.sandbox_ray import RayBackend, list_sandbox_actors, shutdown_sandbox_actors
 
@@ -161,3 +162,12 @@ async def test_leaving_a_stream_early_stops_the_code_on_the_node(ray_cluster: Ra
                 break
             await asyncio.sleep(0.3)
         assert state == "gone"
+
+
+async def test_unplaceable_sandbox_fails_naming_what_it_asked_for(ray_cluster: RayTestCluster) -> None:
+    before = set(list_sandbox_actors())
+    sandbox = Sandbox.create("ray", inner="local", resources={"no_such_resource": 1}, start_timeout=3)
+    with pytest.raises(BackendError, match="no_such_resource") as err:
+        await sandbox.start()
+    assert "not placed" in str(err.value)
+    assert set(list_sandbox_actors()) - before == set()

@@ -270,6 +270,18 @@ class RayBackend(Backend):
                 await self._bounded(actor.start.remote(True), self.ray_options.start_timeout, "start"),
                 self.sandbox_id,
             )
+        except SandboxNodeLostError as exc:
+            self._drop_actor()
+            if "no answer" not in exc.message:
+                raise
+            wanted = {k: v for k, v in self._actor_options().items() if k in ("num_cpus", "memory", "resources")}
+            raise BackendError(
+                f"start: the sandbox's actor was not placed and started within {self.ray_options.start_timeout:g}s: "
+                f"no live node may offer what it asks for ({wanted or 'Ray defaults'}"
+                f"{', node ' + self.ray_options.node_id if self.ray_options.node_id else ''}), the cluster may be "
+                "full, or the inner sandbox was slow to start (raise ray.start_timeout)",
+                sandbox_id=self.sandbox_id,
+            ) from None
         except BaseException:
             self._drop_actor()
             raise
