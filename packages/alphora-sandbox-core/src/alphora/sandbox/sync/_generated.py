@@ -126,7 +126,11 @@ class Sandbox(SandboxBase):
 
     @classmethod
     def create(cls, backend_type: BackendType | str = BackendType.LOCAL, **kwargs: Any) -> Sandbox:
-        """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name."""
+        """Factory for ``async with Sandbox.create("local") as sandbox:``; any registered backend name.
+
+        For a backend that declares an ``options_class`` (docker, ray …), keyword arguments that are
+        not the constructor's own are that backend's options (``Sandbox.create("ray", inner="docker")``),
+        validated by the class field by field; for other backends they are a TypeError as before."""
         return cls._from_async(_sandbox.Sandbox.create(backend_type, **kwargs))
 
     @property
