@@ -112,6 +112,8 @@ class RayBackend(Backend):
         self._running = False
         #: the hex id of the node the actor runs on (None until started)
         self.node_id: str | None = None
+        #: the process id of the actor's Ray worker on its node (None until started)
+        self.actor_pid: int | None = None
         #: the workspace files restored from the storage when the actor last started
         self.restored: list[str] = []
 
@@ -286,6 +288,7 @@ class RayBackend(Backend):
             self._drop_actor()
             raise
         self.node_id = info["node_id"]
+        self.actor_pid = int(info["pid"])
         self.workspace_path = Path(info["workspace"])
         self.restored = list(info["restored"])
         log.debug("sandbox %s runs on node %s (%s)", self.sandbox_id, self.node_id, self.workspace_path)
