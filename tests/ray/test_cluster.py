@@ -82,6 +82,10 @@ async def test_facade_unchanged_streaming_sessions_files(ray_cluster: RayTestClu
             cell = await py.run("print('cell'); x + 1", on_output=seen.append)
             assert cell.value == "42", cell
             assert "".join(c.text for c in seen) == "cell\n"
+            async with await py.fork() as fork:  # a copy-on-write fork, on the same node
+                await fork.run("x = 0")
+                assert (await fork.run("x")).value == "0"
+            assert (await py.run("x")).value == "41"
         assert {f.path for f in await sandbox.list_files("data")} == {"data/in.txt"}
 
 

@@ -259,6 +259,20 @@ class SandboxActor:
         except Exception as exc:  # noqa: BLE001 - reported to the driver
             return _err(exc)
 
+    async def session_fork(self, sid: int, name: str | None, copy_workspace: bool) -> Tagged:
+        """Fork a session on the node (copy-on-write interpreter); the fork gets its own id."""
+        try:
+            session = self.sessions.get(sid)
+            if session is None:
+                raise BackendError("the session is closed", sandbox_id=self.sandbox_id)
+            fork = await session.fork(name, copy_workspace=copy_workspace)
+            self._next_session += 1
+            self.sessions[self._next_session] = fork
+            self._poke()
+            return ("ok", (self._next_session, fork.name))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver
+            return _err(exc)
+
     async def session_call(self, sid: int, method: str, *args: Any) -> Tagged:
         try:
             session = self.sessions.get(sid)

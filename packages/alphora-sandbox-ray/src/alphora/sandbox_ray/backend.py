@@ -476,6 +476,15 @@ class RaySession(PythonSession):
             lambda a: a.session_stream.remote(self._sid, code, timeout), bound, on_output, "session run"
         )
 
+    async def fork(self, name: str | None = None, *, copy_workspace: bool = False) -> PythonSession:
+        """A copy-on-write fork of this session's interpreter, on the same node (docs/fork.md)."""
+        self._check()
+        b = self._backend
+        sid, fork_name = await b._call(
+            lambda a: a.session_fork.remote(self._sid, name, copy_workspace), b.ray_options.call_timeout, "session fork"
+        )
+        return RaySession(b, self._actor, int(sid), str(fork_name))
+
     async def reset(self) -> None:
         self._check()
         b = self._backend
