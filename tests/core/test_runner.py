@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -86,10 +85,19 @@ class RawRunner:
         self.stdin.flush()
         return self.next_id
 
+    def send_chunk(self, rid: int, data: bytes) -> None:
+        """A binary frame of request ``rid``: the length with the top bit set, the id, raw bytes."""
+        self.stdin.write(((1 << 31) | (len(data) + 4)).to_bytes(4, "big") + rid.to_bytes(4, "big") + data)
+        self.stdin.flush()
+
     def recv(self) -> dict[str, Any]:
         head = self.stdout.read(4)
         assert len(head) == 4, self.proc.stderr.read().decode() if self.proc.stderr else ""
-        result: dict[str, Any] = json.loads(self.stdout.read(int.from_bytes(head, "big")))
+        n = int.from_bytes(head, "big")
+        if n & (1 << 31):  # a binary frame
+            body = self.stdout.read(n & ~(1 << 31))
+            return {"id": int.from_bytes(body[:4], "big"), "bin": body[4:]}
+        result: dict[str, Any] = json.loads(self.stdout.read(n))
         return result
 
     def call(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -98,7 +106,7 @@ class RawRunner:
         while True:
             ev = self.recv()
             assert ev["id"] == rid
-            if ev["ev"] in ("done", "error"):
+            if ev.get("ev") in ("done", "error"):
                 return events, ev
             events.append(ev)
 
@@ -147,14 +155,22 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     events, done = r.call({"op": "exec", **CALL, "kind": "shell", "code": "echo $0 >&2; exit 5"})
     assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}]
     assert done["rc"] == 5
-    _, done = r.call({"op": "fs", "fn": "write", "path": "x/y.bin", "data": base64.b64encode(b"\x00\xff").decode()})
+    # file bytes: a put's binary frames, committed by the empty one; a get's come back the same way
+    rid = r.send({"op": "put", "path": "x/y.bin"})
+    r.send_chunk(rid, b"\x00\xff")
+    r.send_chunk(rid, b"\n{")
+    r.send_chunk(rid, b"")
+    assert r.recv() == {"id": rid, "ev": "done", "size": 4}
+    assert (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff\n{"
+    events, done = r.call({"op": "get", "path": "x/y.bin", "chunk": 3})
     assert done["ev"] == "done"
-    assert (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff"
-    _, done = r.call({"op": "fs", "fn": "read", "path": "../etc/passwd"})
+    assert events[0]["size"] == 4
+    assert [e["bin"] for e in events[1:]] == [b"\x00\xff\n", b"{"]
+    _, done = r.call({"op": "get", "path": "../etc/passwd"})
     assert done["ev"] == "error"
     assert done["etype"] == "PathEscape"
     assert done["path"] == "../etc/passwd"
-    _, done = r.call({"op": "fs", "fn": "read", "path": "nope"})
+    _, done = r.call({"op": "get", "path": "nope"})
     assert done["etype"] == "FileNotFoundError"
     _, done = r.call({"op": "bogus"})
     assert done["ev"] == "error"

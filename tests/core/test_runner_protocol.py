@@ -58,7 +58,8 @@ def test_both_ends_use_the_protocol_module() -> None:
     assert server.FrameBuffer is protocol.FrameBuffer is sessions.FrameBuffer
     assert child.read_frame_blocking is protocol.read_frame_blocking is kernel.read_frame_blocking
     assert client.decode_body is protocol.decode_body
-    assert client.frame_size is protocol.frame_size
+    assert client.parse_header is protocol.parse_header
+    assert client.chunk_header is protocol.chunk_header
 
 
 def test_frames_round_trip_and_a_corrupt_length_is_refused() -> None:
