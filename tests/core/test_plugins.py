@@ -45,8 +45,71 @@ def test_duplicate_registration_is_an_error() -> None:
         def sandbox_register_backends(self, register: hookspecs.RegisterBackend) -> None:
             register("local", Backend)
 
+    reg = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[Dup()]))
     with pytest.raises(ValueError, match="already registered"):
-        PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[Dup()]))
+        reg.backends  # noqa: B018 - the table is built (and the conflict found) when first read
+
+
+def test_a_class_registered_by_reference_is_imported_on_first_lookup() -> None:
+    """``register(name, "module:Class")``: listing names imports nothing; the lookup imports it."""
+    module = "alphora_test_lazy_backend_module"
+
+    class ByReference:
+        @hookimpl
+        def sandbox_register_backends(self, register: hookspecs.RegisterBackend) -> None:
+            register("lazy", f"{module}:LazyBackend")
+
+    source = "from alphora.sandbox.builtin.local_backend import LocalBackend as LazyBackend\n"
+    finder = _OneModule(module, source)
+    sys.meta_path.insert(0, finder)
+    try:
+        reg = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[ByReference()]))
+        assert "lazy" in reg.backends
+        assert "lazy" in sorted(reg.backends)
+        assert module not in sys.modules
+        from alphora.sandbox.builtin.local_backend import LocalBackend
+
+        assert reg.backend("lazy") is LocalBackend
+        assert module in sys.modules
+    finally:
+        sys.meta_path.remove(finder)
+        sys.modules.pop(module, None)
+
+
+class _OneModule:
+    """A meta-path finder serving one in-memory module (to watch when it is imported)."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name, self.source = name, source
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, self) if name == self.name else None
+
+    def create_module(self, spec: object) -> None:
+        return None
+
+    def exec_module(self, module: object) -> None:
+        exec(self.source, vars(module))
+
+
+FIRST_SANDBOX = """
+import sys
+from alphora.sandbox import Sandbox
+Sandbox.create_local()
+heavy = ["docker", "boto3", "aioboto3", "botocore", "cattrs", "yaml", "alphora.sandbox_docker.backend",
+         "alphora.sandbox_s3.storage", "alphora.sandbox.tools", "alphora.sandbox.storage.local"]
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_the_first_sandbox_imports_no_plugin_it_does_not_use() -> None:
+    """Discovery is lazy: a process making a local sandbox never imports the Docker SDK, boto, the
+    Docker backend, storages or the tool exporters (that import cost ~250 ms on the first sandbox)."""
+    out = subprocess.run([sys.executable, "-c", FIRST_SANDBOX], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_every_hook_is_documented_and_tested() -> None:

@@ -219,16 +219,21 @@ class LocalBackend(RunnerBackend):
     async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
         writer: safefs.Writer = await self._do(safefs.Writer, path)
         try:
-            async for chunk in chunks:
-                if len(chunk) > _BIG:
-                    await asyncio.to_thread(writer.write, chunk)
-                elif chunk:
-                    writer.write(chunk)
-            writer.commit()
-        except (safefs.PathEscape, OSError) as exc:
-            raise map_os_error(exc, path, self.sandbox_id) from exc
+            async for chunk in chunks:  # what the source raises passes through as it is
+                if chunk:
+                    await self._writer_step(writer.write, path, chunk, big=len(chunk) > _BIG)
+            await self._writer_step(writer.commit, path)
         finally:
             writer.abort()  # nothing once committed; the temp file if anything failed
+
+    async def _writer_step(self, fn: Any, path: str, *args: Any, big: bool = False) -> None:
+        try:
+            if big:
+                await asyncio.to_thread(fn, *args)
+            else:
+                fn(*args)
+        except (safefs.PathEscape, OSError) as exc:
+            raise map_os_error(exc, path, self.sandbox_id) from exc
 
     async def stat(self, path: str) -> FileInfo | None:
         entry = await self._do(safefs.stat, path)
