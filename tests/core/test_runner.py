@@ -215,6 +215,51 @@ def test_the_runner_has_no_defaults_for_what_the_client_always_sends(tmp_path: P
     r.close()
 
 
+def _temp_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_put_refused_at_once_and_cancelled_leave_nothing(tmp_path: Path) -> None:
+    """A refused ``put`` is answered at once; its frames still coming are dropped and the runner
+    goes on serving. A ``cancel`` of an unfinished ``put`` removes its temp file; the target keeps
+    its old content."""
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    rid = r.send({"op": "put", "path": "../escape.bin"})
+    refused = r.recv()
+    assert (refused["id"], refused["ev"], refused["etype"]) == (rid, "error", "PathEscape")
+    r.send_chunk(rid, b"dropped")
+    r.send_chunk(rid, b"")
+    (tmp_path / "keep.bin").write_bytes(b"old")
+    rid = r.send({"op": "put", "path": "keep.bin"})
+    r.send_chunk(rid, b"half of the new content")
+    r.call({"op": "ping"})  # the put has started: its temp file is there
+    assert len(_temp_files(tmp_path)) == 1
+    _, done = r.call({"op": "cancel", "target": rid})
+    assert done["ev"] == "done"
+    r.send_chunk(rid, b"late frame of the cancelled put")
+    _, done = r.call({"op": "fs", "fn": "stat", "path": "keep.bin"})
+    assert done["entry"]["size"] == 3
+    assert (tmp_path / "keep.bin").read_bytes() == b"old"
+    assert _temp_files(tmp_path) == []
+    assert not (tmp_path.parent / "escape.bin").exists()
+    r.close()
+
+
+def test_get_sends_at_most_a_window_ahead_of_the_grants(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"abcdefghij")
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    rid = r.send({"op": "get", "path": "f.bin", "chunk": 3, "window": 2})
+    assert r.recv() == {"id": rid, "ev": "out", "size": 10}
+    assert [r.recv(), r.recv()] == [{"id": rid, "bin": b"abc"}, {"id": rid, "bin": b"def"}]
+    r.call({"op": "ping"})  # answered while the get waits: nothing more came before it
+    r.send({"op": "more", "target": rid, "n": 5})  # (no answer of its own)
+    assert [r.recv(), r.recv()] == [{"id": rid, "bin": b"ghi"}, {"id": rid, "bin": b"j"}]
+    assert r.recv() == {"id": rid, "ev": "done"}
+    r.close()
+
+
 def test_concurrent_requests_interleave(tmp_path: Path) -> None:
     r = RawRunner(sys.executable, tmp_path)
     r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})

@@ -87,7 +87,6 @@ class RunnerClient:
         self.alive = True
         self.lost_reason = ""
         self.info: dict[str, Any] = {}
-        self._background: set[asyncio.Future[None]] = set()
 
     async def start(
         self, hello: Mapping[str, Any], send_source: bool = True, same_interpreter: bool = False
@@ -199,7 +198,7 @@ class RunnerClient:
         finally:
             self._pending.pop(rid, None)
             if not committed and self.alive:
-                self._spawn(self._drop_remote(rid))
+                await self._drop_remote(rid)
 
     async def download(
         self, msg: Mapping[str, Any], chunk_size: int = CHUNK, window: int = WINDOW
@@ -232,7 +231,7 @@ class RunnerClient:
         finally:
             self._pending.pop(rid, None)
             if not finished and self.alive:
-                self._spawn(self._drop_remote(rid))
+                await self._drop_remote(rid)
 
     async def _send_chunk(self, rid: int, data: bytes | memoryview) -> None:
         head = chunk_header(rid, len(data))
@@ -255,14 +254,10 @@ class RunnerClient:
         return ev
 
     async def _drop_remote(self, rid: int) -> None:
-        """Tell the runner to forget a transfer (an unfinished upload's temp file is removed)."""
-        with contextlib.suppress(Exception):
-            await self.send({"op": "cancel", "target": rid, "id": next(self._ids)})
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Tell the runner to forget a transfer (an unfinished upload's temp file is removed) before
+        anything else is sent (shielded: it goes out even when the caller is being cancelled)."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(self.send({"op": "cancel", "target": rid, "id": next(self._ids)}))
 
     async def close(self) -> None:
         if self.alive:
