@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -49,6 +50,7 @@ __all__ = [
     "NAME",
     "LazyTable",
     "PluginRegistry",
+    "entry_points",
     "get_registry",
     "hookimpl",
     "install_hint",
@@ -117,6 +119,50 @@ def _env_list(name: str) -> list[str]:
     return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
 
 
+def entry_points(group: str) -> list[tuple[str, str]] | None:
+    """``(name, "module:attribute")`` of every entry point of ``group``, read straight from the
+    ``*.dist-info``/``*.egg-info`` directories on ``sys.path`` in import order (what
+    ``importlib.metadata`` finds there); None when ``sys.path`` holds a zip or egg file, whose
+    metadata only ``importlib.metadata`` reads. Importing ``importlib.metadata`` (email, zipfile, csv
+    …) cost several times the scan, and every process that makes a sandbox pays for discovery."""
+    found: list[tuple[str, str]] = []
+    for entry in sys.path:
+        path = entry or "."
+        if os.path.isfile(path):
+            return None
+        try:
+            listing = os.scandir(path)
+        except OSError:
+            continue
+        with listing:
+            infos = [d.path for d in listing if d.name.endswith((".dist-info", ".egg-info"))]
+        for info in infos:
+            try:
+                with open(os.path.join(info, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if f"[{group}]" in text:
+                found += _entry_point_lines(text, group)
+    return found
+
+
+def _entry_point_lines(text: str, group: str) -> list[tuple[str, str]]:
+    """The ``name = module:attr [extras]`` lines of one section of an ``entry_points.txt``."""
+    out: list[tuple[str, str]] = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group and "=" in line:
+            name, _, value = line.partition("=")
+            out.append((name.strip(), value.split("[", 1)[0].strip()))
+    return out
+
+
 def make_plugin_manager(
     *,
     autoload: bool | None = None,
@@ -135,7 +181,12 @@ def make_plugin_manager(
     if autoload is None:
         autoload = os.environ.get("ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
     if autoload:
-        pm.load_setuptools_entrypoints(NAME)
+        refs = entry_points(NAME)
+        if refs is None:
+            pm.load_setuptools_entrypoints(NAME)
+        for name, ref in refs or ():
+            if not (pm.has_plugin(name) or pm.is_blocked(name)):  # the first of a name wins, as in pluggy
+                pm.register(_import_ref(ref), name=name)
     for plugin in extra_plugins:
         pm.register(plugin)
     pm.check_pending()
