@@ -16,9 +16,10 @@ Rows:
   version has them) with the host's RSS growth (peak sampled every 5 ms, minus the RSS before);
 * the first sandbox of a fresh process against the second one in the same process: ``Sandbox()``
   alone (plugin discovery happens there) and a whole cycle (construct + start + ``print(1)`` +
-  stop); medians (and the minimum) over several fresh processes;
+  stop); medians (and the minimum) over several fresh processes, in wall time and in CPU time of the
+  process (``time.process_time``: what the work costs, much less moved by other jobs on the machine);
 * ``import alphora.sandbox`` after ``import asyncio`` (``python -X importtime``: the cumulative time
-  of ``alphora.sandbox``), median over several fresh processes.
+  of ``alphora.sandbox``; and its CPU time), median over several fresh processes.
 
 Every latency is wall clock from the caller's side; medians, and ratios to the floor.
 """
@@ -216,13 +217,13 @@ FIRST = """
 import asyncio, json, sys, tempfile, time
 from alphora.sandbox import Sandbox
 async def one(base):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     s = Sandbox.create_local(base_path=base)
-    made = time.perf_counter() - t
+    made, made_cpu = time.perf_counter() - t, time.process_time() - c
     async with s:
         r = await s.run("print(1)")
         assert r.stdout == "1\\n", r
-    return made, time.perf_counter() - t
+    return made, time.perf_counter() - t, made_cpu, time.process_time() - c
 async def main():
     with tempfile.TemporaryDirectory() as base:
         first = await one(base)
@@ -234,15 +235,20 @@ asyncio.run(main())
 
 def first_sandbox(n: int) -> list[dict[str, Any]]:
     """``Sandbox()`` (where plugin discovery happens) and a whole cycle, first vs second in a process."""
-    made: list[tuple[float, float]] = []
-    cycle: list[tuple[float, float]] = []
+    series: list[list[tuple[float, float]]] = [[], [], [], []]
     for _ in range(n):
         out = subprocess.run([sys.executable, "-c", FIRST], capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        made.append((r["first"][0], r["second"][0]))
-        cycle.append((r["first"][1], r["second"][1]))
+        for i, pairs in enumerate(series):
+            pairs.append((r["first"][i], r["second"][i]))
+    names = (
+        "Sandbox.create_local(), wall",
+        "create+start+print(1)+stop, wall",
+        "Sandbox.create_local(), CPU of this process",
+        "create+start+print(1)+stop, CPU of this process",
+    )
     rows = []
-    for name, pairs in (("Sandbox.create_local()", made), ("create+start+print(1)+stop", cycle)):
+    for name, pairs in zip(names, series, strict=True):
         rows.append(
             {
                 "row": f"first local sandbox of a process vs the second: {name}",
@@ -256,9 +262,15 @@ def first_sandbox(n: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: the CPU time ``import alphora.sandbox`` takes after ``import asyncio`` (less sensitive to a busy machine)
+IMPORT_CPU = "import time, asyncio; c = time.process_time(); import alphora.sandbox; print(time.process_time() - c)"
+
+
 def import_time(n: int) -> dict[str, Any]:
-    us = []
+    us, cpu = [], []
     for _ in range(n):
+        out = subprocess.run([sys.executable, "-c", IMPORT_CPU], capture_output=True, text=True, check=True).stdout
+        cpu.append(float(out.strip()))
         err = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", "import asyncio; import alphora.sandbox"],
             capture_output=True,
@@ -273,6 +285,7 @@ def import_time(n: int) -> dict[str, Any]:
         "row": "import alphora.sandbox after import asyncio (-X importtime)",
         "import_ms": statistics.median(us) / 1000,
         "import_min_ms": min(us) / 1000,
+        "import_cpu_ms": statistics.median(cpu) * 1000,
     }
 
 
@@ -296,7 +309,10 @@ def show(rows: list[dict[str, Any]]) -> None:
                 f"+{r['extra_ms']:.1f} ms (median of {r['n']} processes; min +{r['extra_min_ms']:.1f})"
             )
         else:
-            print(f"{r['row']:<60} {r['import_ms']:.1f} ms (min {r['import_min_ms']:.1f})")
+            print(
+                f"{r['row']:<60} {r['import_ms']:.1f} ms (min {r['import_min_ms']:.1f}); "
+                f"CPU {r['import_cpu_ms']:.1f} ms"
+            )
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
