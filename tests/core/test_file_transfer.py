@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -172,3 +173,16 @@ def test_a_large_transfer_through_the_runner_keeps_host_memory_bounded() -> None
     growth = json.loads(out.stdout.strip().splitlines()[-1])
     assert growth["streamed"] < 32, growth
     assert growth["whole"] >= 96, growth
+
+
+def test_the_file_transfer_example_runs(tmp_path: Path) -> None:
+    """examples/file_transfer.py as documented (local backend)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "file_transfer.py"
+    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "wrote data/big.bin: 32 MiB"
+    assert lines[1].split()[-1] == lines[2].split()[-1]  # the host's hash is the sandbox's
+    assert lines[-2].startswith("refused: refused by security policy: data/big.bin")
+    assert lines[-1] == "data/big.bin is still 32 MiB"
