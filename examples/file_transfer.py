@@ -52,7 +52,7 @@ async def main(backend: str) -> None:
             print(f"in the sandbox:  sha256 {result.stdout.strip()}")
 
             # 4. host files: download into one, upload from one (a binary file object works too)
-            local = await sandbox.download_file("data/big.bin", Path(base) / "copy.bin")
+            local = await sandbox.download_to_file("data/big.bin", Path(base) / "copy.bin")
             print(f"downloaded to a host file of {local.stat().st_size // MiB} MiB")
             uploaded = await sandbox.upload_file(local, "data/copy.bin")
             print(f"uploaded back as {uploaded.path}")

@@ -105,7 +105,7 @@ async def test_download_and_upload_host_files(sandbox: Sandbox, tmp_path: Path) 
     await sandbox.write_file_bytes("in/d.bin", data)
     target = tmp_path / "host" / "d.bin"
     target.parent.mkdir()
-    assert await sandbox.download_file("in/d.bin", target) == target
+    assert await sandbox.download_to_file("in/d.bin", target) == target
     assert target.read_bytes() == data
     assert await sandbox.download_file("in/d.bin") == data  # the spec's form is unchanged
     info = await sandbox.upload_file(target)
@@ -114,7 +114,7 @@ async def test_download_and_upload_host_files(sandbox: Sandbox, tmp_path: Path) 
     assert await sandbox.read_file_bytes("up/x.bin") == data
     # a failed download leaves nothing on the host, not even a partial file
     with pytest.raises(FileSystemError):
-        await sandbox.download_file("missing.bin", tmp_path / "host" / "m.bin")
+        await sandbox.download_to_file("missing.bin", tmp_path / "host" / "m.bin")
     assert sorted(p.name for p in target.parent.iterdir()) == ["d.bin"]
 
 
@@ -186,3 +186,16 @@ def test_the_file_transfer_example_runs(tmp_path: Path) -> None:
     assert lines[1].split()[-1] == lines[2].split()[-1]  # the host's hash is the sandbox's
     assert lines[-2].startswith("refused: refused by security policy: data/big.bin")
     assert lines[-1] == "data/big.bin is still 32 MiB"
+
+
+def test_streaming_calls_in_sync_form(tmp_path: Path) -> None:
+    """The sync API has the streaming calls too: a plain iterator out, a generator or file in."""
+    from alphora.sandbox.sync import Sandbox as SyncSandbox
+
+    with SyncSandbox.create_local(base_path=tmp_path / "sb") as sandbox:
+        info = sandbox.write_file_stream("s.bin", (bytes([i]) * 1000 for i in range(5)))
+        assert info.size == 5000
+        pieces = list(sandbox.read_file_stream("s.bin", chunk_size=2048))
+        assert [len(p) for p in pieces] == [2048, 2048, 904]
+        local = sandbox.download_to_file("s.bin", tmp_path / "s.bin")
+        assert sandbox.upload_file(local, "t.bin").size == 5000

@@ -9,7 +9,7 @@ import fnmatch
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeAlias, overload
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 from . import pathguard
 from .backend import FILE_CHUNK
@@ -145,17 +145,13 @@ class FileMethods:
         await self.backend.move(src, dst)
         return await self._stat_after(dst)
 
-    @overload
-    async def download_file(self, path: str) -> bytes: ...
-    @overload
-    async def download_file(self, path: str, local_path: str | os.PathLike[str]) -> Path: ...
+    async def download_file(self, path: str) -> bytes:
+        """The file's bytes (to hand to a user or an object store)."""
+        return await self.read_file_bytes(path)
 
-    async def download_file(self, path: str, local_path: str | os.PathLike[str] | None = None) -> bytes | Path:
-        """The file's bytes (to hand to a user or an object store); with ``local_path``, the file
-        is streamed into that host file instead (memory stays bounded whatever its size; a failed
-        download leaves no partial file) and its path is returned."""
-        if local_path is None:
-            return await self.read_file_bytes(path)
+    async def download_to_file(self, path: str, local_path: str | os.PathLike[str]) -> Path:
+        """Stream a workspace file into the host file ``local_path`` (memory stays bounded whatever
+        its size; a failed download leaves no partial file) and return its path."""
         target = Path(local_path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         try:
