@@ -45,8 +45,98 @@ def test_duplicate_registration_is_an_error() -> None:
         def sandbox_register_backends(self, register: hookspecs.RegisterBackend) -> None:
             register("local", Backend)
 
+    reg = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[Dup()]))
     with pytest.raises(ValueError, match="already registered"):
-        PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[Dup()]))
+        reg.backends  # noqa: B018 - the table is built (and the conflict found) when first read
+
+
+def test_a_class_registered_by_reference_is_imported_on_first_lookup() -> None:
+    """``register(name, "module:Class")``: listing names imports nothing; the lookup imports it."""
+    module = "alphora_test_lazy_backend_module"
+
+    class ByReference:
+        @hookimpl
+        def sandbox_register_backends(self, register: hookspecs.RegisterBackend) -> None:
+            register("lazy", f"{module}:LazyBackend")
+
+    source = "from alphora.sandbox.builtin.local_backend import LocalBackend as LazyBackend\n"
+    finder = _OneModule(module, source)
+    sys.meta_path.insert(0, finder)
+    try:
+        reg = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[ByReference()]))
+        assert "lazy" in reg.backends
+        assert "lazy" in sorted(reg.backends)
+        assert module not in sys.modules
+        from alphora.sandbox.builtin.local_backend import LocalBackend
+
+        assert reg.backend("lazy") is LocalBackend
+        assert module in sys.modules
+    finally:
+        sys.meta_path.remove(finder)
+        sys.modules.pop(module, None)
+
+
+class _OneModule:
+    """A meta-path finder serving one in-memory module (to watch when it is imported)."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name, self.source = name, source
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, self) if name == self.name else None
+
+    def create_module(self, spec: object) -> None:
+        return None
+
+    def exec_module(self, module: object) -> None:
+        exec(self.source, vars(module))
+
+
+@pytest.mark.parametrize("group", ["alphora_sandbox", "console_scripts", "pytest11"])
+def test_entry_point_scan_finds_what_importlib_metadata_finds(group: str) -> None:
+    """The fast scan of the metadata directories (discovery without importing importlib.metadata)
+    agrees with importlib.metadata on this environment, for our group and for busier ones."""
+    import importlib.metadata
+
+    from alphora.sandbox.plugins import entry_points
+
+    scanned = entry_points(group)
+    assert scanned is not None
+    expected = {(ep.name, ep.value.split("[", 1)[0].strip()) for ep in importlib.metadata.entry_points(group=group)}
+    assert set(scanned) == expected
+    assert expected, f"nothing in {group}: the comparison proves nothing"
+
+
+def test_entry_point_lines_parsing() -> None:
+    from alphora.sandbox.plugins import _entry_point_lines
+
+    text = "[console_scripts]\nx = a:b\n\n[alphora_sandbox]\n# a comment\ndocker = pkg.plugin\nlazy=pkg.mod:obj.attr [extra]\n"
+    assert _entry_point_lines(text, "alphora_sandbox") == [("docker", "pkg.plugin"), ("lazy", "pkg.mod:obj.attr")]
+    assert _entry_point_lines(text, "other") == []
+
+
+FIRST_SANDBOX = """
+import sys
+from alphora.sandbox import Sandbox
+heavy = ["docker", "boto3", "aioboto3", "botocore", "cattrs", "yaml", "alphora.sandbox_docker.backend",
+         "alphora.sandbox_s3.storage", "alphora.sandbox.tools", "alphora.sandbox.storage.local",
+         "importlib.metadata"]
+before = set(sys.modules)
+Sandbox.create_local()
+print(sorted(m for m in heavy if m in sys.modules and m not in before))
+print(sorted(m for m in heavy[:-4] if m in sys.modules))
+"""
+
+
+def test_the_first_sandbox_imports_no_plugin_it_does_not_use() -> None:
+    """Discovery is lazy: a process making a local sandbox never imports the Docker SDK, boto, the
+    Docker backend, storages or the tool exporters (that import cost ~250 ms on the first sandbox),
+    nor importlib.metadata (the entry points are read from the metadata directories)."""
+    out = subprocess.run([sys.executable, "-c", FIRST_SANDBOX], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "[]"]  # not by Sandbox(), and (the heaviest) not at all
 
 
 def test_every_hook_is_documented_and_tested() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -86,10 +85,19 @@ class RawRunner:
         self.stdin.flush()
         return self.next_id
 
+    def send_chunk(self, rid: int, data: bytes) -> None:
+        """A binary frame of request ``rid``: the length with the top bit set, the id, raw bytes."""
+        self.stdin.write(((1 << 31) | (len(data) + 4)).to_bytes(4, "big") + rid.to_bytes(4, "big") + data)
+        self.stdin.flush()
+
     def recv(self) -> dict[str, Any]:
         head = self.stdout.read(4)
         assert len(head) == 4, self.proc.stderr.read().decode() if self.proc.stderr else ""
-        result: dict[str, Any] = json.loads(self.stdout.read(int.from_bytes(head, "big")))
+        n = int.from_bytes(head, "big")
+        if n & (1 << 31):  # a binary frame
+            body = self.stdout.read(n & ~(1 << 31))
+            return {"id": int.from_bytes(body[:4], "big"), "bin": body[4:]}
+        result: dict[str, Any] = json.loads(self.stdout.read(n))
         return result
 
     def call(self, msg: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -98,7 +106,7 @@ class RawRunner:
         while True:
             ev = self.recv()
             assert ev["id"] == rid
-            if ev["ev"] in ("done", "error"):
+            if ev.get("ev") in ("done", "error"):
                 return events, ev
             events.append(ev)
 
@@ -147,14 +155,22 @@ def test_bootstrap_into_a_plain_interpreter(python: str, tmp_path: Path) -> None
     events, done = r.call({"op": "exec", **CALL, "kind": "shell", "code": "echo $0 >&2; exit 5"})
     assert events == [{"id": events[0]["id"], "ev": "out", "s": "stderr", "d": "/bin/sh\n"}]
     assert done["rc"] == 5
-    _, done = r.call({"op": "fs", "fn": "write", "path": "x/y.bin", "data": base64.b64encode(b"\x00\xff").decode()})
+    # file bytes: a put's binary frames, committed by the empty one; a get's come back the same way
+    rid = r.send({"op": "put", "path": "x/y.bin"})
+    r.send_chunk(rid, b"\x00\xff")
+    r.send_chunk(rid, b"\n{")
+    r.send_chunk(rid, b"")
+    assert r.recv() == {"id": rid, "ev": "done", "size": 4}
+    assert (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff\n{"
+    events, done = r.call({"op": "get", "path": "x/y.bin", "chunk": 3})
     assert done["ev"] == "done"
-    assert (tmp_path / "x" / "y.bin").read_bytes() == b"\x00\xff"
-    _, done = r.call({"op": "fs", "fn": "read", "path": "../etc/passwd"})
+    assert events[0]["size"] == 4
+    assert [e["bin"] for e in events[1:]] == [b"\x00\xff\n", b"{"]
+    _, done = r.call({"op": "get", "path": "../etc/passwd"})
     assert done["ev"] == "error"
     assert done["etype"] == "PathEscape"
     assert done["path"] == "../etc/passwd"
-    _, done = r.call({"op": "fs", "fn": "read", "path": "nope"})
+    _, done = r.call({"op": "get", "path": "nope"})
     assert done["etype"] == "FileNotFoundError"
     _, done = r.call({"op": "bogus"})
     assert done["ev"] == "error"
@@ -196,6 +212,51 @@ def test_the_runner_has_no_defaults_for_what_the_client_always_sends(tmp_path: P
             assert done["ev"] == "error", (op, missing, done)
             assert done["msg"] == f"{op} request without {missing!r}"
     assert not (tmp_path / "ran").exists()
+    r.close()
+
+
+def _temp_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_put_refused_at_once_and_cancelled_leave_nothing(tmp_path: Path) -> None:
+    """A refused ``put`` is answered at once; its frames still coming are dropped and the runner
+    goes on serving. A ``cancel`` of an unfinished ``put`` removes its temp file; the target keeps
+    its old content."""
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    rid = r.send({"op": "put", "path": "../escape.bin"})
+    refused = r.recv()
+    assert (refused["id"], refused["ev"], refused["etype"]) == (rid, "error", "PathEscape")
+    r.send_chunk(rid, b"dropped")
+    r.send_chunk(rid, b"")
+    (tmp_path / "keep.bin").write_bytes(b"old")
+    rid = r.send({"op": "put", "path": "keep.bin"})
+    r.send_chunk(rid, b"half of the new content")
+    r.call({"op": "ping"})  # the put has started: its temp file is there
+    assert len(_temp_files(tmp_path)) == 1
+    _, done = r.call({"op": "cancel", "target": rid})
+    assert done["ev"] == "done"
+    r.send_chunk(rid, b"late frame of the cancelled put")
+    _, done = r.call({"op": "fs", "fn": "stat", "path": "keep.bin"})
+    assert done["entry"]["size"] == 3
+    assert (tmp_path / "keep.bin").read_bytes() == b"old"
+    assert _temp_files(tmp_path) == []
+    assert not (tmp_path.parent / "escape.bin").exists()
+    r.close()
+
+
+def test_get_sends_at_most_a_window_ahead_of_the_grants(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"abcdefghij")
+    r = RawRunner(sys.executable, tmp_path)
+    r.call({"op": "hello", "workspace": str(tmp_path), "env": {}})
+    rid = r.send({"op": "get", "path": "f.bin", "chunk": 3, "window": 2})
+    assert r.recv() == {"id": rid, "ev": "out", "size": 10}
+    assert [r.recv(), r.recv()] == [{"id": rid, "bin": b"abc"}, {"id": rid, "bin": b"def"}]
+    r.call({"op": "ping"})  # answered while the get waits: nothing more came before it
+    r.send({"op": "more", "target": rid, "n": 5})  # (no answer of its own)
+    assert [r.recv(), r.recv()] == [{"id": rid, "bin": b"ghi"}, {"id": rid, "bin": b"j"}]
+    assert r.recv() == {"id": rid, "ev": "done"}
     r.close()
 
 

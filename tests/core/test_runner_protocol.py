@@ -58,7 +58,8 @@ def test_both_ends_use_the_protocol_module() -> None:
     assert server.FrameBuffer is protocol.FrameBuffer is sessions.FrameBuffer
     assert child.read_frame_blocking is protocol.read_frame_blocking is kernel.read_frame_blocking
     assert client.decode_body is protocol.decode_body
-    assert client.frame_size is protocol.frame_size
+    assert client.parse_header is protocol.parse_header
+    assert client.chunk_header is protocol.chunk_header
 
 
 def test_frames_round_trip_and_a_corrupt_length_is_refused() -> None:
@@ -69,6 +70,30 @@ def test_frames_round_trip_and_a_corrupt_length_is_refused() -> None:
     assert buf.feed(data[5:]) == [msg, msg]
     with pytest.raises(ValueError, match="corrupt"):
         protocol.FrameBuffer().feed(protocol.header(protocol.MAX_FRAME + 1))
+
+
+def test_binary_frames_carry_raw_bytes_and_are_refused_where_not_expected() -> None:
+    data = bytes(range(256))
+    frame = protocol.chunk_header(9, len(data)) + data + protocol.chunk_header(9, 0)
+    json_frame = protocol.encode({"id": 9, "op": "ping"})
+    buf = protocol.FrameBuffer(binary=True)
+    assert buf.feed(frame[:7]) == []
+    assert buf.feed(frame[7:] + json_frame) == [
+        {"id": 9, protocol.BIN: data},
+        {"id": 9, protocol.BIN: b""},
+        {"id": 9, "op": "ping"},
+    ]
+    assert len(frame) == 2 * 8 + len(data)  # 4 bytes of length, 4 of id: no encoding around payloads
+    with pytest.raises(ValueError, match="unexpected binary frame"):
+        protocol.FrameBuffer().feed(frame)  # a session interpreter's stream carries no file bytes
+    with pytest.raises(ValueError, match="corrupt"):
+        protocol.FrameBuffer(binary=True).feed((protocol.BINARY | 3).to_bytes(4, "big"))  # no room for the id
+    with pytest.raises(ValueError, match="corrupt"):
+        protocol.FrameBuffer(binary=True).feed((protocol.BINARY | (protocol.CHUNK_MAX + 5)).to_bytes(4, "big"))
+    with pytest.raises(ValueError, match="at most"):
+        protocol.chunk_header(1, protocol.CHUNK_MAX + 1)
+    with pytest.raises(ValueError, match="unexpected binary frame"):
+        protocol.frame_size(frame[:4])
 
 
 def test_no_concatenation_switch_in_the_package() -> None:

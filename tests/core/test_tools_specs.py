@@ -377,8 +377,9 @@ def test_a_third_party_exporter_plugin_is_usable_through_sandbox_tools(tmp_path:
     tools = SandboxTools(Sandbox.create_local(base_path=tmp_path, registry=registry), registry=registry, read_only=True)
     assert tools.export_tools("names-only") == [{"tool": n} for n in tools.get_available_tools()]
     assert tools.export_tools("names-only", include=["read_file"]) == [{"tool": "read_file"}]
+    duplicated = PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[_YamlishExporter(), _Dup()]))
     with pytest.raises(ValueError, match="already registered"):
-        PluginRegistry(make_plugin_manager(autoload=False, extra_plugins=[_YamlishExporter(), _Dup()]))
+        duplicated.tool_exporters  # noqa: B018 - the table is built (and the conflict found) when first read
 
 
 class _Dup:

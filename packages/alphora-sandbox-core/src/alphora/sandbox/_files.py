@@ -4,21 +4,28 @@ before the backend's file primitives see it."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 
 from . import pathguard
+from .backend import FILE_CHUNK
 from .errors import FileNotFoundError, FileSystemError
-from .types import FileInfo
+from .runner.protocol import CHUNK_MAX
+from .types import FileInfo, SecurityPolicy
 
 if TYPE_CHECKING:
     from .backend import Backend
     from .storage.base import Storage
 
-__all__ = ["DEFAULT_PERSIST_EXCLUDE", "FileMethods"]
+__all__ = ["DEFAULT_PERSIST_EXCLUDE", "FILE_CHUNK", "ByteSource", "FileMethods"]
+
+#: what :meth:`FileMethods.write_file_stream` takes: bytes, an async or sync iterable of bytes, or a
+#: binary file object (anything with ``read(n)`` returning bytes)
+ByteSource: TypeAlias = bytes | bytearray | memoryview | AsyncIterable[bytes] | Iterable[bytes] | IO[bytes]
 
 #: workspace paths save_workspace skips by default, besides the backend's ``internal_paths``
 DEFAULT_PERSIST_EXCLUDE: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*")
@@ -30,6 +37,7 @@ class FileMethods:
 
     sandbox_id: str
     backend: Backend
+    security_policy: SecurityPolicy
 
     if TYPE_CHECKING:  # provided by Sandbox
 
@@ -141,6 +149,74 @@ class FileMethods:
         """The file's bytes (to hand to a user or an object store)."""
         return await self.read_file_bytes(path)
 
+    async def download_to_file(self, path: str, local_path: str | os.PathLike[str]) -> Path:
+        """Stream a workspace file into the host file ``local_path`` (memory stays bounded whatever
+        its size; a failed download leaves no partial file) and return its path."""
+        target = Path(local_path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
+        try:
+            out = await asyncio.to_thread(open, tmp, "xb")
+            with out:
+                async for part in self.read_file_stream(path):
+                    await asyncio.to_thread(out.write, part)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target
+
+    async def upload_file(self, local_path: str | os.PathLike[str], path: str | None = None) -> FileInfo:
+        """Stream a host file into the workspace (at ``path``, by default its name at the workspace
+        root) with bounded memory; returns the new file's :class:`FileInfo`."""
+        source = Path(local_path)
+        f = await asyncio.to_thread(open, source, "rb")
+        with f:
+            return await self.write_file_stream(source.name if path is None else path, f)
+
+    async def read_file_stream(self, path: str, chunk_size: int = FILE_CHUNK) -> AsyncIterator[bytes]:
+        """The file's bytes in pieces of at most ``chunk_size`` bytes, read as they are consumed:
+        memory stays bounded (a few pieces) whatever the file's size. The path and policy checks of
+        :meth:`read_file_bytes` apply; their errors are raised when the iteration starts.
+        Leaving the loop early stops the transfer."""
+        _check_chunk_size(chunk_size)
+        self._require_running()
+        rel = self._path(path)
+        await self._check("read", path=rel)
+        self._touch()
+        async for part in self.backend.read_stream(rel, chunk_size):
+            yield part
+        self._touch()
+
+    async def write_file_stream(self, path: str, source: ByteSource) -> FileInfo:
+        """Write a file from ``source`` without holding all of it in memory: ``bytes``, an async
+        iterable of bytes (an async generator …), a sync iterable of bytes, or a binary file object
+        (read in pieces in a worker thread). Atomic like :meth:`write_file_bytes`: nothing is
+        visible until the last byte is written, and if ``source`` fails (or the policy's
+        ``max_file_size_mb`` is passed) the old file is left as it was. Returns the new file's
+        :class:`FileInfo`."""
+        self._require_running()
+        chunks = _byte_chunks(source)
+        rel = self._path(path)
+        if not rel:
+            raise FileSystemError("cannot write to the workspace root", path=str(path), sandbox_id=self.sandbox_id)
+        known = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else 0
+        await self._check("write", path=rel, size=known)
+        self._touch()
+        total = 0
+        limit = self.security_policy.max_file_size_bytes
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal total
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > limit:  # the size rule is the write check's: ask it with the size so far
+                    await self._check("write", path=rel, size=total)
+                yield chunk
+
+        await self.backend.write_stream(rel, counted())
+        self._audit("write_file", path=rel, size=total, streamed=True)
+        return await self._stat_after(rel)
+
     async def make_dir(self, path: str) -> None:
         self._require_running()
         rel = self._path(path)
@@ -194,3 +270,56 @@ class FileMethods:
 
     def _persist_prefix(self, prefix: str | None) -> str:
         return f"sandboxes/{self.sandbox_id}" if prefix is None else prefix
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 0 < chunk_size <= CHUNK_MAX:
+        raise ValueError(f"chunk_size must be an int between 1 and {CHUNK_MAX} bytes, got {chunk_size!r}")
+
+
+def _as_bytes(chunk: Any, source: Any) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(
+        f"write_file_stream needs bytes from its source, but {type(source).__name__} gave "
+        f"{type(chunk).__name__} (open files in binary mode; encode text)"
+    )
+
+
+def _byte_chunks(source: Any) -> AsyncIterator[bytes]:
+    """The pieces of a :data:`ByteSource`; a TypeError now for a source of the wrong kind, and on
+    the first piece that is not bytes (naming what came instead)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_iterable((source,), source)
+    if hasattr(source, "__aiter__"):
+        return _from_async(source)
+    if callable(getattr(source, "read", None)):
+        return _from_file(source)
+    if isinstance(source, str):
+        raise TypeError("write_file_stream takes bytes, not str: use write_file for text")
+    if isinstance(source, Iterable):
+        return _from_iterable(source, source)
+    raise TypeError(
+        "write_file_stream takes bytes, an (async) iterable of bytes or a binary file object, "
+        f"not {type(source).__name__}"
+    )
+
+
+async def _from_async(source: AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    async for chunk in source:
+        yield _as_bytes(chunk, source)
+
+
+async def _from_iterable(items: Iterable[Any], source: Any) -> AsyncIterator[bytes]:
+    for chunk in items:
+        yield _as_bytes(chunk, source)
+
+
+async def _from_file(source: Any) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await asyncio.to_thread(source.read, FILE_CHUNK)
+        if chunk is None or chunk == b"":
+            return
+        yield _as_bytes(chunk, source)

@@ -28,7 +28,7 @@ import contextlib
 import inspect
 import os
 import stat as _stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -37,6 +37,7 @@ import attrs
 
 from .errors import BackendError, ConfigurationError, FileNotFoundError, FileSystemError, PathTraversalError
 from .rules import network_access, resolve_timeout
+from .runner.protocol import CHUNK
 from .runner.safefs import rmtree
 from .types import Attachment, ExecutionResult, FileInfo, ResourceLimits, ResourceUsage, SecurityPolicy
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CA_BUNDLE_VARS",
+    "FILE_CHUNK",
     "HOST_PACKAGE_ENV",
     "PROXY_VARS",
     "STANDARD_PATH",
@@ -83,6 +85,10 @@ HOST_PACKAGE_ENV: tuple[str, ...] = (
     "https_proxy",
     "no_proxy",
 )
+
+
+#: the default size of the pieces a streamed file read yields (the runner protocol's binary frame)
+FILE_CHUNK = CHUNK
 
 
 def default_base_path() -> Path:
@@ -506,6 +512,22 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def write_bytes(self, path: str, data: bytes) -> None:
         """Write atomically (temp file + rename), creating parent directories."""
+
+    async def read_stream(self, path: str, chunk_size: int = FILE_CHUNK) -> AsyncIterator[bytes]:
+        """The file's bytes in pieces of at most ``chunk_size`` bytes, with the guarantees of
+        :meth:`read_bytes`. Override it to stream with bounded memory (every first-party backend
+        does); this default reads the whole file with :meth:`read_bytes` and slices it."""
+        data = await self.read_bytes(path)
+        for i in range(0, len(data), chunk_size):
+            yield data[i : i + chunk_size]
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
+        """Write the concatenated ``chunks`` with the guarantees of :meth:`write_bytes` (atomic:
+        nothing of it is visible until all of it is written; if ``chunks`` raises, the old file is
+        left as it was). Override it to stream with bounded memory (every first-party backend
+        does); this default collects the chunks and calls :meth:`write_bytes`."""
+        parts = [bytes(c) async for c in chunks]
+        await self.write_bytes(path, b"".join(parts))
 
     @abc.abstractmethod
     async def stat(self, path: str) -> FileInfo | None:

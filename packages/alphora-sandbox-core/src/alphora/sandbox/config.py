@@ -249,7 +249,7 @@ def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
 _CONFIG_KEYS = frozenset(f.name for f in attrs.fields(SandboxConfig))
 
 
-def _registered_backends() -> dict[str, Any]:
+def _registered_backends() -> Mapping[str, Any]:
     from .plugins import get_registry
 
     return get_registry().backends

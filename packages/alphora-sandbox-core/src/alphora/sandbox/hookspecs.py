@@ -29,11 +29,11 @@ hookspec = pluggy.HookspecMarker(NAME)
 
 
 class RegisterBackend(Protocol):
-    def __call__(self, name: str, backend_class: type[Backend], *, replace: bool = False) -> None: ...
+    def __call__(self, name: str, backend_class: type[Backend] | str, *, replace: bool = False) -> None: ...
 
 
 class RegisterStorage(Protocol):
-    def __call__(self, name: str, storage_class: type[Storage], *, replace: bool = False) -> None: ...
+    def __call__(self, name: str, storage_class: type[Storage] | str, *, replace: bool = False) -> None: ...
 
 
 class RegisterSecurityCheck(Protocol):
@@ -41,7 +41,7 @@ class RegisterSecurityCheck(Protocol):
 
 
 class RegisterToolExporter(Protocol):
-    def __call__(self, name: str, exporter: ToolExporter, *, replace: bool = False) -> None: ...
+    def __call__(self, name: str, exporter: ToolExporter | str, *, replace: bool = False) -> None: ...
 
 
 @hookspec
@@ -52,6 +52,10 @@ def sandbox_register_backends(register: RegisterBackend) -> None:
     ``SandboxConfig.backend_type`` and ``SANDBOX_BACKEND`` accept. The class must subclass
     :class:`alphora.sandbox.backend.Backend` and should pass
     :class:`alphora.sandbox.testing.BackendContractTests`. All implementations are called.
+
+    The class may be given as a ``"module:Class"`` string (``register("docker",
+    "alphora.sandbox_docker.backend:DockerBackend")``): it is imported only when the name is first
+    looked up, so a process that never uses the backend never pays for importing it.
     """
 
 
@@ -61,7 +65,8 @@ def sandbox_register_storages(register: RegisterStorage) -> None:
 
     The class must subclass :class:`alphora.sandbox.storage.Storage` and take a
     ``StorageConfig``; ``StorageFactory.create(config)`` looks it up by ``config.storage_type``.
-    All implementations are called.
+    All implementations are called. As for backends, the class may be a ``"module:Class"`` string,
+    imported on first lookup.
     """
 
 

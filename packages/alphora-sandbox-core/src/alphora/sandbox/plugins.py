@@ -10,6 +10,13 @@ Environment switches:
 * ``ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD=1``: don't load entry-point plugins.
 * ``ALPHORA_SANDBOX_BLOCK_PLUGINS=a,b``: never register plugins with these names.
 
+Discovery is lazy and cached: a :class:`PluginRegistry` builds its plugin manager (importing the
+built-in plugin modules and the entry points) on first use, and each table (backends, storages,
+security checks, exporters) when it is first read. A plugin may register a class as a
+``"module:attribute"`` string; it is imported when that name is first looked up, so a plugin whose
+module or dependencies are heavy (the Docker SDK, boto) costs nothing to a process that does not use
+it.
+
 It also holds the one rule for telling a user how to install an optional part
 (:func:`install_hint`) and for names that a plugin provides to the core's namespaces
 (:func:`plugin_attr`, :func:`plugin_installed`).
@@ -21,9 +28,10 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
@@ -40,7 +48,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PLUGINS",
     "NAME",
+    "LazyTable",
     "PluginRegistry",
+    "entry_points",
     "get_registry",
     "hookimpl",
     "install_hint",
@@ -110,6 +120,50 @@ def _env_list(name: str) -> list[str]:
     return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
 
 
+def entry_points(group: str) -> list[tuple[str, str]] | None:
+    """``(name, "module:attribute")`` of every entry point of ``group``, read straight from the
+    ``*.dist-info``/``*.egg-info`` directories on ``sys.path`` in import order (what
+    ``importlib.metadata`` finds there); None when ``sys.path`` holds a zip or egg file, whose
+    metadata only ``importlib.metadata`` reads. Importing ``importlib.metadata`` (email, zipfile, csv
+    …) cost several times the scan, and every process that makes a sandbox pays for discovery."""
+    found: list[tuple[str, str]] = []
+    for entry in sys.path:
+        path = entry or "."
+        if os.path.isfile(path):
+            return None
+        try:
+            listing = os.scandir(path)
+        except OSError:
+            continue
+        with listing:
+            infos = [d.path for d in listing if d.name.endswith((".dist-info", ".egg-info"))]
+        for info in infos:
+            try:
+                with open(os.path.join(info, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if f"[{group}]" in text:
+                found += _entry_point_lines(text, group)
+    return found
+
+
+def _entry_point_lines(text: str, group: str) -> list[tuple[str, str]]:
+    """The ``name = module:attr [extras]`` lines of one section of an ``entry_points.txt``."""
+    out: list[tuple[str, str]] = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group and "=" in line:
+            name, _, value = line.partition("=")
+            out.append((name.strip(), value.split("[", 1)[0].strip()))
+    return out
+
+
 def make_plugin_manager(
     *,
     autoload: bool | None = None,
@@ -128,35 +182,129 @@ def make_plugin_manager(
     if autoload is None:
         autoload = os.environ.get("ALPHORA_SANDBOX_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
     if autoload:
-        pm.load_setuptools_entrypoints(NAME)
+        refs = entry_points(NAME)
+        if refs is None:
+            pm.load_setuptools_entrypoints(NAME)
+        for name, ref in refs or ():
+            if not (pm.has_plugin(name) or pm.is_blocked(name)):  # the first of a name wins, as in pluggy
+                pm.register(_import_ref(ref), name=name)
     for plugin in extra_plugins:
         pm.register(plugin)
     pm.check_pending()
     return pm
 
 
+T = TypeVar("T")
+
+
+def _import_ref(ref: str) -> Any:
+    """The object named by ``"module:attribute"`` (attribute may be dotted)."""
+    module, _, attr = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
+
+
+class LazyTable(Mapping[str, T], Generic[T]):
+    """A registry table: name -> object, where a plugin may have registered a ``"module:attribute"``
+    string instead of the object; it is imported (once) when the name is first looked up. Listing
+    the names (``sorted(table)``) imports nothing."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> T:
+        value = self._items[key]
+        if isinstance(value, str):
+            value = _import_ref(value)
+            self._items[key] = value
+        result: T = value
+        return result
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items  # (Mapping's would look the value up, importing it)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def raw(self, key: str) -> Any:
+        """What was registered under ``key`` (a string reference is not imported)."""
+        return self._items[key]
+
+    def set(self, key: str, value: Any) -> None:
+        self._items[key] = value
+
+
 class PluginRegistry:
-    """What the plugins registered: backends, storages, security checks, tool exporters."""
+    """What the plugins registered: backends, storages, security checks, tool exporters. Built
+    lazily: the plugin manager on first use, each table on first read (see the module docstring)."""
 
     def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
-        self.pm = pm if pm is not None else make_plugin_manager()
-        self.backends: dict[str, type[Backend]] = {}
-        self.storages: dict[str, type[Storage]] = {}
-        self.security_checks: list[SecurityCheck] = []
-        self.tool_exporters: dict[str, ToolExporter] = {}
-        hook = self.pm.hook
-        hook.sandbox_register_backends(register=self._registrar(self.backends, "backend"))
-        hook.sandbox_register_storages(register=self._registrar(self.storages, "storage"))
-        hook.sandbox_register_security_checks(register=self.security_checks.append)
-        hook.sandbox_register_tool_exporters(register=self._registrar(self.tool_exporters, "tool exporter"))
+        self._pm = pm
+        self._lock = threading.RLock()
+        self._backends: LazyTable[type[Backend]] | None = None
+        self._storages: LazyTable[type[Storage]] | None = None
+        self._security_checks: list[SecurityCheck] | None = None
+        self._tool_exporters: LazyTable[ToolExporter] | None = None
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        if self._pm is None:
+            with self._lock:
+                if self._pm is None:
+                    self._pm = make_plugin_manager()
+        return self._pm
+
+    def _table(self, hook_name: str, kind: str) -> LazyTable[Any]:
+        table: LazyTable[Any] = LazyTable()
+        getattr(self.pm.hook, hook_name)(register=self._registrar(table, kind))
+        return table
+
+    @property
+    def backends(self) -> LazyTable[type[Backend]]:
+        if self._backends is None:
+            with self._lock:
+                if self._backends is None:
+                    self._backends = self._table("sandbox_register_backends", "backend")
+        return self._backends
+
+    @property
+    def storages(self) -> LazyTable[type[Storage]]:
+        if self._storages is None:
+            with self._lock:
+                if self._storages is None:
+                    self._storages = self._table("sandbox_register_storages", "storage")
+        return self._storages
+
+    @property
+    def tool_exporters(self) -> LazyTable[ToolExporter]:
+        if self._tool_exporters is None:
+            with self._lock:
+                if self._tool_exporters is None:
+                    self._tool_exporters = self._table("sandbox_register_tool_exporters", "tool exporter")
+        return self._tool_exporters
+
+    @property
+    def security_checks(self) -> list[SecurityCheck]:
+        if self._security_checks is None:
+            with self._lock:
+                if self._security_checks is None:
+                    checks: list[SecurityCheck] = []
+                    self.pm.hook.sandbox_register_security_checks(register=checks.append)
+                    self._security_checks = checks
+        return self._security_checks
 
     @staticmethod
-    def _registrar(table: dict[str, Any], kind: str) -> Callable[..., None]:
+    def _registrar(table: LazyTable[Any], kind: str) -> Callable[..., None]:
         def register(name: str, obj: Any, *, replace: bool = False) -> None:
             key = str(name).lower()
-            if key in table and not replace and table[key] is not obj:
-                raise ValueError(f"{kind} {key!r} is already registered by {table[key]!r}")
-            table[key] = obj
+            if key in table and not replace and table.raw(key) is not obj and table.raw(key) != obj:
+                raise ValueError(f"{kind} {key!r} is already registered by {table.raw(key)!r}")
+            table.set(key, obj)
 
         return register
 

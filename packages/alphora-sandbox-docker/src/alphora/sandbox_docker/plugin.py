@@ -8,6 +8,5 @@ from alphora.sandbox.plugins import hookimpl
 
 @hookimpl
 def sandbox_register_backends(register: RegisterBackend) -> None:
-    from .backend import DockerBackend
-
-    register("docker", DockerBackend)
+    # by reference: the backend module (and the Docker SDK) is imported when "docker" is first looked up
+    register("docker", "alphora.sandbox_docker.backend:DockerBackend")

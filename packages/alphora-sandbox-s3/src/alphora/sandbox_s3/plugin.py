@@ -8,7 +8,6 @@ from alphora.sandbox.plugins import hookimpl
 
 @hookimpl
 def sandbox_register_storages(register: RegisterStorage) -> None:
-    from .storage import S3Storage
-
-    register("s3", S3Storage)
-    register("minio", S3Storage)
+    # by reference: boto is imported when "s3" or "minio" is first looked up
+    register("s3", "alphora.sandbox_s3.storage:S3Storage")
+    register("minio", "alphora.sandbox_s3.storage:S3Storage")

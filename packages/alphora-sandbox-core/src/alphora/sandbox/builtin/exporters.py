@@ -5,19 +5,15 @@ from __future__ import annotations
 
 from alphora.sandbox.hookspecs import RegisterToolExporter
 from alphora.sandbox.plugins import hookimpl
-from alphora.sandbox.tools.exporters import (
-    export_anthropic,
-    export_gemini,
-    export_openai_chat,
-    export_openai_responses,
-    export_spec_dicts,
-)
+
+_MODULE = "alphora.sandbox.tools.exporters"
 
 
 @hookimpl
 def sandbox_register_tool_exporters(register: RegisterToolExporter) -> None:
-    register("openai", export_openai_chat)
-    register("openai-responses", export_openai_responses)
-    register("anthropic", export_anthropic)
-    register("gemini", export_gemini)
-    register("spec", export_spec_dicts)
+    # by reference: the tools package is imported when a format is first looked up
+    register("openai", f"{_MODULE}:export_openai_chat")
+    register("openai-responses", f"{_MODULE}:export_openai_responses")
+    register("anthropic", f"{_MODULE}:export_anthropic")
+    register("gemini", f"{_MODULE}:export_gemini")
+    register("spec", f"{_MODULE}:export_spec_dicts")

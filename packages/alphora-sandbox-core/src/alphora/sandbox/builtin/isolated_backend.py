@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterable
 from typing import Any
 
 from ..egress_bridge import INSIDE_DIR as EGRESS_DIR
@@ -310,6 +311,12 @@ class IsolatedLocalBackend(LocalBackend):
             await RunnerBackend.write_bytes(self, path, data)
         else:
             await super().write_bytes(path, data)
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
+        if self._as_sandbox():
+            await RunnerBackend.write_stream(self, path, chunks)
+        else:
+            await super().write_stream(path, chunks)
 
     async def copy(self, source: str, dest: str) -> None:
         if self._as_sandbox():

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..backend import entry_to_fileinfo, map_fs_error
+from ..backend import FILE_CHUNK, entry_to_fileinfo, map_fs_error, map_os_error
 from ..errors import BackendError, ConfigurationError
 from ..plugins import hookimpl
 from ..runner import bootstrap_argv, safefs
@@ -200,6 +201,39 @@ class LocalBackend(RunnerBackend):
 
     async def write_bytes(self, path: str, data: bytes) -> None:
         await self._do(safefs.write, path, bytes(data), big=len(data) > _BIG)
+
+    async def read_stream(self, path: str, chunk_size: int = FILE_CHUNK) -> AsyncIterator[bytes]:
+        fd = await self._do(safefs.open_read, path)
+        try:
+            while True:
+                try:
+                    data = await asyncio.to_thread(os.read, fd, chunk_size)
+                except OSError as exc:
+                    raise map_os_error(exc, path, self.sandbox_id) from exc
+                if not data:
+                    return
+                yield data
+        finally:
+            os.close(fd)
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
+        writer: safefs.Writer = await self._do(safefs.Writer, path)
+        try:
+            async for chunk in chunks:  # what the source raises passes through as it is
+                if chunk:
+                    await self._writer_step(writer.write, path, chunk, big=len(chunk) > _BIG)
+            await self._writer_step(writer.commit, path)
+        finally:
+            writer.abort()  # nothing once committed; the temp file if anything failed
+
+    async def _writer_step(self, fn: Any, path: str, *args: Any, big: bool = False) -> None:
+        try:
+            if big:
+                await asyncio.to_thread(fn, *args)
+            else:
+                fn(*args)
+        except (safefs.PathEscape, OSError) as exc:
+            raise map_os_error(exc, path, self.sandbox_id) from exc
 
     async def stat(self, path: str) -> FileInfo | None:
         entry = await self._do(safefs.stat, path)

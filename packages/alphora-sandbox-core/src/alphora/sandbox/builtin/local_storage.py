@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from ..hookspecs import RegisterStorage
 from ..plugins import hookimpl
-from ..storage.local import LocalStorage
 
 
 @hookimpl
 def sandbox_register_storages(register: RegisterStorage) -> None:
-    register("local", LocalStorage)
+    register("local", "alphora.sandbox.storage.local:LocalStorage")  # imported on first lookup

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import marshal
+import types
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 from .protocol import header
@@ -148,13 +150,35 @@ def runner_source() -> bytes:
     return _loader(_module_sources()).encode("utf-8")
 
 
+def _renamed(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_renamed(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _module_code(name: str) -> types.CodeType:
+    """A runner module's code, from Python's own bytecode cache (``__pycache__``, checked against the
+    source as for any import; compiled and cached when missing or stale): compiling the modules at
+    the first start of every process cost ~20 ms. Named ``<alphora-runner>/<name>.py`` as when it is
+    compiled from source inside the sandbox."""
+    loader = SourceFileLoader(f"{__name__}.{name}", str(_HERE / f"{name}.py"))
+    code = loader.get_code(loader.name)
+    assert code is not None
+    return _renamed(code, f"<alphora-runner>/{name}.py")
+
+
+_PLACEHOLDER = b"@@alphora-runner-modules@@"
+
+
 @functools.cache
 def _compiled_blob() -> bytes:
-    codes = {
-        name: marshal.dumps(compile(src, f"<alphora-runner>/{name}.py", "exec", dont_inherit=True))
-        for name, src in _module_sources().items()
-    }
-    return b"\x01" + marshal.dumps(compile(_loader(codes), "<alphora-runner>", "exec", dont_inherit=True))
+    codes = {name: marshal.dumps(_module_code(name)) for name in RUNNER_MODULES}
+    # the loader gets the modules as one marshalled bytes constant put in place of a placeholder
+    # (writing them into its source as a literal and compiling that cost more than the modules)
+    source = _LOADER.format(package=RUNNER_PACKAGE, modules=f"__import__('marshal').loads({_PLACEHOLDER!r})")
+    loader = compile(source, "<alphora-runner>", "exec", dont_inherit=True)
+    consts = tuple(marshal.dumps(codes) if c == _PLACEHOLDER else c for c in loader.co_consts)
+    assert consts != loader.co_consts
+    return b"\x01" + marshal.dumps(loader.replace(co_consts=consts))
 
 
 def source_frame(same_interpreter: bool = False) -> bytes:

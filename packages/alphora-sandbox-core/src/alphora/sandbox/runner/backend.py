@@ -30,10 +30,18 @@ import base64
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
-from ..backend import Backend, OutputCallback, OutputChunk, ProcessRequest, iterate_output, minimal_env
+from ..backend import (
+    FILE_CHUNK,
+    Backend,
+    OutputCallback,
+    OutputChunk,
+    ProcessRequest,
+    iterate_output,
+    minimal_env,
+)
 from ..egress_bridge import EgressBridge
 from ..errors import BackendError, SandboxNotRunningError
 from ..rules import network_access
@@ -71,6 +79,10 @@ def error_text(kind: str, rc: int | None, stderr: str) -> str:
         if lines:
             return lines[-1][:500]
     return f"exit code {rc}"
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 class RunnerBackend(Backend):
@@ -441,11 +453,27 @@ class RunnerBackend(Backend):
             raise map_fs_error(exc.etype, exc.msg, exc.path or kw.get("path"), self.sandbox_id) from None
 
     async def read_bytes(self, path: str) -> bytes:
-        res = await self._fs("read", path=path)
-        return base64.b64decode(res["data"])
+        return b"".join([part async for part in self.read_stream(path)])
 
     async def write_bytes(self, path: str, data: bytes) -> None:
-        await self._fs("write", path=path, data=base64.b64encode(data).decode())
+        await self.write_stream(path, _one(data))
+
+    async def read_stream(self, path: str, chunk_size: int = FILE_CHUNK) -> AsyncIterator[bytes]:
+        """A ``get``: the runner sends the file in binary frames, a few ahead of what was taken."""
+        client = await self._ready()
+        try:
+            async for part in client.download({"op": "get", "path": path}, chunk_size):
+                yield part
+        except RunnerError as exc:
+            raise map_fs_error(exc.etype, exc.msg, exc.path or path, self.sandbox_id) from None
+
+    async def write_stream(self, path: str, chunks: AsyncIterable[bytes]) -> None:
+        """A ``put``: the chunks go to the runner in binary frames, into an atomic write."""
+        client = await self._ready()
+        try:
+            await client.upload({"op": "put", "path": path}, chunks)
+        except RunnerError as exc:
+            raise map_fs_error(exc.etype, exc.msg, exc.path or path, self.sandbox_id) from None
 
     async def stat(self, path: str) -> FileInfo | None:
         entry = (await self._fs("stat", path=path)).get("entry")

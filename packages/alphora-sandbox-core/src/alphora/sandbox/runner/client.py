@@ -16,14 +16,28 @@ import asyncio
 import base64
 import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..backend import OutputCallback, OutputChunk, emit, entry_to_fileinfo, map_fs_error
 from ..errors import BackendError
 from ..types import Attachment
 from . import source_frame
-from .protocol import DISPLAY_STREAM, EV_DONE, EV_ERROR, EV_LOST, EV_OUT, HEADER, decode_body, encode, frame_size
+from .protocol import (
+    BIN,
+    CHUNK,
+    DISPLAY_STREAM,
+    EV_DONE,
+    EV_ERROR,
+    EV_LOST,
+    EV_OUT,
+    HEADER,
+    WINDOW,
+    chunk_header,
+    decode_body,
+    encode,
+    parse_header,
+)
 from .transport import ProcessConnection, RunnerConnection
 
 if TYPE_CHECKING:
@@ -87,8 +101,8 @@ class RunnerClient:
         reader = self.conn.reader
         try:
             while True:
-                size = frame_size(await reader.readexactly(HEADER))
-                msg = decode_body(await reader.readexactly(size))
+                size, binary = parse_header(await reader.readexactly(HEADER))
+                msg = decode_body(await reader.readexactly(size), binary)
                 rid = msg.get("id")
                 queue = self._pending.get(rid) if isinstance(rid, int) else None
                 if queue is not None:
@@ -152,6 +166,98 @@ class RunnerClient:
                     await on_event(ev)
         finally:
             self._pending.pop(rid, None)
+
+    async def upload(
+        self, msg: Mapping[str, Any], chunks: AsyncIterable[bytes], chunk_size: int = CHUNK
+    ) -> dict[str, Any]:
+        """A ``put``: send ``msg``, then every chunk of ``chunks`` as binary frames (pieces of at
+        most ``chunk_size`` bytes; each one drained before the next, so at most one is buffered
+        here), then the empty frame that commits it; returns the final frame. An error frame stops
+        the sending early (and raises :class:`RunnerError`); a failing or cancelled ``chunks``
+        cancels the upload (the runner removes its temp file) and re-raises."""
+        if not self.alive:
+            raise RunnerLost(self.lost_message())
+        rid = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending[rid] = queue
+        committed = False
+        try:
+            await self.send({**msg, "id": rid})
+            async for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                for i in range(0, len(view), chunk_size):
+                    if not queue.empty():  # refused (or lost) early: stop sending
+                        return self._final(queue.get_nowait())
+                    await self._send_chunk(rid, view[i : i + chunk_size])
+            committed = True
+            await self._send_chunk(rid, b"")
+            while True:
+                ev = await queue.get()
+                if ev.get("ev") in (EV_DONE, EV_ERROR, EV_LOST):
+                    return self._final(ev)
+        finally:
+            self._pending.pop(rid, None)
+            if not committed and self.alive:
+                await self._drop_remote(rid)
+
+    async def download(
+        self, msg: Mapping[str, Any], chunk_size: int = CHUNK, window: int = WINDOW
+    ) -> AsyncIterator[bytes]:
+        """A ``get``: yield the file's bytes as the runner sends them (each binary frame a piece of
+        at most ``chunk_size`` bytes; at most ``window`` of them buffered here: a new one is granted
+        as each is taken). Leaving the loop early cancels the transfer."""
+        if not self.alive:
+            raise RunnerLost(self.lost_message())
+        rid = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending[rid] = queue
+        finished = False
+        try:
+            await self.send({**msg, "id": rid, "chunk": chunk_size, "window": window})
+            while True:
+                ev = await queue.get()
+                data = ev.get(BIN)
+                if data is not None:
+                    if data:
+                        yield data
+                        await self.send({"op": "more", "target": rid, "n": 1})
+                    continue
+                kind = ev.get("ev")
+                if kind == EV_OUT:
+                    continue
+                finished = True
+                self._final(ev)
+                return
+        finally:
+            self._pending.pop(rid, None)
+            if not finished and self.alive:
+                await self._drop_remote(rid)
+
+    async def _send_chunk(self, rid: int, data: bytes | memoryview) -> None:
+        head = chunk_header(rid, len(data))
+        async with self._write_lock:
+            try:
+                self.conn.write(head)
+                self.conn.write(data if isinstance(data, bytes) else bytes(data))
+                # shielded: a frame cut in half by a cancellation would corrupt the stream
+                await asyncio.shield(self.conn.drain())
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                self.alive = False
+                raise RunnerLost(f"cannot write to the runner: {exc!r}") from exc
+
+    def _final(self, ev: dict[str, Any]) -> dict[str, Any]:
+        kind = ev.get("ev")
+        if kind == EV_ERROR:
+            raise RunnerError(ev)
+        if kind == EV_LOST:
+            raise RunnerLost(self.lost_message())
+        return ev
+
+    async def _drop_remote(self, rid: int) -> None:
+        """Tell the runner to forget a transfer (an unfinished upload's temp file is removed) before
+        anything else is sent (shielded: it goes out even when the caller is being cancelled)."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(self.send({"op": "cancel", "target": rid, "id": next(self._ids)}))
 
     async def close(self) -> None:
         if self.alive:

@@ -6,6 +6,9 @@ looks on the wire lives here, nowhere else:
 * a frame is a 4-byte big-endian length, then that many bytes of UTF-8 JSON (``surrogatepass``, so
   lone surrogates in file names survive); a length above :data:`MAX_FRAME` means the stream is
   corrupt;
+* a *binary* frame (file bytes) has the top bit of the length set (:data:`BINARY`): its body is the
+  4-byte big-endian id of the request it belongs to, then raw bytes (at most :data:`CHUNK_MAX`); an
+  empty one ends that request's byte stream. No base64, no JSON for payloads;
 * requests carry ``op`` (one of :data:`OPS`) and an ``id``; replies carry the same ``id`` and
   ``ev``: ``out`` (streamed output), ``done`` (final), ``error`` (final, with ``etype``, ``msg``,
   ``path``, ``errno``); the client adds ``lost`` locally when the stream ends.
@@ -21,6 +24,10 @@ import select
 from typing import Any
 
 __all__ = [
+    "BIN",
+    "BINARY",
+    "CHUNK",
+    "CHUNK_MAX",
     "DISPLAY_STREAM",
     "EV_DISPLAY",
     "EV_DONE",
@@ -35,11 +42,14 @@ __all__ = [
     "OPS",
     "PATH_ESCAPE",
     "PROTOCOL_VERSION",
+    "WINDOW",
     "FrameBuffer",
+    "chunk_header",
     "decode_body",
     "encode",
     "frame_size",
     "header",
+    "parse_header",
     "read_exact",
     "read_frame_blocking",
     "write_all",
@@ -47,11 +57,21 @@ __all__ = [
 
 #: bumped when a request or reply changes incompatibly; the runner reports it in its ``hello`` reply
 #: (2: a session cell's rich outputs stream as ``out`` events on the ``display`` stream)
-PROTOCOL_VERSION = 2
+#: (3: file contents travel as binary frames of ``put``/``get`` requests, not base64 in ``fs``)
+PROTOCOL_VERSION = 3
 #: bytes of the length prefix
 HEADER = 4
 #: the largest frame either side accepts (a larger length prefix means the stream is corrupt)
 MAX_FRAME = 1 << 30
+#: flag bit of a binary frame's length prefix
+BINARY = 1 << 31
+#: default bytes per binary frame of a file transfer, and the most either side sends in one
+CHUNK = 1 << 19
+CHUNK_MAX = 1 << 24
+#: binary frames of a ``get`` the runner may send before the host grants more (``more``)
+WINDOW = 4
+#: the key of a decoded binary frame's bytes (``{"id": rid, BIN: data}``)
+BIN = "bin"
 
 #: the requests the runner serves
 OPS = (
@@ -60,6 +80,9 @@ OPS = (
     "exec",
     "cancel",
     "fs",
+    "put",
+    "get",
+    "more",
     "usage",
     "session_open",
     "session_run",
@@ -67,8 +90,8 @@ OPS = (
     "session_fork",
     "shutdown",
 )
-#: the ``fn`` of an ``fs`` request
-FS_FUNCTIONS = ("read", "write", "stat", "list", "remove", "copy", "move", "mkdir")
+#: the ``fn`` of an ``fs`` request (file *contents* travel by ``put``/``get`` in binary frames)
+FS_FUNCTIONS = ("stat", "list", "remove", "copy", "move", "mkdir")
 
 #: reply kinds (``ev``)
 EV_OUT = "out"
@@ -101,36 +124,68 @@ def encode(msg: dict[str, Any]) -> bytes:
     return header(len(body)) + body
 
 
-def frame_size(head: bytes) -> int:
-    """The body length announced by a frame header; ValueError if the stream is corrupt."""
+def chunk_header(rid: int, size: int) -> bytes:
+    """The length prefix and request id of a binary frame carrying ``size`` bytes (they follow)."""
+    if size > CHUNK_MAX:
+        raise ValueError(f"binary frame of {size} bytes: at most {CHUNK_MAX}")
+    return (BINARY | (size + 4)).to_bytes(HEADER, "big") + rid.to_bytes(4, "big")
+
+
+def parse_header(head: bytes) -> tuple[int, bool]:
+    """(body length, is binary) of a frame header; ValueError if the stream is corrupt."""
     n = int.from_bytes(head, "big")
-    if n > MAX_FRAME:
-        raise ValueError(f"frame of {n} bytes: the stream is corrupt")
+    binary = bool(n & BINARY)
+    n &= ~BINARY
+    if n > (CHUNK_MAX + 4 if binary else MAX_FRAME) or (binary and n < 4):
+        raise ValueError(f"{'binary ' if binary else ''}frame of {n} bytes: the stream is corrupt")
+    return n, binary
+
+
+def frame_size(head: bytes) -> int:
+    """The body length announced by a JSON frame header; ValueError if the stream is corrupt (or
+    the frame is binary: use :func:`parse_header` where binary frames may come)."""
+    n, binary = parse_header(head)
+    if binary:
+        raise ValueError("unexpected binary frame: the stream is corrupt")
     return n
 
 
-def decode_body(body: bytes) -> dict[str, Any]:
-    """The message in a frame's body."""
+def decode_body(body: bytes, binary: bool = False) -> dict[str, Any]:
+    """The message in a frame's body (a binary frame: ``{"id": rid, BIN: data}``)."""
+    if binary:
+        return {"id": int.from_bytes(body[:4], "big"), BIN: body[4:]}
     msg: dict[str, Any] = json.loads(body.decode("utf-8", "surrogatepass"))
     return msg
 
 
 class FrameBuffer:
-    """Accumulates bytes and yields complete frames (for non-blocking readers)."""
+    """Accumulates bytes and yields complete frames (for non-blocking readers). Binary frames are
+    accepted only when ``binary`` is True (the runner's request stream); elsewhere they mean the
+    stream is corrupt."""
 
-    def __init__(self) -> None:
+    def __init__(self, binary: bool = False) -> None:
         self.buf = bytearray()
+        self.binary = binary
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self.buf += data
         out = []
         while len(self.buf) >= HEADER:
-            n = frame_size(bytes(self.buf[:HEADER]))
+            n, binary = parse_header(bytes(self.buf[:HEADER]))
+            if binary and not self.binary:
+                raise ValueError("unexpected binary frame: the stream is corrupt")
             if len(self.buf) < HEADER + n:
                 break
-            body = bytes(self.buf[HEADER : HEADER + n])
+            with memoryview(self.buf) as view:
+                if binary:
+                    msg = {
+                        "id": int.from_bytes(view[HEADER : HEADER + 4], "big"),
+                        BIN: bytes(view[HEADER + 4 : HEADER + n]),
+                    }
+                else:
+                    msg = decode_body(bytes(view[HEADER : HEADER + n]))
             del self.buf[: HEADER + n]
-            out.append(decode_body(body))
+            out.append(msg)
         return out
 
 

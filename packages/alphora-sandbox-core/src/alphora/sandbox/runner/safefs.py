@@ -9,7 +9,9 @@ operation outside the workspace.
 Public API::
 
     read(root, rel, max_size=None) -> bytes            # regular files only
+    open_read(root, rel) -> int                        # a blocking fd of the file, for chunked reads
     write(root, rel, data, max_size=None) -> None      # atomic: temp file in the same dir + rename
+    Writer(root, rel, max_size=None)                   # the same, fed in chunks: write(), commit(), abort()
     stat(root, rel) -> dict | None                     # None when nothing is there
     listdir(root, rel="", recursive=False) -> list[dict]
     remove(root, rel) -> bool                          # files and trees; False if nothing was there
@@ -85,12 +87,14 @@ __all__ = [
     "MAX_PATH_BYTES",
     "PathEscape",
     "TooLarge",
+    "Writer",
     "copy",
     "disk_usage",
     "length_problem",
     "listdir",
     "mkdir",
     "move",
+    "open_read",
     "read",
     "remove",
     "rmtree",
@@ -224,10 +228,16 @@ def _open_file(dfd: int, name: str, rel: str) -> int:
         raise
 
 
+def open_read(root: Root, rel: str) -> int:
+    """A blocking, close-on-exec fd of a regular, singly-linked file (the caller closes it): the
+    checks of :func:`read`, for a caller that reads in chunks."""
+    with _Parent(root, rel) as p:
+        return _open_file(p.fd, p.name, rel)
+
+
 def read(root: Root, rel: str, max_size: int | None = None) -> bytes:
     """The content of a regular file."""
-    with _Parent(root, rel) as p:
-        fd = _open_file(p.fd, p.name, rel)
+    fd = open_read(root, rel)
     try:
         size = os.fstat(fd).st_size
         if max_size is not None and size > max_size:
@@ -254,7 +264,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _atomic_write(dfd: int, name: str, data: bytes, rel: str, mode: int = 0o644) -> None:
+def _temp_file(dfd: int, name: str, rel: str, mode: int = 0o644) -> tuple[int, str]:
+    """A new temp file beside ``name`` in ``dfd`` (refused if ``name`` is a symlink or a directory)."""
     try:
         st = os.lstat(name, dir_fd=dfd)
     except FileNotFoundError:
@@ -265,7 +276,12 @@ def _atomic_write(dfd: int, name: str, data: bytes, rel: str, mode: int = 0o644)
         if _stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory", rel)
     tmp = f".{name[:200]}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(tmp, flags, mode, dir_fd=dfd), tmp
+
+
+def _atomic_write(dfd: int, name: str, data: bytes, rel: str, mode: int = 0o644) -> None:
+    fd, tmp = _temp_file(dfd, name, rel, mode)
     try:
         try:
             _write_all(fd, data)
@@ -278,6 +294,64 @@ def _atomic_write(dfd: int, name: str, data: bytes, rel: str, mode: int = 0o644)
         except OSError:
             pass
         raise
+
+
+class Writer:
+    """An atomic write fed in chunks: the parent directories are made and a temp file beside the
+    target is opened at construction (with every check of :func:`write`), :meth:`write` appends,
+    :meth:`commit` renames it over the target, :meth:`abort` (or a failed write/commit) removes it.
+    Holds one directory fd and one file fd until committed or aborted; never more than a chunk."""
+
+    def __init__(self, root: Root, rel: str, max_size: int | None = None) -> None:
+        self.rel = rel
+        self.max_size = max_size
+        self.size = 0
+        self._parent = _Parent(root, rel, create=True).__enter__()
+        try:
+            self._fd, self._tmp = _temp_file(self._parent.fd, self._parent.name, rel)
+        except BaseException:
+            self._parent.__exit__()
+            raise
+
+    @property
+    def open(self) -> bool:
+        return self._fd >= 0
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            raise ValueError(f"write to a finished upload of {self.rel}")
+        try:
+            self.size += len(data)
+            if self.max_size is not None and self.size > self.max_size:
+                raise TooLarge(self.rel, self.size, self.max_size)
+            _write_all(self._fd, data)
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self) -> None:
+        if self._fd < 0:
+            raise ValueError(f"commit of a finished upload of {self.rel}")
+        try:
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, self._parent.name, src_dir_fd=self._parent.fd, dst_dir_fd=self._parent.fd)
+        except BaseException:
+            self.abort()
+            raise
+        self._parent.__exit__()
+
+    def abort(self) -> None:
+        """Drop the temp file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._parent.fd >= 0:
+            try:
+                os.unlink(self._tmp, dir_fd=self._parent.fd)
+            except OSError:
+                pass
+            self._parent.__exit__()
 
 
 def write(root: Root, rel: str, data: bytes, max_size: int | None = None) -> None:

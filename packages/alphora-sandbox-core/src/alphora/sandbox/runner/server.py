@@ -34,7 +34,20 @@ from . import forward, safefs
 from .child import child_base, run_job, spare_main
 from .leftovers import Leftovers
 from .proctree import exit_code, kill_tree, pids_cgroup_dir, prctl_subreaper, usage_of
-from .protocol import EV_DONE, EV_ERROR, EV_OUT, PROTOCOL_VERSION, FrameBuffer, encode, write_all
+from .protocol import (
+    BIN,
+    CHUNK,
+    CHUNK_MAX,
+    EV_DONE,
+    EV_ERROR,
+    EV_OUT,
+    PROTOCOL_VERSION,
+    WINDOW,
+    FrameBuffer,
+    chunk_header,
+    encode,
+    write_all,
+)
 from .sessions import Sessions
 from .streams import READ_SIZE, Call, Stream, required
 
@@ -46,7 +59,12 @@ class Runner:
         self.fin = fin
         self.fout = fout
         self.sel = selectors.DefaultSelector()
-        self.frames = FrameBuffer()
+        self.frames = FrameBuffer(binary=True)
+        #: ``put`` requests receiving binary frames: id -> the open atomic write (None: it failed,
+        #: its error is sent; its remaining frames are dropped until the empty one)
+        self.uploads: dict[int, safefs.Writer | None] = {}
+        #: ``get`` requests sending binary frames: id -> [fd, frames it may still send, chunk size]
+        self.downloads: dict[int, list[int]] = {}
         self.calls: dict[int, Call] = {}  # pid -> call
         self.sessions = Sessions(self)
         self.leftovers = Leftovers(self)
@@ -115,7 +133,10 @@ class Runner:
             return
         for req in requests:
             try:
-                self.handle(req)
+                if BIN in req:
+                    self.upload_chunk(req["id"], req[BIN])
+                else:
+                    self.handle(req)
             except Exception as exc:
                 self.send(self._error(req.get("id"), exc))
 
@@ -140,7 +161,17 @@ class Runner:
             self.hello(req)
         elif op == "exec":
             self.exec(req)
+        elif op == "put":
+            self.put(req)
+        elif op == "get":
+            self.get(req)
+        elif op == "more":
+            target = req.get("target")
+            dl = self.downloads.get(target) if isinstance(target, int) else None
+            if dl is not None:
+                dl[1] += max(0, int(req.get("n", 1)))
         elif op == "cancel":
+            self.drop_transfer(req.get("target"))
             for call in self.calls.values():
                 if call.id == req.get("target") and call.status is None:
                     call.cancelled = True
@@ -475,6 +506,8 @@ class Runner:
                     key.data(key.fd, mask)
                 self.reap()
                 wait = self.tick()
+                if self.downloads and self.pump_downloads():
+                    wait = 0.0
                 if self.preload and not self.calls_starting():
                     self._preload_one()
                     wait = 0.0 if self.preload else wait
@@ -487,6 +520,8 @@ class Runner:
         self.shutdown()
 
     def shutdown(self) -> None:
+        for rid in [*self.uploads, *self.downloads]:
+            self.drop_transfer(rid)
         self._drop_spare()
         self.sessions.shutdown()
         for pid in list(self.calls):
@@ -499,11 +534,6 @@ class Runner:
         fn = req["fn"]
         root = self.workspace
         path = req.get("path", "")
-        if fn == "read":
-            return {"data": base64.b64encode(safefs.read(root, path, req.get("max_size"))).decode()}
-        if fn == "write":
-            safefs.write(root, path, base64.b64decode(req["data"]), req.get("max_size"))
-            return {}
         if fn == "stat":
             return {"entry": safefs.stat(root, path)}
         if fn == "list":
@@ -520,6 +550,87 @@ class Runner:
             safefs.mkdir(root, path)
             return {}
         raise ValueError(f"unknown fs function {fn!r}")
+
+    # file contents: binary frames
+    def put(self, req: dict[str, Any]) -> None:
+        """Open an atomic write; the request's binary frames feed it, the empty one commits it."""
+        rid = req.get("id")
+        if not isinstance(rid, int):
+            raise ValueError("put without an integer id")
+        try:
+            self.uploads[rid] = safefs.Writer(self.workspace, req.get("path", ""), req.get("max_size"))
+        except Exception:
+            self.uploads[rid] = None  # drop its frames until the empty one
+            raise
+
+    def upload_chunk(self, rid: int, data: bytes) -> None:
+        if rid not in self.uploads:
+            return  # cancelled: its frames still in flight are dropped
+        writer = self.uploads[rid]
+        if not data:  # the end of the upload
+            del self.uploads[rid]
+            if writer is not None:
+                try:
+                    writer.commit()
+                except Exception as exc:
+                    self.send(self._error(rid, exc))
+                    return
+                self.send({"id": rid, "ev": EV_DONE, "size": writer.size})
+            return
+        if writer is None:
+            return
+        try:
+            writer.write(data)
+        except Exception as exc:  # the writer removed its temp file
+            self.uploads[rid] = None
+            self.send(self._error(rid, exc))
+
+    def get(self, req: dict[str, Any]) -> None:
+        """Send a file in binary frames, at most ``window`` ahead of the host's ``more`` grants."""
+        rid = req.get("id")
+        if not isinstance(rid, int):
+            raise ValueError("get without an integer id")
+        chunk = int(req.get("chunk") or CHUNK)
+        if not 0 < chunk <= CHUNK_MAX:
+            raise ValueError(f"chunk of {chunk} bytes: between 1 and {CHUNK_MAX}")
+        fd = safefs.open_read(self.workspace, req.get("path", ""))
+        self.downloads[rid] = [fd, max(1, int(req.get("window") or WINDOW)), chunk]
+        self.send({"id": rid, "ev": EV_OUT, "size": os.fstat(fd).st_size})
+
+    def pump_downloads(self) -> bool:
+        """One binary frame for every download with credit; True while some still have credit."""
+        more = False
+        for rid, dl in list(self.downloads.items()):
+            if dl[1] <= 0:
+                continue
+            try:
+                data = os.read(dl[0], dl[2])
+            except OSError as exc:
+                self.drop_transfer(rid)
+                self.send(self._error(rid, exc))
+                continue
+            if not data:
+                self.drop_transfer(rid)
+                self.send({"id": rid, "ev": EV_DONE})
+                continue
+            dl[1] -= 1
+            try:
+                write_all(self.fout, chunk_header(rid, len(data)))
+                write_all(self.fout, data)
+            except OSError:
+                self.running = False
+                return False
+            more = more or dl[1] > 0
+        return more
+
+    def drop_transfer(self, rid: Any) -> None:
+        """Forget a ``put`` (its temp file removed) or ``get`` (its fd closed)."""
+        writer = self.uploads.pop(rid, None)
+        if writer is not None:
+            writer.abort()
+        dl = self.downloads.pop(rid, None)
+        if dl is not None:
+            os.close(dl[0])
 
     def usage(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -12,6 +12,7 @@ import alphora.sandbox.pool as _pool
 import alphora.sandbox.sandbox as _sandbox
 import alphora.sandbox.session as _session
 import alphora.sandbox.tools.sandbox_tools as _tools
+from alphora.sandbox.backend import FILE_CHUNK
 from alphora.sandbox.pool import OnRelease
 from alphora.sandbox.tools.results import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGES
 from alphora.sandbox.tools.sandbox_tools import DEFAULT_MAX_OUTPUT_CHARS
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
+    from alphora.sandbox._files import ByteSource
     from alphora.sandbox.backend import Backend, OutputCallback, OutputChunk
     from alphora.sandbox.checkpoint import CheckpointResult
     from alphora.sandbox.config import SandboxConfig
@@ -377,6 +379,32 @@ class Sandbox(SandboxBase):
     def download_file(self, path: str) -> bytes:
         """The file's bytes (to hand to a user or an object store)."""
         return self._run("download_file", lambda: self._obj.download_file(path))
+
+    def download_to_file(self, path: str, local_path: str | os.PathLike[str]) -> Path:
+        """Stream a workspace file into the host file ``local_path`` (memory stays bounded whatever
+        its size; a failed download leaves no partial file) and return its path."""
+        return self._run("download_to_file", lambda: self._obj.download_to_file(path, local_path))
+
+    def upload_file(self, local_path: str | os.PathLike[str], path: str | None = None) -> FileInfo:
+        """Stream a host file into the workspace (at ``path``, by default its name at the workspace
+        root) with bounded memory; returns the new file's :class:`FileInfo`."""
+        return self._run("upload_file", lambda: self._obj.upload_file(local_path, path))
+
+    def read_file_stream(self, path: str, chunk_size: int = FILE_CHUNK) -> Iterator[bytes]:
+        """The file's bytes in pieces of at most ``chunk_size`` bytes, read as they are consumed:
+        memory stays bounded (a few pieces) whatever the file's size. The path and policy checks of
+        :meth:`read_file_bytes` apply; their errors are raised when the iteration starts.
+        Leaving the loop early stops the transfer."""
+        return self._iterate("read_file_stream", lambda: self._obj.read_file_stream(path, chunk_size))
+
+    def write_file_stream(self, path: str, source: ByteSource) -> FileInfo:
+        """Write a file from ``source`` without holding all of it in memory: ``bytes``, an async
+        iterable of bytes (an async generator …), a sync iterable of bytes, or a binary file object
+        (read in pieces in a worker thread). Atomic like :meth:`write_file_bytes`: nothing is
+        visible until the last byte is written, and if ``source`` fails (or the policy's
+        ``max_file_size_mb`` is passed) the old file is left as it was. Returns the new file's
+        :class:`FileInfo`."""
+        return self._run("write_file_stream", lambda: self._obj.write_file_stream(path, source))
 
     def make_dir(self, path: str) -> None:
         return self._run("make_dir", lambda: self._obj.make_dir(path))

@@ -63,6 +63,11 @@ print(sorted(found))
 """
 
 
+async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
 class BackendContractTests(HostileEntryCases):
     """Subclass, implement :meth:`make_backend`, and every test runs against your backend.
 
@@ -238,6 +243,57 @@ class BackendContractTests(HostileEntryCases):
                 await backend.read_bytes(path)
         with pytest.raises(PathTraversalError):
             await backend.write_bytes("etc_link/evil", b"x")
+
+    async def test_streamed_write_and_read(self, backend: Backend) -> None:
+        """write_stream/read_stream: any chunking in, pieces of at most ``chunk_size`` out."""
+        parts = [b"a" * 1000, b"", bytes(range(256)) * 40, b"z"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for part in parts:
+                yield part
+
+        await backend.write_stream("streamed/dir/s.bin", chunks())
+        whole = b"".join(parts)
+        info = await backend.stat("streamed/dir/s.bin")
+        assert info is not None
+        assert info.size == len(whole)
+        pieces = [p async for p in backend.read_stream("streamed/dir/s.bin", 4096)]
+        assert b"".join(pieces) == whole
+        assert max(len(p) for p in pieces) <= 4096
+        assert len(pieces) >= len(whole) // 4096
+        await backend.write_stream("streamed/empty", chunks_of(b""))
+        assert [p async for p in backend.read_stream("streamed/empty")] in ([], [b""])
+        assert await backend.read_bytes("streamed/empty") == b""
+
+    async def test_streamed_write_is_atomic(self, backend: Backend) -> None:
+        """A source that fails half-way leaves the old file as it was and no temp file beside it;
+        a read left early leaves the backend working."""
+        await backend.write_bytes("atomic/keep.txt", b"old")
+
+        async def failing() -> AsyncIterator[bytes]:
+            yield b"new" * 1000
+            raise RuntimeError("the source failed")
+
+        with pytest.raises(RuntimeError, match="the source failed"):
+            await backend.write_stream("atomic/keep.txt", failing())
+        assert await backend.read_bytes("atomic/keep.txt") == b"old"
+        assert [i.path for i in await backend.list_dir("atomic")] == ["atomic/keep.txt"]
+        await backend.write_bytes("atomic/big.bin", b"x" * 300_000)
+        async for _ in backend.read_stream("atomic/big.bin", 1000):
+            break
+        assert await backend.read_bytes("atomic/keep.txt") == b"old"
+
+    async def test_streamed_transfers_refuse_what_the_file_api_refuses(self, backend: Backend) -> None:
+        await backend.execute_shell("ln -s /etc etc_link && ln -s /etc/hostname host_link")
+        with pytest.raises(SandboxFileNotFoundError):
+            async for _ in backend.read_stream("nope.bin"):
+                pass
+        for path in ("etc_link/passwd", "host_link"):
+            with pytest.raises(PathTraversalError):
+                async for _ in backend.read_stream(path):
+                    pass
+        with pytest.raises(PathTraversalError):
+            await backend.write_stream("etc_link/evil", chunks_of(b"x"))
 
     # -- health and usage ------------------------------------------------------------------------
 
