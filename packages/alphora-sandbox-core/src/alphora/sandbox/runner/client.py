@@ -23,6 +23,7 @@ from ..backend import OutputCallback, OutputChunk, emit, entry_to_fileinfo, map_
 from ..errors import BackendError
 from ..types import Attachment
 from . import source_frame
+from .display import MAX_BUNDLE_TYPES, MAX_CELL_OUTPUTS, OutputBudget
 from .protocol import (
     BIN,
     CHUNK,
@@ -272,26 +273,40 @@ class RunnerClient:
 
 
 class OutputCollector:
-    """Accumulates streamed chunks (already capped by the runner) and forwards them."""
+    """Accumulates streamed chunks (already capped by the runner) and forwards them. Rich outputs are
+    capped again here (:class:`~.display.OutputBudget`): code in the sandbox can reach the caps of
+    its interpreter and, on some backends, the runner's; the host's memory must not depend on them."""
 
     def __init__(self, on_output: OutputCallback | None) -> None:
         self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self.attachments: list[Attachment] = []
         self.on_output = on_output
+        self.budget = OutputBudget()
+
+    def _shown(self, raw: Any) -> tuple[Attachment, ...]:
+        items = [a for a in raw if isinstance(a, dict)][:MAX_BUNDLE_TYPES] if isinstance(raw, list) else []
+        if self.budget.count >= MAX_CELL_OUTPUTS:
+            items = []  # dropped: not even decoded
+        admitted = self.budget.admit([(str(a.get("mime_type")), base64.b64decode(str(a.get("data")))) for a in items])
+        if admitted is None:
+            mark = self.budget.drop_mark()
+            if mark is None:
+                return ()
+            return (Attachment(mime_type="text/plain", data=mark, name=OutputBudget.DROPPED, truncated=True),)
+        return tuple(
+            Attachment(
+                mime_type=mime, data=data, name=str(a.get("name", ""))[:200], truncated=cut or bool(a.get("truncated"))
+            )
+            for (mime, data, cut), a in zip(admitted, items, strict=False)
+        )
 
     async def __call__(self, ev: dict[str, Any]) -> None:
         if ev.get("ev") != EV_OUT:
             return
         if ev.get("s") == DISPLAY_STREAM:
-            shown = tuple(
-                Attachment(
-                    mime_type=str(a["mime_type"]),
-                    data=base64.b64decode(a["data"]),
-                    name=str(a.get("name", "")),
-                    truncated=bool(a.get("truncated")),
-                )
-                for a in ev.get("a") or ()
-            )
+            shown = self._shown(ev.get("a"))
+            if not shown:
+                return
             self.attachments.extend(shown)
             await emit(self.on_output, OutputChunk(stream="display", text="", attachments=shown))
             return

@@ -32,10 +32,13 @@ from .protocol import EV_DISPLAY
 
 __all__ = [
     "FIGURE_FORMATS",
+    "MAX_BUNDLE_TYPES",
     "MAX_CELL_BYTES",
+    "MAX_CELL_OUTPUTS",
     "MAX_OUTPUT_BYTES",
     "MIME_EXTENSIONS",
     "Display",
+    "OutputBudget",
     "is_text_mime",
     "markdown_table",
 ]
@@ -46,6 +49,10 @@ FIGURE_FORMATS = ("png", "svg")
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 #: the most output data one cell returns, all outputs together
 MAX_CELL_BYTES = 16 * 1024 * 1024
+#: the most outputs (displayed objects, figures, the trailing expression) of one cell; later ones are dropped
+MAX_CELL_OUTPUTS = 1000
+#: the most MIME types one output carries (``_repr_mimebundle_`` may return any number)
+MAX_BUNDLE_TYPES = 16
 
 #: the ``_repr_*_`` methods, in the order their MIME types are emitted (text/plain comes last)
 _REPR_METHODS = (
@@ -153,6 +160,47 @@ def _is_figure(obj: Any) -> bool:
     return mod is not None and isinstance(obj, getattr(mod, "Figure", ()))
 
 
+class OutputBudget:
+    """The caps of one cell's outputs, applied again OUTSIDE the session interpreter (by the runner,
+    and by the host as its outputs arrive): the interpreter's :class:`Display` lives in the memory of
+    the code it runs, which can lift its caps (``display.__self__.max_cell = 10**12``) or write
+    display frames of its own, so only these copies bound what reaches the host."""
+
+    #: the name of the one extra output that says later outputs were dropped
+    DROPPED = "outputs-dropped.txt"
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.count = 0
+        self.dropped = 0
+
+    def admit(self, items: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes, bool]] | None:
+        """One output (its MIME types and their data) within the caps: ``(mime, data, cut)`` for each
+        of at most :data:`MAX_BUNDLE_TYPES` MIME types (cut: truncated here); None when the cell
+        already has :data:`MAX_CELL_OUTPUTS` outputs (then see :meth:`drop_mark`)."""
+        if self.count >= MAX_CELL_OUTPUTS:
+            self.dropped += 1
+            return None
+        self.count += 1
+        out = []
+        for mime, data in items[:MAX_BUNDLE_TYPES]:
+            room = max(0, min(MAX_OUTPUT_BYTES, MAX_CELL_BYTES - self.used))
+            cut = len(data) > room
+            if cut:
+                data = Display._cut(mime, data, room)
+            self.used += len(data)
+            out.append((mime, data, cut))
+        return out
+
+    def drop_mark(self) -> bytes | None:
+        """The text of the output that says later outputs were dropped: at the first drop only."""
+        return _dropped_mark() if self.dropped == 1 else None
+
+
+def _dropped_mark() -> bytes:
+    return f"[… further outputs of this cell dropped: more than {MAX_CELL_OUTPUTS} outputs]\n".encode()
+
+
 class Display:
     """The display machinery of one session interpreter (see the module docstring)."""
 
@@ -240,12 +288,14 @@ class Display:
 
     def emit(self, bundle: list[tuple[str, bytes]], stem: str = "") -> None:
         """Cap, name and send one output (all MIME types of one object, sharing a name stem)."""
-        if not bundle:
+        if not bundle or self.count > MAX_CELL_OUTPUTS:
             return
         self.count += 1
+        if self.count > MAX_CELL_OUTPUTS:  # the first one too many: say so, once (the runner does the same)
+            stem, bundle = OutputBudget.DROPPED[:-4], [("text/plain", _dropped_mark())]
         stem = stem or f"output-{self.cell}-{self.count}"
         items = []
-        for mime, data in bundle:
+        for mime, data in bundle[:MAX_BUNDLE_TYPES]:
             room = max(0, min(self.max_output, self.max_cell - self.used))
             truncated = len(data) > room
             if truncated:

@@ -10,6 +10,7 @@ Part of the runner program (stdlib only). The host's side is :mod:`.session` (``
 from __future__ import annotations
 
 import array
+import base64
 import os
 import selectors
 import signal
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .child import child_setup
+from .display import OutputBudget
 from .kernel import Kernel
 from .proctree import exit_code, kill_cell_tree, own_child_pids, proc_table, wait_dead, wait_stopped
 from .protocol import DISPLAY_STREAM, EV_DISPLAY, EV_DONE, EV_ERROR, EV_OUT, EV_STARTED, FrameBuffer, encode, write_all
@@ -51,6 +53,36 @@ class Session:
         self.cell_started = False  # the interpreter said "started": user code may be running
         self.keep: frozenset[tuple[int, int]] = frozenset()  # its children from before the cell
         self.killed = 0  # processes of the running cell killed at its timeout
+        self.shown: tuple[Any, OutputBudget] = (None, OutputBudget())  # request id, its outputs' caps
+
+
+def capped_display_items(budget: OutputBudget, raw: Any) -> list[dict[str, Any]]:
+    """A display frame of a session interpreter, checked and capped here, where its code cannot
+    reach (the interpreter's own caps are in its reach): well-formed items only, within ``budget``;
+    past the cell's last output, the one mark saying later ones were dropped (else nothing)."""
+    items: list[tuple[str, bytes, str, bool]] = []
+    for item in raw if isinstance(raw, list) else ():
+        if not isinstance(item, dict) or not isinstance(item.get("mime_type"), str):
+            continue
+        try:
+            data = base64.b64decode(str(item.get("data", "")), validate=True)
+        except ValueError:
+            continue
+        items.append((item["mime_type"], data, str(item.get("name", ""))[:200], bool(item.get("truncated"))))
+    admitted = budget.admit([(mime, data) for mime, data, _, _ in items])
+    if admitted is None:
+        mark = budget.drop_mark()
+        if mark is None:
+            return []
+        return [{"mime_type": "text/plain", "name": OutputBudget.DROPPED, "data": _b64(mark), "truncated": True}]
+    return [
+        {"mime_type": mime, "name": item[2], "data": _b64(data), "truncated": cut or item[3]}
+        for (mime, data, cut), item in zip(admitted, items)  # noqa: B905 (3.8+)
+    ]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 class Sessions:
@@ -275,10 +307,15 @@ class Sessions:
         rid = sess.active
         if rid is None:  # displayed by a background thread between cells: dropped, like its prints
             return
+        if sess.shown[0] != rid:
+            sess.shown = (rid, OutputBudget())
+        items = capped_display_items(sess.shown[1], frame.get("a"))
+        if not items:
+            return
         for s in sess.streams:
             if not s.eof:
                 self.host.read_stream(sess, s, drain=True)
-        self.host.send({"id": rid, "ev": EV_OUT, "s": DISPLAY_STREAM, "a": frame.get("a") or []})
+        self.host.send({"id": rid, "ev": EV_OUT, "s": DISPLAY_STREAM, "a": items})
 
     def _done(self, sess: Session, reply: dict[str, Any], state_lost: bool) -> None:
         rid = sess.active
