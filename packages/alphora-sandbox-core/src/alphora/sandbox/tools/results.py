@@ -92,6 +92,24 @@ def _stem(a: Attachment) -> str:
     return a.name.rsplit(".", 1)[0] if a.name else a.mime_type
 
 
+#: how each raster type a model takes begins: the sandbox names the MIME type, so it can claim
+#: image/png for any bytes, and a model API refuses a request whose image does not decode (the whole
+#: conversation fails, on every later turn too, as the image stays in its history)
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+
+
+def _looks_like(a: Attachment) -> bool:
+    """Whether an image's bytes start as its MIME type says (WebP: ``RIFF....WEBP``)."""
+    if not a.data.startswith(_SIGNATURES.get(a.mime_type, (b"",))):
+        return False
+    return a.mime_type != "image/webp" or a.data[8:12] == b"WEBP"
+
+
 def attachment_entries(
     attachments: tuple[Attachment, ...],
     limit: int | None,
@@ -128,6 +146,9 @@ def attachment_entries(
             elif spent + len(a.data) > max_image_bytes:
                 entry["shown"] = False
                 entry["note"] = f"not shown: over the image budget of {max_image_bytes:,} bytes per result"
+            elif not _looks_like(a):
+                entry["shown"] = False
+                entry["note"] = f"not shown: the data is not {a.mime_type} (it lacks that format's signature)"
             else:
                 entry["shown"] = True
                 images.append(a)
