@@ -116,10 +116,13 @@ class PoolStats:
 
 
 #: ``python -I -S -c PROBE <internal path>…``: a fingerprint (sha256 of every entry's path, type, mode,
-#: size and mtime) of the named workspace entries and of $HOME when it lies outside the workspace.
-#: ``-I -S``: nothing of the sandbox's environment (PYTHON* variables, user site, .pth files) runs first.
+#: size, mtime, and its content: a regular file's bytes, a symlink's target) of the named workspace
+#: entries and of $HOME when it lies outside the workspace. The content counts because a holder can
+#: rewrite a file in place and put its size and mtime back (``os.utime``); the mtime alone proves
+#: nothing. ``-I -S``: nothing of the sandbox's environment (PYTHON* variables, user site, .pth files)
+#: runs first; the interpreter is one the holder cannot replace (see ``SandboxPool._fingerprint``).
 PROBE = r"""
-import hashlib, os, sys
+import hashlib, os, stat, sys
 ws = os.path.realpath(os.getcwd())
 roots = [os.path.join(ws, p) for p in sys.argv[1:]]
 home = os.environ.get("HOME") or ""
@@ -129,6 +132,20 @@ if home and os.path.isdir(home):
         roots.append(real)
 h = hashlib.sha256()
 count = 0
+def content(path, st):
+    if stat.S_ISLNK(st.st_mode):
+        return os.readlink(path)
+    if not stat.S_ISREG(st.st_mode):
+        return ""
+    d = hashlib.sha256()
+    try:  # unreadable (its mode says so, and the mode counts): recorded as such
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return "unreadable %d" % exc.errno
+    with os.fdopen(fd, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            d.update(chunk)
+    return d.hexdigest()
 def add(path):
     global count
     try:
@@ -137,7 +154,8 @@ def add(path):
         h.update(f"{path}\0missing\n".encode("utf-8", "surrogateescape"))
         return
     count += 1
-    h.update(f"{path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    what = content(path, st)
+    h.update(f"{path}\0{st.st_mode:o}\0{st.st_size}\0{st.st_mtime_ns}\0{what}\n".encode("utf-8", "surrogateescape"))
 for root in roots:
     add(root)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -547,7 +565,11 @@ class SandboxPool:
 
     async def _fingerprint(self, backend: Backend) -> str:
         keep = [p for p in backend.internal_paths if p not in backend.scratch_paths]
-        result = await backend.execute_argv([backend.python, "-I", "-S", "-c", PROBE, *keep], timeout=60)
+        # not backend.python when that lives in the fingerprinted venv (local, isolated): a holder that
+        # replaced .venv/bin/python would be asked to vouch for itself. Their base interpreter is
+        # outside the workspace (isolated: bound read-only); Docker's is the image's, in a new container.
+        python = getattr(backend, "base_python", None) or backend.python
+        result = await backend.execute_argv([python, "-I", "-S", "-c", PROBE, *keep], timeout=60)
         if result.return_code != 0 or not result.stdout.strip():
             raise _Dirty(
                 f"the package-environment probe failed: {result.error or result.stderr.strip()[-300:]}",
