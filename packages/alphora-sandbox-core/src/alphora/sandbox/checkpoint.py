@@ -312,11 +312,59 @@ async def load_manifest(storage: Storage, name: str) -> dict[str, Any]:
         ) from None
     if _sha(_canonical(body)) != digest:
         raise CheckpointError(f"checkpoint {name!r} is corrupted: its manifest {key} fails its checksum", key=key)
-    if body.get("format") != FORMAT:
-        raise CheckpointError(
-            f"checkpoint {name!r} has format {body.get('format')!r}; this version reads format {FORMAT}", key=key
-        )
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        found = body.get("format") if isinstance(body, dict) else None
+        raise CheckpointError(f"checkpoint {name!r} has format {found!r}; this version reads format {FORMAT}", key=key)
+    problem = _body_problem(body)
+    if problem is not None:  # the checksum is the manifest's own: whoever can write the storage can forge it
+        raise CheckpointError(f"checkpoint {name!r} is corrupted: its manifest {key} {problem}", key=key)
     return dict(body)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def _is_str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _body_problem(body: Mapping[str, Any]) -> str | None:
+    """What is wrong with the shape of a manifest's body (None: nothing), checked before any of it is
+    used: a manifest comes from storage and is as trustworthy as whoever can write there."""
+    files, env, sessions = body.get("files"), body.get("environment"), body.get("sessions")
+    if not isinstance(files, dict):
+        return "has no 'files' table"
+    for path, f in files.items():
+        if not isinstance(f, dict) or not _is_digest(f.get("sha256")) or not isinstance(f.get("size"), int):
+            return f"has a bad entry for file {path!r} (wants a sha256 hex digest and a size)"
+        try:
+            rel = normalize(path)
+        except FileSystemError as exc:
+            return f"names {path!r}, not a workspace path: {exc.message}"
+        if rel != path or not rel or rel.split("/")[0] == SCRATCH:
+            return f"names {path!r}, not a workspace file's normal path"
+        parents = [path[:i] for i, c in enumerate(path) if c == "/"]
+        if any(p in files for p in parents):
+            return f"names {path!r} and a file that would have to be its folder"
+    if not isinstance(env, dict) or not all(isinstance(env.get(k), str) for k in ("python", "tag", "platform")):
+        return "has no valid 'environment' (python, tag and platform)"
+    reqs = env.get("requirements")
+    if not isinstance(reqs, list) or not all(isinstance(r, str) for r in reqs):
+        return "has no valid list of requirements"
+    if env.get("blob") is not None and not _is_digest(env["blob"]):
+        return "names the environment's blob with something that is not a sha256 hex digest"
+    if not isinstance(sessions, dict):
+        return "has no 'sessions' table"
+    for sname, sess in sessions.items():
+        if not (isinstance(sess, dict) and _is_digest(sess.get("blob")) and _is_str_map(sess.get("modules"))):
+            return f"has a bad entry for session {sname!r} (wants a blob digest and a table of modules)"
+        if not _is_str_map(sess.get("unpicklable")) or not isinstance(sess.get("saved"), list):
+            return f"has a bad entry for session {sname!r} (wants 'saved' and 'unpicklable')"
+    return None
 
 
 async def _fetch(storage: Storage, name: str, body: Mapping[str, Any]) -> dict[str, bytes]:
@@ -328,11 +376,6 @@ async def _fetch(storage: Storage, name: str, body: Mapping[str, Any]) -> dict[s
         wanted.setdefault(body["environment"]["blob"], "the environment")
     for sname, s in body["sessions"].items():
         wanted.setdefault(s["blob"], f"the variables of session {sname!r}")
-    for path in body["files"]:
-        try:
-            normalize(path)
-        except FileSystemError as exc:
-            raise CheckpointError(f"checkpoint {name!r} names {path!r}, not a workspace path: {exc.message}") from None
     present = set(await storage.list(BLOBS))
     missing = [what for digest, what in wanted.items() if BLOBS + digest not in present]
     if missing:
