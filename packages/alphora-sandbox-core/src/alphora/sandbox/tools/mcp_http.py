@@ -391,6 +391,11 @@ class _Gate:
         from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if sum(k.lower() == _SESSION_HEADER.encode() for k, _ in scope["headers"]) > 1:
+            # this table keeps the last value, the SDK reads the first: the two would disagree on which
+            # session a request belongs to (its owner check, its activity, its end)
+            await _respond(send, *_json_error(400, -32600, f"more than one {_SESSION_HEADER} header"))
+            return
         user = scope.get("user")
         owner = user.access_token.client_id if isinstance(user, AuthenticatedUser) else "anonymous"
         version = headers.get(_VERSION_HEADER)
