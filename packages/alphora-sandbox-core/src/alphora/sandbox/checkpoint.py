@@ -241,14 +241,17 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
         info = await _sandbox_python(sandbox, _with(_PACK_ENV, OUT_TAR=f"{tmp}/env.tar.gz"), "packing the environment")
         ws = info.pop("cwd")
         env: dict[str, Any] = {k: info[k] for k in ("python", "tag", "platform", "requirements")}
-        env["blob"] = await put_blob(await sandbox.read_file_bytes(f"{tmp}/env.tar.gz")) if info["packed"] else None
+        env_tar = f"{tmp}/env.tar.gz"
+        env["blob"] = (
+            await put_blob(await _read_capped(sandbox, env_tar, "the environment")) if info["packed"] else None
+        )
         sessions: dict[str, Any] = {}
         for sname, session in dict(sandbox._sessions).items():
             path = f"{tmp}/session-{len(sessions)}.pkl"
             code = _with(_SAVE_SESSION, PICKLE_PATH=f"{ws}/{path}", RUNNER_PACKAGE=RUNNER_PACKAGE)
             got = await _session_python(session, code, "saving the variables")
             sessions[sname] = {
-                "blob": await put_blob(await sandbox.read_file_bytes(path)),
+                "blob": await put_blob(await _read_capped(sandbox, path, f"the variables of session {sname!r}")),
                 "saved": got["saved"],
                 "modules": got["modules"],
                 "unpicklable": got["unpicklable"],
@@ -257,7 +260,7 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
         await _drop_scratch(sandbox)
     files: dict[str, Any] = {}
     for info_ in await workspace_files(sandbox, [*exclude, SCRATCH]):
-        data = await sandbox.read_file_bytes(info_.path)
+        data = await _read_capped(sandbox, info_.path, f"file {info_.path!r}", info_.size)
         before = sent
         files[info_.path] = {"sha256": await put_blob(data), "size": len(data)}
         uploaded += sent != before
@@ -282,6 +285,21 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
         sessions={k: tuple(sorted([*v["saved"], *v["modules"]])) for k, v in sessions.items()},
         unpicklable={k: dict(v["unpicklable"]) for k, v in sessions.items()},
     )
+
+
+async def _read_capped(sandbox: Sandbox, path: str, what: str, size: int | None = None) -> bytes:
+    """A file of the sandbox, refused when over its ``max_file_size_mb`` (resume would refuse to write
+    it anyway): sandbox code can make a sparse file of any size in an instant, and the host reads a
+    file whole. (A file grown between this size check and the read is not caught here.)"""
+    limit = sandbox.security_policy.max_file_size_bytes
+    if size is None:
+        size = (await sandbox.get_file_info(path)).size
+    if size > limit:
+        raise CheckpointError(
+            f"{what} is {size:,} bytes, over the sandbox's max_file_size_mb="
+            f"{sandbox.security_policy.max_file_size_mb:g}: leave it out with exclude=[...] or raise the limit"
+        )
+    return await sandbox.read_file_bytes(path)
 
 
 async def _drop_scratch(sandbox: Sandbox) -> None:
