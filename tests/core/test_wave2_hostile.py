@@ -495,6 +495,30 @@ async def test_no_way_around_the_bearer_header(server: Any, how: str) -> None:
     assert server.workspaces() == before
 
 
+@needs_mcp
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_huge_body_is_refused_before_it_is_read(server: Any, chunked: bool) -> None:
+    """HELD: a body over the SDK's limit (4 MiB) gets 413, whether it declares its length or
+    streams chunks without one; the server does not buffer it."""
+    import httpx2
+    from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+
+    body = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"x": "'
+        + b"a" * (DEFAULT_MAX_REQUEST_BODY_SIZE + 1)
+        + b'"}}'
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 1 << 20):
+            yield body[i : i + (1 << 20)]
+
+    headers = {**ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {server.tokens['alice']}"}
+    async with httpx2.AsyncClient() as http:
+        answer = await http.post(server.url, content=chunks() if chunked else body, headers=headers)
+    assert answer.status_code == 413
+
+
 # -- fork and the sync API -----------------------------------------------------------------------------
 
 
@@ -570,4 +594,42 @@ def _eight_threads_on_one_sync_sandbox(tmp_path: Path) -> None:
         if not loop_thread_alive():
             break
         threading.Event().wait(0.1)
+    assert not loop_thread_alive()
+
+
+async def test_a_sync_sandbox_dropped_unclosed_in_another_thread_is_cleaned_up(tmp_path: Path) -> None:
+    """HELD: a started sync Sandbox that a thread drops without closing is stopped by its finalizer
+    (no runner process left in its workspace) and the sync API's loop thread ends."""
+    await asyncio.wait_for(asyncio.to_thread(_drop_a_started_sync_sandbox, tmp_path), 120)
+
+
+def _drop_a_started_sync_sandbox(tmp_path: Path) -> None:
+    import gc
+
+    from alphora.sandbox.sync import Sandbox as SyncSandbox
+    from alphora.sandbox.sync import loop_thread_alive
+
+    def leak() -> None:
+        SyncSandbox.create_local(base_path=tmp_path).start()
+
+    t = threading.Thread(target=leak)
+    t.start()
+    t.join(60)
+    gc.collect()
+
+    def left() -> list[int]:
+        out = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and proc.cwd().startswith(str(tmp_path)):
+                    out.append(proc.pid)
+            except (psutil.Error, OSError):
+                continue
+        return out
+
+    for _ in range(100):
+        if not loop_thread_alive() and not left():
+            break
+        threading.Event().wait(0.1)
+    assert left() == []
     assert not loop_thread_alive()
