@@ -27,6 +27,7 @@ import pytest
 import pytest_asyncio
 
 from alphora.sandbox import Sandbox, SandboxPool, SecurityPolicy
+from alphora.sandbox.builtin.isolated_backend import bwrap_available
 from alphora.sandbox.checkpoint import BLOBS, CheckpointError, _canonical, _sha
 from alphora.sandbox.pool import PROBE
 from alphora.sandbox.runner.display import MAX_BUNDLE_TYPES, MAX_CELL_BYTES, MAX_CELL_OUTPUTS, MAX_OUTPUT_BYTES
@@ -213,6 +214,22 @@ async def test_a_double_forked_daemon_does_not_survive_the_release(tmp_path: Pat
         assert alive == [], f"daemon {daemon} outlived the release"
 
 
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap (bwrap) is not installed")
+async def test_isolated_holder_leaves_nothing_in_shm_tmp_or_home(tmp_path: Path) -> None:
+    """HELD (isolated): what a holder writes to /dev/shm, /tmp and its home is gone for the next
+    holder of the same sandbox (private mounts, and the home is in the wiped workspace)."""
+    places = "import os\nplaces = ['/dev/shm', '/tmp', os.path.expanduser('~')]\n"
+    async with SandboxPool("isolated", size=1, base_path=tmp_path) as pool:
+        async with pool.acquire(timeout=60) as first:
+            r = await first.run(places + "for d in places: open(os.path.join(d, 'left'), 'w').write('x')")
+            assert r.success, r.stderr
+        await pool.settle()
+        async with pool.acquire(timeout=60) as second:
+            assert second.sandbox_id == first.sandbox_id  # reset, not replaced
+            r = await second.run(places + "print([os.path.exists(os.path.join(d, 'left')) for d in places])")
+            assert r.stdout == "[False, False, False]\n", r.stderr
+
+
 async def test_cancelled_acquires_never_leak_or_double_hand_out(tmp_path: Path) -> None:
     """HELD: 12 callers on a pool of 2, half of them cancelled while they wait or check health: every
     sandbox comes back, none is held by two callers at once."""
@@ -367,6 +384,48 @@ async def test_a_sparse_giant_in_the_workspace_is_not_read_by_the_host(storage: 
         with pytest.raises(CheckpointError, match=r"file 'giant.bin' is 8,388,608 bytes, over .*max_file_size_mb=1"):
             await sb.checkpoint(storage, "giant")
         assert (await sb.checkpoint(storage, "giant", exclude=["giant.bin"])).files == 0
+
+
+#: swap a file of the workspace for a symlink to the host's secret and back, as fast as possible
+SWAPPER = r"""
+import os, sys, time
+secret = sys.argv[1]
+end = time.time() + 20
+while time.time() < end and not os.path.exists("stop"):
+    for i in range(20):
+        try:
+            os.symlink(secret, "f%d.l" % i)
+            os.replace("f%d.l" % i, "f%d.txt" % i)  # now a symlink out of the workspace
+            open("f%d.n" % i, "w").write("mine")
+            os.replace("f%d.n" % i, "f%d.txt" % i)
+        except OSError:
+            pass
+"""
+
+
+async def test_symlink_swaps_during_a_checkpoint_never_save_a_host_file(storage: LocalStorage, tmp_path: Path) -> None:
+    """HELD: sandbox code swaps workspace files for symlinks to a host secret and back while
+    checkpoints are taken; reads do not follow symlinks, so no blob ever holds the secret (a
+    checkpoint may fail on a file that changed under it; at least one goes through)."""
+    secret = tmp_path / "host-secret.txt"
+    token = secrets.token_hex(16)
+    secret.write_text(token)
+    errors: list[str] = []
+    async with Sandbox.create_local(base_path=tmp_path / "sb") as sb:
+        await sb.write_file("swap.py", SWAPPER)
+        await sb.execute_shell(f"python swap.py {secret} >/dev/null 2>&1 &")
+        await asyncio.sleep(0.2)
+        taken = 0
+        for i in range(8):
+            try:
+                await sb.checkpoint(storage, f"race-{i}")
+                taken += 1
+            except Exception as exc:  # noqa: BLE001 - a file swapped mid-checkpoint may fail it: fine
+                errors.append(f"{type(exc).__name__}: {exc}")
+        await sb.write_file("stop", "")
+    assert taken > 0, errors
+    for key in await storage.list(BLOBS):
+        assert token.encode() not in await storage.get(key)
 
 
 class _Payload:
