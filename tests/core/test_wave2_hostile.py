@@ -333,6 +333,29 @@ async def test_a_blob_that_fails_its_checksum_is_refused(storage: LocalStorage, 
         await Sandbox.resume(storage, "swapped", backend="local", base_path=tmp_path / "sb")
 
 
+async def test_enormous_blobs_and_manifests_are_refused_unread(tmp_path: Path) -> None:
+    """FOUND (fixed: resume checks sizes in the storage first, checkpoint.py): a manifest, or a blob
+    it names, of any size was downloaded whole into host memory before its checksum was checked.
+    Here sparse files of 64 MiB and 65 MiB; a storage can hold terabytes the same way."""
+    root = tmp_path / "store"
+    store = LocalStorage(StorageConfig.local(str(root)))
+    await store.connect()
+    try:
+        digest = _sha(b"promised")
+        await store.put(BLOBS + digest, b"")
+        os.truncate(root / BLOBS / digest, 64 << 20)
+        await _forge(store, "big-blob", {**BASE, "files": {"f.bin": {"sha256": digest, "size": 8}}})
+        policy = SecurityPolicy(max_file_size_mb=1)
+        with pytest.raises(CheckpointError, match=r"67,108,864 bytes, over the new sandbox's max_file_size_mb"):
+            await Sandbox.resume(store, "big-blob", backend="local", base_path=tmp_path / "sb", security_policy=policy)
+        await _forge(store, "big-manifest", {})
+        os.truncate(root / "checkpoints/big-manifest/manifest.json", 65 << 20)
+        with pytest.raises(CheckpointError, match=r"is 68,157,440 bytes .* it was not read"):
+            await Sandbox.resume(store, "big-manifest", backend="local", base_path=tmp_path / "sb")
+    finally:
+        await store.close()
+
+
 def _hostile_env_tar(outside: Path) -> bytes:
     """An environment tar that climbs out, names an absolute path, and plants a symlink to write through."""
     buf = io.BytesIO()

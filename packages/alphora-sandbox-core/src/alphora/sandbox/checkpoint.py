@@ -44,6 +44,8 @@ ROOT = "checkpoints"
 BLOBS = f"{ROOT}/blobs/"
 #: scratch folder in the workspace while a checkpoint is taken or resumed (never saved)
 SCRATCH = ".alphora-checkpoint"
+#: a larger manifest is refused unread (about 140 bytes a file: 64 MiB is some 450,000 files)
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 class CheckpointError(StorageError):
@@ -318,6 +320,13 @@ async def load_manifest(storage: Storage, name: str) -> dict[str, Any]:
     """The manifest's body, checked: CheckpointError if it is missing, unreadable or altered."""
     key = _manifest_key(name)
     try:
+        size = (await storage.stat(key)).size
+        if size > MAX_MANIFEST_BYTES:
+            raise CheckpointError(
+                f"checkpoint {name!r} is corrupted: its manifest {key} is {size:,} bytes "
+                f"(more than {MAX_MANIFEST_BYTES:,}); it was not read",
+                key=key,
+            )
         raw = await storage.get(key)
     except StorageNotFoundError:
         raise CheckpointError(f"no checkpoint named {name!r} in {storage!r} (no {key})", key=key) from None
@@ -385,8 +394,10 @@ def _body_problem(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def _fetch(storage: Storage, name: str, body: Mapping[str, Any]) -> dict[str, bytes]:
-    """Every blob the manifest names, checked, before anything is written anywhere."""
+async def _fetch(storage: Storage, name: str, body: Mapping[str, Any], limit: int) -> dict[str, bytes]:
+    """Every blob the manifest names, checked, before anything is written anywhere. A blob larger
+    than ``limit`` (the new sandbox's ``max_file_size_mb``: it could not be written anyway) is refused
+    by its size in the storage, before it is downloaded."""
     wanted: dict[str, str] = {}  # digest -> what it holds
     for path, f in body["files"].items():
         wanted.setdefault(f["sha256"], f"file {path!r}")
@@ -401,6 +412,14 @@ async def _fetch(storage: Storage, name: str, body: Mapping[str, Any]) -> dict[s
             f"checkpoint {name!r} is partial: {len(missing)} of its {len(wanted)} blobs are missing "
             f"(first: {missing[0]}); nothing was restored"
         )
+    for digest, what in wanted.items():
+        size = (await storage.stat(BLOBS + digest)).size
+        if size > limit:
+            raise CheckpointError(
+                f"checkpoint {name!r} cannot be restored: the blob of {what} is {size:,} bytes, over the new "
+                f"sandbox's max_file_size_mb ({limit:,} bytes); nothing was downloaded or restored",
+                key=BLOBS + digest,
+            )
     blobs: dict[str, bytes] = {}
     for digest, what in wanted.items():
         data = await storage.get(BLOBS + digest)
@@ -417,7 +436,7 @@ async def _fetch(storage: Storage, name: str, body: Mapping[str, Any]) -> dict[s
 async def resume(sandbox: Sandbox, storage: Storage, name: str) -> ResumeReport:
     """Restore checkpoint ``name`` into ``sandbox`` (created, not started); start it; report."""
     body = await load_manifest(storage, name)
-    blobs = await _fetch(storage, name, body)
+    blobs = await _fetch(storage, name, body, sandbox.security_policy.max_file_size_bytes)
     await sandbox.start()
     for path, f in body["files"].items():
         await sandbox.write_file_bytes(path, blobs[f["sha256"]])
