@@ -601,6 +601,27 @@ async def test_a_huge_body_is_refused_before_it_is_read(server: Any, chunked: bo
     assert answer.status_code == 413
 
 
+@needs_mcp
+async def test_the_idle_reaper_never_ends_a_session_in_the_middle_of_a_call(tmp_path: Path) -> None:
+    """HELD: with a 1 s idle timeout, a call that runs 2.5 s finishes (a call in progress is
+    activity) and the session is still there afterwards."""
+    from tests._support.mcp_http import Server, start_server
+
+    token = secrets.token_urlsafe(24)
+    (tmp_path / "tokens.txt").write_text(f"carol {token}\n")
+    proc, url = start_server(tmp_path, "--token-file", str(tmp_path / "tokens.txt"), "--idle-timeout", "1")
+    srv = Server(proc, url, tmp_path / "sandboxes", {"carol": token})
+    try:
+        async with srv.client(token) as carol:
+            slow = await carol.call_tool("run_python_code", {"code": "import time; time.sleep(2.5); print('done')"})
+            assert slow.structured_content["success"], slow.structured_content
+            assert slow.structured_content["output"].strip() == "done"
+            assert (await carol.call_tool("file_exists", {"path": "x"})).structured_content["success"]
+    finally:
+        assert srv.stop() == 0
+    assert srv.workspaces() == []
+
+
 # -- fork and the sync API -----------------------------------------------------------------------------
 
 
