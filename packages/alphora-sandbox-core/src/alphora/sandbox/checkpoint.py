@@ -291,17 +291,32 @@ async def checkpoint(sandbox: Sandbox, storage: Storage, name: str, *, exclude: 
 
 async def _read_capped(sandbox: Sandbox, path: str, what: str, size: int | None = None) -> bytes:
     """A file of the sandbox, refused when over its ``max_file_size_mb`` (resume would refuse to write
-    it anyway): sandbox code can make a sparse file of any size in an instant, and the host reads a
-    file whole. (A file grown between this size check and the read is not caught here.)"""
+    it anyway): sandbox code can make a sparse file of any size in an instant. Streamed, and the
+    stream is stopped at the limit, so a file that grows after its size was checked is caught too."""
     limit = sandbox.security_policy.max_file_size_bytes
+
+    def too_big(n: int, more: str = "") -> CheckpointError:
+        return CheckpointError(
+            f"{what} is {n:,} bytes{more}, over the sandbox's max_file_size_mb="
+            f"{sandbox.security_policy.max_file_size_mb:g}: leave it out with exclude=[...] or raise the limit"
+        )
+
     if size is None:
         size = (await sandbox.get_file_info(path)).size
     if size > limit:
-        raise CheckpointError(
-            f"{what} is {size:,} bytes, over the sandbox's max_file_size_mb="
-            f"{sandbox.security_policy.max_file_size_mb:g}: leave it out with exclude=[...] or raise the limit"
-        )
-    return await sandbox.read_file_bytes(path)
+        raise too_big(size)
+    data = bytearray()
+    stream = sandbox.read_file_stream(path)
+    try:
+        async for chunk in stream:
+            data += chunk
+            if len(data) > limit:
+                raise too_big(len(data), " or more (it grew while the checkpoint was taken)")
+    finally:
+        close = getattr(stream, "aclose", None)  # stop the transfer at once when leaving early
+        if close is not None:
+            await close()
+    return bytes(data)
 
 
 async def _drop_scratch(sandbox: Sandbox) -> None:
