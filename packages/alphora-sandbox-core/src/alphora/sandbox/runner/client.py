@@ -272,6 +272,13 @@ class RunnerClient:
         self.alive = False
 
 
+def _b64decode(value: Any) -> bytes | None:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except ValueError:  # the runner checks its frames; a broken one is dropped here too, not raised
+        return None
+
+
 class OutputCollector:
     """Accumulates streamed chunks (already capped by the runner) and forwards them. Rich outputs are
     capped again here (:class:`~.display.OutputBudget`): code in the sandbox can reach the caps of
@@ -287,7 +294,9 @@ class OutputCollector:
         items = [a for a in raw if isinstance(a, dict)][:MAX_BUNDLE_TYPES] if isinstance(raw, list) else []
         if self.budget.count >= MAX_CELL_OUTPUTS:
             items = []  # dropped: not even decoded
-        admitted = self.budget.admit([(str(a.get("mime_type")), base64.b64decode(str(a.get("data")))) for a in items])
+        decoded = [(a, _b64decode(a.get("data"))) for a in items]
+        items = [a for a, data in decoded if data is not None]
+        admitted = self.budget.admit([(str(a.get("mime_type")), data) for a, data in decoded if data is not None])
         if admitted is None:
             mark = self.budget.drop_mark()
             if mark is None:
