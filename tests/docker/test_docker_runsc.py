@@ -16,8 +16,12 @@ import pytest
 from alphora.sandbox import ExecutionStatus, ResourceLimits, Sandbox, SecurityPolicy
 from alphora.sandbox.backend import Backend
 from alphora.sandbox.errors import DockerError, PathTraversalError
+from alphora.sandbox.runner import bootstrap_argv
 from alphora.sandbox.testing import BackendContractTests
 from alphora.sandbox_docker import DockerBackend
+
+#: how the runner (and what it forks) shows in `ps`: its bootstrap argv, without the program text
+RUNNER_CMDLINE = " ".join(bootstrap_argv("python3")[:-1])
 
 RUNSC = "runsc"  # the runtime name .ci/docker-setup.sh registers (conftest.RUNSC)
 
@@ -25,6 +29,7 @@ RUNSC = "runsc"  # the runtime name .ci/docker-setup.sh registers (conftest.RUNS
 HOST_KERNEL = Path("/proc/version").read_text()
 LIVE_PROCESSES = """
 import os
+
 for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):
     try:
         state = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[0]
@@ -148,7 +153,7 @@ async def test_fork_bomb_is_held_by_the_pids_limit(tmp_path: Path, runsc_image: 
         assert "fork refused: Resource temporarily unavailable" in result.stdout  # the pids limit held
         after = await sandbox.run(LIVE_PROCESSES)
         assert after.success, after
-        live = [ln for ln in after.stdout.splitlines() if "python3 -u -c import os" not in ln]
+        live = [ln for ln in after.stdout.splitlines() if RUNNER_CMDLINE not in ln]
         assert live == [], live  # only the runner and its own forks are left
 
 

@@ -16,7 +16,7 @@ root, so the container starts as root with only the capabilities this step needs
 4. checks the result in ``/proc/self/status`` — no capability left in the effective, permitted or
    ambient set, every uid and gid the sandbox user's, no-new-privileges on, root out of reach — and
    refuses to go on otherwise;
-5. ``exec``s the runner's bootstrap (``python3 -u -c BOOT``) as that user: a fresh interpreter
+5. ``exec``s the runner's bootstrap (``python3 -u -S -c BOOT``) as that user: a fresh interpreter
    with the ordinary ``site`` set-up (the user's ``~/.local`` packages), which only then reads
    the runner from stdin. Nothing from the sandbox reaches the privileged step: ``-I -S`` keeps
    the working directory, ``PYTHON*`` variables and ``.pth`` files (all writable by sandbox code

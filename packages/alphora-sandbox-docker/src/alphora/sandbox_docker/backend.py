@@ -1,6 +1,6 @@
 """DockerBackend: one hardened container per sandbox, with the alphora runner as its main process.
 
-The container's PID 1 is ``python3 -u -c BOOT`` (the runner bootstrap), reached through a short
+The container's PID 1 is ``python3 -u -S -c BOOT`` (the runner bootstrap), reached through a short
 setup step that starts as root, gives the sandbox's volumes to the sandbox user and drops every
 privilege for good (see :mod:`._setup`): so any image with python3 works. The backend attaches to
 its stdin/stdout before starting it and speaks the runner protocol over that one socket, so a
