@@ -11,12 +11,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
-    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)}
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(home), "TMPDIR": str(tmp)}
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    check_spec_output(out.stdout, tmp_path)
+    check_spec_output(out.stdout, home)
+    # the example's temporary base_path (tempfile.mkdtemp) is removed: a run leaves nothing in TMPDIR
+    assert not list(tmp.iterdir()), f"left in TMPDIR: {sorted(p.name for p in tmp.iterdir())}"
 
 
 def check_spec_output(text: str, home: Path) -> None:
