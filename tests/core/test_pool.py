@@ -219,6 +219,11 @@ async def test_bad_input_is_refused_with_its_cause(tmp_path: Path) -> None:
         SandboxPool("local", on_release="keep")
     with pytest.raises(ConfigurationError, match="sandbox_id= cannot be given"):
         SandboxPool("local", sandbox_id="x")
+    # a misspelt option is named when the pool is made, not at start() as Sandbox()'s TypeError
+    with pytest.raises(ConfigurationError, match=r"unknown sandbox option resource_limit=; .*resource_limits"):
+        SandboxPool("local", resource_limit=None)
+    with pytest.raises(ConfigurationError, match="unknown sandbox option docker_image="):
+        SandboxPool("local", docker_image="python:3.11-slim")  # the Docker alias, on a local pool
     with pytest.raises(SandboxError, match=r"could not start a local sandbox: .*system_site_packages"):
         async with SandboxPool("local", size=1, base_path=tmp_path, backend_options={"system_site_packages": "maybe"}):
             pass
