@@ -65,6 +65,10 @@ from .types import BackendType, SandboxStatus
 _SANDBOX_KWARGS = frozenset(
     {"base_path", "resource_limits", "security_policy", "backend_options", "env_vars", "registry"}
 )
+#: the pool's own keyword options (what :class:`SandboxManager`'s ``pool_options`` may hold)
+POOL_OPTIONS = frozenset(
+    {"min_idle", "max_age", "max_uses", "on_release", "refill_concurrency", "health_check", "maintenance_interval"}
+)
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -274,7 +278,8 @@ class SandboxPool:
         for key in sandbox_kwargs:
             if key not in accepted:
                 raise ConfigurationError(
-                    f"SandboxPool got an unknown sandbox option {key}=; a {self.backend_type} pool's sandboxes take "
+                    f"SandboxPool got an unknown option {key}=: the pool's own options are "
+                    f"{', '.join(sorted(POOL_OPTIONS | {'size'}))}; a {self.backend_type} pool's sandboxes take "
                     f"{', '.join(sorted(accepted))} (backend-specific options go in backend_options)",
                     field=key,
                     value=sandbox_kwargs[key],
