@@ -53,6 +53,9 @@ async def agent_loop(
 
 async def main() -> None:
     prompt = " ".join(sys.argv[1:]) or "Write fib.py that prints the first 10 Fibonacci numbers, run it, and tell me the output."
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        # the SDK would only fail at the first request, with a TypeError about authentication headers
+        sys.exit("set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint) to run this example")
     client = AsyncAnthropic()  # reads ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL if set)
     async with Sandbox.create_local() as sandbox:
         tools = SandboxTools(sandbox)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from anthropic import AsyncAnthropic
@@ -57,6 +58,9 @@ async def ask_about_chart(client: AsyncAnthropic, tools: SandboxTools, prompt: s
 
 
 async def main() -> None:
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        # the SDK would only fail at the first request, with a TypeError about authentication headers
+        sys.exit("set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for another endpoint) to run this example")
     client = AsyncAnthropic()  # reads ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL if set)
     async with Sandbox.create_local() as sandbox:
         if not await sandbox.package_installed("matplotlib"):

@@ -5,6 +5,7 @@ Run: python examples/config_example.py
 
 import asyncio
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from alphora.sandbox import (
 )
 
 HERE = Path(__file__).resolve().parent
+
+BASE = tempfile.mkdtemp(prefix="alphora-config-")
 
 
 async def main() -> None:
@@ -37,7 +40,7 @@ async def main() -> None:
     print("sandbox.json:", from_json.backend_type, from_json.options_for("docker").image, from_json.resource_limits.timeout_seconds)
 
     # environment
-    os.environ.update({"SANDBOX_BASE_PATH": tempfile.mkdtemp(prefix="alphora-config-"), "SANDBOX_BACKEND": "local",
+    os.environ.update({"SANDBOX_BASE_PATH": BASE, "SANDBOX_BACKEND": "local",
                        "SANDBOX_TIMEOUT": "60", "SANDBOX_MEMORY_MB": "512"})
     config = config_from_env()
     print("env:", config.base_path, config.resource_limits.timeout_seconds, config.resource_limits.memory_mb)
@@ -62,4 +65,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        shutil.rmtree(BASE, ignore_errors=True)  # the temporary SANDBOX_BASE_PATH: leave nothing in /tmp

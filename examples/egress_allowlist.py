@@ -76,6 +76,10 @@ async def main(tier: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1:
         chosen = sys.argv[1]
+        if chosen not in ("docker", "isolated"):
+            # the local backend cannot enforce an allowlist (its code shares the host's network): it refuses
+            # an egress policy, see docs/egress.md
+            sys.exit(f"usage: python examples/egress_allowlist.py [docker|isolated] (not {chosen!r}: only these enforce egress)")
     elif is_docker_available():
         chosen = "docker"
     elif shutil.which("bwrap"):

@@ -5,6 +5,7 @@ Run: python examples/manager_example.py
 
 import asyncio
 import os
+import shutil
 import tempfile
 
 from alphora.sandbox import BackendType, SandboxManager
@@ -68,8 +69,11 @@ async def pool() -> None:
 
 
 async def main() -> None:
-    await basic()
-    await pool()
+    try:
+        await basic()
+        await pool()
+    finally:
+        shutil.rmtree(BASE, ignore_errors=True)  # the temporary base_path: leave nothing in /tmp
 
 
 if __name__ == "__main__":

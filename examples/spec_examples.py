@@ -6,6 +6,7 @@ Run: python examples/spec_examples.py
 """
 
 import asyncio
+import shutil
 import tempfile
 
 from alphora.sandbox import ResourceLimits, Sandbox
@@ -183,12 +184,15 @@ async def files(sandbox):
 
 
 async def main():
-    await quick_start()
-    await create_sandbox()
-    async with Sandbox.create_local(base_path=BASE) as sandbox:
-        await execution(sandbox)
-        await files(sandbox)
-        await sandbox.destroy()
+    try:
+        await quick_start()
+        await create_sandbox()
+        async with Sandbox.create_local(base_path=BASE) as sandbox:
+            await execution(sandbox)
+            await files(sandbox)
+            await sandbox.destroy()
+    finally:
+        shutil.rmtree(BASE, ignore_errors=True)  # the temporary base_path above: leave nothing in /tmp
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ local SeaweedFS started with `weed server -s3 -s3.config=s3.json` or a MinIO ser
 
 import asyncio
 import os
+import shutil
 import tempfile
 import urllib.request
 
@@ -74,9 +75,12 @@ async def s3_storage() -> None:
 
 
 async def main() -> None:
-    await local_storage()
-    await persist_workspace()
-    await s3_storage()
+    try:
+        await local_storage()
+        await persist_workspace()
+        await s3_storage()
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)  # the temporary root: leave nothing in /tmp
 
 
 if __name__ == "__main__":

@@ -266,3 +266,18 @@ def test_quick_leaves_out_the_bombs() -> None:
     assert code == 0
     assert list(data["probes"]) == ["file-api-escape"]
     assert verdicts(data, "local") == {"file-api-escape": "held"}
+
+
+def test_an_unreachable_engine_is_reported_with_its_cause(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The docker tier's reason names the address, the socket's error and the fix, as a sandbox's
+    DockerError does; it said only 'no Docker engine answers' (also for a socket this user may not use)."""
+    from alphora.sandbox.config import SandboxConfig
+    from alphora.sandbox.doctor.tiers import detect_tiers
+
+    pytest.importorskip("alphora.sandbox_docker", reason="the Docker plugin is not installed")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    tiers = detect_tiers(SandboxConfig(), None, "test")
+    assert not tiers["docker"].available
+    assert tiers["docker"].detail.startswith(f"cannot reach the Docker engine at unix://{tmp_path}/no-engine.sock")
+    assert "No such file or directory" in tiers["docker"].detail
+    assert "DOCKER_HOST" in tiers["docker"].detail

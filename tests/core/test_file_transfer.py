@@ -116,6 +116,11 @@ async def test_download_and_upload_host_files(sandbox: Sandbox, tmp_path: Path) 
     with pytest.raises(FileSystemError):
         await sandbox.download_to_file("missing.bin", tmp_path / "host" / "m.bin")
     assert sorted(p.name for p in target.parent.iterdir()) == ["d.bin"]
+    # a host directory that does not exist is named as the caller gave it (not the hidden temp file)
+    with pytest.raises(
+        FileNotFoundError, match=r"cannot download to .*/nowhere/m\.bin: its directory .*/nowhere does not"
+    ):
+        await sandbox.download_to_file("in/d.bin", tmp_path / "nowhere" / "m.bin")
 
 
 #: streams ``SIZE`` bytes into a started local sandbox and back *through its runner* (the

@@ -212,3 +212,15 @@ def test_the_base_interpreter_is_found_inside_and_outside_a_venv(tmp_path: Path)
     nested = tmp_path / "nested"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(nested)], check=True, timeout=300)
     assert os.path.realpath(_base_in(str(nested / "bin" / "python"), cwd=tmp_path)) == os.path.realpath(base)
+
+
+async def test_an_install_without_network_says_so(tmp_path: Path) -> None:
+    """The isolated tier has no network by default: pip's own failure (a resolver error, after its
+    retries) does not name the cause; the result's error does, with the three ways to give pip an index."""
+    async with _sandbox("isolated", tmp_path) as sandbox:
+        r = await sandbox.install_package("alphora-no-such-package")
+        assert not r.success
+        assert "this sandbox has no network, so pip cannot reach a package index" in r.error
+        assert "wheelhouse" in r.error
+        assert "Retrying" not in r.stderr  # no retries against a network that is not there
+        await sandbox.destroy()

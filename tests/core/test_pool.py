@@ -219,6 +219,13 @@ async def test_bad_input_is_refused_with_its_cause(tmp_path: Path) -> None:
         SandboxPool("local", on_release="keep")
     with pytest.raises(ConfigurationError, match="sandbox_id= cannot be given"):
         SandboxPool("local", sandbox_id="x")
+    # a misspelt option is named when the pool is made, not at start() as Sandbox()'s TypeError
+    with pytest.raises(ConfigurationError, match=r"unknown option resource_limit=: .*resource_limits"):
+        SandboxPool("local", resource_limit=None)
+    with pytest.raises(ConfigurationError, match=r"unknown option max_agee=: the pool's own options are .*max_age"):
+        SandboxPool("local", max_agee=5)
+    with pytest.raises(ConfigurationError, match="unknown option docker_image="):
+        SandboxPool("local", docker_image="python:3.11-slim")  # the Docker alias, on a local pool
     with pytest.raises(SandboxError, match=r"could not start a local sandbox: .*system_site_packages"):
         async with SandboxPool("local", size=1, base_path=tmp_path, backend_options={"system_site_packages": "maybe"}):
             pass
@@ -236,6 +243,26 @@ async def test_bad_input_is_refused_with_its_cause(tmp_path: Path) -> None:
         await pool.put(sandbox)
         with pytest.raises(SandboxError, match="returned twice"):
             await pool.put(sandbox)
+
+
+def test_pool_options_are_the_pools_keyword_options() -> None:
+    """POOL_OPTIONS (what the manager's pool_options may hold) is SandboxPool's own keyword options."""
+    import inspect
+
+    from alphora.sandbox.pool import POOL_OPTIONS
+
+    params = inspect.signature(SandboxPool.__init__).parameters.values()
+    assert {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY} == POOL_OPTIONS
+
+
+def test_manager_pool_options_take_only_pool_options(tmp_path: Path) -> None:
+    """A sandbox setting in pool_options was a TypeError ('got multiple values') at start(): refused when made,
+    naming where it goes instead."""
+    with pytest.raises(ConfigurationError, match=r"pool_options may hold only .* not 'env_vars': .*manager's settings"):
+        SandboxManager(base_path=tmp_path, pool_size=1, pool_options={"env_vars": {"A": "1"}})
+    with pytest.raises(ConfigurationError, match="not 'max_agee'"):
+        SandboxManager(base_path=tmp_path, pool_size=1, pool_options={"max_agee": 5})
+    SandboxManager(base_path=tmp_path, pool_size=1, pool_options={"max_age": 5, "max_uses": 3})
 
 
 async def test_manager_pool_size_serves_anonymous_sandboxes_warm(tmp_path: Path) -> None:

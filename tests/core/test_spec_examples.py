@@ -7,16 +7,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_spec_examples_run_verbatim(tmp_path: Path) -> None:
-    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path)}
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(home), "TMPDIR": str(tmp)}
     out = subprocess.run(
         [sys.executable, str(EXAMPLES / "spec_examples.py")], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    check_spec_output(out.stdout, tmp_path)
+    check_spec_output(out.stdout, home)
+    # the example's temporary base_path (tempfile.mkdtemp) is removed: a run leaves nothing in TMPDIR
+    assert not list(tmp.iterdir()), f"left in TMPDIR: {sorted(p.name for p in tmp.iterdir())}"
 
 
 def check_spec_output(text: str, home: Path) -> None:
@@ -34,3 +41,18 @@ def check_spec_output(text: str, home: Path) -> None:
     assert "config.json: 16 B" in text
     assert "*.py: ['script.py', 'src/main.py']" in text or "*.py: ['script.py']" in text
     assert not list(home.iterdir()), "the examples' sandboxes were not cleaned up"
+
+
+@pytest.mark.parametrize("example", ["manager_example.py", "storage_example.py", "config_example.py"])
+def test_examples_leave_nothing_in_tmpdir(example: str, tmp_path: Path) -> None:
+    """Each of these examples makes a temporary base path (tempfile.mkdtemp): it runs, and removes it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "ALPHORA_SANDBOX_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp)}
+    for name in ("S3_ENDPOINT", "BACKEND"):  # the examples' optional S3 and Docker parts stay off
+        env.pop(name, None)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / example)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert not list(tmp.iterdir()), f"left in TMPDIR: {sorted(p.name for p in tmp.iterdir())}"

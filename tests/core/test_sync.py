@@ -198,8 +198,10 @@ def test_refused_inside_a_running_loop(tmp_path: Path) -> None:
     sandbox = Sandbox.create_local(base_path=tmp_path)
 
     async def inside() -> None:
-        with pytest.raises(SyncInAsyncError, match=r"Sandbox\.start .*async API"):
+        with pytest.raises(SyncInAsyncError, match=r"Sandbox\.start .*async API") as refused:
             sandbox.start()
+        # where a user meets this without writing async code: a notebook's kernel runs a loop
+        assert "Jupyter and IPython run such a loop in the main thread" in str(refused.value)
 
     asyncio.run(inside())
     assert sandbox.status is SandboxStatus.CREATED

@@ -131,3 +131,14 @@ async def test_manager_pool_size_on_docker(tmp_path: Path, foreign_image: str, o
         await manager.pool.settle()
         ids = [sandbox.sandbox_id, *(slot.backend.sandbox_id for slot in manager.pool._idle)]
     assert [objects_of(sid) for sid in ids] == [([], [])] * 2
+
+
+async def test_docker_image_is_taken_as_in_create_docker(tmp_path: Path, foreign_image: str) -> None:
+    """``SandboxPool("docker", docker_image=...)``, the spec's name for the image (Sandbox.create_docker,
+    Sandbox.create("docker", docker_image=...)): it failed at start() with Sandbox()'s TypeError."""
+    async with (
+        SandboxPool("docker", size=1, base_path=tmp_path, docker_image=foreign_image, resource_limits=LIMITS) as pool,
+        pool.acquire(timeout=60) as sandbox,
+    ):
+        assert sandbox.backend.image == foreign_image  # type: ignore[attr-defined]
+        assert (await sandbox.run("print('pooled')")).stdout == "pooled\n"

@@ -5,6 +5,8 @@ before the backend's file primitives see it."""
 from __future__ import annotations
 
 import asyncio
+import builtins
+import errno
 import fnmatch
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
@@ -155,7 +157,12 @@ class FileMethods:
         target = Path(local_path)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         try:
-            out = await asyncio.to_thread(open, tmp, "xb")
+            try:
+                out = await asyncio.to_thread(open, tmp, "xb")
+            except builtins.FileNotFoundError:  # the host's; else the error names the hidden temp file
+                raise builtins.FileNotFoundError(
+                    errno.ENOENT, f"cannot download to {target}: its directory {target.parent} does not exist"
+                ) from None
             with out:
                 async for part in self.read_file_stream(path):
                     await asyncio.to_thread(out.write, part)

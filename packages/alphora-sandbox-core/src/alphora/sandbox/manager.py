@@ -142,6 +142,18 @@ class SandboxManager:
             )
         self.pool_size = pool_size
         self.pool_options = dict(pool_options or {})
+        from .pool import POOL_OPTIONS
+
+        for key in self.pool_options:  # the sandboxes' settings are the manager's own arguments
+            if key not in POOL_OPTIONS:
+                raise ConfigurationError(
+                    f"pool_options may hold only the pool's own options ({', '.join(sorted(POOL_OPTIONS))}), not "
+                    f"{key!r}: the pool's sandboxes are made with the manager's settings (its base_path, "
+                    "default_backend, docker_image, resource_limits, security_policy, env_vars, backend_options), "
+                    "and its size is pool_size",
+                    field=f"pool_options.{key}",
+                    value=self.pool_options[key],
+                )
         self.pool: SandboxPool | None = None
         self._registry = registry
         self._sandboxes: dict[str, Sandbox] = {}

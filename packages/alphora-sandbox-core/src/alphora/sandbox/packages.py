@@ -14,12 +14,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .backend import HOST_PACKAGE_ENV, ProcessRequest
 from .errors import ConfigurationError, PackageError
+from .rules import network_access
 from .types import ExecutionResult, ExecutionStatus, PackageInfo, ResourceLimits
 
 if TYPE_CHECKING:
@@ -153,6 +155,15 @@ def wheelhouse_dir(value: Any, *, field: str = "wheelhouse") -> str | None:
     return path
 
 
+#: added to a failed install's ``error`` when the sandbox has no network (:meth:`PackageMethods._pip_is_offline`)
+NO_NETWORK_HINT = (
+    "this sandbox has no network, so pip cannot reach a package index: turn on both "
+    "resource_limits.network_enabled and security_policy.allow_network, set an egress policy that allows the "
+    "index, or give the backend a wheelhouse (backend option 'wheelhouse'; docs/egress.md, 'Packages without "
+    "the internet')"
+)
+
+
 def wheelhouse_env(mounted: str | None) -> dict[str, str]:
     """pip's variables for a sandbox with a wheelhouse mounted at ``mounted``: that directory is its
     only package source (``--no-index --find-links``), whatever index the sandbox's env names."""
@@ -209,6 +220,10 @@ class PackageMethods:
         await self._check("package", content=" ".join(args))
         prefix, backend_env = await self.backend.pip_command()
         env = pip_env(host_pip_env() if self.backend.pip_host_env else {}, self._env, backend_env)
+        offline = self._pip_is_offline(env)
+        if offline:
+            # nothing to retry against: without this pip spends ~8 s on five retries of a name it cannot resolve
+            env = {"PIP_RETRIES": "0", **env}
         self._audit("pip", args=list(args))
         request = ProcessRequest(
             kind="argv",
@@ -217,7 +232,22 @@ class PackageMethods:
             timeout=pip_timeout(timeout, self.resource_limits),
             max_output=self.resource_limits.max_output_size,
         )
-        return await self._run(request, None)
+        result = await self._run(request, None)
+        if offline and args[:1] == ["install"] and result.status is ExecutionStatus.FAILED:
+            result = attrs.evolve(
+                result, error=f"{result.error}: {NO_NETWORK_HINT}" if result.error else NO_NETWORK_HINT
+            )
+        return result
+
+    def _pip_is_offline(self, env: Mapping[str, str]) -> bool:
+        """True when pip in this sandbox cannot reach any package index: the backend's network is its
+        own (not the host's), the network rule gives it none, and no wheelhouse is its package source."""
+        backend = self.backend
+        return (
+            not backend.pip_host_env
+            and network_access(backend.resource_limits, backend.security_policy) == "none"
+            and "PIP_NO_INDEX" not in env
+        )
 
     async def install_package(self, package: str, version: str | None = None, upgrade: bool = False) -> ExecutionResult:
         """pip-install a package into the sandbox's own environment (never the host's)."""

@@ -60,6 +60,16 @@ from .errors import ConfigurationError, SandboxError
 from .rules import name_key
 from .types import BackendType, SandboxStatus
 
+#: the :class:`~alphora.sandbox.sandbox.Sandbox` arguments a pool passes on to every sandbox it makes
+#: (``docker_image`` too, for a Docker pool); the pool chooses ``sandbox_id``, ``name`` and ``keep_workspace``
+_SANDBOX_KWARGS = frozenset(
+    {"base_path", "resource_limits", "security_policy", "backend_options", "env_vars", "registry"}
+)
+#: the pool's own keyword options (what :class:`SandboxManager`'s ``pool_options`` may hold)
+POOL_OPTIONS = frozenset(
+    {"min_idle", "max_age", "max_uses", "on_release", "refill_concurrency", "health_check", "maintenance_interval"}
+)
+
 if TYPE_CHECKING:
     from .backend import Backend
     from .sandbox import Sandbox
@@ -212,7 +222,8 @@ class SandboxPool:
     * ``health_check``: ping a ready sandbox before handing it out (default True).
     * ``sandbox_kwargs``: what every sandbox is made with (:class:`~alphora.sandbox.sandbox.Sandbox`'s
       ``base_path``, ``resource_limits``, ``security_policy``, ``backend_options``, ``env_vars``,
-      ``registry``). ``sandbox_id`` and ``name`` are the pool's to choose.
+      ``registry``; for Docker also ``docker_image``, as in :meth:`Sandbox.create_docker`). ``sandbox_id``
+      and ``name`` are the pool's to choose; any other name is a :class:`ConfigurationError` at once.
     """
 
     def __init__(
@@ -261,6 +272,17 @@ class SandboxPool:
                     f"a pool names its sandboxes itself: {taken}= cannot be given to SandboxPool",
                     field=taken,
                     value=sandbox_kwargs[taken],
+                )
+        # a misspelt or unknown option is refused here, not at start() as a TypeError from Sandbox()
+        accepted = _SANDBOX_KWARGS | ({"docker_image"} if self.backend_type == BackendType.DOCKER.value else set())
+        for key in sandbox_kwargs:
+            if key not in accepted:
+                raise ConfigurationError(
+                    f"SandboxPool got an unknown option {key}=: the pool's own options are "
+                    f"{', '.join(sorted(POOL_OPTIONS | {'size'}))}; a {self.backend_type} pool's sandboxes take "
+                    f"{', '.join(sorted(accepted))} (backend-specific options go in backend_options)",
+                    field=key,
+                    value=sandbox_kwargs[key],
                 )
         self.sandbox_kwargs = dict(sandbox_kwargs)
 
@@ -604,7 +626,8 @@ class SandboxPool:
                 if self._closed:
                     self._creating -= 1
                     return
-                sandbox = Sandbox(self.backend_type, keep_workspace=False, **self.sandbox_kwargs)
+                # Sandbox.create: the spec's docker_image= works here as in Sandbox.create("docker", ...)
+                sandbox = Sandbox.create(self.backend_type, keep_workspace=False, **self.sandbox_kwargs)
                 await sandbox.start()
                 fingerprint = await self._fingerprint(sandbox.backend)
         except Exception as exc:  # noqa: BLE001 - any failure: counted, reported to waiters, backed off

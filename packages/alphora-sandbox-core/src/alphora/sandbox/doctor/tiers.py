@@ -72,6 +72,18 @@ def _isolated(config: SandboxConfig, backends: Any) -> TierInfo:
     )
 
 
+def _engine_problem(docker_host: str | None) -> str:
+    """Why no engine answers, as a sandbox would say it: the address, the socket's error and the fix
+    ("Permission denied ... add it to the 'docker' group", "No such file or directory ... start it")."""
+    from alphora.sandbox_docker._client import make_client  # the plugin's one wording of this error
+
+    try:
+        make_client(docker_host, timeout=5).ping()
+    except Exception as exc:  # noqa: BLE001 - DockerError from make_client, or the SDK's error from ping
+        return str(exc)
+    return "no Docker engine answered the probe in time (DOCKER_HOST or the local socket)"
+
+
 def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: Any) -> tuple[TierInfo, TierInfo]:
     def off(why: str) -> tuple[TierInfo, TierInfo]:
         return (
@@ -90,7 +102,7 @@ def _docker(config: SandboxConfig, image: str | None, run_label: str, backends: 
     opts["labels"] = {**dict(opts.get("labels") or {}), "org.alphora.doctor": run_label}
     parsed = DockerOptions.from_mapping(opts)
     if not is_docker_available(parsed.docker_host):
-        return off("no Docker engine answers (DOCKER_HOST or the local socket)")
+        return off(_engine_problem(parsed.docker_host))
     from .host import docker_client
 
     client = docker_client(parsed.docker_host)

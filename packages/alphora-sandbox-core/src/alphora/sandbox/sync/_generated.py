@@ -723,7 +723,8 @@ class SandboxPool(PoolBase):
     * ``health_check``: ping a ready sandbox before handing it out (default True).
     * ``sandbox_kwargs``: what every sandbox is made with (:class:`~alphora.sandbox.sandbox.Sandbox`'s
       ``base_path``, ``resource_limits``, ``security_policy``, ``backend_options``, ``env_vars``,
-      ``registry``). ``sandbox_id`` and ``name`` are the pool's to choose.
+      ``registry``; for Docker also ``docker_image``, as in :meth:`Sandbox.create_docker`). ``sandbox_id``
+      and ``name`` are the pool's to choose; any other name is a :class:`ConfigurationError` at once.
     """
 
     _async_class = _pool.SandboxPool

@@ -133,7 +133,8 @@ def _refuse_in_loop(what: str) -> None:
     raise SyncInAsyncError(
         f"{what} is the sync API and was called from a thread that runs an asyncio event loop, which it "
         "would block. In async code use the async API instead: `from alphora.sandbox import Sandbox` "
-        "(SandboxManager, SandboxTools) and `await` its methods (`async with`, `async for`)."
+        "(SandboxManager, SandboxTools) and `await` its methods (`async with`, `async for`). Jupyter and IPython "
+        "run such a loop in the main thread: there, use the async API with top-level `await`."
     )
 
 
