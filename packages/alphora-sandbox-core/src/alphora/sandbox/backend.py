@@ -351,6 +351,11 @@ class Backend(abc.ABC):
     # The attributes below may be set on the class or per instance (e.g. from ``options``).
     #: the Python interpreter inside the sandbox, as an argv[0]
     python: str = "python3"
+    #: an interpreter inside the sandbox that sandbox code cannot replace, for checks the library
+    #: runs there (the pool's reset fingerprint): local and isolated, the base interpreter their
+    #: ``.venv`` was made from (outside the workspace; isolated: bound read-only). None: use
+    #: :attr:`python` (Docker: the image's, in a fresh container)
+    probe_python: str | None = None
     #: workspace entries (top-level names) the backend itself keeps: scratch dirs, package
     #: environments. ``Sandbox.list_files`` and the ``list_files`` tool hide them unless asked for by
     #: path, ``save_workspace`` leaves them out by default, and the ``reset_sandbox`` tool keeps

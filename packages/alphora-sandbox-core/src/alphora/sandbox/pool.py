@@ -590,7 +590,7 @@ class SandboxPool:
         # not backend.python when that lives in the fingerprinted venv (local, isolated): a holder that
         # replaced .venv/bin/python would be asked to vouch for itself. Their base interpreter is
         # outside the workspace (isolated: bound read-only); Docker's is the image's, in a new container.
-        python = getattr(backend, "base_python", None) or backend.python
+        python = backend.probe_python or backend.python
         result = await backend.execute_argv([python, "-I", "-S", "-c", PROBE, *keep], timeout=60)
         if result.return_code != 0 or not result.stdout.strip():
             raise _Dirty(

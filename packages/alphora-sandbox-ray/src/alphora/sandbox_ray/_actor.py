@@ -147,6 +147,7 @@ class SandboxActor:
                     "node_id": self._node_id(),
                     "pid": os.getpid(),
                     "workspace": str(self.inner.workspace_path),
+                    "probe_python": self.inner.probe_python,
                     "restored": restored,
                 },
             )

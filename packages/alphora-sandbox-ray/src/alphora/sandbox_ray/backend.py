@@ -290,6 +290,7 @@ class RayBackend(Backend):
         self.node_id = info["node_id"]
         self.actor_pid = int(info["pid"])
         self.workspace_path = Path(info["workspace"])
+        self.probe_python = info.get("probe_python")  # the inner backend's, on its node
         self.restored = list(info["restored"])
         log.debug("sandbox %s runs on node %s (%s)", self.sandbox_id, self.node_id, self.workspace_path)
 

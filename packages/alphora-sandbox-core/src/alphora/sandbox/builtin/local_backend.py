@@ -71,6 +71,7 @@ class LocalBackend(RunnerBackend):
         self.system_site_packages = system_site
         #: the interpreter the sandbox's venv is made from
         self.base_python = str(self.options.get("python") or base_interpreter())
+        self.probe_python = self.base_python
         self.venv = SandboxVenv(self.workspace_path, self.base_python, system_site)
         #: the sandbox's Python: always its own venv's
         self.python = str(self.venv.python)
