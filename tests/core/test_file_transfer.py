@@ -126,7 +126,7 @@ async def test_download_and_upload_host_files(sandbox: Sandbox, tmp_path: Path) 
 #: streams ``SIZE`` bytes into a started local sandbox and back *through its runner* (the
 #: protocol path Docker uses), then reads it whole for comparison; prints the RSS growth of each
 RSS_PROBE = """
-import asyncio, json, os, resource, sys, tempfile
+import asyncio, json, os, sys, tempfile
 from alphora.sandbox import LocalBackend
 from alphora.sandbox.runner.backend import RunnerBackend
 
@@ -138,7 +138,13 @@ def rss():
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: the peak of this process's own memory. Not ru_maxrss, which Linux carries over fork and
+    # exec, so a probe started by a big pytest process began at pytest's peak and measured nothing.
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError('no VmHWM in /proc/self/status')
 
 async def main():
     with tempfile.TemporaryDirectory() as d:
