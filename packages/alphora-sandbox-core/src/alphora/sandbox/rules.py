@@ -8,10 +8,13 @@
 * :func:`resolve_timeout` — a call's timeout: validated, defaulted from the limits (``run()``,
   sessions, the agent tools).
 * :data:`DEFAULT_IMAGE` — the Docker image a sandbox uses when none is named (the spec's).
+* :func:`is_loopback_host` — whether a host name or address is this machine's loopback (MCP over
+  HTTP without auth, a local Docker engine for egress).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_IMAGE",
     "MAX_SANDBOX_ID_LENGTH",
     "NetworkAccess",
+    "is_loopback_host",
     "name_key",
     "network_access",
     "network_allowed",
@@ -40,6 +44,18 @@ DEFAULT_IMAGE = "python:3.11-slim"
 #: sandbox ids name directories, containers and volumes: keep them short and plain
 MAX_SANDBOX_ID_LENGTH = 64
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.0/8``, ``::1``); any other name is not (it is
+    not resolved: a name that resolves to loopback today may not tomorrow)."""
+    host = host.strip().lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def name_key(value: Any) -> str:

@@ -36,21 +36,16 @@ def engine_is_local(address: str) -> bool:
     """Whether an engine address (as :func:`engine_address` writes it) is on this machine: a unix
     socket, a named pipe, or TCP to a loopback address. Host paths bound into a container (the egress
     proxy's socket) exist only when it is; ``ssh://`` and TCP to any other name count as remote."""
-    import ipaddress
     from urllib.parse import urlsplit
+
+    from alphora.sandbox.rules import is_loopback_host
 
     parts = urlsplit(address if "://" in address else f"unix://{address}")
     if parts.scheme in ("unix", "http+unix", "npipe"):
         return True
     if parts.scheme not in ("tcp", "http", "https"):
         return False
-    host = (parts.hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(parts.hostname or "")
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -27,7 +27,6 @@ import collections
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ..errors import ConfigurationError
+from ..rules import is_loopback_host
 from .sandbox_tools import SandboxTools
 
 if TYPE_CHECKING:
@@ -131,20 +131,11 @@ def load_tokens(token_file: str | os.PathLike[str] | None, environ: Mapping[str,
     return tokens
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def bind_problem(host: str, tokens: list[Token], no_auth: bool) -> str | None:
     """Why the server must not start with these settings (None: it may)."""
     if no_auth and tokens:
         return "--no-auth was given but tokens are configured; drop one or the other"
-    if no_auth and not _is_loopback(host):
+    if no_auth and not is_loopback_host(host):
         return (
             f"--no-auth is only allowed on a loopback address (127.0.0.1, ::1, localhost), not {host}: "
             "anyone who can reach the port could run code"
@@ -522,7 +513,7 @@ def build_app(
         on_call_tool=call_tool,
     )
     security = None
-    if _is_loopback(ns.host):  # DNS rebinding protection, as the SDK sets it up for loopback hosts
+    if is_loopback_host(ns.host):  # DNS rebinding protection, as the SDK sets it up for loopback hosts
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=True,
             allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
