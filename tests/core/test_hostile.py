@@ -317,3 +317,49 @@ async def test_a_killed_spare_does_not_fail_the_next_call(backend: LocalBackend)
         await backend.execute_code(code)
         r = await backend.execute_code("print('ok')")
         assert r.stdout == "ok\n"
+
+
+async def test_a_spare_killed_after_its_job_was_written_does_not_fail_that_call(backend: LocalBackend) -> None:
+    """The race behind a flaky run of the test above, made certain: a process left behind by one
+    call stops the runner's next spare (so it cannot read), the next call's job is written into
+    its pipe, and then the spare is killed, before it ever read the job. The runner sees the job's
+    bytes still in the pipe and runs the job in a fresh child; nothing of it had run, so running it
+    is safe (and it runs once)."""
+    stop_next_spare_then_kill_it = (
+        "import os, signal, time\n"
+        "runner, me = os.getppid(), os.getpid()\n"
+        "if os.fork() == 0:\n"  # stays behind (background processes are kept by default)
+        "    os.setsid()\n"
+        "    spare, deadline = None, time.time() + 20\n"
+        "    while spare is None and time.time() < deadline:\n"
+        "        for pid in os.listdir('/proc'):\n"
+        "            if not pid.isdigit() or int(pid) in (me, os.getpid()):\n"  # the runner reaps us: its child too
+        "                continue\n"
+        "            try:\n"
+        "                fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            if int(fields[1]) == runner:\n"
+        "                spare = int(pid)\n"
+        "        time.sleep(0.01)\n"
+        "    if spare is not None:\n"
+        "        os.kill(spare, signal.SIGSTOP)\n"
+        "        open('spare-stopped', 'w').close()\n"
+        "        time.sleep(1.0)\n"
+        "        os.kill(spare, signal.SIGKILL)\n"
+        "    os._exit(0)\n"
+    )
+    for _ in range(3):  # let the runner finish its preload, which replaces the spare once at the end
+        assert (await backend.execute_code("pass")).success
+        await asyncio.sleep(0.3)
+    assert (await backend.execute_code(stop_next_spare_then_kill_it)).success
+    marker = backend.workspace_path / "spare-stopped"
+    for _ in range(200):
+        if marker.exists():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the runner made no spare to stop within 10 s")
+    r = await backend.execute_code("print('ok')", timeout=20)
+    assert r.stdout == "ok\n", r
+    assert r.success, r

@@ -19,12 +19,15 @@ single-threaded (a selector loop), so forking is safe.
 from __future__ import annotations
 
 import base64
+import fcntl
 import gc
 import os
 import select
 import selectors
 import signal
+import struct
 import sys
+import termios
 import time
 import traceback
 from collections.abc import Callable
@@ -234,7 +237,7 @@ class Runner:
         env.update(extra or {})
         return env
 
-    def exec(self, req: dict[str, Any]) -> None:
+    def exec(self, req: dict[str, Any], use_spare: bool = True) -> None:
         kind = req.get("kind", "python")
         code = req.get("code", "")
         argv = list(req.get("argv") or [])
@@ -247,7 +250,8 @@ class Runner:
         if kind in ("file", "argv") and not argv:
             raise ValueError(f"{kind} request without argv")
         job = {"kind": kind, "code": code, "argv": argv, "env": env, "cwd": cwd, "limits": self.limits}
-        spare = self._take_spare()
+        spare = self._take_spare() if use_spare else None
+        job_fd = -1
         if spare is not None:
             pid, out_r, err_r, in_w = spare[0], spare[2], spare[3], spare[4]
             try:
@@ -257,7 +261,7 @@ class Runner:
                     os.close(fd)
                 spare = None
             else:
-                os.close(spare[1])
+                job_fd = spare[1]  # kept until the call ends: see _spare_never_started
         if spare is None:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
@@ -277,6 +281,7 @@ class Runner:
             s.reset(cap)
         call = Call(req.get("id"), pid, streams, timeout, in_w, stdin)
         call.keep_background = bool(req.get("keep_background", True))
+        call.job_fd, call.request = job_fd, req
         self.calls[pid] = call
         for s in streams:
             os.set_blocking(s.fd, False)
@@ -382,7 +387,32 @@ class Runner:
                 pass
             os.close(stream.fd)
 
+    def _spare_never_started(self, call: Call) -> bool:
+        """True when the call's spare died before it read its job (earlier user code can find and
+        kill the spare; a SIGKILL still pending when the job is written lets the write succeed).
+        Bytes left in the job pipe prove it: nothing of the job ran, so it is safe to run it again."""
+        fd, call.job_fd = call.job_fd, -1
+        if fd < 0:
+            return False
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            unread = 0
+        os.close(fd)
+        return unread > 0 and not (call.timed_out or call.cancelled)
+
     def _finish_call(self, call: Call) -> None:
+        if self._spare_never_started(call) and call.request is not None:
+            for s in call.streams:
+                self.close_stream(s)
+            if call.stdin_fd >= 0:
+                try:
+                    self.sel.unregister(call.stdin_fd)
+                except (KeyError, ValueError):
+                    pass
+                os.close(call.stdin_fd)
+            self.exec(call.request, use_spare=False)  # same request id, a freshly forked child
+            return
         for s in call.streams:
             if not s.eof:
                 self.read_stream(call, s, drain=True)

@@ -71,3 +71,7 @@ class Call:
         self.watch: Any = None  # leftovers.Watch while the leftover tree is judged
         self.leftover_killed = 0
         self.leftover_reason = ""
+        #: a spare's job pipe, kept open until the call ends (see Runner._spare_never_started), or -1
+        self.job_fd = -1
+        #: the request, to run it again when its spare died before reading it
+        self.request: dict[str, Any] | None = None
