@@ -321,6 +321,7 @@ def _flipper(
     """Swap ``ws/name`` between a real entry and a symlink to the outside, as fast as possible."""
     dest = ws / name
     n = 0
+    flips.append(0)  # flips[0]: swaps so far, updated as they happen (the hammers wait for enough)
     while not stop.is_set():
         for maker in (make_link, make_real):
             new, old = ws / f".flip-new-{n}", ws / f".flip-old-{n}"
@@ -335,7 +336,7 @@ def _flipper(
                 _remove(new)
             _remove(old)
             n += 1
-    flips.append(n)
+            flips[0] = n
 
 
 def _cleanup_flips(ws: Path) -> None:
@@ -365,7 +366,7 @@ def test_race_file_swapped_for_a_symlink_during_reads_and_writes(world: World) -
         ok = refused = 0
         returned: list[Any] = []
         for i in range(RACE_MAX_OPS):
-            if i >= RACE_MIN_OPS and ok and refused:
+            if i >= RACE_MIN_OPS and ok and refused and flips and flips[0] > 10:
                 break
             try:
                 if i % 2:
@@ -414,7 +415,7 @@ def test_race_directory_swapped_for_a_symlink(world: World) -> None:
     async def hammer() -> list[Any]:
         returned: list[Any] = []
         for i in range(RACE_MAX_OPS):
-            if i >= RACE_MIN_OPS and i % 3 == 0 and seen_inside(returned):
+            if i >= RACE_MIN_OPS and i % 3 == 0 and seen_inside(returned) and flips and flips[0] > 10:
                 break
             path = ("flipdir/secret.txt", "flipdir/new.txt", "flipdir")[i % 3]
             try:
