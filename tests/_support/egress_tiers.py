@@ -330,6 +330,7 @@ __all__ = [
     "SECRET_PREFIX",
     "TLS_NAME",
     "Servers",
+    "check_credentials_stay_outside",
     "check_probe",
     "install_requests",
     "loopback_servers",
@@ -416,3 +417,29 @@ def secret_probe(servers: Servers, roots: list[str], decoy: str) -> str:
         secure=f"https://{TLS_NAME}:{servers.secure.port}/with-credentials",
         roots=roots,
     )
+
+
+async def check_credentials_stay_outside(sandbox: Any, servers: Servers, tier: str) -> None:
+    """The injected credentials reach the servers (plain HTTP and intercepted HTTPS) while a search
+    of the sandbox's env, /proc and files finds no trace of them; a planted decoy must be found, so
+    the search is shown to work. Prints what both sides saw (the closing note's transcript)."""
+    decoy = SECRET_PREFIX + "0" * (len(servers.secret) - len(SECRET_PREFIX))
+    await sandbox.write_file("decoy.txt", f"planted: {decoy}\n")  # the search must find this one
+    result = await sandbox.run(secret_probe(servers, ["/tmp", "/run", "/etc"], decoy), timeout=120)
+    assert result.success, result.stderr
+    probe = read_json(result.stdout)
+    print(
+        f"{tier}: server saw X-Api-Key",
+        servers.allowed.header("X-Api-Key")[-1:],
+        "and",
+        servers.secure.header("Authorization")[-1:],
+    )
+    print(f"{tier}: inside:", probe)
+    assert probe["fetch"]["http"] == 200, probe
+    assert probe["fetch"]["https"] == 200, probe  # TLS terminated by the proxy, trusted through the CA bundle
+    assert probe["fetch"].get("curl https", "200") == "200", probe
+    assert servers.allowed.header("X-Api-Key")[-1] == servers.secret
+    assert servers.secure.header("Authorization")[-1] == f"Bearer {servers.secret}"
+    assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
+    assert probe["decoy_found_in"], probe
+    assert probe["secret_found_in"] == [], probe

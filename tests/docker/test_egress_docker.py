@@ -23,15 +23,14 @@ from alphora.sandbox.errors import DockerError
 from .._support.egress_tiers import (
     PROBE_DIST,
     PROBE_VERSION,
-    SECRET_PREFIX,
     Servers,
+    check_credentials_stay_outside,
     check_probe,
     install_requests,
     loopback_servers,
     matrix_rows,
     probe_code,
     read_json,
-    secret_probe,
 )
 from .._support.packages import wheel
 from .conftest import IMAGE_PARAMS, RUNSC, RUNSC_EGRESS, require_image, require_runtime
@@ -132,26 +131,7 @@ async def test_runsc_egress_runtime_enforces_the_policy_under_gvisor(
 
 
 async def test_credentials_are_injected_outside_and_absent_inside(sandbox: Sandbox, servers: Servers) -> None:
-    decoy = SECRET_PREFIX + "0" * (len(servers.secret) - len(SECRET_PREFIX))
-    await sandbox.write_file("decoy.txt", f"planted: {decoy}\n")  # the search must find this one
-    result = await sandbox.run(secret_probe(servers, ["/tmp", "/run", "/etc"], decoy), timeout=120)
-    assert result.success, result.stderr
-    probe = read_json(result.stdout)
-    print(
-        "docker: server saw X-Api-Key",
-        servers.allowed.header("X-Api-Key")[-1:],
-        "and",
-        servers.secure.header("Authorization")[-1:],
-    )
-    print("docker: inside:", probe)
-    assert probe["fetch"]["http"] == 200, probe
-    assert probe["fetch"]["https"] == 200, probe  # TLS terminated by the proxy, trusted through the CA bundle
-    assert probe["fetch"].get("curl https", "200") == "200", probe
-    assert servers.allowed.header("X-Api-Key")[-1] == servers.secret
-    assert servers.secure.header("Authorization")[-1] == f"Bearer {servers.secret}"
-    assert probe["ca_bundle"] == "/run/alphora-sandbox/egress/ca-bundle.pem"
-    assert probe["decoy_found_in"], probe
-    assert probe["secret_found_in"] == [], probe
+    await check_credentials_stay_outside(sandbox, servers, "docker")
 
 
 @pytest.mark.usefixtures("spec_images")
